@@ -1,0 +1,45 @@
+# yolokd, AGPL-3.0 License
+"""Student -> teacher channel adapters, built from probed shapes; the distillation model owns them (``projector``)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def conv1x1(c_in: int, c_out: int) -> nn.Conv2d:
+    """A 1x1 convolution with bias mapping ``c_in`` student channels to ``c_out`` teacher channels.
+
+    It is kept even when the channel counts match: Chen et al. (2017) found the adaptation layer essential, and the
+    Ultralytics projector does the same.
+
+    Args:
+        c_in (int): Student channels.
+        c_out (int): Teacher channels.
+
+    Returns:
+        (nn.Conv2d): The adapter.
+
+    Examples:
+        >>> conv1x1(16, 64).weight.shape
+        torch.Size([64, 16, 1, 1])
+    """
+    return nn.Conv2d(c_in, c_out, kernel_size=1, stride=1, padding=0, bias=True)
+
+
+def per_level(student_channels: list[int], teacher_channels: list[int]) -> nn.ModuleList:
+    """One `conv1x1` adapter per neck level.
+
+    Args:
+        student_channels (list[int]): Student channels per level.
+        teacher_channels (list[int]): Teacher channels per level, same length.
+
+    Returns:
+        (nn.ModuleList): Adapters, level order.
+
+    Examples:
+        >>> [a.out_channels for a in per_level([16, 32], [64, 128])]
+        [64, 128]
+    """
+    if len(student_channels) != len(teacher_channels):
+        raise ValueError(f"{len(student_channels)} student levels but {len(teacher_channels)} teacher levels")
+    return nn.ModuleList(conv1x1(cs, ct) for cs, ct in zip(student_channels, teacher_channels))

@@ -1,0 +1,172 @@
+# yolokd, AGPL-3.0 License
+"""Training callbacks: schedule progress, TensorBoard logging and the teacher's one-off validation.
+
+`KDCallbacks` is a plain picklable object whose bound methods are registered as Ultralytics callbacks. Because the
+trainer's callbacks travel to DDP workers (``ultralytics/utils/dist.py`` pickles them), it also carries the run's
+`KDConfig` there: the worker's `KDTrainer` finds it and rebuilds exactly the parent's configuration.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from ultralytics.utils import LOGGER, RANK, colorstr
+from ultralytics.utils.torch_utils import unwrap_model
+
+from yolokd.config import KDConfig
+from yolokd.schedules import Progress
+
+PREFIX = colorstr("yolokd: ")
+EVENTS = (
+    "on_pretrain_routine_end",
+    "on_train_epoch_start",
+    "on_train_batch_start",
+    "on_train_epoch_end",
+    "on_fit_epoch_end",
+    "teardown",
+)
+
+
+def _ultralytics_tensorboard_active() -> bool:
+    """True when Ultralytics' own TensorBoard callback is writing this run (then only KD extras are logged here)."""
+    try:
+        from ultralytics.utils.callbacks import tensorboard
+
+        return tensorboard.WRITER is not None
+    except Exception:
+        return False
+
+
+class KDCallbacks:
+    """Callbacks of a distillation run; picklable, and the carrier of its `KDConfig` to DDP workers.
+
+    Attributes:
+        config (KDConfig): The run's distillation configuration.
+        teacher_metrics (dict): The teacher's validation metrics, measured once before training (rank 0).
+    """
+
+    def __init__(self, config: KDConfig):
+        """Hold the configuration; the writer is opened at the start of training."""
+        self.config = config
+        self.teacher_metrics: dict[str, float] = {}
+        self._writer = None
+        self._batch = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the open TensorBoard writer."""
+        return {**self.__dict__, "_writer": None}
+
+    def attach(self, trainer) -> None:
+        """Register the bound methods on ``trainer``."""
+        for event in EVENTS:
+            trainer.add_callback(event, getattr(self, event))
+
+    @staticmethod
+    def find(callbacks: dict | None) -> KDCallbacks | None:
+        """Return the `KDCallbacks` instance registered in a callbacks dict, if any."""
+        for fns in (callbacks or {}).values():
+            for fn in fns:
+                owner = getattr(fn, "__self__", None)
+                if isinstance(owner, KDCallbacks):
+                    return owner
+        return None
+
+    # ------------------------------------------------------------------ helpers
+    def _scalars(self, scalars: dict[str, float], step: int) -> None:
+        """Write scalars to TensorBoard (rank 0, when a writer is open)."""
+        if self._writer is not None:
+            for k, v in scalars.items():
+                self._writer.add_scalar(k, float(v), step)
+
+    @staticmethod
+    def _kd_model(trainer):
+        """The trainer's `KDModel`, unwrapped from DDP."""
+        return unwrap_model(trainer.model)
+
+    # ------------------------------------------------------------------ events
+    def on_pretrain_routine_end(self, trainer) -> None:
+        """Open the TensorBoard writer in the run folder and validate the teacher once (rank 0)."""
+        if RANK not in {-1, 0}:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(trainer.save_dir))
+            LOGGER.info(f"{PREFIX}TensorBoard: tensorboard --logdir {trainer.save_dir}")
+        except Exception as e:  # tensorboard missing or unwritable folder: training goes on
+            LOGGER.warning(f"{PREFIX}TensorBoard logging disabled: {e}")
+        if self.config.teacher_val:
+            self.teacher_metrics = validate_teacher(trainer)
+            if self.teacher_metrics:
+                LOGGER.info(
+                    f"{PREFIX}teacher mAP50-95 {self.teacher_metrics.get('metrics/mAP50-95(B)', 0):.4f}, "
+                    f"mAP50 {self.teacher_metrics.get('metrics/mAP50(B)', 0):.4f} on '{trainer.args.split}'"
+                )
+                self._scalars({f"teacher/{k.split('/')[-1]}": v for k, v in self.teacher_metrics.items()}, 0)
+
+    def on_train_epoch_start(self, trainer) -> None:
+        """Reset the batch counter of the epoch."""
+        self._batch = 0
+
+    def on_train_batch_start(self, trainer) -> None:
+        """Give the model its training progress (every rank), which drives the weight schedules."""
+        nb = max(len(trainer.train_loader), 1)
+        self._kd_model(trainer).progress = Progress(
+            epoch=trainer.epoch,
+            epochs=trainer.epochs,
+            epoch_fraction=min(self._batch / nb, 1.0),
+            close_mosaic=int(trainer.args.close_mosaic or 0),
+        )
+        self._batch += 1
+
+    def on_train_epoch_end(self, trainer) -> None:
+        """Log losses (unless Ultralytics' TensorBoard already does), learning rates, term weights and statistics."""
+        if RANK not in {-1, 0} or self._writer is None:
+            return
+        step = trainer.epoch + 1
+        model = self._kd_model(trainer)
+        if not _ultralytics_tensorboard_active():
+            self._scalars(trainer.label_loss_items(trainer.tloss, prefix="train"), step)
+            self._scalars(trainer.lr, step)
+        self._scalars({f"kd_weight/{k}": v for k, v in model.term_weights().items()}, step)
+        self._scalars({f"kd_stats/{k}": v for k, v in model.term_stats().items()}, step)
+
+    def on_fit_epoch_end(self, trainer) -> None:
+        """Log validation metrics (unless Ultralytics' TensorBoard does) and the teacher's as reference lines."""
+        if RANK not in {-1, 0} or self._writer is None:
+            return
+        step = trainer.epoch + 1
+        if not _ultralytics_tensorboard_active():
+            self._scalars(trainer.metrics or {}, step)
+        self._scalars({f"teacher/{k.split('/')[-1]}": v for k, v in self.teacher_metrics.items()}, step)
+        self._writer.flush()
+
+    def teardown(self, trainer) -> None:
+        """Close the writer."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def validate_teacher(trainer) -> dict[str, float]:
+    """Validate the teacher on the trainer's validation loader; return its metrics ({} if that fails).
+
+    Args:
+        trainer (KDTrainer): The trainer after setup (its ``test_loader`` and teacher exist).
+
+    Returns:
+        (dict[str, float]): Ultralytics' validation metrics of the teacher (``metrics/mAP50-95(B)``...).
+    """
+    from ultralytics.models.yolo.detect import DetectionValidator
+
+    args = copy.copy(trainer.args)
+    args.plots, args.save_json, args.save_txt, args.half = False, False, False, False
+    try:
+        validator = DetectionValidator(dataloader=trainer.test_loader, save_dir=trainer.save_dir, args=args)
+        teacher = copy.deepcopy(unwrap_model(trainer.model).teacher_model)  # validation fuses its model
+        metrics = validator(model=teacher)
+        return {k: float(v) for k, v in metrics.items() if k.startswith("metrics/")}
+    except Exception as e:  # the teacher's score is information, never a reason to stop training
+        LOGGER.warning(f"{PREFIX}teacher validation failed, continuing without it: {e}")
+        return {}

@@ -1,0 +1,154 @@
+# yolokd, AGPL-3.0 License
+"""``yolokd MODE key=value ...``: Ultralytics' own key=value parsing, with the KD keys split off.
+
+Modes: ``train`` (every ``yolo train`` argument plus the KD keys of ``cfg/default.yaml``), ``demo`` (offline end to
+end on synthetic data), ``help``, ``version``, ``cfg`` (print the KD keys), ``methods`` (list built-in methods).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from ultralytics.cfg import CLI_HELP_MSG, check_dict_alignment, merge_equals_args, parse_key_value_pair
+from ultralytics.utils import DEFAULT_CFG_DICT, LOGGER, colorstr
+
+from yolokd.config import KD_DEFAULTS, KDError, available_methods, cfg_dir
+
+PREFIX = colorstr("yolokd: ")
+MODES = ("train", "demo", "help", "version", "cfg", "methods")
+
+HELP = f"""
+yolokd: knowledge distillation for Ultralytics YOLO.
+
+    yolokd MODE key=value ...
+
+    MODE     train | demo | help | version | cfg | methods
+    train    every 'yolo train' argument, plus the distillation keys (see 'yolokd cfg'):
+               yolokd train model=yolov8s.yaml teacher=path/to/teacher.pt method=cwd data=data.yaml epochs=100
+               yolokd train resume model=runs/detect/train/weights/last.pt
+    demo     offline: synthetic data, a YOLOv8n teacher, a distilled narrow YOLOv8 student, a results table:
+               yolokd demo
+               yolokd demo method=cwd epochs=12 teacher_epochs=30 imgsz=160 baseline=True
+    methods  built-in methods: {", ".join(available_methods())} (combine with '+', or pass a method .yaml)
+
+Docs: README.md and cfg/default.yaml. Ultralytics' own arguments: https://docs.ultralytics.com/usage/cfg/
+"""
+
+
+class _DropRecords(logging.Filter):
+    """Drop log records whose message starts with a given text (used to silence Ultralytics' long CLI help)."""
+
+    def __init__(self, text: str):
+        """Remember the text to drop."""
+        super().__init__()
+        self.text = text.strip()[:40]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep records that do not start with the text."""
+        return not record.getMessage().strip().startswith(self.text)
+
+
+@contextlib.contextmanager
+def _without(text: str) -> Iterator[None]:
+    """Temporarily drop LOGGER records starting with ``text``."""
+    f = _DropRecords(text)
+    LOGGER.addFilter(f)
+    try:
+        yield
+    finally:
+        LOGGER.removeFilter(f)
+
+
+def parse(argv: list[str]) -> tuple[str, dict[str, Any]]:
+    """Parse ``MODE key=value ...`` with Ultralytics' parser and check every key (close-match errors).
+
+    Args:
+        argv (list[str]): Arguments after the program name.
+
+    Returns:
+        (tuple[str, dict]): The mode and the overrides.
+    """
+    from yolokd.demo import DEMO_DEFAULTS
+
+    mode, overrides = None, {}
+    for a in merge_equals_args(argv):
+        a = a[2:] if a.startswith("--") else a
+        if "=" in a:
+            try:
+                k, v = parse_key_value_pair(a)
+            except (NameError, SyntaxError, ValueError, AssertionError) as e:
+                raise KDError(f"cannot parse '{a}': {e}") from e
+            overrides[k] = v
+        elif mode is None and a.lower() in MODES + ("-h", "h"):
+            mode = "help" if a.lower() in {"-h", "h"} else a.lower()
+        elif a in DEFAULT_CFG_DICT and isinstance(DEFAULT_CFG_DICT[a], bool) or a in {"resume", "baseline"}:
+            overrides[a] = True  # bare boolean flags, as in 'yolo train resume'
+        else:
+            raise KDError(f"unknown argument '{a}'; use key=value pairs after one of the modes {list(MODES)}")
+    mode = mode or "help"
+    valid = {**DEFAULT_CFG_DICT, **KD_DEFAULTS, **(DEMO_DEFAULTS if mode == "demo" else {})}
+    try:
+        with _without(CLI_HELP_MSG):
+            check_dict_alignment(valid, overrides)
+    except SyntaxError as e:
+        raise KDError(" ".join(str(e).split())) from e
+    return mode, overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code (0 ok, 2 for a usage or input error).
+
+    Args:
+        argv (list[str], optional): Arguments after the program name; defaults to ``sys.argv[1:]``.
+
+    Returns:
+        (int): Exit code.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        mode, overrides = parse(argv)
+        if mode == "help":
+            LOGGER.info(HELP)
+        elif mode == "version":
+            from yolokd import __version__
+
+            LOGGER.info(__version__)
+        elif mode == "cfg":
+            LOGGER.info((cfg_dir() / "default.yaml").read_text())
+        elif mode == "methods":
+            LOGGER.info("\n".join(available_methods()))
+        elif mode == "demo":
+            from yolokd.demo import run_demo
+
+            run_demo(**overrides)
+        elif mode == "train":
+            from yolokd.model import YOLOKD
+
+            model = overrides.pop("model", None)
+            if model is None:
+                raise KDError("model= is required, e.g. model=yolov8s.yaml (from scratch) or model=yolov8s.pt")
+            kd = {k: overrides.pop(k) for k in list(overrides) if k in KD_DEFAULTS}
+            method = kd.pop("method", None)
+            YOLOKD(model, method=method, **kd).train(**overrides)
+        return 0
+    except KDError as e:
+        LOGGER.error(f"{PREFIX}error: {e}")
+        return 2
+    except (FileNotFoundError, ConnectionError) as e:
+        LOGGER.error(f"{PREFIX}error: {' '.join(str(e).split())}")
+        return 2
+    except KeyboardInterrupt:
+        LOGGER.error(
+            f"{PREFIX}interrupted; 'last.pt' of the run holds the latest epoch (resume with "
+            f"'yolokd train resume model=.../weights/last.pt')"
+        )
+        return 130
+
+
+def entrypoint() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

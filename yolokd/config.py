@@ -1,0 +1,233 @@
+# yolokd, AGPL-3.0 License
+"""Typed distillation configuration: the KD keys, method yaml(s) and their validation.
+
+The KD keys (``cfg/default.yaml``) are split from the ordinary Ultralytics arguments before Ultralytics' own
+``get_cfg`` sees them, so every ``yolo train`` argument keeps working and Ultralytics never meets an unknown key.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import asdict, dataclass, field
+from difflib import get_close_matches
+from pathlib import Path
+from typing import Any
+
+from ultralytics.utils import YAML
+
+from yolokd.schedules import SCHEDULES
+
+
+class KDError(ValueError):
+    """A user error in distillation input (teacher, method, config): its message names the fix, one line."""
+
+
+def cfg_dir() -> Path:
+    """Return the folder with ``default.yaml`` and ``methods/``: inside the wheel, else the source tree's ``cfg/``."""
+    here = Path(__file__).resolve().parent
+    for d in (here / "cfg", here.parent / "cfg"):
+        if (d / "default.yaml").is_file():
+            return d
+    raise FileNotFoundError(f"yolokd cfg/ folder not found next to {here}; reinstall yolokd")
+
+
+KD_DEFAULTS: dict[str, Any] = YAML.load(cfg_dir() / "default.yaml")
+TERM_KEYS = ("type", "name", "weight", "schedule", "params")
+
+
+def available_methods() -> list[str]:
+    """Names of the built-in methods (``cfg/methods/*.yaml``)."""
+    return sorted(p.stem for p in (cfg_dir() / "methods").glob("*.yaml"))
+
+
+def split_kd_args(args: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split a dict of arguments into (KD keys, everything else).
+
+    Examples:
+        >>> split_kd_args({"teacher": "t.pt", "epochs": 3})
+        ({'teacher': 't.pt'}, {'epochs': 3})
+    """
+    kd = {k: v for k, v in args.items() if k in KD_DEFAULTS}
+    return kd, {k: v for k, v in args.items() if k not in KD_DEFAULTS}
+
+
+def _suggest(key: str, choices) -> str:
+    """Return a ' Did you mean ...?' hint for a misspelt key, or ''."""
+    m = get_close_matches(str(key), list(choices), n=1)
+    return f" Did you mean '{m[0]}'?" if m else ""
+
+
+@dataclass
+class TermSpec:
+    """One distillation term as configured: registry type, item name, weight, schedule and hyper-parameters."""
+
+    type: str
+    name: str
+    weight: float = 1.0
+    schedule: str = "constant"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class KDConfig:
+    """The whole distillation configuration of a run (what travels in checkpoints and to DDP workers)."""
+
+    teacher: str | None = None
+    method: str = "cwd"
+    distill_weight: float = 1.0
+    teacher_val: bool = True
+    terms: list[TermSpec] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a plain, picklable, yaml-able dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> KDConfig:
+        """Rebuild from `to_dict` output."""
+        d = dict(d)
+        d["terms"] = [TermSpec(**t) for t in d.get("terms", [])]
+        return cls(**d)
+
+
+def _check_param_types(where: str, term_cls, params: dict[str, Any]) -> None:
+    """Check ``params`` against the keyword arguments (and their default types) of ``term_cls.__init__``."""
+    sig = {k: p for k, p in inspect.signature(term_cls.__init__).parameters.items() if k != "self"}
+    for k, v in params.items():
+        if k not in sig:
+            raise KDError(
+                f"{where}: unknown parameter '{k}' for term '{term_cls.type}'.{_suggest(k, sig)} Valid: {sorted(sig)}"
+            )
+        default = sig[k].default
+        if default is inspect.Parameter.empty or default is None:
+            continue
+        ok = isinstance(v, type(default)) and not (isinstance(v, bool) and not isinstance(default, bool))
+        if isinstance(default, float) and isinstance(v, int) and not isinstance(v, bool):
+            ok = True
+        if not ok:
+            raise KDError(
+                f"{where}: parameter '{k}' of term '{term_cls.type}' must be {type(default).__name__}, got {v!r}"
+            )
+
+
+def parse_terms(data: Any, source: str) -> list[TermSpec]:
+    """Validate the ``terms:`` list of a method yaml and return typed specs.
+
+    Args:
+        data (Any): The loaded yaml (a dict with a ``terms`` list).
+        source (str): Where it came from, for error messages.
+
+    Returns:
+        (list[TermSpec]): The validated terms.
+    """
+    from yolokd.losses import TERMS
+
+    if not isinstance(data, dict) or not isinstance(data.get("terms"), list) or not data["terms"]:
+        raise KDError(f"{source}: a method yaml needs a non-empty 'terms:' list, e.g. 'terms: [{{type: cwd}}]'")
+    extra = set(data) - {"terms"}
+    if extra:
+        raise KDError(f"{source}: unknown top-level key(s) {sorted(extra)}; only 'terms' is allowed")
+    specs = []
+    for i, t in enumerate(data["terms"]):
+        where = f"{source} term {i}"
+        if not isinstance(t, dict) or "type" not in t:
+            raise KDError(f"{where}: each term must be a mapping with a 'type' (one of {sorted(TERMS)})")
+        for k in t:
+            if k not in TERM_KEYS:
+                raise KDError(f"{where}: unknown key '{k}'.{_suggest(k, TERM_KEYS)} Valid: {list(TERM_KEYS)}")
+        typ = t["type"]
+        if typ not in TERMS:
+            raise KDError(f"{where}: unknown term type '{typ}'.{_suggest(typ, TERMS)} Available: {sorted(TERMS)}")
+        weight = t.get("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+            raise KDError(f"{where}: 'weight' must be a number >= 0, got {weight!r}")
+        schedule = t.get("schedule", "constant")
+        if schedule not in SCHEDULES:
+            raise KDError(
+                f"{where}: unknown schedule {schedule!r}.{_suggest(schedule, SCHEDULES)} Available: {sorted(SCHEDULES)}"
+            )
+        params = t.get("params") or {}
+        if not isinstance(params, dict):
+            raise KDError(f"{where}: 'params' must be a mapping, got {params!r}")
+        _check_param_types(where, TERMS[typ], params)
+        name = t.get("name", typ)
+        if not isinstance(name, str) or not name.isidentifier():
+            raise KDError(f"{where}: 'name' must be an identifier-like string, got {name!r}")
+        specs.append(TermSpec(type=typ, name=name, weight=float(weight), schedule=schedule, params=dict(params)))
+    return specs
+
+
+def resolve_method(method: str) -> list[TermSpec]:
+    """Turn ``method=`` into term specs: a built-in name, names joined by '+', or a path to a method yaml.
+
+    Args:
+        method (str): e.g. ``"cwd"``, ``"cwd+crosskd"`` or ``"path/to/custom.yaml"``.
+
+    Returns:
+        (list[TermSpec]): The terms, in order; item names must be unique.
+    """
+    if not isinstance(method, str) or not method.strip():
+        raise KDError(f"method must be a non-empty string such as 'cwd', got {method!r}")
+    specs: list[TermSpec] = []
+    for part in method.split("+"):
+        part = part.strip()
+        if part.endswith((".yaml", ".yml")):
+            path = Path(part)
+            if not path.is_file():
+                raise KDError(
+                    f"method file '{part}' does not exist; pass a built-in method {available_methods()} "
+                    f"or a path to an existing .yaml"
+                )
+        else:
+            path = cfg_dir() / "methods" / f"{part}.yaml"
+            if not path.is_file():
+                raise KDError(
+                    f"unknown method '{part}'.{_suggest(part, available_methods())} "
+                    f"Available: {available_methods()}, or a path to a method .yaml"
+                )
+        try:
+            data = YAML.load(path)
+        except Exception as e:
+            raise KDError(f"method file '{path}' is not valid yaml: {e}") from e
+        specs += parse_terms(data, str(path if part.endswith((".yaml", ".yml")) else part))
+    names = [s.name for s in specs]
+    if dupes := sorted({n for n in names if names.count(n) > 1}):
+        raise KDError(f"term name(s) {dupes} used twice in method '{method}'; give each a distinct 'name:'")
+    return specs
+
+
+def build_config(kd_args: dict[str, Any]) -> KDConfig:
+    """Validate the KD keys and resolve the method into a `KDConfig`.
+
+    Args:
+        kd_args (dict): KD keys (``teacher``, ``method``, ``distill_weight``, ``teacher_val``); missing ones take
+            the defaults of ``cfg/default.yaml``. A ``terms`` list (from a saved config) is taken as is.
+
+    Returns:
+        (KDConfig): The validated configuration.
+    """
+    args = {**KD_DEFAULTS, **{k: v for k, v in kd_args.items() if v is not None or k == "teacher"}}
+    unknown = set(args) - set(KD_DEFAULTS) - {"terms"}
+    if unknown:
+        k = sorted(unknown)[0]
+        raise KDError(f"'{k}' is not a yolokd argument.{_suggest(k, KD_DEFAULTS)} Valid: {sorted(KD_DEFAULTS)}")
+    dw = args["distill_weight"]
+    if isinstance(dw, bool) or not isinstance(dw, (int, float)) or dw < 0:
+        raise KDError(f"distill_weight must be a number >= 0, got {dw!r}")
+    if not isinstance(args["teacher_val"], bool):
+        raise KDError(f"teacher_val must be True or False, got {args['teacher_val']!r}")
+    teacher = args["teacher"]
+    if teacher is not None and not isinstance(teacher, (str, Path)):
+        raise KDError(f"teacher must be a path to a .pt checkpoint, got {teacher!r}")
+    terms = args.get("terms")
+    if terms:  # a saved configuration (resume): taken as it was validated then
+        terms = [t if isinstance(t, TermSpec) else TermSpec(**t) for t in terms]
+    else:
+        terms = resolve_method(args["method"])
+    return KDConfig(
+        teacher=None if teacher is None else str(teacher),
+        method=str(args["method"]),
+        distill_weight=float(dw),
+        teacher_val=args["teacher_val"],
+        terms=terms,
+    )

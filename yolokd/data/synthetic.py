@@ -1,0 +1,401 @@
+# yolokd, AGPL-3.0 License
+"""Deterministic, offline generator of a synthetic YOLO-format object-detection data set.
+
+Nothing can be downloaded on the machines that run the yolokd demo, tests and benchmark, so this module draws a small
+"shapes" data set with numpy and OpenCV. It is designed to be learnable within a few epochs at 128-192 px, yet hard
+enough that a larger YOLOv8 model clearly beats a smaller one after short CPU training:
+
+- Up to 8 classes of filled shapes (see ``SHAPES``): circle, square, triangle, cross, star, ring, diamond, hexagon.
+- Textured backgrounds: a random two-colour gradient, low-frequency colour blotches, Gaussian noise, an occasional
+  slight blur, and unlabeled clutter (lines, elongated blobs, partial arcs, scribbles) that is not any class.
+- 1..``max_objects`` objects per image, sizes log-uniform from ~5% to ~50% of the image side, random colours (mostly
+  with good contrast to the local background, sometimes deliberately low contrast), random rotation where a shape is
+  not rotationally symmetric (a square stays axis-aligned so that it cannot become a diamond), per-object shading.
+- Occlusion: objects may overlap, later ones drawn on top, and some are placed next to an earlier one on purpose.
+
+Labelling rule (amodal boxes): the visible pixels of every object are tracked. An object is labelled only if at least
+40% of its full area is visible, i.e. neither hidden by objects drawn later nor cut off by the image border;
+otherwise it stays in the image unlabeled (as a hard negative). A labelled object gets the tight box of its FULL,
+un-occluded shape (the standard amodal box of COCO-style annotation), clipped to the image.
+
+Every image is drawn from its own ``numpy.random.default_rng([seed, split_id, index])``, so the same arguments give
+byte-identical files, image ``i`` does not depend on how many images were generated before, and the train, val and
+test splits come from disjoint seed streams. The val split is meant for choosing hyper-parameters, the test split for
+reporting. A stamp file records the arguments and is written last, so a finished data set is reused at once and an
+interrupted or different one is regenerated from scratch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+from ultralytics.utils import LOGGER, TQDM, colorstr
+
+__all__ = ["SHAPES", "class_names", "make_dataset"]
+
+SHAPES = ("circle", "square", "triangle", "cross", "star", "ring", "diamond", "hexagon")
+"""Class names, in class-index order; a data set with ``nc`` classes uses the first ``nc``."""
+
+STAMP_NAME = ".yolokd_synthetic.json"
+_VERSION = 1  # bump whenever the generated content changes, so stale data sets are regenerated
+_SPLITS = ("train", "val", "test")  # the index is the split id mixed into the per-image seed
+_MIN_VISIBLE = 0.40  # minimum visible fraction of an object's full area for it to be labelled
+_MIN_SIZE, _MAX_SIZE = 0.05, 0.50  # object size range, as a fraction of the image side
+_LOW_CONTRAST_P = 0.12  # probability of a deliberately low-contrast object
+_NEAR_P = 0.3  # probability of placing an object next to an earlier one (forces overlap)
+_SHIFT = 4  # sub-pixel bits for cv2 drawing
+_SCALE = 1 << _SHIFT
+
+
+def class_names(nc: int) -> list[str]:
+    """Return the class names of a synthetic data set with ``nc`` classes.
+
+    Args:
+        nc (int): Number of classes, 1 to ``len(SHAPES)``.
+
+    Returns:
+        (list[str]): The first ``nc`` shape names of ``SHAPES``.
+
+    Raises:
+        ValueError: If ``nc`` is outside 1..8.
+    """
+    nc = _as_int(nc, "nc")
+    if not 1 <= nc <= len(SHAPES):
+        raise ValueError(f"nc must be between 1 and {len(SHAPES)}, got {nc}")
+    return list(SHAPES[:nc])
+
+
+def make_dataset(
+    root: str | Path,
+    n_train: int = 800,
+    n_val: int = 200,
+    n_test: int = 200,
+    imgsz: int = 192,
+    seed: int = 0,
+    nc: int = 6,
+    max_objects: int = 8,
+    progress: bool = True,
+) -> Path:
+    """Generate (or reuse) a synthetic shapes detection data set in YOLO format.
+
+    Writes ``root/images/{train,val,test}/*.jpg``, ``root/labels/{train,val,test}/*.txt`` (one ``cls cx cy w h`` line
+    per object, normalised, 6 decimals), ``root/data.yaml`` and, last, the stamp file ``root/.yolokd_synthetic.json``.
+    If the stamp matches the arguments the existing data set is returned without regenerating anything; otherwise the
+    stamp, ``data.yaml`` and the ``images``/``labels`` folders under ``root`` are removed and everything is redrawn.
+    Nothing else under ``root`` is touched.
+
+    Args:
+        root (str | Path): Output directory; created if missing.
+        n_train (int): Number of training images, at least 1.
+        n_val (int): Number of validation images (for choosing hyper-parameters), at least 1.
+        n_test (int): Number of test images (for reporting), at least 0; with 0 the ``test`` key is omitted.
+        imgsz (int): Side of the square images in pixels, at least 32.
+        seed (int): Non-negative base seed; every image uses ``default_rng([seed, split_id, index])``.
+        nc (int): Number of classes, 1 to 8 (the first ``nc`` names of ``SHAPES``).
+        max_objects (int): Maximum number of objects drawn per image, at least 1.
+        progress (bool): Show a progress bar per split and log where the data set was written.
+
+    Returns:
+        (Path): Path of the written ``data.yaml``.
+
+    Raises:
+        ValueError: If an argument is out of range.
+    """
+    names = class_names(nc)
+    nc = len(names)
+    n_train, n_val, n_test = _as_int(n_train, "n_train"), _as_int(n_val, "n_val"), _as_int(n_test, "n_test")
+    imgsz, seed, max_objects = _as_int(imgsz, "imgsz"), _as_int(seed, "seed"), _as_int(max_objects, "max_objects")
+    if n_train < 1:
+        raise ValueError(f"n_train must be >= 1, got {n_train}")
+    if n_val < 1:
+        raise ValueError(f"n_val must be >= 1, got {n_val}")
+    if n_test < 0:
+        raise ValueError(f"n_test must be >= 0, got {n_test}")
+    if imgsz < 32:
+        raise ValueError(f"imgsz must be >= 32, got {imgsz}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    if max_objects < 1:
+        raise ValueError(f"max_objects must be >= 1, got {max_objects}")
+
+    root = Path(root).expanduser().resolve()
+    prefix = colorstr("yolokd: ")
+    counts = {"train": n_train, "val": n_val, "test": n_test}
+    stamp = {
+        "generator": "yolokd.data.synthetic",
+        "version": _VERSION,
+        "n_train": n_train,
+        "n_val": n_val,
+        "n_test": n_test,
+        "imgsz": imgsz,
+        "seed": seed,
+        "nc": nc,
+        "max_objects": max_objects,
+        "names": names,
+    }
+    yaml_path, stamp_path = root / "data.yaml", root / STAMP_NAME
+    data_yaml = _data_yaml(root, names, with_test=n_test > 0)
+
+    if _read_json(stamp_path) == stamp and yaml_path.is_file() and _counts_ok(root, counts):
+        if yaml_path.read_text(encoding="utf-8") != data_yaml:  # e.g. the folder was moved: fix the absolute path
+            yaml_path.write_text(data_yaml, encoding="utf-8")
+        if progress:
+            LOGGER.info(f"{prefix}reusing synthetic data set in {root}")
+        return yaml_path
+
+    # (Re)generate cleanly: drop the stamp first so that an interruption can never leave a stamp claiming a full set.
+    stamp_path.unlink(missing_ok=True)
+    yaml_path.unlink(missing_ok=True)
+    for sub in ("images", "labels"):
+        if (root / sub).is_dir() and not (root / sub).is_symlink():
+            shutil.rmtree(root / sub)
+        elif (root / sub).exists():
+            (root / sub).unlink()
+
+    for split_id, split in enumerate(_SPLITS):
+        n = counts[split]
+        if n == 0:
+            continue
+        img_dir, lbl_dir = root / "images" / split, root / "labels" / split
+        img_dir.mkdir(parents=True, exist_ok=True)
+        lbl_dir.mkdir(parents=True, exist_ok=True)
+        for i in TQDM(range(n), desc=f"{prefix}{split}", total=n, disable=not progress, unit="img"):
+            rng = np.random.default_rng([seed, split_id, i])
+            img, labels = _render(rng, imgsz, nc, max_objects)
+            stem = f"{split}_{i:06d}"
+            if not cv2.imwrite(str(img_dir / f"{stem}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 95]):
+                raise OSError(f"could not write {img_dir / f'{stem}.jpg'}")
+            (lbl_dir / f"{stem}.txt").write_text(
+                "".join(f"{c} {x:.6f} {y:.6f} {w:.6f} {h:.6f}\n" for c, x, y, w, h in labels), encoding="utf-8"
+            )
+
+    yaml_path.write_text(data_yaml, encoding="utf-8")
+    tmp = stamp_path.with_name(stamp_path.name + ".tmp")
+    tmp.write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, stamp_path)  # atomic: the stamp appears only once every file is in place
+    if progress:
+        total = n_train + n_val + n_test
+        LOGGER.info(f"{prefix}wrote {total} synthetic images ({nc} classes, {imgsz} px) to {root}, config {yaml_path}")
+    return yaml_path
+
+
+def _as_int(value: int, name: str) -> int:
+    """Return ``value`` as a Python int, raising ValueError for non-integral values (bools included)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
+def _read_json(path: Path) -> dict | None:
+    """Return the JSON object stored at ``path``, or None if it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _counts_ok(root: Path, counts: dict[str, int]) -> bool:
+    """Return True if every split folder holds the expected number of images and label files."""
+    for split, n in counts.items():
+        for sub, ext in (("images", ".jpg"), ("labels", ".txt")):
+            d = root / sub / split
+            found = sum(1 for p in d.iterdir() if p.suffix == ext) if d.is_dir() else 0
+            if found != n:
+                return False
+    return True
+
+
+def _data_yaml(root: Path, names: list[str], with_test: bool) -> str:
+    """Return the text of ``data.yaml`` for a data set in ``root``."""
+    data = {"path": str(root), "train": "images/train", "val": "images/val"}
+    if with_test:
+        data["test"] = "images/test"
+    data["names"] = dict(enumerate(names))
+    data["nc"] = len(names)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def _rot(pts: np.ndarray, theta: float) -> np.ndarray:
+    """Rotate (N, 2) points about the origin by ``theta`` radians."""
+    c, s = math.cos(theta), math.sin(theta)
+    return pts @ np.array([[c, s], [-s, c]], dtype=np.float64)
+
+
+def _regular(n: int, radius: float, theta: float) -> np.ndarray:
+    """Return the vertices of a regular ``n``-gon of circumradius ``radius``, rotated by ``theta``."""
+    a = theta + np.arange(n) * (2 * math.pi / n)
+    return radius * np.stack([np.cos(a), np.sin(a)], 1)
+
+
+def _draw_shape(mask: np.ndarray, cls: int, size: float, cx: float, cy: float, rng: np.random.Generator) -> None:
+    """Draw the filled shape of class ``cls`` (value 255) into the uint8 ``mask``, centred on (cx, cy).
+
+    Args:
+        mask (np.ndarray): Zeroed (H, W) uint8 canvas to draw into.
+        cls (int): Class index into ``SHAPES``.
+        size (float): Nominal object size (extent) in pixels.
+        cx (float): Centre x in canvas pixels.
+        cy (float): Centre y in canvas pixels.
+        rng (np.random.Generator): Random generator for the shape's rotation and proportions.
+    """
+    name, r = SHAPES[cls], size / 2
+    theta = rng.uniform(0, 2 * math.pi)
+    centre = (round(cx * _SCALE), round(cy * _SCALE))
+    if name in {"circle", "ring"}:
+        cv2.circle(mask, centre, round(r * _SCALE), 255, -1, cv2.LINE_8, _SHIFT)
+        if name == "ring":
+            cv2.circle(mask, centre, round(r * rng.uniform(0.45, 0.65) * _SCALE), 0, -1, cv2.LINE_8, _SHIFT)
+        return
+    if name == "square":  # axis-aligned, near 1:1, so that it never looks like a diamond
+        w, h = r, r * rng.uniform(0.85, 1.15)
+        pts = np.array([[-w, -h], [w, -h], [w, h], [-w, h]], dtype=np.float64)
+    elif name == "triangle":  # near equilateral
+        a = theta + np.arange(3) * (2 * math.pi / 3) + rng.uniform(-0.12, 0.12, 3)
+        rad = r * 1.1 * rng.uniform(0.92, 1.08, 3)
+        pts = np.stack([rad * np.cos(a), rad * np.sin(a)], 1)
+    elif name == "cross":  # plus sign with arms of 28-40% of the size
+        t = r * rng.uniform(0.28, 0.40)
+        arm = np.array([[-t, -r], [t, -r], [t, -t]], dtype=np.float64)  # one arm; the others are 90-degree turns
+        pts = _rot(np.concatenate([_rot(arm, q * math.pi / 2) for q in range(4)]), theta)
+    elif name == "star":  # 5-point star
+        outer = _regular(5, r * 1.05, theta)
+        inner = _regular(5, r * 1.05 * rng.uniform(0.38, 0.50), theta + math.pi / 5)
+        pts = np.stack([outer, inner], 1).reshape(-1, 2)
+    elif name == "diamond":  # rhombus with a clearly non-square aspect, any rotation
+        w = r * rng.uniform(0.50, 0.72)
+        pts = _rot(np.array([[0, -r], [w, 0], [0, r], [-w, 0]], dtype=np.float64), theta)
+    else:  # hexagon
+        pts = _regular(6, r, theta)
+    pts = np.round((pts + (cx, cy)) * _SCALE).astype(np.int32)
+    cv2.fillPoly(mask, [pts], 255, cv2.LINE_8, _SHIFT)
+
+
+def _contrast_colour(local: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Pick an object colour for a local background colour ``local`` (BGR, float), usually with good contrast."""
+    if rng.random() < _LOW_CONTRAST_P:  # deliberately hard: a colour close to the background
+        d = rng.standard_normal(3)
+        return np.clip(local + d / (np.linalg.norm(d) + 1e-6) * rng.uniform(22, 45), 0, 255)
+    best, best_d = None, -1.0
+    for _ in range(12):
+        c = rng.uniform(0, 255, 3)
+        d = float(np.linalg.norm(c - local))
+        if d > best_d:
+            best, best_d = c, d
+        if d >= 90:
+            break
+    return best
+
+
+def _clutter(img: np.ndarray, rng: np.random.Generator, n: int, thin: bool = False) -> None:
+    """Draw ``n`` unlabeled distractors (lines, elongated blobs, partial arcs, scribbles) onto the float image."""
+    s = img.shape[0]
+    for _ in range(n):
+        colour = tuple(float(v) for v in rng.uniform(0, 255, 3))
+        kind = 0 if thin else int(rng.integers(0, 4))
+        th = 1 if thin else int(rng.integers(1, 4))
+        if kind == 0:  # straight line
+            p0, p1 = rng.integers(-s // 4, s + s // 4, (2, 2))
+            cv2.line(img, tuple(map(int, p0)), tuple(map(int, p1)), colour, th, cv2.LINE_AA)
+        elif kind == 1:  # elongated filled ellipse (aspect >= 2.5, unlike any class)
+            a = rng.uniform(0.03, 0.14) * s
+            axes = (max(2, round(a)), max(1, round(a * rng.uniform(0.12, 0.4))))
+            c = tuple(map(int, rng.integers(0, s, 2)))
+            cv2.ellipse(img, c, axes, float(rng.uniform(0, 180)), 0, 360, colour, -1, cv2.LINE_AA)
+        elif kind == 2:  # partial arc (open, so never a ring)
+            a = rng.uniform(0.05, 0.25) * s
+            axes = (max(2, round(a)), max(2, round(a * rng.uniform(0.6, 1.0))))
+            c = tuple(map(int, rng.integers(0, s, 2)))
+            start = float(rng.uniform(0, 360))
+            cv2.ellipse(img, c, axes, 0, start, start + float(rng.uniform(60, 220)), colour, th, cv2.LINE_AA)
+        else:  # short scribble
+            p = rng.integers(0, s, 2) + np.cumsum(rng.normal(0, 0.06 * s, (int(rng.integers(3, 6)), 2)), 0)
+            cv2.polylines(img, [np.round(p).astype(np.int32)], False, colour, th, cv2.LINE_AA)
+
+
+def _background(rng: np.random.Generator, s: int) -> np.ndarray:
+    """Return an (s, s, 3) float32 background: random two-colour gradient plus low-frequency colour blotches."""
+    c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    theta = rng.uniform(0, 2 * math.pi)
+    g = np.linspace(-0.5, 0.5, s, dtype=np.float32)
+    t = g[None, :] * math.cos(theta) + g[:, None] * math.sin(theta)  # in [-0.71, 0.71]
+    t = (t - t.min()) / (t.max() - t.min() + 1e-6)
+    img = c0.astype(np.float32) + t[..., None] * (c1 - c0).astype(np.float32)
+    k = int(rng.integers(3, 7))
+    blotch = rng.standard_normal((k, k, 3)).astype(np.float32) * np.float32(rng.uniform(6, 30))
+    blotch = cv2.resize(blotch, (max(8, s // 8),) * 2, interpolation=cv2.INTER_CUBIC)  # smooth, then cheap upscale
+    img += cv2.resize(blotch, (s, s), interpolation=cv2.INTER_LINEAR)
+    return img
+
+
+def _render(rng: np.random.Generator, s: int, nc: int, max_objects: int) -> tuple[np.ndarray, list[tuple]]:
+    """Draw one image and its labels.
+
+    Args:
+        rng (np.random.Generator): The image's own random generator.
+        s (int): Image side in pixels.
+        nc (int): Number of classes.
+        max_objects (int): Maximum number of objects to draw.
+
+    Returns:
+        img (np.ndarray): (s, s, 3) uint8 BGR image.
+        labels (list[tuple]): ``(cls, cx, cy, w, h)`` per labelled object, normalised to the image side.
+    """
+    for _ in range(100):  # redraw in the (rare) case that no object ends up labelled
+        img = _background(rng, s)
+        _clutter(img, rng, int(rng.integers(2, 7)))
+        n = int(rng.integers(1, max_objects + 1))
+        owner = np.full((s, s), -1, dtype=np.int16)  # index of the object visible at each pixel
+        objects = []  # (cls, full_area, full box (x, y, w, h) in image pixels, centre, size)
+        for k in range(n):
+            cls = int(rng.integers(0, nc))
+            size = s * math.exp(rng.uniform(math.log(_MIN_SIZE), math.log(_MAX_SIZE)))
+            if objects and rng.random() < _NEAR_P:  # next to an earlier object: provokes partial occlusion
+                _, _, _, (px, py), psize = objects[int(rng.integers(0, len(objects)))]
+                a, d = rng.uniform(0, 2 * math.pi), rng.uniform(0.45, 0.9) * (psize + size) / 2
+                cx, cy = np.clip((px + d * math.cos(a), py + d * math.sin(a)), 0.05 * s, 0.95 * s)
+            else:
+                cx, cy = rng.uniform(0.05 * s, 0.95 * s, 2)
+            # Draw the full shape on a local canvas (which may reach outside the image) to know its full area and box.
+            half = math.ceil(0.65 * size) + 2  # every shape's extent is below 1.2 * size / 2
+            ox, oy = math.floor(cx) - half, math.floor(cy) - half  # canvas origin in image pixels
+            canvas = np.zeros((2 * half + 1, 2 * half + 1), dtype=np.uint8)
+            _draw_shape(canvas, cls, size, cx - ox, cy - oy, rng)
+            bx, by, bw, bh = cv2.boundingRect(canvas)
+            objects.append((cls, cv2.countNonZero(canvas), (bx + ox, by + oy, bw, bh), (cx, cy), size))
+            x0, y0, x1, y1 = max(ox, 0), max(oy, 0), min(ox + 2 * half + 1, s), min(oy + 2 * half + 1, s)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            m = canvas[y0 - oy : y1 - oy, x0 - ox : x1 - ox] > 0  # the part inside the image
+            if not m.any():
+                continue
+            roi = img[y0:y1, x0:x1]  # views: writes go to img / owner
+            owner[y0:y1, x0:x1][m] = k
+            colour = _contrast_colour(roi[m].mean(0), rng)
+            gx, gy = rng.uniform(-25, 25, 2) / size  # gentle shading across the object
+            shade = (np.arange(x0, x1) - cx)[None, :] * gx + (np.arange(y0, y1) - cy)[:, None] * gy
+            roi[m] = colour.astype(np.float32) + shade[m][:, None].astype(np.float32)
+        _clutter(img, rng, int(rng.integers(0, 3)), thin=True)  # thin lines on top; ignored for visibility
+        if rng.random() < 0.25:
+            img = cv2.GaussianBlur(img, (3, 3), 0)
+        img += rng.standard_normal((s, s, 3), dtype=np.float32) * np.float32(rng.uniform(2, 10))
+        img = np.clip(img + 0.5, 0, 255).astype(np.uint8)
+
+        visible = np.bincount(owner.ravel().astype(np.int64) + 1, minlength=n + 1)[1:]
+        labels = []
+        for k, (cls, area, (bx, by, bw, bh), _, _) in enumerate(objects):
+            if area == 0 or visible[k] < _MIN_VISIBLE * area:
+                continue
+            x0, y0, x1, y1 = max(bx, 0), max(by, 0), min(bx + bw, s), min(by + bh, s)  # clipped to the image
+            if x1 - x0 < 2 or y1 - y0 < 2:
+                continue
+            labels.append((cls, (x0 + x1) / 2 / s, (y0 + y1) / 2 / s, (x1 - x0) / s, (y1 - y0) / s))
+        if labels:
+            return img, labels
+    raise RuntimeError("could not draw an image with a labelled object")  # unreachable in practice

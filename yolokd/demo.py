@@ -1,0 +1,172 @@
+# yolokd, AGPL-3.0 License
+"""`yolokd demo`: offline end to end on the built-in synthetic data set.
+
+Generates the data, trains (or reuses) a YOLOv8n teacher, distils a narrower YOLOv8 student, and prints the teacher
+and student mAP on the held-out test split with the run folders.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import ultralytics
+from ultralytics import YOLO
+from ultralytics.utils import LOGGER, YAML, colorstr
+
+from yolokd.data.synthetic import make_dataset
+from yolokd.model import YOLOKD
+
+PREFIX = colorstr("yolokd: ")
+
+DEMO_DEFAULTS: dict[str, Any] = {
+    "method": "cwd",  # distillation method for the student
+    "epochs": 12,  # student epochs
+    "teacher_epochs": 30,  # teacher epochs (the teacher is reused when its stamp matches)
+    "imgsz": 160,
+    "batch": 32,
+    "n_train": 600,
+    "n_val": 150,
+    "n_test": 150,
+    "seed": 0,
+    "teacher_model": "yolov8n.yaml",
+    "student_model": "yolov8-pico",  # YOLOv8 layers at width 0.125 (derived from Ultralytics' yolov8.yaml)
+    "project": "runs/yolokd-demo",
+    "baseline": False,  # also train the student without distillation, for comparison
+}
+
+
+def scaled_yaml(
+    out: str | Path, family: str = "yolov8", depth: float = 0.33, width: float = 0.125, max_channels: int = 1024
+) -> Path:
+    """Write a model yaml for ``family`` at a custom depth/width (no ``scales`` table, so no scale guess).
+
+    The layer definition is read from the installed Ultralytics (``cfg/models/v8/yolov8.yaml``...), not copied.
+
+    Args:
+        out (str | Path): Output ``.yaml`` path.
+        family (str): ``yolov8``, ``yolo11`` or ``yolo26``.
+        depth (float): Depth multiple.
+        width (float): Width multiple.
+        max_channels (int): Channel cap.
+
+    Returns:
+        (Path): ``out``.
+    """
+    sub = {"yolov8": "v8", "yolo11": "11", "yolo26": "26"}[family]
+    d = YAML.load(Path(ultralytics.__file__).parent / "cfg" / "models" / sub / f"{family}.yaml")
+    d.pop("scales", None)
+    d.update(depth_multiple=depth, width_multiple=width, max_channels=max_channels)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    YAML.save(out, d)
+    return out
+
+
+def _resolve_model(name: str, folder: Path) -> str:
+    """``yolov8-pico`` -> a generated yaml in ``folder``; anything else is passed to Ultralytics unchanged."""
+    if name == "yolov8-pico":
+        return str(scaled_yaml(folder / "yolov8-pico.yaml"))
+    return name
+
+
+def _test_metrics(weights: Path, data: Path, imgsz: int, batch: int) -> tuple[float, float]:
+    """mAP50-95 and mAP50 of a checkpoint on the test split."""
+    m = YOLO(str(weights)).val(data=str(data), split="test", imgsz=imgsz, batch=batch, plots=False, verbose=False)
+    return float(m.box.map), float(m.box.map50)
+
+
+def train_teacher(data: Path, project: Path, model: str, epochs: int, imgsz: int, batch: int, **train: Any) -> Path:
+    """Train the teacher, or reuse it when a finished run with the same settings exists.
+
+    Returns:
+        (Path): The teacher's ``best.pt``.
+    """
+    stamp = {
+        "data": YAML.load(data).get("path"),
+        "model": model,
+        "epochs": epochs,
+        "imgsz": imgsz,
+        "batch": batch,
+        **{k: str(v) for k, v in train.items()},
+    }
+    run = project / "teacher"
+    best, stamp_file = run / "weights" / "best.pt", run / "yolokd_teacher.json"
+    if best.exists() and stamp_file.exists() and json.loads(stamp_file.read_text()) == stamp:
+        LOGGER.info(f"{PREFIX}reusing teacher {best} (delete {run} to retrain)")
+        return best
+    stamp_file.unlink(missing_ok=True)
+    LOGGER.info(f"{PREFIX}training teacher {model} for {epochs} epochs")
+    YOLO(model).train(
+        data=str(data),
+        epochs=epochs,
+        imgsz=imgsz,
+        batch=batch,
+        project=str(project),
+        name="teacher",
+        exist_ok=True,
+        **train,
+    )
+    stamp_file.write_text(json.dumps(stamp))  # last: an interrupted teacher is retrained next time
+    return best
+
+
+def run_demo(**overrides: Any) -> list[dict[str, Any]]:
+    """Run the demo; unknown keys are passed to every ``train`` call (Ultralytics validates them).
+
+    Returns:
+        (list[dict]): One row per model: ``role``, ``model``, ``mAP50-95``, ``mAP50``, ``run``.
+    """
+    cfg = {**DEMO_DEFAULTS, **{k: v for k, v in overrides.items() if k in DEMO_DEFAULTS}}
+    train = {k: v for k, v in overrides.items() if k not in DEMO_DEFAULTS}
+    project = Path(cfg["project"]).resolve()
+    imgsz, batch = int(cfg["imgsz"]), int(cfg["batch"])
+    data = make_dataset(
+        project / "data",
+        n_train=cfg["n_train"],
+        n_val=cfg["n_val"],
+        n_test=cfg["n_test"],
+        imgsz=imgsz,
+        seed=cfg["seed"],
+    )
+    teacher_model = _resolve_model(cfg["teacher_model"], project / "models")
+    student_model = _resolve_model(cfg["student_model"], project / "models")
+    common = {"imgsz": imgsz, "batch": batch, "seed": cfg["seed"], **train}
+    teacher = train_teacher(data, project, teacher_model, int(cfg["teacher_epochs"]), **common)
+
+    rows = [{"role": "teacher", "model": Path(teacher_model).stem, "weights": teacher}]
+    if cfg["baseline"]:
+        name = "student-baseline"
+        YOLO(student_model).train(
+            data=str(data), epochs=cfg["epochs"], project=str(project), name=name, exist_ok=True, **common
+        )
+        rows.append(
+            {
+                "role": "student (no KD)",
+                "model": Path(student_model).stem,
+                "weights": project / name / "weights" / "best.pt",
+            }
+        )
+    name = f"student-{cfg['method'].replace('+', '-').replace('/', '_')}"
+    YOLOKD(student_model, teacher=str(teacher), method=cfg["method"]).train(
+        data=str(data), epochs=cfg["epochs"], project=str(project), name=name, exist_ok=True, **common
+    )
+    rows.append(
+        {
+            "role": f"student ({cfg['method']})",
+            "model": Path(student_model).stem,
+            "weights": project / name / "weights" / "best.pt",
+        }
+    )
+
+    for r in rows:
+        r["mAP50-95"], r["mAP50"] = _test_metrics(r["weights"], data, imgsz, batch)
+        r["run"] = str(Path(r["weights"]).parent.parent)
+    lines = [f"{'role':<22}{'model':<16}{'mAP50-95':>10}{'mAP50':>10}  run"]
+    lines += [f"{r['role']:<22}{r['model']:<16}{r['mAP50-95']:>10.4f}{r['mAP50']:>10.4f}  {r['run']}" for r in rows]
+    LOGGER.info(
+        f"\n{PREFIX}demo results on the held-out test split ({cfg['n_test']} images, imgsz={imgsz}):\n"
+        + "\n".join(lines)
+    )
+    return rows

@@ -1,0 +1,196 @@
+# yolokd, AGPL-3.0 License
+"""`KDModel`: teacher + student + adapters on Ultralytics' `DistillationModel` seam, summing a stack of terms.
+
+Reusing the seam means Ultralytics already freezes ``teacher_model.`` parameters, drops the teacher from the EMA,
+forwards ``criterion``/``end2end``/``set_head_attr`` to the student, keeps the teacher in eval mode under
+``train()``, fuses to the bare student, and handles the hook state on deepcopy/pickle (EMA, checkpoints, DDP).
+What differs from the built-in: the adapters are the terms' (``projector`` is a ``ModuleDict`` by term name), the
+loss is a configurable stack of terms, and the taps read the Detect head once per model.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from ultralytics.nn.distill_model import DistillationModel, FeatureHook
+from ultralytics.utils.torch_utils import copy_attr
+
+from yolokd.config import KDConfig, KDError
+from yolokd.losses import TERMS, DistillInputs, Probe
+from yolokd.schedules import SCHEDULES, Progress
+from yolokd.taps import detect_head, head_outputs, model_task, probe_channels
+
+_HEAD = "head"  # key of the Detect-output tap in the feature dicts
+
+
+def check_pair(student: nn.Module, teacher: nn.Module, names: dict | None = None) -> None:
+    """Raise `KDError` (one line, naming the fix) if teacher and student cannot be distilled together.
+
+    Args:
+        student (nn.Module): Student detection model (its head's ``nc`` already set to the data set's).
+        teacher (nn.Module): Teacher model.
+        names (dict, optional): The data set's class names; the teacher's must match when given.
+    """
+    task = model_task(teacher)
+    if task != "detect":
+        raise KDError(f"teacher is a '{task}' model, not a detection model; pass a detection checkpoint (task=detect)")
+    try:
+        th = detect_head(teacher)
+    except ValueError as e:
+        raise KDError(f"teacher has no Detect head ({e}); pass a YOLO detection checkpoint") from e
+    sh = detect_head(student)
+    if th.nc != sh.nc:
+        raise KDError(
+            f"teacher predicts {th.nc} classes but the student/data set has {sh.nc}; "
+            f"train or fine-tune the teacher on the same data set first"
+        )
+    if names is not None and getattr(teacher, "names", None) is not None:
+        t_names = {int(k): v for k, v in dict(teacher.names).items()}
+        d_names = {int(k): v for k, v in dict(names).items()}
+        if t_names != d_names:
+            diff = next((i for i in sorted(d_names) if t_names.get(i) != d_names[i]), None)
+            raise KDError(
+                f"teacher class names differ from the data set's (class {diff}: teacher "
+                f"{t_names.get(diff)!r} vs data {d_names.get(diff)!r}); use a teacher trained on this data"
+            )
+    if th.nl != sh.nl:
+        raise KDError(
+            f"teacher has {th.nl} detection levels but the student has {sh.nl}; "
+            f"use models with the same number of levels (e.g. both P3-P5)"
+        )
+    ts, ss = [int(s) for s in teacher.stride.tolist()], [int(s) for s in student.stride.tolist()]
+    if ts != ss:
+        raise KDError(f"teacher strides {ts} differ from student strides {ss}; use models with the same strides")
+
+
+class KDModel(DistillationModel):
+    """Teacher + student + per-term adapters; ``loss(batch)`` returns detection plus weighted distillation losses.
+
+    Attributes:
+        teacher_model (nn.Module): Frozen teacher, eval mode, run under ``torch.no_grad()``.
+        student_model (nn.Module): The student being trained.
+        projector (nn.ModuleDict): Trainable adapters by term name (only terms that need adapters appear).
+        terms (nn.ModuleList): The distillation terms, in configuration order.
+        kd_config (KDConfig): The configuration the model was built from.
+        progress (Progress): Training progress, set by the trainer before each batch; drives the weight schedules.
+    """
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, config: KDConfig, imgsz: int = 64):
+        """Build the pair, tap both heads, probe shapes and create the adapters.
+
+        Args:
+            student (nn.Module): Student detection model.
+            teacher (nn.Module): Teacher detection model (checked with `check_pair` by the caller).
+            config (KDConfig): Validated distillation configuration.
+            imgsz (int): Dummy input size for the shape probe (rounded up to a multiple of the largest stride).
+        """
+        nn.Module.__init__(self)  # DistillationModel.__init__ would build Ultralytics' own projector and loss
+        device = next(student.parameters()).device
+        self.teacher_model = teacher.to(device)
+        self._freeze_teacher()
+        self.student_model = student
+        self.kd_config = config
+        self.terms = nn.ModuleList(TERMS[s.type](**s.params) for s in config.terms)
+        self.progress = Progress()
+        # DistillationModel's pickling hooks read these names
+        self.feats_idx = self.teacher_feats_idx = [detect_head(student).i]
+        self._teacher_feats: dict = {}
+        self._student_feats: dict = {}
+        self._teacher_hooks: list = []
+        self._student_hooks: list = []
+        self._register_feature_hooks()
+
+        gs = int(max(student.stride.max(), teacher.stride.max()))
+        imgsz = max(gs, -(-int(imgsz) // gs) * gs)
+        ch = student.yaml.get("channels", 3) if hasattr(student, "yaml") else 3
+        s_feats = probe_channels(student, self._student_feats, _HEAD, imgsz, ch)
+        t_feats = probe_channels(self.teacher_model, self._teacher_feats, _HEAD, imgsz, ch)
+        self.probe = Probe(
+            student_channels=[f.shape[1] for f in s_feats],
+            teacher_channels=[f.shape[1] for f in t_feats],
+            strides=[int(s) for s in student.stride.tolist()],
+        )
+        adapters = {spec.name: a for spec, t in zip(config.terms, self.terms) if (a := t.make_adapters(self.probe))}
+        self.projector = nn.ModuleDict(adapters).to(device)
+        copy_attr(self, student)
+
+    # ------------------------------------------------------------------ hooks (called by DistillationModel pickling)
+    def _register_feature_hooks(self) -> None:
+        """Tap the Detect head of student and teacher (stale FeatureHooks are removed first)."""
+        self._remove_feature_hooks()
+        for model, store, handles in (
+            (self.student_model, self._student_feats, self._student_hooks),
+            (self.teacher_model, self._teacher_feats, self._teacher_hooks),
+        ):
+            if model is None:  # the EMA copy has no teacher
+                continue
+            head = detect_head(model)
+            self._clear_feature_hooks(head)
+            handles.append(head.register_forward_hook(FeatureHook(store, _HEAD)))
+
+    # ------------------------------------------------------------------ weights
+    def term_weights(self, progress: Progress | None = None) -> dict[str, float]:
+        """Current effective weight of each term: ``weight x distill_weight x schedule(progress)``.
+
+        Args:
+            progress (Progress, optional): Progress to evaluate at; defaults to ``self.progress``.
+
+        Returns:
+            (dict[str, float]): ``{term name: weight}``.
+        """
+        p = progress or self.progress
+        dw = self.kd_config.distill_weight
+        return {s.name: s.weight * dw * SCHEDULES[s.schedule](p) for s in self.kd_config.terms}
+
+    def item_names(self) -> list[str]:
+        """Loss-item names of the terms (``<name>_loss``), in order."""
+        return [f"{s.name}_loss" for s in self.kd_config.terms]
+
+    # ------------------------------------------------------------------ loss
+    def loss(self, batch: dict, preds=None):
+        """Detection loss of the student plus the weighted distillation terms.
+
+        Args:
+            batch (dict): Preprocessed batch.
+            preds (Any, optional): Student predictions, only used in validation mode.
+
+        Returns:
+            loss (torch.Tensor): ``cat[detection loss x batch size, term values x batch size]``.
+            loss_items (dict[str, torch.Tensor]): Detached items: the detection items and one per term.
+        """
+        img = batch["img"]
+        if not self.training:  # validation during training: the terms are not evaluated
+            preds = self.student_model(img) if preds is None else preds
+            det, items = self.student_model.loss(batch, preds)
+            kd = torch.zeros(len(self.terms), device=det.device, dtype=det.dtype)
+            items.update({k: v for k, v in zip(self.item_names(), kd)})
+            return torch.cat([det, kd]), items
+
+        self._teacher_feats.clear()
+        self._student_feats.clear()
+        with torch.no_grad():  # autocast, when on, comes from the trainer's context
+            self.teacher_model(img)
+        preds = self.student_model(img)
+        det, items = self.student_model.loss(batch, preds)
+        s_out, t_out = head_outputs(self._student_feats.pop(_HEAD)), head_outputs(self._teacher_feats.pop(_HEAD))
+        inputs = DistillInputs(
+            student_feats=list(s_out["feats"]),
+            teacher_feats=[f.detach() for f in t_out["feats"]],
+            student_preds=s_out,
+            teacher_preds=t_out,
+            batch=batch,
+            progress=self.progress,
+        )
+        values = []
+        for spec, term, w in zip(self.kd_config.terms, self.terms, self.term_weights().values()):
+            if w == 0:  # scheduled off: skip the computation (DDP runs with find_unused_parameters=True)
+                values.append(det.new_zeros(()))
+                continue
+            values.append(w * term(inputs, self.projector[spec.name] if spec.name in self.projector else None))
+        kd = torch.stack([v.float() for v in values]).to(det.dtype)
+        items.update({k: v.detach() for k, v in zip(self.item_names(), kd)})
+        return torch.cat([det, kd * img.shape[0]]), items
+
+    def term_stats(self) -> dict[str, float]:
+        """Statistics the terms recorded at their last call (e.g. gate ratios), keyed ``<term name>/<stat>``."""
+        return {f"{s.name}/{k}": v for s, t in zip(self.kd_config.terms, self.terms) for k, v in t.stats.items()}

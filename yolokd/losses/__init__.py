@@ -1,0 +1,28 @@
+# yolokd, AGPL-3.0 License
+"""The registry of distillation terms: ``{type: Term subclass}``, filled by `register`."""
+
+from __future__ import annotations
+
+from yolokd.losses.base import DistillInputs, Probe, Term
+
+TERMS: dict[str, type[Term]] = {}
+
+
+def register(cls: type[Term]) -> type[Term]:
+    """Class decorator adding a `Term` subclass to `TERMS` under its ``type``.
+
+    Args:
+        cls (type[Term]): The term class; its ``type`` must be a new, non-empty name.
+
+    Returns:
+        (type[Term]): The same class.
+    """
+    if not cls.type or cls.type in TERMS:
+        raise ValueError(f"term type '{cls.type}' is empty or already registered")
+    TERMS[cls.type] = cls
+    return cls
+
+
+from yolokd.losses import cwd  # noqa: E402,F401  (registers the built-in terms)
+
+__all__ = ["TERMS", "DistillInputs", "Probe", "Term", "register"]

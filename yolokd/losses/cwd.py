@@ -1,0 +1,42 @@
+# yolokd, AGPL-3.0 License
+"""CWD term: channel-wise distillation on every neck level (Shu et al., ICCV 2021)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from yolokd.adapters import per_level
+from yolokd.losses import functional as F
+from yolokd.losses import register
+from yolokd.losses.base import DistillInputs, Probe, Term
+
+
+@register
+class CWD(Term):
+    """Sum over neck levels of ``cwd(adapter(student), teacher, tau)``.
+
+    Args:
+        tau (float): Softmax temperature over the spatial positions of each channel.
+    """
+
+    type = "cwd"
+
+    def __init__(self, tau: float = 1.0) -> None:
+        """Store the temperature."""
+        super().__init__()
+        if tau <= 0:
+            raise ValueError(f"cwd: tau must be > 0, got {tau}")
+        self.tau = float(tau)
+
+    def extra_repr(self) -> str:
+        """Show the hyper-parameters."""
+        return f"tau={self.tau}"
+
+    def make_adapters(self, probe: Probe) -> nn.Module:
+        """One 1x1 adapter per neck level, student -> teacher channels."""
+        return per_level(probe.student_channels, probe.teacher_channels)
+
+    def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
+        """Return the unweighted CWD loss summed over levels."""
+        return sum(F.cwd(a(s), t, self.tau) for a, s, t in zip(adapters, inputs.student_feats, inputs.teacher_feats))

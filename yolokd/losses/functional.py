@@ -1,0 +1,357 @@
+# yolokd, AGPL-3.0 License
+"""Pure functional core of the distillation losses.
+
+Every function takes tensors and returns a tensor; there is no state, no module and no hidden ``detach``. Teacher
+inputs are treated as targets but are *not* detached here: callers decide whether gradients may reach the teacher.
+
+Precision policy: float16/bfloat16 (and other non-float64) inputs are upcast with ``.float()`` and the computation runs
+in float32; float64 inputs are kept in float64 (so ``torch.autograd.gradcheck`` works). Loss functions return a 0-dim
+tensor. Empty inputs (no rows, empty mask) give a zero that is still connected to the autograd graph.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["align_scale", "bounded_regression", "cosine_fg", "cwd", "kd_qfl", "ld"]
+
+
+def _up(x: torch.Tensor) -> torch.Tensor:
+    """Upcast to float32 unless already float64."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
+def _check_pair(name: str, s: torch.Tensor, t: torch.Tensor, ndim: int, layout: str) -> None:
+    """Raise ``ValueError`` unless ``s`` and ``t`` share one shape of rank ``ndim``."""
+    if s.dim() != ndim:
+        raise ValueError(f"{name}: student must have shape {layout} (rank {ndim}), got shape {tuple(s.shape)}")
+    if s.shape != t.shape:
+        raise ValueError(f"{name}: student and teacher shapes differ: {tuple(s.shape)} vs {tuple(t.shape)}")
+
+
+def _zero(x: torch.Tensor) -> torch.Tensor:
+    """Return a zero scalar connected to the graph of ``x`` (works for empty ``x``)."""
+    return _up(x).sum() * 0.0
+
+
+def _reduce(
+    loss: torch.Tensor, weight: torch.Tensor | None, avg_factor: float | torch.Tensor | None, name: str
+) -> torch.Tensor:
+    """Apply the row weight of shape ``(n,)`` and reduce: ``sum / avg_factor`` if given, else ``mean``."""
+    if weight is not None:
+        if weight.shape != loss.shape[:1]:
+            raise ValueError(f"{name}: weight must have shape ({loss.shape[0]},), got {tuple(weight.shape)}")
+        weight = _up(weight)
+        loss = loss * (weight if loss.dim() == 1 else weight.unsqueeze(-1))
+    if avg_factor is None:
+        return loss.mean()
+    if isinstance(avg_factor, torch.Tensor):
+        avg_factor = avg_factor.to(dtype=loss.dtype, device=loss.device).reshape(())
+    return loss.sum() / avg_factor
+
+
+def cwd(s: torch.Tensor, t: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+    r"""Channel-wise distillation (CWD) loss.
+
+    Each channel is turned into a distribution over its ``H*W`` spatial positions and the student is matched to the
+    teacher with the KL divergence (a true KL, not divided by ``H*W``):
+
+    .. math::
+
+        p_{n,c,i} = \operatorname{softmax}_i(x_{n,c,i} / \tau), \qquad
+        L = \frac{\tau^2}{N C} \sum_{n,c,i} p^T_{n,c,i} \left(\log p^T_{n,c,i} - \log p^S_{n,c,i}\right)
+
+    Shape:
+        - s: :math:`(N, C, H, W)`
+        - t: :math:`(N, C, H, W)`, same as ``s``
+        - output: :math:`()`
+
+    Args:
+        s (torch.Tensor): Student feature map (logits).
+        t (torch.Tensor): Teacher feature map (logits), the target; not detached here.
+        tau (float): Softmax temperature. The loss is scaled by ``tau**2``.
+
+    Returns:
+        (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs).
+
+    Raises:
+        ValueError: If ``s`` is not 4-D or ``s`` and ``t`` have different shapes.
+
+    Examples:
+        >>> import math
+        >>> x = torch.randn(2, 3, 4, 4)
+        >>> float(cwd(x, x))
+        0.0
+        >>> s = torch.tensor([0.0, math.log(3.0)]).view(1, 1, 1, 2)  # p_S = [1/4, 3/4]
+        >>> t = torch.zeros(1, 1, 1, 2)  # p_T = [1/2, 1/2]
+        >>> round(float(cwd(s, t)), 6)  # 0.5 * ln(4/3)
+        0.143841
+
+    """
+    _check_pair("cwd", s, t, 4, "(N, C, H, W)")
+    n, c = s.shape[:2]
+    if s.numel() == 0:
+        return _zero(s)
+    log_ps = F.log_softmax(_up(s).flatten(2) / tau, dim=-1)
+    log_pt = F.log_softmax(_up(t).flatten(2) / tau, dim=-1)
+    kl = (log_pt.exp() * (log_pt - log_ps)).sum()
+    return kl * (tau**2 / (n * c))
+
+
+def kd_qfl(
+    s: torch.Tensor,
+    t: torch.Tensor,
+    beta: float = 1.0,
+    weight: torch.Tensor | None = None,
+    avg_factor: float | torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""Quality-focal-style classification distillation loss with soft teacher targets.
+
+    The teacher probabilities are the BCE targets and the modulating factor down-weights elements the student
+    already matches:
+
+    .. math::
+
+        q = \sigma(t), \qquad
+        l_{i,c} = \operatorname{BCE}(s_{i,c}, q_{i,c}) \, \left|\sigma(s_{i,c}) - q_{i,c}\right|^{\beta}
+
+    The modulating factor :math:`|\sigma(s) - q|^\beta` is part of the loss as written and is **not** detached, so
+    gradients flow through it as well. Reduction: :math:`\sum_{i,c} l_{i,c} w_i / \text{avg\_factor}` if
+    ``avg_factor`` is given, else :math:`\operatorname{mean}_{i,c}(l_{i,c} w_i)`. The loss is zero when ``s == t``
+    (for ``beta > 0``) because the modulating factor vanishes.
+
+    Shape:
+        - s: :math:`(n, C)`
+        - t: :math:`(n, C)`, same as ``s``
+        - weight: :math:`(n,)`, broadcast over ``C``
+        - output: :math:`()`
+
+    Args:
+        s (torch.Tensor): Student classification logits.
+        t (torch.Tensor): Teacher classification logits, the target; not detached here.
+        beta (float): Exponent of the modulating factor. For ``0 < beta < 1`` the gradient is undefined where
+            ``sigmoid(s) == sigmoid(t)`` exactly.
+        weight (torch.Tensor | None): Optional per-row weight.
+        avg_factor (float | torch.Tensor | None): Optional normaliser; when given the weighted sum is divided by it
+            (callers clamp it to ``>= 1``).
+
+    Returns:
+        (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs); zero connected to the graph if ``n == 0``.
+
+    Raises:
+        ValueError: If ``s`` is not 2-D, ``s`` and ``t`` have different shapes, or ``weight`` is not ``(n,)``.
+
+    Examples:
+        >>> x = torch.randn(5, 3)
+        >>> float(kd_qfl(x, x))
+        0.0
+        >>> s, t = torch.zeros(1, 1), torch.full((1, 1), float("inf"))  # q = 1: BCE = ln 2, factor = 0.5
+        >>> round(float(kd_qfl(s, t)), 6)  # 0.5 * ln 2
+        0.346574
+
+    """
+    _check_pair("kd_qfl", s, t, 2, "(n, C)")
+    if s.shape[0] == 0:
+        return _zero(s)
+    s, t = _up(s), _up(t)
+    q = t.sigmoid()
+    loss = F.binary_cross_entropy_with_logits(s, q, reduction="none") * (s.sigmoid() - q).abs().pow(beta)
+    return _reduce(loss, weight, avg_factor, "kd_qfl")
+
+
+def ld(
+    s: torch.Tensor,
+    t: torch.Tensor,
+    T: float = 1.0,
+    weight: torch.Tensor | None = None,
+    avg_factor: float | torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""Localization distillation (LD) loss over discretised box-side distributions.
+
+    Each row holds the logits of one box side over ``B`` bins:
+
+    .. math::
+
+        p_{m,b} = \operatorname{softmax}_b(x_{m,b} / T), \qquad
+        l_m = T^2 \sum_b p^T_{m,b} \left(\log p^T_{m,b} - \log p^S_{m,b}\right)
+
+    Reduction: :math:`\sum_m l_m w_m / \text{avg\_factor}` if ``avg_factor`` is given, else
+    :math:`\operatorname{mean}_m(l_m w_m)`.
+
+    Shape:
+        - s: :math:`(m, B)`
+        - t: :math:`(m, B)`, same as ``s``
+        - weight: :math:`(m,)`
+        - output: :math:`()`
+
+    Args:
+        s (torch.Tensor): Student bin logits, one row per box side.
+        t (torch.Tensor): Teacher bin logits, the target; not detached here.
+        T (float): Softmax temperature. Each row's KL is scaled by ``T**2``.
+        weight (torch.Tensor | None): Optional per-row weight.
+        avg_factor (float | torch.Tensor | None): Optional normaliser; when given the weighted sum is divided by it
+            (callers clamp it to ``>= 1``).
+
+    Returns:
+        (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs); zero connected to the graph if ``m == 0``.
+
+    Raises:
+        ValueError: If ``s`` is not 2-D, ``s`` and ``t`` have different shapes, or ``weight`` is not ``(m,)``.
+
+    Examples:
+        >>> import math
+        >>> x = torch.randn(8, 16)
+        >>> float(ld(x, x))
+        0.0
+        >>> s = torch.tensor([[0.0, math.log(3.0)]])  # p_S = [1/4, 3/4]
+        >>> t = torch.zeros(1, 2)  # p_T = [1/2, 1/2]
+        >>> round(float(ld(s, t)), 6)  # 0.5 * ln(4/3)
+        0.143841
+
+    """
+    _check_pair("ld", s, t, 2, "(m, B)")
+    if s.shape[0] == 0:
+        return _zero(s)
+    log_ps = F.log_softmax(_up(s) / T, dim=-1)
+    log_pt = F.log_softmax(_up(t) / T, dim=-1)
+    loss = (log_pt.exp() * (log_pt - log_ps)).sum(dim=-1) * T**2
+    return _reduce(loss, weight, avg_factor, "ld")
+
+
+def align_scale(s: torch.Tensor, t: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    r"""Re-standardise the student features to the teacher's per-channel statistics.
+
+    For every channel ``c`` the mean and the unbiased standard deviation are taken over ``(N, H, W)``:
+
+    .. math::
+
+        \hat{s}_{n,c,h,w} = \frac{s_{n,c,h,w} - \mu^S_c}{\sigma^S_c + \epsilon} \, \sigma^T_c + \mu^T_c
+
+    Shape:
+        - s: :math:`(N, C, H, W)`
+        - t: :math:`(N, C, H, W)`, same as ``s``
+        - output: :math:`(N, C, H, W)`
+
+    Args:
+        s (torch.Tensor): Student feature map.
+        t (torch.Tensor): Teacher feature map providing the target statistics; not detached here.
+        eps (float): Added to the student standard deviation.
+
+    Returns:
+        (torch.Tensor): Aligned student features, float32 (float64 for float64 inputs).
+
+    Raises:
+        ValueError: If ``s`` is not 4-D, ``s`` and ``t`` have different shapes, or ``N*H*W < 2`` (the unbiased
+            standard deviation needs at least two values per channel).
+
+    Examples:
+        >>> s = torch.tensor([1.0, 3.0]).view(1, 1, 1, 2)  # mean 2, std sqrt(2)
+        >>> t = torch.tensor([0.0, 10.0]).view(1, 1, 1, 2)  # mean 5, std sqrt(50)
+        >>> torch.allclose(align_scale(s, t), t, atol=1e-5)  # [1, 3] -> [0, 10]
+        True
+
+    """
+    _check_pair("align_scale", s, t, 4, "(N, C, H, W)")
+    if s.numel() // max(s.shape[1], 1) < 2 and s.numel() > 0:
+        raise ValueError(f"align_scale: need at least 2 values per channel over (N, H, W), got shape {tuple(s.shape)}")
+    s, t = _up(s), _up(t)
+    dims = (0, 2, 3)
+    std_s, mean_s = torch.std_mean(s, dim=dims, correction=1, keepdim=True)
+    std_t, mean_t = torch.std_mean(t, dim=dims, correction=1, keepdim=True)
+    return (s - mean_s) / (std_s + eps) * std_t + mean_t
+
+
+def bounded_regression(rs: torch.Tensor, rt: torch.Tensor, y: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
+    r"""Teacher-bounded regression loss: penalise the student only where it is not clearly better than the teacher.
+
+    .. math::
+
+        d^S_i = \sum_{k=1}^{4} (r^S_{i,k} - y_{i,k})^2, \qquad d^T_i = \sum_{k=1}^{4} (r^T_{i,k} - y_{i,k})^2, \qquad
+        L = \frac{1}{n} \sum_i d^S_i \, [d^S_i + m > d^T_i]
+
+    The gate is a strict inequality and carries no gradient; rows where it is off still count in the mean.
+
+    Shape:
+        - rs: :math:`(n, 4)`
+        - rt: :math:`(n, 4)`
+        - y: :math:`(n, 4)`
+        - output: :math:`()`
+
+    Args:
+        rs (torch.Tensor): Student box regression.
+        rt (torch.Tensor): Teacher box regression; not detached here (it only enters the gate).
+        y (torch.Tensor): Ground-truth boxes in the same encoding.
+        margin (float): Margin ``m`` of the gate.
+
+    Returns:
+        (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs); zero connected to the graph if ``n == 0``.
+
+    Raises:
+        ValueError: If the inputs are not ``(n, 4)`` or their shapes differ.
+
+    Examples:
+        >>> rs = torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])  # d_S = [2, 1]
+        >>> rt = torch.tensor([[1.0, 0.0, 0.0, 0.0], [2.0, 0.0, 0.0, 0.0]])  # d_T = [1, 4]
+        >>> float(bounded_regression(rs, rt, torch.zeros(2, 4)))  # (2 + 0) / 2
+        1.0
+
+    """
+    _check_pair("bounded_regression", rs, rt, 2, "(n, 4)")
+    if rs.shape[-1] != 4:
+        raise ValueError(f"bounded_regression: inputs must have shape (n, 4), got {tuple(rs.shape)}")
+    if y.shape != rs.shape:
+        raise ValueError(f"bounded_regression: y shape {tuple(y.shape)} differs from student shape {tuple(rs.shape)}")
+    if rs.shape[0] == 0:
+        return _zero(rs)
+    rs, rt, y = _up(rs), _up(rt), _up(y)
+    d_s = (rs - y).pow(2).sum(dim=-1)
+    d_t = (rt - y).pow(2).sum(dim=-1)
+    gate = (d_s + margin > d_t).to(d_s.dtype)
+    return (d_s * gate).mean()
+
+
+def cosine_fg(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    r"""Foreground cosine feature-distillation loss.
+
+    .. math::
+
+        L = \frac{1}{|M|} \sum_{(n,h,w) \in M} \left(1 - \cos(s_{n,:,h,w}, t_{n,:,h,w})\right)
+
+    with the cosine taken along ``C`` as in :func:`torch.nn.functional.cosine_similarity` (same ``eps``), and
+    :math:`M` the positions where ``mask`` is true. Returns a zero connected to the graph when the mask is empty.
+
+    Shape:
+        - s: :math:`(N, C, H, W)`
+        - t: :math:`(N, C, H, W)`, same as ``s``
+        - mask: :math:`(N, H, W)`, bool
+        - output: :math:`()`
+
+    Args:
+        s (torch.Tensor): Student feature map.
+        t (torch.Tensor): Teacher feature map, the target; not detached here.
+        mask (torch.Tensor): Foreground mask.
+
+    Returns:
+        (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs).
+
+    Raises:
+        ValueError: If ``s`` is not 4-D, ``s`` and ``t`` have different shapes, or ``mask`` is not ``(N, H, W)``.
+        TypeError: If ``mask`` is not a bool tensor.
+
+    Examples:
+        >>> s = torch.tensor([[1.0, 1.0], [0.0, 0.0]]).view(1, 2, 1, 2)  # two positions, both [1, 0]
+        >>> t = torch.tensor([[0.0, -1.0], [1.0, 0.0]]).view(1, 2, 1, 2)  # [0, 1] (cos 0) and [-1, 0] (cos -1)
+        >>> float(cosine_fg(s, t, torch.ones(1, 1, 2, dtype=torch.bool)))  # (1 + 2) / 2
+        1.5
+
+    """
+    _check_pair("cosine_fg", s, t, 4, "(N, C, H, W)")
+    expected = (s.shape[0], *s.shape[2:])
+    if mask.shape != expected:
+        raise ValueError(f"cosine_fg: mask must have shape {expected} (N, H, W), got {tuple(mask.shape)}")
+    if mask.dtype != torch.bool:
+        raise TypeError(f"cosine_fg: mask must be a bool tensor, got {mask.dtype}")
+    dist = 1.0 - F.cosine_similarity(_up(s), _up(t), dim=1)
+    total = torch.where(mask, dist, torch.zeros_like(dist)).sum()
+    return total / mask.sum().clamp(min=1).to(total.dtype)

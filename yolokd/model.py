@@ -1,0 +1,77 @@
+# yolokd, AGPL-3.0 License
+"""`YOLOKD`: an Ultralytics `YOLO` whose detection training distils from a teacher (``KDTrainer``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ultralytics import YOLO
+
+from yolokd.config import KD_DEFAULTS, KDError, build_config
+from yolokd.trainer import KDTrainer
+
+
+class YOLOKD(YOLO):
+    """A `YOLO` model that trains with knowledge distillation; ``val``, ``predict`` and ``export`` are YOLO's own.
+
+    Examples:
+        >>> from yolokd import YOLOKD
+        >>> model = YOLOKD("yolov8n.yaml", teacher="runs/detect/teacher/weights/best.pt", method="cwd")
+        >>> model.train(data="data.yaml", epochs=10, imgsz=320)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: str | Path = "yolov8n.yaml",
+        teacher: str | Path | None = None,
+        method: str | None = None,
+        task: str | None = None,
+        verbose: bool = False,
+        **kd: Any,
+    ):
+        """Load or build the student as `YOLO` does and remember the distillation keys for `train`.
+
+        Args:
+            model (str | Path): Student: a ``.yaml`` to train from scratch, or a ``.pt`` / model name to fine-tune.
+            teacher (str | Path, optional): Teacher checkpoint (may also be given to `train`).
+            method (str, optional): Distillation method: a built-in name, names joined by '+', or a method yaml
+                (default ``cwd``).
+            task (str, optional): Ultralytics task; distillation supports ``detect``.
+            verbose (bool): Print model information on load.
+            **kd (Any): Further KD keys (``distill_weight``, ``teacher_val``).
+        """
+        try:
+            super().__init__(model=model, task=task, verbose=verbose)
+        except ConnectionError as e:
+            raise KDError(
+                f"student '{model}' is not a local file and could not be downloaded; pass a local .pt, "
+                f"or a .yaml such as yolov8n.yaml to train from scratch"
+            ) from e
+        unknown = set(kd) - set(KD_DEFAULTS)
+        if unknown:
+            build_config(kd)  # raises KDError with a close-match hint
+        self.kd_overrides = {"teacher": None if teacher is None else str(teacher), "method": method, **kd}
+        build_config({**self.kd_overrides, "teacher": None})  # validate the method now, not after data loading
+
+    @property
+    def task_map(self) -> dict[str, dict[str, Any]]:
+        """Ultralytics' task map with detection training routed to `KDTrainer`."""
+        tm = {k: dict(v) for k, v in super().task_map.items()}
+        tm["detect"]["trainer"] = KDTrainer
+        return tm
+
+    def train(self, trainer=None, **kwargs: Any):
+        """Train with distillation; KD keys given here override those given to the constructor.
+
+        Args:
+            trainer (type, optional): A `KDTrainer` subclass to use instead.
+            **kwargs (Any): Every ``yolo train`` argument plus the KD keys.
+
+        Returns:
+            (DetMetrics | None): As ``YOLO.train``.
+        """
+        if self.task != "detect":
+            raise KDError(f"yolokd distils detection models; this student is a '{self.task}' model")
+        kd = {k: v for k, v in self.kd_overrides.items() if v is not None}
+        return super().train(trainer=trainer or KDTrainer, **{**kd, **kwargs})

@@ -1,0 +1,87 @@
+# yolokd, AGPL-3.0 License
+"""Weight schedules: pure functions of training progress returning a multiplier in [0, 1].
+
+A term's effective weight at a step is ``weight x distill_weight x schedule(progress)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where training is: epoch (0-based), total epochs, fraction of the current epoch done, close_mosaic epochs.
+
+    Attributes:
+        epoch (int): Current epoch, 0-based.
+        epochs (int): Total number of epochs of the run.
+        epoch_fraction (float): Fraction of the current epoch already done, in [0, 1).
+        close_mosaic (int): Number of final epochs trained without mosaic (Ultralytics' ``close_mosaic``).
+
+    Examples:
+        >>> Progress(epoch=1, epochs=4, epoch_fraction=0.5).fraction
+        0.375
+    """
+
+    epoch: int = 0
+    epochs: int = 1
+    epoch_fraction: float = 0.0
+    close_mosaic: int = 0
+
+    @property
+    def fraction(self) -> float:
+        """Fraction of the whole run done, clipped to [0, 1]."""
+        return min(max((self.epoch + self.epoch_fraction) / max(self.epochs, 1), 0.0), 1.0)
+
+
+def constant(p: Progress) -> float:
+    """Always 1.
+
+    Examples:
+        >>> constant(Progress(epoch=3, epochs=4))
+        1.0
+    """
+    return 1.0
+
+
+def linear(p: Progress) -> float:
+    """Linear decay from 1 at the start to 0 at the end of training: ``1 - fraction``.
+
+    Examples:
+        >>> linear(Progress(epoch=1, epochs=4))
+        0.75
+    """
+    return 1.0 - p.fraction
+
+
+def cosine(p: Progress) -> float:
+    """Cosine decay from 1 to 0 over training: ``(1 + cos(pi * fraction)) / 2``.
+
+    Examples:
+        >>> round(cosine(Progress(epoch=2, epochs=4)), 6)
+        0.5
+    """
+    return 0.5 * (1.0 + math.cos(math.pi * p.fraction))
+
+
+def stop_at_close_mosaic(p: Progress) -> float:
+    """1 while mosaic augmentation is on, 0 in the last ``close_mosaic`` epochs (the RTMDet recipe).
+
+    Examples:
+        >>> stop_at_close_mosaic(Progress(epoch=7, epochs=10, close_mosaic=3))
+        0.0
+        >>> stop_at_close_mosaic(Progress(epoch=6, epochs=10, close_mosaic=3))
+        1.0
+    """
+    return 0.0 if p.close_mosaic and p.epoch >= p.epochs - p.close_mosaic else 1.0
+
+
+SCHEDULES: dict[str, Callable[[Progress], float]] = {
+    "constant": constant,
+    "linear": linear,
+    "cosine": cosine,
+    "stop_at_close_mosaic": stop_at_close_mosaic,
+}

@@ -1,0 +1,82 @@
+# yolokd, AGPL-3.0 License
+"""Where to read: locate the Detect head structurally and tap its outputs with picklable hooks.
+
+The hook class is Ultralytics' own picklable ``FeatureHook`` (it stores a module's output in a shared dict), so a
+module that still carries one unpickles with plain Ultralytics. The Detect head's training output already holds its
+inputs (``feats``: the neck levels) next to ``boxes`` and ``scores``, so one tap per model gives every term the neck
+features and the head predictions without hard-coded layer indices or channel counts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from ultralytics.nn.modules.head import Detect
+from ultralytics.nn.tasks import guess_model_task
+
+
+def detect_head(model: nn.Module) -> Detect:
+    """Return the model's Detect head (the last ``Detect`` instance of ``model.model``).
+
+    Args:
+        model (nn.Module): An Ultralytics model with a ``model`` layer list.
+
+    Returns:
+        (Detect): The head.
+    """
+    heads = [m for m in getattr(model, "model", []) if isinstance(m, Detect)]
+    if not heads:
+        raise ValueError(f"{type(model).__name__} has no Detect head")
+    return heads[-1]
+
+
+def model_task(model: nn.Module) -> str:
+    """Return an Ultralytics model's task (``detect``, ``segment``, ...)."""
+    return getattr(model, "task", None) or guess_model_task(model)
+
+
+def head_outputs(out: Any, branch: str = "one2many") -> dict[str, Any]:
+    """Normalise a Detect head's output to its training dict (``boxes``, ``scores``, ``feats``).
+
+    Handles the eval-mode ``(y, preds)`` tuple and the end-to-end ``{"one2many", "one2one"}`` dict.
+
+    Args:
+        out (Any): What the head returned.
+        branch (str): Which branch of an end-to-end head to take.
+
+    Returns:
+        (dict): ``{"boxes": (N, 4*reg_max, A), "scores": (N, nc, A), "feats": [(N, C, H, W), ...]}``.
+    """
+    if isinstance(out, tuple):
+        out = out[1]
+    if isinstance(out, dict) and branch in out:
+        out = out[branch]
+    if not isinstance(out, dict) or "feats" not in out:
+        raise TypeError(f"unexpected Detect output of type {type(out).__name__}")
+    return out
+
+
+@torch.no_grad()
+def probe_channels(model: nn.Module, store: dict, key: Any, imgsz: int, ch: int = 3) -> list[torch.Tensor]:
+    """Run one dummy forward in eval mode and return the tapped neck features (the model's mode is restored).
+
+    Args:
+        model (nn.Module): A model whose head is tapped into ``store[key]``.
+        store (dict): The tap's shared dict.
+        key (Any): The tap's key.
+        imgsz (int): Square dummy input size (a multiple of the largest stride).
+        ch (int): Input channels.
+
+    Returns:
+        (list[torch.Tensor]): The neck features of the dummy input.
+    """
+    was_training = model.training
+    p = next(model.parameters())
+    model.eval()
+    try:
+        model(torch.zeros(1, ch, imgsz, imgsz, device=p.device, dtype=p.dtype))
+        return list(head_outputs(store.pop(key))["feats"])
+    finally:
+        model.train(was_training)
