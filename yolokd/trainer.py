@@ -134,16 +134,24 @@ class KDTrainer(DetectionTrainer):
             self.kd = build_config(kd_args)
         if self.kd.teacher is None:
             raise KDError("no teacher given: pass teacher=path/to/teacher.pt (a trained detection checkpoint)")
+        self.teacher = load_teacher(self.kd.teacher)  # before the data set: a bad teacher fails fast
         super().__init__(cfg, overrides, _callbacks)
         if self.args.compile:
             LOGGER.warning(f"{PREFIX}'compile' is not supported with distillation and is disabled")
             self.args.compile = False
-        self.teacher = load_teacher(self.kd.teacher)
         if carried is None:
             KDCallbacks(self.kd).attach(self)
         if RANK in {-1, 0}:
             terms = ", ".join(f"{s.name}(w={s.weight:g}, {s.schedule})" for s in self.kd.terms)
             LOGGER.info(f"{PREFIX}teacher={self.kd.teacher} method={self.kd.method} terms: {terms}")
+
+    def get_dataset(self):
+        """Ultralytics' data set check, with its error turned into a one-line `KDError` that names the fix."""
+        try:
+            return super().get_dataset()
+        except RuntimeError as e:
+            msg = " ".join(str(e).split())
+            raise KDError(f"{msg}; pass data=path/to/data.yaml (or run 'yolokd demo' for a generated data set)") from e
 
     # ------------------------------------------------------------------ model
     def setup_model(self):

@@ -1,0 +1,47 @@
+# yolokd, AGPL-3.0 License
+"""Shared fixtures: a tiny synthetic data set, tiny model yamls and a teacher trained once per session."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import IMGSZ
+
+from yolokd.data.synthetic import make_dataset
+from yolokd.demo import scaled_yaml
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("yolokd")
+
+
+@pytest.fixture(scope="session")
+def tiny_data(session_dir):
+    """16 train / 8 val / 8 test synthetic images at 64 px."""
+    return make_dataset(session_dir / "data", n_train=16, n_val=8, n_test=8, imgsz=IMGSZ, progress=False)
+
+
+@pytest.fixture(scope="session")
+def pico_yaml(session_dir):
+    """A YOLOv8 at width 0.125 (student)."""
+    return scaled_yaml(session_dir / "yolov8-pico.yaml", width=0.125)
+
+
+@pytest.fixture(scope="session")
+def teacher_pt(session_dir, tiny_data):
+    """A YOLOv8n teacher trained for one epoch on the tiny data set, saved to tmp."""
+    from ultralytics import YOLO
+
+    YOLO("yolov8n.yaml").train(
+        data=str(tiny_data),
+        epochs=1,
+        imgsz=IMGSZ,
+        batch=8,
+        workers=0,
+        project=str(session_dir),
+        name="teacher",
+        exist_ok=True,
+        plots=False,
+        verbose=False,
+    )
+    return session_dir / "teacher" / "weights" / "last.pt"

@@ -1,0 +1,32 @@
+# yolokd, AGPL-3.0 License
+"""Small builders shared by the tests."""
+
+from __future__ import annotations
+
+import torch
+from ultralytics.cfg import get_cfg
+from ultralytics.nn.tasks import DetectionModel
+from ultralytics.utils import DEFAULT_CFG
+
+IMGSZ = 64
+
+
+def build(cfg, nc: int = 6) -> DetectionModel:
+    """A detection model from a yaml, with Ultralytics' default hyper-parameters attached (for its loss)."""
+    torch.manual_seed(0)
+    m = DetectionModel(str(cfg), nc=nc, verbose=False)
+    m.args = get_cfg(DEFAULT_CFG)
+    m.names = {i: f"c{i}" for i in range(nc)}
+    return m
+
+
+def toy_batch(n: int = 2, imgsz: int = IMGSZ) -> dict:
+    """A deterministic batch with two boxes per image."""
+    g = torch.Generator().manual_seed(0)
+    boxes = torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.7, 0.6, 0.3, 0.4]]).repeat(n, 1)
+    return {
+        "img": torch.rand(n, 3, imgsz, imgsz, generator=g),
+        "cls": torch.tensor([[0.0], [1.0]]).repeat(n, 1),
+        "bboxes": boxes,
+        "batch_idx": torch.arange(n).repeat_interleave(2).float(),
+    }

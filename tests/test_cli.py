@@ -1,0 +1,56 @@
+# yolokd, AGPL-3.0 License
+"""CLI parsing: Ultralytics' key=value syntax, close-match errors, exit codes, one-line messages."""
+
+from __future__ import annotations
+
+import pytest
+
+from yolokd.cli import main, parse
+from yolokd.config import KDError
+
+
+def test_cli_parse_splits_nothing_and_keeps_types():
+    mode, o = parse(["train", "model=yolov8n.yaml", "teacher=t.pt", "epochs=3", "lr0", "=", "0.01", "amp=False"])
+    assert mode == "train"
+    assert o == {"model": "yolov8n.yaml", "teacher": "t.pt", "epochs": 3, "lr0": 0.01, "amp": False}
+    assert parse(["train", "resume", "model=last.pt"])[1] == {"resume": True, "model": "last.pt"}
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["train", "epoch=3"], "'epoch' is not a valid YOLO argument. Similar arguments are i.e. \\['epochs=100'"),
+        (["train", "techer=t.pt"], "'techer' is not a valid YOLO argument.*teacher"),
+        (["demo", "teacher_epoch=3"], "teacher_epochs"),
+        (["train", "blah"], "unknown argument 'blah'"),
+    ],
+)
+def test_cli_misspelt_keys_name_the_fix(argv, match):
+    with pytest.raises(KDError, match=match):
+        parse(argv)
+
+
+def test_cli_exit_codes(caplog):
+    assert main(["help"]) == 0
+    assert main(["version"]) == 0
+    assert main(["train", "epoch=3"]) == 2
+    assert main(["train", "data=x.yaml"]) == 2  # model= is required
+    assert main(["train", "model=yolov8n.yaml", "method=cdw", "teacher=t.pt"]) == 2
+
+
+def test_cli_error_is_one_line_without_traceback(capsys):
+    import logging
+
+    from ultralytics.utils import LOGGER
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    LOGGER.addHandler(handler)
+    try:
+        assert main(["train", "model=yolov8n.yaml", "teacher=/no/such/teacher.pt", "data=x.yaml"]) == 2
+    finally:
+        LOGGER.removeHandler(handler)
+    errors = [r.getMessage() for r in records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "\n" not in errors[0] and "Traceback" not in errors[0]
+    assert "teacher file '/no/such/teacher.pt' does not exist" in errors[0]

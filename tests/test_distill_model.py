@@ -1,0 +1,103 @@
+# yolokd, AGPL-3.0 License
+"""KDModel: loss items, adapters that train, taps that survive deepcopy/pickle, and the pair checks."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+from helpers import build, toy_batch
+from ultralytics.utils.torch_utils import ModelEMA
+
+from yolokd.config import KDError, build_config
+from yolokd.distill_model import KDModel, check_pair
+from yolokd.losses import functional as F
+
+
+@pytest.fixture
+def kd(pico_yaml):
+    student, teacher = build(pico_yaml), build("yolov8n.yaml")
+    teacher.eval()
+    model = KDModel(student, teacher, build_config({"teacher": "t.pt", "method": "cwd"}), imgsz=64)
+    model.train()
+    return model
+
+
+def test_kdmodel_probe_and_adapters_match_channels(kd):
+    assert kd.probe.student_channels == [32, 64, 128]  # width 0.125 of 256/512/1024
+    assert kd.probe.teacher_channels == [64, 128, 256]  # width 0.25
+    assert [(a.in_channels, a.out_channels) for a in kd.projector["cwd"]] == [(32, 64), (64, 128), (128, 256)]
+    assert kd.teacher_model.training is False
+    assert not any(p.requires_grad for p in kd.teacher_model.parameters())
+
+
+def test_kdmodel_loss_items_equal_weighted_functional(kd):
+    batch = toy_batch()
+    loss, items = kd.loss(batch)
+    assert list(items) == ["box_loss", "cls_loss", "dfl_loss", "cwd_loss"]
+    assert loss.shape == (4,)
+    # the cwd item is 5 x sum over levels of F.cwd(adapter(s), t), recomputed here from fresh forwards
+    with torch.no_grad():
+        kd.teacher_model(batch["img"])
+        t_feats = kd._teacher_feats.pop("head")[1]["feats"]
+        kd.student_model(batch["img"])
+        s_feats = kd._student_feats.pop("head")["feats"]
+        expected = 5.0 * sum(F.cwd(a(s), t, 1.0) for a, s, t in zip(kd.projector["cwd"], s_feats, t_feats))
+    assert items["cwd_loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert loss[3].item() == pytest.approx(expected.item() * 2, rel=1e-5)  # x batch size, like Ultralytics' items
+    assert items["cwd_loss"].item() > 0
+
+
+def test_kdmodel_eval_loss_has_zero_terms(kd):
+    kd.eval()
+    loss, items = kd.loss(toy_batch())
+    assert items["cwd_loss"].item() == 0.0 and loss[3].item() == 0.0
+
+
+def test_adapters_receive_gradients_and_change_after_step(kd):
+    before = [p.detach().clone() for p in kd.projector.parameters()]
+    opt = torch.optim.SGD([p for p in kd.parameters() if p.requires_grad], lr=0.1)
+    loss, _ = kd.loss(toy_batch())
+    loss.sum().backward()
+    grads = [p.grad for p in kd.projector.parameters()]
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)
+    assert all(p.grad is None for p in kd.teacher_model.parameters())
+    opt.step()
+    assert all(not torch.equal(b, p) for b, p in zip(before, kd.projector.parameters()))
+
+
+def test_taps_survive_deepcopy_and_pickle_mid_step(kd):
+    batch = toy_batch()
+    kd.student_model(batch["img"])  # the student's tap now holds tensors with a grad_fn, as in the middle of a step
+    assert kd._student_feats
+    ema = ModelEMA(kd)  # deepcopy, as Ultralytics' EMA does
+    assert ema.ema.teacher_model is None
+    clone = pickle.loads(pickle.dumps(kd))  # as checkpoints / DDP do
+    for m in (clone, copy.deepcopy(kd)):
+        m.train()
+        _, items = m.loss(batch)  # the copy's taps are re-registered on the copy's own modules
+        assert items["cwd_loss"].item() > 0
+    _, items = kd.loss(batch)  # and the original still works
+    assert items["cwd_loss"].item() > 0
+
+
+def test_check_pair_errors(pico_yaml):
+    student = build(pico_yaml)
+    check_pair(student, build("yolov8n.yaml"), student.names)  # compatible: no error
+    with pytest.raises(KDError, match="predicts 3 classes but the student/data set has 6"):
+        check_pair(student, build("yolov8n.yaml", nc=3))
+    t = build("yolov8n.yaml")
+    t.names = {**t.names, 2: "zebra"}
+    with pytest.raises(KDError, match="class names differ.*class 2"):
+        check_pair(student, t, student.names)
+    with pytest.raises(KDError, match="4 detection levels but the student has 3"):
+        check_pair(student, build("yolov8n-p2.yaml"))
+    t = build("yolov8n.yaml")
+    t.stride = torch.tensor([8.0, 16.0, 64.0])
+    with pytest.raises(KDError, match=r"strides \[8, 16, 64\] differ"):
+        check_pair(student, t)
+    cls = build("yolov8n-cls.yaml")
+    with pytest.raises(KDError, match="'classify' model, not a detection model"):
+        check_pair(student, cls)

@@ -1,0 +1,168 @@
+# yolokd, AGPL-3.0 License
+"""End to end on tiny synthetic data: CLI and Python API, TensorBoard, bare checkpoints, interruption and resume."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from helpers import IMGSZ
+
+from yolokd import YOLOKD
+from yolokd.cli import main
+from yolokd.config import KDError
+from yolokd.trainer import CKPT_KEY, KDTrainer
+
+pytestmark = pytest.mark.slow
+
+TRAIN = {"imgsz": IMGSZ, "batch": 8, "workers": 0, "plots": False, "seed": 0, "deterministic": True}
+
+
+def _tags(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir))
+    acc.Reload()
+    return {t: [e.value for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}
+
+
+def _bare_student_check(weights, data, export: bool = False) -> str:
+    """Load a checkpoint with plain Ultralytics in a fresh process that never imports yolokd; return its output."""
+    code = textwrap.dedent(f"""
+        import sys, torch
+        from ultralytics import YOLO
+        m = YOLO({str(weights)!r})
+        keys = list(m.model.state_dict())
+        assert type(m.model).__name__ == "DetectionModel", type(m.model)
+        assert not any("teacher" in k or "projector" in k for k in keys), keys[:5]
+        assert not m.model.model[-1]._forward_hooks, "hooks saved with the model"
+        m.predict(torch.zeros(1, 3, {IMGSZ}, {IMGSZ}), imgsz={IMGSZ}, verbose=False)
+        m.val(data={str(data)!r}, imgsz={IMGSZ}, batch=8, plots=False, verbose=False)
+        if {export}:
+            f = m.export(format="onnx", imgsz={IMGSZ}, simplify=False)
+            print("EXPORTED", f)
+        assert "yolokd" not in sys.modules
+        print("PLAIN-ULTRALYTICS-OK")
+    """)
+    env = {**os.environ, "PYTHONPATH": ""}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=weights.parent)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    return r.stdout + r.stderr
+
+
+def test_train_cli_end_to_end_logs_terms_to_csv_and_tensorboard(tmp_path, tiny_data, pico_yaml, teacher_pt):
+    argv = [
+        "train",
+        f"model={pico_yaml}",
+        f"teacher={teacher_pt}",
+        "method=cwd",
+        f"data={tiny_data}",
+        "epochs=1",
+        f"project={tmp_path}",
+        "name=cli",
+    ] + [f"{k}={v}" for k, v in TRAIN.items()]
+    assert main(argv) == 0
+    run = tmp_path / "cli"
+    header, row = (run / "results.csv").read_text().splitlines()[:2]
+    values = dict(zip(header.split(","), row.split(",")))
+    assert float(values["train/cwd_loss"]) > 0
+    assert "val/cwd_loss" in values
+    tags = _tags(run)
+    assert tags["train/cwd_loss"][0] > 0
+    assert tags["kd_weight/cwd"] == [5.0]
+    for t in ("train/box_loss", "lr/pg0", "metrics/mAP50-95(B)", "teacher/mAP50-95(B)", "teacher/mAP50(B)"):
+        assert t in tags, t
+    ckpt = torch.load(run / "weights" / "best.pt", map_location="cpu", weights_only=False)
+    assert ckpt[CKPT_KEY] == {"config": ckpt[CKPT_KEY]["config"]}  # final files: config only, no adapters
+    assert ckpt[CKPT_KEY]["config"]["terms"][0]["type"] == "cwd"
+
+
+def test_train_python_api_and_checkpoint_is_plain_ultralytics(tmp_path, tiny_data, pico_yaml, teacher_pt):
+    model = YOLOKD(str(pico_yaml), teacher=str(teacher_pt), method="cwd")
+    model.train(data=str(tiny_data), epochs=1, project=str(tmp_path), name="api", **TRAIN)
+    best = tmp_path / "api" / "weights" / "best.pt"
+    assert model.overrides["model"] == str(best)  # the trained student is loaded back, as YOLO.train does
+    metrics = model.val(data=str(tiny_data), imgsz=IMGSZ, batch=8, plots=False)
+    assert 0.0 <= metrics.box.map <= 1.0
+    out = _bare_student_check(best, tiny_data, export=True)
+    assert "PLAIN-ULTRALYTICS-OK" in out and "EXPORTED" in out
+
+
+class _Interrupt:
+    """Raise KeyboardInterrupt right after the first checkpoint is written (a Ctrl-C between epochs)."""
+
+    def __call__(self, trainer):
+        raise KeyboardInterrupt
+
+
+def test_interrupted_run_leaves_bare_last_and_resumes_with_adapters(tmp_path, tiny_data, pico_yaml, teacher_pt):
+    args = dict(
+        model=str(pico_yaml),
+        teacher=str(teacher_pt),
+        method="cwd",
+        data=str(tiny_data),
+        epochs=2,
+        project=str(tmp_path),
+        name="run",
+        **TRAIN,
+    )
+    trainer = KDTrainer(overrides=args)
+    trainer.add_callback("on_model_save", _Interrupt())
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    last = tmp_path / "run" / "weights" / "last.pt"
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    assert ckpt["epoch"] == 0 and ckpt["optimizer"] is not None
+    assert type(ckpt["ema"]).__name__ == "DetectionModel"  # a bare student, even mid-training
+    saved = ckpt[CKPT_KEY]["projector"]
+    assert set(saved) == {f"cwd.{i}.{p}" for i in range(3) for p in ("weight", "bias")}
+    _bare_student_check(last, tiny_data)
+
+    seen = {}
+
+    def capture(tr):  # after setup and checkpoint restore, before the first resumed step
+        seen.update({k: v.detach().cpu().clone() for k, v in tr.model.projector.state_dict().items()})
+        seen["start_epoch"] = tr.start_epoch
+
+    resumed = KDTrainer(overrides={"resume": str(last), "model": str(last)})
+    assert resumed.kd.terms[0].type == "cwd" and resumed.kd.teacher == str(teacher_pt)
+    resumed.add_callback("on_train_start", capture)
+    resumed.train()
+    assert seen["start_epoch"] == 1
+    assert all(torch.equal(seen[k], v) for k, v in saved.items())
+    rows = (tmp_path / "run" / "results.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"]
+
+
+def test_startup_errors_name_the_fix(tmp_path, tiny_data, pico_yaml, teacher_pt):
+    base = dict(model=str(pico_yaml), data=str(tiny_data), epochs=1, project=str(tmp_path), **TRAIN)
+    with pytest.raises(KDError, match="no teacher given"):
+        KDTrainer(overrides=base)
+    with pytest.raises(KDError, match="does not exist"):
+        KDTrainer(overrides={**base, "teacher": str(tmp_path / "missing" / "t.pt")})
+    bad = tmp_path / "corrupt.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(KDError, match="not a readable Ultralytics checkpoint"):
+        KDTrainer(overrides={**base, "teacher": str(bad)})
+    with pytest.raises(KDError, match="could not be downloaded"):
+        KDTrainer(overrides={**base, "teacher": "yolov8x"})
+    with pytest.raises(KDError, match="is a model yaml"):
+        KDTrainer(overrides={**base, "teacher": "yolov8x.yaml"})
+    with pytest.raises(KDError, match="does not exist; pass data="):
+        KDTrainer(overrides={**base, "teacher": str(teacher_pt), "data": str(tmp_path / "none.yaml")})
+    # class-count mismatch is found when the student is built against the data set
+    from ultralytics import YOLO
+
+    from yolokd.data.synthetic import make_dataset
+
+    data3 = make_dataset(tmp_path / "d3", n_train=8, n_val=4, n_test=0, imgsz=IMGSZ, nc=3, progress=False)
+    with pytest.raises(KDError, match="teacher predicts 6 classes but the student/data set has 3"):
+        KDTrainer(overrides={**base, "teacher": str(teacher_pt), "data": str(data3), "name": "nc3"}).train()
+    cls_t = tmp_path / "cls.pt"
+    YOLO("yolov8n-cls.yaml").save(cls_t)
+    with pytest.raises(KDError, match="'classify' model, not a detection model"):
+        KDTrainer(overrides={**base, "teacher": str(cls_t), "name": "cls"}).train()
