@@ -32,7 +32,7 @@ yolokd: knowledge distillation for Ultralytics YOLO.
                yolokd train resume model=runs/detect/train/weights/last.pt
     demo     offline: synthetic data, a YOLOv8n teacher, a distilled narrow YOLOv8 student, a results table:
                yolokd demo
-               yolokd demo method=cwd epochs=12 teacher_epochs=30 imgsz=160 baseline=True
+               yolokd demo method=cwd epochs=15 teacher_epochs=15 imgsz=128 baseline=True
     methods  built-in methods: {", ".join(available_methods())} (combine with '+', or pass a method .yaml)
 
 Docs: README.md and cfg/default.yaml. Ultralytics' own arguments: https://docs.ultralytics.com/usage/cfg/
