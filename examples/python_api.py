@@ -14,8 +14,9 @@ data = make_dataset("runs/example/data", n_train=200, n_val=50, n_test=50, imgsz
 student_yaml = scaled_yaml("runs/example/yolov8-pico.yaml", width=0.125)
 
 # 1. a teacher: any trained Ultralytics detection checkpoint on the same classes
-YOLO("yolov8n.yaml").train(data=str(data), epochs=3, imgsz=128, batch=16, project="runs/example", name="teacher",
-                           exist_ok=True)
+YOLO("yolov8n.yaml").train(
+    data=str(data), epochs=3, imgsz=128, batch=16, project="runs/example", name="teacher", exist_ok=True
+)
 
 # 2. the student, distilled with CWD (cfg/methods/cwd.yaml); every ordinary YOLO train argument works
 student = YOLOKD(str(student_yaml), teacher="runs/example/teacher/weights/best.pt", method="cwd")

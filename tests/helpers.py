@@ -30,3 +30,14 @@ def toy_batch(n: int = 2, imgsz: int = IMGSZ) -> dict:
         "bboxes": boxes,
         "batch_idx": torch.arange(n).repeat_interleave(2).float(),
     }
+
+
+def kd_model(student_cfg, teacher_cfg, method: str, nc: int = 6, imgsz: int = IMGSZ):
+    """A `KDModel` (train mode) for two yamls and a method string or yaml path, teacher in eval mode."""
+    from yolokd.config import build_config
+    from yolokd.distill_model import KDModel
+
+    student, teacher = build(student_cfg, nc), build(teacher_cfg, nc)
+    teacher.eval()
+    model = KDModel(student, teacher, build_config({"teacher": "t.pt", "method": method}), imgsz=imgsz)
+    return model.train()

@@ -13,12 +13,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 from ultralytics.nn.distill_model import DistillationModel, FeatureHook
+from ultralytics.utils.loss import v8DetectionLoss
 from ultralytics.utils.torch_utils import copy_attr
 
 from yolokd.config import KDConfig, KDError
 from yolokd.losses import TERMS, DistillInputs, Probe
 from yolokd.schedules import SCHEDULES, Progress
 from yolokd.taps import detect_head, head_outputs, model_task, probe_channels
+from yolokd.targets import Assigned, ground_truth
 
 _HEAD = "head"  # key of the Detect-output tap in the feature dicts
 
@@ -91,6 +93,8 @@ class KDModel(DistillationModel):
         self.student_model = student
         self.kd_config = config
         self.terms = nn.ModuleList(TERMS[s.type](**s.params) for s in config.terms)
+        self.stage_taps = sorted({tap for t in self.terms for tap in t.taps()})
+        self.needs_targets = any(t.needs_targets for t in self.terms)
         self.progress = Progress()
         # DistillationModel's pickling hooks read these names
         self.feats_idx = self.teacher_feats_idx = [detect_head(student).i]
@@ -116,7 +120,7 @@ class KDModel(DistillationModel):
 
     # ------------------------------------------------------------------ hooks (called by DistillationModel pickling)
     def _register_feature_hooks(self) -> None:
-        """Tap the Detect head of student and teacher (stale FeatureHooks are removed first)."""
+        """Tap the Detect head (and the head stages the terms asked for) of student and teacher."""
         self._remove_feature_hooks()
         for model, store, handles in (
             (self.student_model, self._student_feats, self._student_hooks),
@@ -125,8 +129,15 @@ class KDModel(DistillationModel):
             if model is None:  # the EMA copy has no teacher
                 continue
             head = detect_head(model)
-            self._clear_feature_hooks(head)
-            handles.append(head.register_forward_hook(FeatureHook(store, _HEAD)))
+            modules = [(head, _HEAD)]
+            for attr, stage in getattr(self, "stage_taps", []):
+                branch = getattr(head, attr, None)
+                if branch is None:
+                    raise KDError(f"{type(model).__name__} head has no '{attr}' branch to tap")
+                modules += [(seq[stage], (attr, level, stage)) for level, seq in enumerate(branch)]
+            for module, key in modules:
+                self._clear_feature_hooks(module)
+                handles.append(module.register_forward_hook(FeatureHook(store, key)))
 
     # ------------------------------------------------------------------ weights
     def term_weights(self, progress: Progress | None = None) -> dict[str, float]:
@@ -162,6 +173,7 @@ class KDModel(DistillationModel):
         if not self.training:  # validation during training: the terms are not evaluated
             preds = self.student_model(img) if preds is None else preds
             det, items = self.student_model.loss(batch, preds)
+            self._student_feats.clear()  # the taps fired during validation too
             kd = torch.zeros(len(self.terms), device=det.device, dtype=det.dtype)
             items.update({k: v for k, v in zip(self.item_names(), kd)})
             return torch.cat([det, kd]), items
@@ -171,7 +183,7 @@ class KDModel(DistillationModel):
         with torch.no_grad():  # autocast, when on, comes from the trainer's context
             self.teacher_model(img)
         preds = self.student_model(img)
-        det, items = self.student_model.loss(batch, preds)
+        det, items, assigned = self._detection_loss(batch, preds)
         s_out, t_out = head_outputs(self._student_feats.pop(_HEAD)), head_outputs(self._teacher_feats.pop(_HEAD))
         inputs = DistillInputs(
             student_feats=list(s_out["feats"]),
@@ -180,7 +192,14 @@ class KDModel(DistillationModel):
             teacher_preds=t_out,
             batch=batch,
             progress=self.progress,
+            student_head=detect_head(self.student_model),
+            teacher_head=detect_head(self.teacher_model),
+            student_stages=dict(self._student_feats),
+            teacher_stages={k: v.detach() for k, v in self._teacher_feats.items()},
+            assigned=assigned,
         )
+        self._student_feats.clear()
+        self._teacher_feats.clear()
         values = []
         for spec, term, w in zip(self.kd_config.terms, self.terms, self.term_weights().values()):
             if w == 0:  # scheduled off: skip the computation (DDP runs with find_unused_parameters=True)
@@ -190,6 +209,45 @@ class KDModel(DistillationModel):
         kd = torch.stack([v.float() for v in values]).to(det.dtype)
         items.update({k: v.detach() for k, v in zip(self.item_names(), kd)})
         return torch.cat([det, kd * img.shape[0]]), items
+
+    def _detection_loss(self, batch: dict, preds) -> tuple[torch.Tensor, dict, Assigned | None]:
+        """The student's detection loss and, when a term needs it, its TAL assignment (one-to-many branch).
+
+        With Ultralytics' plain ``v8DetectionLoss`` both come from one ``get_assigned_targets_and_loss`` call (the
+        same computation as its ``loss``); otherwise (e.g. YOLO26's ``E2ELoss``) the assignment is computed again.
+        """
+        student = self.student_model
+        if getattr(student, "criterion", None) is None:
+            student.criterion = student.init_criterion()
+        crit = student.criterion
+        if not self.needs_targets:
+            det, items = student.loss(batch, preds)
+            return det, items, None
+        if type(crit) is v8DetectionLoss:
+            tal, loss, items = crit.get_assigned_targets_and_loss(crit.parse_output(preds), batch)
+            det = loss * batch["img"].shape[0]
+        else:
+            det, items = student.loss(batch, preds)
+            crit = getattr(crit, "one2many", crit)
+            tal = crit.get_assigned_targets_and_loss(head_outputs(preds), batch)[0]
+        fg_mask, target_gt_idx, target_bboxes, anchor_points, stride_tensor = tal
+        gt = ground_truth(batch, tuple(batch["img"].shape[-2:]))
+        labels = gt.labels.gather(1, target_gt_idx.clamp(max=gt.labels.shape[1] - 1))
+        assigner = crit.assigner
+        return (
+            det,
+            items,
+            Assigned(
+                fg_mask=fg_mask.bool(),
+                target_gt_idx=target_gt_idx,
+                target_bboxes=target_bboxes,
+                anchor_points=anchor_points,
+                stride_tensor=stride_tensor,
+                target_labels=labels,
+                alpha=float(assigner.alpha),
+                beta=float(assigner.beta),
+            ),
+        )
 
     def term_stats(self) -> dict[str, float]:
         """Statistics the terms recorded at their last call (e.g. gate ratios), keyed ``<term name>/<stat>``."""

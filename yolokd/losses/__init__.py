@@ -23,6 +23,16 @@ def register(cls: type[Term]) -> type[Term]:
     return cls
 
 
-from yolokd.losses import cwd  # noqa: E402,F401  (registers the built-in terms)
+def _import_builtin_terms() -> None:
+    """Import every module of this package but the core ones: each registers its terms with `register`."""
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        if info.name not in {"base", "functional"}:
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+_import_builtin_terms()
 
 __all__ = ["TERMS", "DistillInputs", "Probe", "Term", "register"]

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from yolokd.schedules import Progress
+from yolokd.targets import Assigned
 
 
 @dataclass
@@ -34,10 +35,18 @@ class DistillInputs:
     Attributes:
         student_feats (list[torch.Tensor]): Student neck features, one (N, Cs, H, W) tensor per level.
         teacher_feats (list[torch.Tensor]): Teacher neck features, one (N, Ct, H, W) tensor per level (no grad).
-        student_preds (dict): Student head training outputs (``boxes``, ``scores``, ``feats``; one-to-many branch).
+        student_preds (dict): Student head training outputs of the one-to-many branch: ``boxes`` (N, 4*reg_max, A),
+            ``scores`` (N, nc, A) logits, ``feats``.
         teacher_preds (dict): Teacher head outputs in the same format (no grad).
         batch (dict): The preprocessed training batch (``img``, ``cls``, ``bboxes``, ``batch_idx``...).
         progress (Progress): Training progress, for terms whose behaviour depends on it.
+        student_head (nn.Module | None): The student's Detect head (read at call time, never stored by a term).
+        teacher_head (nn.Module | None): The teacher's Detect head (frozen; a term may run its layers, e.g.
+            CrossKD, so that gradients flow through it to the student).
+        student_stages (dict): Outputs of the head stages the terms asked for (`Term.taps`), keyed
+            ``(branch, level, stage)``, e.g. ``("cv3", 0, 1)``; with grad.
+        teacher_stages (dict): The teacher's outputs at the same keys (no grad).
+        assigned (Assigned | None): The student's TAL assignment, when a term sets ``needs_targets``.
     """
 
     student_feats: list[torch.Tensor]
@@ -46,6 +55,11 @@ class DistillInputs:
     teacher_preds: dict[str, Any]
     batch: dict[str, Any]
     progress: Progress = field(default_factory=Progress)
+    student_head: nn.Module | None = None
+    teacher_head: nn.Module | None = None
+    student_stages: dict[tuple, torch.Tensor] = field(default_factory=dict)
+    teacher_stages: dict[tuple, torch.Tensor] = field(default_factory=dict)
+    assigned: Assigned | None = None
 
 
 class Term(nn.Module):
@@ -58,11 +72,19 @@ class Term(nn.Module):
     """
 
     type: ClassVar[str] = ""
+    needs_targets: ClassVar[bool] = False  # True: the model computes the TAL assignment (``inputs.assigned``)
 
     def __init__(self) -> None:
         """Initialise an empty statistics dict."""
         super().__init__()
         self.stats: dict[str, float] = {}
+
+    def taps(self) -> list[tuple[str, int]]:
+        """Head stages whose outputs this term reads: ``(branch attribute, stage index)``, e.g. ``("cv3", 1)``.
+
+        The model taps them on every level of both heads and passes them as ``student_stages``/``teacher_stages``.
+        """
+        return []
 
     def make_adapters(self, probe: Probe) -> nn.Module | None:
         """Return this term's trainable adapters for the measured shapes, or None if it needs none."""

@@ -1,0 +1,200 @@
+# yolokd, AGPL-3.0 License
+"""Targets shared by the terms: TAL assignment, ground-truth boxes, box decoding, foreground and Gaussian masks.
+
+Nothing here re-implements Ultralytics' assigner or DFL: the assignment comes from the student criterion's
+``get_assigned_targets_and_loss`` (see `KDModel`), decoding uses Ultralytics' ``dist2bbox``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from ultralytics.utils.ops import xywh2xyxy
+from ultralytics.utils.tal import dist2bbox
+
+
+@dataclass
+class Assigned:
+    """Ultralytics' task-aligned assignment of the student's (one-to-many) predictions at one step.
+
+    Attributes:
+        fg_mask (torch.Tensor): (N, A) bool, anchors assigned to a ground truth (TAL positives).
+        target_gt_idx (torch.Tensor): (N, A) long, index of the assigned ground truth within its image.
+        target_bboxes (torch.Tensor): (N, A, 4) assigned ground-truth boxes, xyxy, input-image pixels.
+        anchor_points (torch.Tensor): (A, 2) anchor centres in grid units of their level.
+        stride_tensor (torch.Tensor): (A, 1) stride of each anchor.
+        target_labels (torch.Tensor): (N, A) long, class of the assigned ground truth (meaningful where fg_mask).
+        alpha (float): The assigner's classification exponent (alignment metric score^alpha * IoU^beta).
+        beta (float): The assigner's IoU exponent.
+    """
+
+    fg_mask: torch.Tensor
+    target_gt_idx: torch.Tensor
+    target_bboxes: torch.Tensor
+    anchor_points: torch.Tensor
+    stride_tensor: torch.Tensor
+    target_labels: torch.Tensor
+    alpha: float = 0.5
+    beta: float = 6.0
+
+    @property
+    def num_pos(self) -> torch.Tensor:
+        """Number of positives, at least 1 (an ``avg_factor``), as a float tensor (no host sync)."""
+        return self.fg_mask.sum().float().clamp(min=1)
+
+
+@dataclass
+class GroundTruth:
+    """The batch's boxes padded per image.
+
+    Attributes:
+        boxes (torch.Tensor): (N, M, 4) xyxy boxes in input-image pixels (zeros where padded).
+        labels (torch.Tensor): (N, M) long class ids.
+        mask (torch.Tensor): (N, M) bool, True for real boxes.
+    """
+
+    boxes: torch.Tensor
+    labels: torch.Tensor
+    mask: torch.Tensor
+
+
+def ground_truth(batch: dict, img_hw: tuple[int, int]) -> GroundTruth:
+    """Pad the batch's normalised xywh boxes into per-image xyxy pixel boxes.
+
+    Args:
+        batch (dict): Ultralytics batch with ``batch_idx`` (K,), ``cls`` (K, 1), ``bboxes`` (K, 4) normalised xywh,
+            and ``img`` (N, C, H, W).
+        img_hw (tuple[int, int]): Input height and width in pixels.
+
+    Returns:
+        (GroundTruth): Padded boxes, labels and mask.
+
+    Examples:
+        >>> b = {"img": torch.zeros(2, 3, 64, 64), "batch_idx": torch.tensor([1.0]), "cls": torch.tensor([[3.0]]),
+        ...      "bboxes": torch.tensor([[0.5, 0.5, 0.25, 0.5]])}
+        >>> gt = ground_truth(b, (64, 64))
+        >>> gt.boxes[1, 0].tolist(), gt.labels[1, 0].item(), gt.mask.tolist()
+        ([24.0, 16.0, 40.0, 48.0], 3, [[False], [True]])
+    """
+    img = batch["img"]
+    n, device = img.shape[0], img.device
+    idx = batch["batch_idx"].view(-1).long().to(device)
+    counts = torch.bincount(idx, minlength=n) if idx.numel() else torch.zeros(n, dtype=torch.long, device=device)
+    m = max(int(counts.max()) if n else 0, 1)
+    boxes = torch.zeros(n, m, 4, device=device)
+    labels = torch.zeros(n, m, dtype=torch.long, device=device)
+    mask = torch.zeros(n, m, dtype=torch.bool, device=device)
+    if idx.numel():
+        order = torch.argsort(idx, stable=True)
+        idx_sorted = idx[order]
+        starts = torch.cumsum(counts, 0) - counts
+        pos = torch.arange(idx.numel(), device=device) - starts[idx_sorted]
+        h, w = img_hw
+        scale = torch.tensor([w, h, w, h], device=device, dtype=torch.float32)
+        boxes[idx_sorted, pos] = xywh2xyxy(batch["bboxes"].to(device).float()[order] * scale)
+        labels[idx_sorted, pos] = batch["cls"].view(-1).long().to(device)[order]
+        mask[idx_sorted, pos] = True
+    return GroundTruth(boxes=boxes, labels=labels, mask=mask)
+
+
+def decode_boxes(boxes: torch.Tensor, anchor_points: torch.Tensor, reg_max: int) -> torch.Tensor:
+    """Decode a Detect head's box output into xyxy boxes in grid units (Ultralytics' ``bbox_decode``).
+
+    Args:
+        boxes (torch.Tensor): (N, 4 * reg_max, A) head output (DFL logits, or distances when ``reg_max == 1``).
+        anchor_points (torch.Tensor): (A, 2) anchor centres in grid units.
+        reg_max (int): DFL bins per side.
+
+    Returns:
+        (torch.Tensor): (N, A, 4) xyxy boxes in grid units (multiply by the stride for pixels).
+
+    Examples:
+        >>> d = torch.zeros(1, 4, 1)  # reg_max 1: distances 0
+        >>> decode_boxes(d, torch.tensor([[2.5, 3.5]]), 1).tolist()
+        [[[2.5, 3.5, 2.5, 3.5]]]
+    """
+    n, c, a = boxes.shape
+    dist = boxes.permute(0, 2, 1).float()
+    if reg_max > 1:
+        proj = torch.arange(reg_max, device=boxes.device, dtype=torch.float32)
+        dist = dist.view(n, a, 4, reg_max).softmax(3).matmul(proj)
+    return dist2bbox(dist, anchor_points.float(), xywh=False)
+
+
+def level_sizes(feats: list[torch.Tensor]) -> list[int]:
+    """Number of anchors (H * W) of each level."""
+    return [f.shape[-2] * f.shape[-1] for f in feats]
+
+
+def _cell_centres(h: int, w: int, stride: float, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel x and y of the cell centres of an (h, w) level, each (h, w)."""
+    ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) * stride
+    xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) * stride
+    return torch.meshgrid(xs, ys, indexing="xy")
+
+
+def foreground_masks(gt: GroundTruth, feats: list[torch.Tensor], strides: list[int]) -> list[torch.Tensor]:
+    """Per level, True where the cell centre lies inside a ground-truth box of its image.
+
+    Args:
+        gt (GroundTruth): Ground truth of the batch.
+        feats (list[torch.Tensor]): Neck features (N, C, H, W) per level (only shapes are read).
+        strides (list[int]): Stride of each level.
+
+    Returns:
+        (list[torch.Tensor]): (N, H, W) bool masks.
+
+    Examples:
+        >>> gt = GroundTruth(torch.tensor([[[0.0, 0.0, 16.0, 8.0]]]), torch.zeros(1, 1, dtype=torch.long),
+        ...                  torch.ones(1, 1, dtype=torch.bool))
+        >>> foreground_masks(gt, [torch.zeros(1, 1, 2, 4)], [8])[0].int().tolist()
+        [[[1, 1, 0, 0], [0, 0, 0, 0]]]
+    """
+    out = []
+    for f, s in zip(feats, strides):
+        h, w = f.shape[-2:]
+        x, y = _cell_centres(h, w, float(s), gt.boxes.device)
+        b = gt.boxes[:, :, None, None, :]  # (N, M, 1, 1, 4)
+        inside = (x > b[..., 0]) & (x < b[..., 2]) & (y > b[..., 1]) & (y < b[..., 3])  # (N, M, H, W)
+        out.append((inside & gt.mask[:, :, None, None]).any(1))
+    return out
+
+
+def gaussian_masks(
+    gt: GroundTruth, feats: list[torch.Tensor], strides: list[int], sigma_scale: float = 0.5
+) -> list[torch.Tensor]:
+    """Per level, ``M(x, y) = max over boxes of exp(-((x-cx)^2 / (2 sx^2) + (y-cy)^2 / (2 sy^2)))``.
+
+    ``sx = sigma_scale * box width / 2`` and ``sy = sigma_scale * box height / 2`` (TAR's Gaussian mask, sigma
+    proportional to the box size), evaluated at cell centres in pixels.
+
+    Args:
+        gt (GroundTruth): Ground truth of the batch.
+        feats (list[torch.Tensor]): Neck features (N, C, H, W) per level (only shapes are read).
+        strides (list[int]): Stride of each level.
+        sigma_scale (float): Sigma as a fraction of the half width/height.
+
+    Returns:
+        (list[torch.Tensor]): (N, H, W) float masks in [0, 1]; all zero for an image without boxes.
+
+    Examples:
+        >>> gt = GroundTruth(torch.tensor([[[0.0, 0.0, 16.0, 16.0]]]), torch.zeros(1, 1, dtype=torch.long),
+        ...                  torch.ones(1, 1, dtype=torch.bool))
+        >>> round(gaussian_masks(gt, [torch.zeros(1, 1, 2, 2)], [8])[0][0, 0, 0].item(), 4)  # centre (4, 4), 1 sigma
+        0.3679
+    """
+    out = []
+    b = gt.boxes
+    cx, cy = (b[..., 0] + b[..., 2]) / 2, (b[..., 1] + b[..., 3]) / 2
+    sx = ((b[..., 2] - b[..., 0]) / 2 * sigma_scale).clamp(min=1e-3)
+    sy = ((b[..., 3] - b[..., 1]) / 2 * sigma_scale).clamp(min=1e-3)
+    for f, s in zip(feats, strides):
+        h, w = f.shape[-2:]
+        x, y = _cell_centres(h, w, float(s), b.device)
+        e = (x - cx[..., None, None]) ** 2 / (2 * sx[..., None, None] ** 2) + (y - cy[..., None, None]) ** 2 / (
+            2 * sy[..., None, None] ** 2
+        )
+        g = torch.exp(-e) * gt.mask[:, :, None, None]
+        out.append(g.amax(1) if g.shape[1] else torch.zeros(b.shape[0], h, w, device=b.device))
+    return out
