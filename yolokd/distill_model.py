@@ -19,7 +19,7 @@ from ultralytics.utils.torch_utils import copy_attr
 from yolokd.config import KDConfig, KDError
 from yolokd.losses import TERMS, DistillInputs, Probe
 from yolokd.schedules import SCHEDULES, Progress
-from yolokd.taps import detect_head, head_outputs, model_task, probe_channels
+from yolokd.taps import detect_head, head_outputs, model_task, probe
 from yolokd.targets import Assigned, ground_truth
 
 _HEAD = "head"  # key of the Detect-output tap in the feature dicts
@@ -107,12 +107,14 @@ class KDModel(DistillationModel):
         gs = int(max(student.stride.max(), teacher.stride.max()))
         imgsz = max(gs, -(-int(imgsz) // gs) * gs)
         ch = student.yaml.get("channels", 3) if hasattr(student, "yaml") else 3
-        s_feats = probe_channels(student, self._student_feats, _HEAD, imgsz, ch)
-        t_feats = probe_channels(self.teacher_model, self._teacher_feats, _HEAD, imgsz, ch)
+        s_feats, s_stages = probe(student, self._student_feats, _HEAD, imgsz, ch)
+        t_feats, t_stages = probe(self.teacher_model, self._teacher_feats, _HEAD, imgsz, ch)
         self.probe = Probe(
             student_channels=[f.shape[1] for f in s_feats],
             teacher_channels=[f.shape[1] for f in t_feats],
             strides=[int(s) for s in student.stride.tolist()],
+            student_stage_channels={k: v.shape[1] for k, v in s_stages.items()},
+            teacher_stage_channels={k: v.shape[1] for k, v in t_stages.items()},
         )
         adapters = {spec.name: a for spec, t in zip(config.terms, self.terms) if (a := t.make_adapters(self.probe))}
         self.projector = nn.ModuleDict(adapters).to(device)

@@ -59,24 +59,27 @@ def head_outputs(out: Any, branch: str = "one2many") -> dict[str, Any]:
 
 
 @torch.no_grad()
-def probe_channels(model: nn.Module, store: dict, key: Any, imgsz: int, ch: int = 3) -> list[torch.Tensor]:
-    """Run one dummy forward in eval mode and return the tapped neck features (the model's mode is restored).
+def probe(model: nn.Module, store: dict, key: Any, imgsz: int, ch: int = 3) -> tuple[list[torch.Tensor], dict]:
+    """Run one dummy forward in eval mode; return the tapped neck features and the other taps (mode restored).
 
     Args:
-        model (nn.Module): A model whose head is tapped into ``store[key]``.
-        store (dict): The tap's shared dict.
-        key (Any): The tap's key.
+        model (nn.Module): A model whose head is tapped into ``store[key]`` (and maybe head stages under other keys).
+        store (dict): The taps' shared dict (emptied).
+        key (Any): The head tap's key.
         imgsz (int): Square dummy input size (a multiple of the largest stride).
         ch (int): Input channels.
 
     Returns:
-        (list[torch.Tensor]): The neck features of the dummy input.
+        (tuple[list[torch.Tensor], dict]): The neck features of the dummy input, and every other tap's output.
     """
     was_training = model.training
     p = next(model.parameters())
     model.eval()
     try:
         model(torch.zeros(1, ch, imgsz, imgsz, device=p.device, dtype=p.dtype))
-        return list(head_outputs(store.pop(key))["feats"])
+        feats = list(head_outputs(store.pop(key))["feats"])
+        others = dict(store)
+        store.clear()
+        return feats, others
     finally:
         model.train(was_training)

@@ -21,11 +21,16 @@ class Probe:
         student_channels (list[int]): Channels of each student neck level (inputs of the Detect head).
         teacher_channels (list[int]): Channels of each teacher neck level.
         strides (list[int]): Stride of each level (identical for teacher and student).
+        student_stage_channels (dict): Output channels of each tapped student head stage, keyed like
+            `DistillInputs.student_stages` (``(branch, level, stage)``).
+        teacher_stage_channels (dict): The same for the teacher.
     """
 
     student_channels: list[int]
     teacher_channels: list[int]
     strides: list[int]
+    student_stage_channels: dict[tuple, int] = field(default_factory=dict)
+    teacher_stage_channels: dict[tuple, int] = field(default_factory=dict)
 
 
 @dataclass
