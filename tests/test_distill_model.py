@@ -101,3 +101,40 @@ def test_check_pair_errors(pico_yaml):
     cls = build("yolov8n-cls.yaml")
     with pytest.raises(KDError, match="'classify' model, not a detection model"):
         check_pair(student, cls)
+
+
+def test_nonfinite_term_is_skipped_counted_and_warned_once(kd, monkeypatch):
+    import logging
+
+    from ultralytics.utils import LOGGER
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    LOGGER.addHandler(handler)
+    monkeypatch.setattr(LOGGER, "level", logging.INFO)  # the tests run Ultralytics with YOLO_VERBOSE=False
+    monkeypatch.setattr(kd.terms[0], "forward", lambda inputs, adapters: torch.tensor(float("nan")))
+    try:
+        for _ in range(3):
+            kd.zero_grad()
+            loss, items = kd.loss(toy_batch())
+            assert torch.isfinite(loss).all() and items["cwd_loss"].item() == 0.0
+            loss.sum().backward()
+            grads = [p.grad for p in kd.student_model.parameters() if p.grad is not None]
+            assert grads and all(torch.isfinite(g).all() for g in grads)
+    finally:
+        LOGGER.removeHandler(handler)
+    assert kd.nonfinite_skips == {"cwd": 3}
+    assert kd.term_stats()["nonfinite/cwd"] == 3.0
+    warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING and "cwd" in r.getMessage()]
+    assert len(warnings) == 1 and "skipped" in warnings[0]
+
+
+def test_terms_stay_finite_under_cpu_bfloat16_autocast_and_extreme_inputs(kd):
+    batch = toy_batch()
+    batch["img"] = batch["img"] * 1e4  # extreme activations all the way through
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, items = kd.loss(batch)
+    assert items["cwd_loss"].dtype == torch.float32
+    assert torch.isfinite(items["cwd_loss"]) and items["cwd_loss"].item() > 0
+    assert kd.nonfinite_skips == {}

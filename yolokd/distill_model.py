@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from ultralytics.nn.distill_model import DistillationModel, FeatureHook
+from ultralytics.utils import LOGGER, RANK, colorstr
 from ultralytics.utils.loss import v8DetectionLoss
 from ultralytics.utils.torch_utils import copy_attr
 
@@ -22,6 +23,7 @@ from yolokd.schedules import SCHEDULES, Progress
 from yolokd.taps import detect_head, head_outputs, model_task, probe
 from yolokd.targets import Assigned, ground_truth
 
+PREFIX = colorstr("yolokd: ")
 _HEAD = "head"  # key of the Detect-output tap in the feature dicts
 
 
@@ -96,6 +98,7 @@ class KDModel(DistillationModel):
         self.stage_taps = sorted({tap for t in self.terms for tap in t.taps()})
         self.needs_targets = any(t.needs_targets for t in self.terms)
         self.progress = Progress()
+        self.nonfinite_skips: dict[str, int] = {}  # term name -> steps skipped because its value was NaN/Inf
         # DistillationModel's pickling hooks read these names
         self.feats_idx = self.teacher_feats_idx = [detect_head(student).i]
         self._teacher_feats: dict = {}
@@ -208,9 +211,32 @@ class KDModel(DistillationModel):
                 values.append(det.new_zeros(()))
                 continue
             values.append(w * term(inputs, self.projector[spec.name] if spec.name in self.projector else None))
-        kd = torch.stack([v.float() for v in values]).to(det.dtype)
+        values = self._drop_nonfinite([v.float().reshape(()) for v in values])
+        kd = torch.stack(values)
         items.update({k: v.detach() for k, v in zip(self.item_names(), kd)})
-        return torch.cat([det, kd * img.shape[0]]), items
+        return torch.cat([det.float(), kd * img.shape[0]]), items
+
+    def _drop_nonfinite(self, values: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Replace non-finite term values by a detached zero for this step, count them and warn once per term.
+
+        One host sync per step (``isfinite().all()``); a NaN/Inf term then never reaches the weights or the EMA.
+        """
+        if not values or bool(torch.isfinite(torch.stack([v.detach() for v in values])).all()):
+            return values
+        counts = self.nonfinite_skips
+        out = []
+        for spec, v in zip(self.kd_config.terms, values):
+            if torch.isfinite(v.detach()):
+                out.append(v)
+                continue
+            counts[spec.name] = counts.get(spec.name, 0) + 1
+            if counts[spec.name] == 1 and RANK in {-1, 0}:
+                LOGGER.warning(
+                    f"{PREFIX}term '{spec.name}' was {v.item()} at a step and is skipped there; further "
+                    f"skips are counted (TensorBoard kd_stats/nonfinite/{spec.name}) without a warning"
+                )
+            out.append(v.detach().new_zeros(()))
+        return out
 
     def _detection_loss(self, batch: dict, preds) -> tuple[torch.Tensor, dict, Assigned | None]:
         """The student's detection loss and, when a term needs it, its TAL assignment (one-to-many branch).
@@ -252,5 +278,7 @@ class KDModel(DistillationModel):
         )
 
     def term_stats(self) -> dict[str, float]:
-        """Statistics the terms recorded at their last call (e.g. gate ratios), keyed ``<term name>/<stat>``."""
-        return {f"{s.name}/{k}": v for s, t in zip(self.kd_config.terms, self.terms) for k, v in t.stats.items()}
+        """Term statistics of the last call (e.g. gate ratios) as ``<term name>/<stat>``, and non-finite skip counts."""
+        stats = {f"{s.name}/{k}": v for s, t in zip(self.kd_config.terms, self.terms) for k, v in t.stats.items()}
+        stats.update({f"nonfinite/{k}": float(v) for k, v in getattr(self, "nonfinite_skips", {}).items()})
+        return stats

@@ -163,9 +163,11 @@ class KDTrainer(DetectionTrainer):
             check_pair(student, self.teacher, self.data.get("names"))
             self.model = KDModel(student, self.teacher, self.kd, imgsz=min(int(self.args.imgsz), 128))
         state = (ckpt or {}).get(CKPT_KEY) if self.resume else None
-        if state and state.get("projector"):
-            unwrap_model(self.model).projector.load_state_dict(state["projector"])
-            LOGGER.info(f"{PREFIX}restored adapters from {self.args.model}")
+        if state and state.get("projector") is not None:
+            model = unwrap_model(self.model)
+            model.projector.load_state_dict(state["projector"])
+            model.nonfinite_skips.update(state.get("nonfinite_skips") or {})
+            LOGGER.info(f"{PREFIX}restored adapters and term state from {self.args.model}")
         return ckpt
 
     def _setup_train(self):
@@ -194,6 +196,7 @@ class KDTrainer(DetectionTrainer):
             "config": self.kd.to_dict(),
             "projector": {k: v.detach().float().cpu() for k, v in model.projector.state_dict().items()},
             "progress": dataclasses.asdict(model.progress),
+            "nonfinite_skips": dict(model.nonfinite_skips),
         }
 
     def save_model(self):

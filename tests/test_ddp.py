@@ -1,0 +1,113 @@
+# yolokd, AGPL-3.0 License
+"""DDP: a distillation step under torch.distributed (gloo, 2 CPU processes), and Ultralytics' worker rebuild."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from helpers import kd_model, toy_batch
+
+from yolokd.demo import scaled_yaml
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_step(rank: int, world: int, port: int, student_yaml: str, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        model = kd_model(student_yaml, "yolov8n.yaml", "cwd")
+        ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+        opt = torch.optim.SGD([p for p in ddp.parameters() if p.requires_grad], lr=0.1)
+        batch = toy_batch()
+        batch["img"] = torch.rand(batch["img"].shape, generator=torch.Generator().manual_seed(100 + rank))  # own data
+        loss, items = ddp(batch)
+        loss.sum().backward()
+        grads = {k: p.grad.clone() for k, p in model.projector.named_parameters()}
+        opt.step()
+        torch.save(
+            {
+                "cwd": items["cwd_loss"].item(),
+                "grads": grads,
+                "params": {k: p.detach().clone() for k, p in model.projector.named_parameters()},
+                "teacher_grads": [p.grad for p in model.teacher_model.parameters() if p.grad is not None],
+            },
+            os.path.join(out_dir, f"rank{rank}.pt"),
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_gloo_two_ranks_nonzero_kd_and_identical_adapters(tmp_path):
+    student = scaled_yaml(tmp_path / "s.yaml", width=0.125)
+    mp.spawn(_ddp_step, args=(2, _free_port(), str(student), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{i}.pt", weights_only=False) for i in range(2))
+    assert r0["cwd"] > 0 and r1["cwd"] > 0
+    assert r0["cwd"] != pytest.approx(r1["cwd"], rel=1e-6)  # each rank saw its own images
+    for k in r0["grads"]:
+        assert r0["grads"][k].abs().sum() > 0
+        assert torch.allclose(r0["grads"][k], r1["grads"][k], atol=1e-7), k  # all-reduced
+        assert torch.equal(r0["params"][k], r1["params"][k]), k
+    assert r0["teacher_grads"] == [] and r1["teacher_grads"] == []
+
+
+def test_ddp_worker_rebuild_reproduces_the_kd_configuration(tmp_path, tiny_data, pico_yaml, teacher_pt):
+    from ultralytics.utils import DEFAULT_CFG_DICT
+    from ultralytics.utils.dist import ddp_cleanup, generate_ddp_file
+    from ultralytics.utils.patches import torch_load
+
+    from yolokd import YOLOKD
+    from yolokd.callbacks import KDCallbacks
+    from yolokd.trainer import KDTrainer
+
+    custom = tmp_path / "m.yaml"
+    custom.write_text("terms:\n  - {type: cwd, name: cwd_a, weight: 2.5, schedule: cosine, params: {tau: 2.0}}\n")
+    parent = KDTrainer(
+        overrides=dict(
+            model=str(pico_yaml),
+            teacher=str(teacher_pt),
+            method=f"cwd+{custom}",
+            distill_weight=0.5,
+            data=str(tiny_data),
+            epochs=1,
+            imgsz=64,
+            project=str(tmp_path),
+            name="p",
+            plots=False,
+        )
+    )
+    parent.model = YOLOKD(str(pico_yaml)).model  # what Model.train hands the trainer before DDP spawns workers
+    file = generate_ddp_file(parent)
+    try:
+        state = torch_load(file.replace(".py", ".pt"), map_location="cpu")  # exactly what the worker script does
+        cfg = DEFAULT_CFG_DICT.copy()
+        cfg.update(save_dir="")
+        worker = state["trainer"](cfg=cfg, overrides=state["args"], _callbacks=state["callbacks"])
+    finally:
+        ddp_cleanup(parent, file)
+    assert type(worker) is KDTrainer
+    assert worker.kd == parent.kd
+    assert [(t.name, t.weight, t.schedule, t.params) for t in worker.kd.terms] == [
+        ("cwd", 5.0, "constant", {"tau": 1.0}),
+        ("cwd_a", 2.5, "cosine", {"tau": 2.0}),
+    ]
+    assert worker.kd.distill_weight == 0.5 and worker.kd.teacher == str(teacher_pt)
+    p_sd, w_sd = parent.teacher.state_dict(), worker.teacher.state_dict()
+    assert p_sd.keys() == w_sd.keys() and all(torch.equal(p_sd[k], w_sd[k]) for k in p_sd)
+    # the callbacks travelled once: no second KDCallbacks was attached in the worker
+    owners = {
+        id(fn.__self__)
+        for fns in worker.callbacks.values()
+        for fn in fns
+        if hasattr(fn, "__self__") and isinstance(fn.__self__, KDCallbacks)
+    }
+    assert len(owners) == 1
