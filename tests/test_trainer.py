@@ -166,3 +166,99 @@ def test_startup_errors_name_the_fix(tmp_path, tiny_data, pico_yaml, teacher_pt)
     YOLO("yolov8n-cls.yaml").save(cls_t)
     with pytest.raises(KDError, match="'classify' model, not a detection model"):
         KDTrainer(overrides={**base, "teacher": str(cls_t), "name": "cls"}).train()
+
+
+class _InterruptAt:
+    """Raise KeyboardInterrupt after the checkpoint of a given epoch is written (Ctrl-C between epochs)."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def __call__(self, trainer):
+        if trainer.epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_resumed_run_ends_like_the_uninterrupted_run(tmp_path, tiny_data, pico_yaml, teacher_pt):
+    import albumentations as A
+
+    # one batch per epoch and an augmentation pipeline that draws random numbers but changes nothing, so the run is
+    # a deterministic function of its state: what resume restores (weights, adapters, optimizer, EMA, epoch)
+    still = dict(
+        mosaic=0.0,
+        hsv_h=0.0,
+        hsv_s=0.0,
+        hsv_v=0.0,
+        fliplr=0.0,
+        translate=0.0,
+        scale=0.0,
+        augmentations=[A.NoOp(p=1.0)],
+        batch=16,
+        warmup_epochs=0.0,
+        val=True,
+    )
+    args = dict(
+        model=str(pico_yaml),
+        teacher=str(teacher_pt),
+        method="cwd",
+        data=str(tiny_data),
+        epochs=3,
+        project=str(tmp_path),
+        **{**TRAIN, **still},
+    )
+    KDTrainer(overrides={**args, "name": "straight"}).train()
+    cut = KDTrainer(overrides={**args, "name": "cut"})
+    cut.add_callback("on_model_save", _InterruptAt(1))
+    with pytest.raises(KeyboardInterrupt):
+        cut.train()
+    last = tmp_path / "cut" / "weights" / "last.pt"
+    KDTrainer(overrides={"resume": str(last), "model": str(last)}).train()
+
+    def final(run):
+        header, *rows = (tmp_path / run / "results.csv").read_text().splitlines()
+        return dict(zip(header.split(","), map(float, rows[-1].split(","))))
+
+    a, b = final("straight"), final("cut")
+    assert a["epoch"] == b["epoch"] == 3
+    for k in ("train/box_loss", "train/cls_loss", "train/dfl_loss", "train/cwd_loss"):
+        assert a[k] > 0 and b[k] == pytest.approx(a[k], rel=1e-3), k
+    # validation runs the EMA, which Ultralytics checkpoints in fp16: the resumed EMA differs by that rounding
+    assert a["val/box_loss"] > 0 and b["val/box_loss"] == pytest.approx(a["val/box_loss"], rel=5e-3)
+    for k in ("metrics/mAP50(B)", "metrics/mAP50-95(B)"):
+        assert b[k] == pytest.approx(a[k], abs=1e-3), k
+    wa = torch.load(tmp_path / "straight" / "weights" / "last.pt", map_location="cpu", weights_only=False)["model"]
+    wb = torch.load(last, map_location="cpu", weights_only=False)["model"]
+    va = torch.cat([v.float().flatten() for v in wa.state_dict().values()])
+    vb = torch.cat([v.float().flatten() for v in wb.state_dict().values()])
+    # Ultralytics resumes the live weights from the (fp16) EMA of the checkpoint, so the trajectories part slightly
+    assert ((va - vb).norm() / va.norm()).item() < 5e-2
+
+
+def test_sigint_during_training_leaves_a_loadable_student_last(tmp_path, tiny_data, pico_yaml, teacher_pt):
+    import signal
+    import time
+
+    argv = [
+        "train",
+        f"model={pico_yaml}",
+        f"teacher={teacher_pt}",
+        f"data={tiny_data}",
+        "epochs=200",
+        f"project={tmp_path}",
+        "name=sig",
+    ] + [f"{k}={v}" for k, v in TRAIN.items()]
+    code = f"import sys; from yolokd.cli import main; sys.exit(main({argv!r}))"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    last = tmp_path / "sig" / "weights" / "last.pt"
+    deadline = time.time() + 240
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert last.exists(), "no checkpoint before the deadline"
+    time.sleep(0.5)  # now somewhere in the next epoch (or in a save, which holds the signal back)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out[-3000:]
+    assert "interrupted" in out and "resume" in out
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    assert ckpt["epoch"] >= 0 and CKPT_KEY in ckpt and ckpt[CKPT_KEY]["projector"]
+    _bare_student_check(last, tiny_data)

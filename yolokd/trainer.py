@@ -16,7 +16,10 @@ import contextlib
 import copy
 import dataclasses
 import logging
+import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +83,29 @@ def _resume_kd(resume: Any, model: Any) -> dict[str, Any]:
     except Exception:
         return {}
     return dict((ckpt.get(CKPT_KEY) or {}).get("config") or {})
+
+
+@contextlib.contextmanager
+def _defer_sigint():
+    """Hold a Ctrl-C (SIGINT) back until the block ends, so checkpoint files are never half-written."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            raise KeyboardInterrupt
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
 
 
 class _EMAView(nn.Module):
@@ -200,23 +226,30 @@ class KDTrainer(DetectionTrainer):
         }
 
     def save_model(self):
-        """Save as Ultralytics does, but with the bare student as the EMA and the adapters under ``yolokd``."""
-        wrapper = self.ema.ema
-        wrapper._remove_feature_hooks()  # no hook objects inside saved modules
-        self.ema.ema = wrapper.student_model
-        try:
-            saved = super().save_model()
-        finally:
-            self.ema.ema = wrapper
-            wrapper._register_feature_hooks()
-        ckpt = torch_load(self.last, map_location="cpu")
-        ckpt[CKPT_KEY] = self._kd_state()
-        torch.save(ckpt, self.last)
-        written = [self.best] if self.best_fitness == self.fitness else []  # the files Ultralytics just wrote
-        if self.save_period > 0 and self.epoch % self.save_period == 0:
-            written.append(self.wdir / f"epoch{self.epoch}.pt")
-        for f in written:
-            f.write_bytes(self.last.read_bytes())
+        """Save as Ultralytics does, but with the bare student as the EMA and the adapters under ``yolokd``.
+
+        Ctrl-C is held back until every file is complete.
+        """
+        with _defer_sigint():
+            wrapper = self.ema.ema
+            wrapper._remove_feature_hooks()  # no hook objects inside saved modules
+            self.ema.ema = wrapper.student_model
+            try:
+                saved = super().save_model()
+            finally:
+                self.ema.ema = wrapper
+                wrapper._register_feature_hooks()
+            ckpt = torch_load(self.last, map_location="cpu")
+            ckpt[CKPT_KEY] = self._kd_state()
+            _atomic_save(ckpt, self.last)
+            written = [self.best] if self.best_fitness == self.fitness else []  # the files Ultralytics just wrote
+            if self.save_period > 0 and self.epoch % self.save_period == 0:
+                written.append(self.wdir / f"epoch{self.epoch}.pt")
+            data = self.last.read_bytes()
+            for f in written:
+                tmp = f.with_name(f".{f.name}.tmp")
+                tmp.write_bytes(data)
+                os.replace(tmp, f)
         return saved
 
     def _as_wrapper_ckpt(self, ckpt: dict) -> dict:
@@ -263,4 +296,4 @@ class KDTrainer(DetectionTrainer):
                         ckpt = torch_load(f, map_location="cpu")
                         if isinstance(ckpt.get(CKPT_KEY), dict):
                             ckpt[CKPT_KEY] = {"config": ckpt[CKPT_KEY].get("config")}
-                            torch.save(ckpt, f)
+                            _atomic_save(ckpt, f)
