@@ -98,9 +98,13 @@ def test_check_pair_errors(pico_yaml):
     t.stride = torch.tensor([8.0, 16.0, 64.0])
     with pytest.raises(KDError, match=r"strides \[8, 16, 64\] differ"):
         check_pair(student, t)
-    cls = build("yolov8n-cls.yaml")
-    with pytest.raises(KDError, match="'classify' model, not a detection model"):
+    cls = build("yolov8n-cls.yaml")  # a classifier layer list (no Detect head)
+    with pytest.raises(KDError, match="not a detection model"):
         check_pair(student, cls)
+    seg = build("yolov8n-seg.yaml")
+    seg.args = {"task": "segment"}  # as loaded from a segmentation checkpoint
+    with pytest.raises(KDError, match="teacher is a 'segment' model, not a detection model"):
+        check_pair(student, seg)
 
 
 def test_nonfinite_term_is_skipped_counted_and_warned_once(kd, monkeypatch):

@@ -41,7 +41,10 @@ def check_pair(student: nn.Module, teacher: nn.Module, names: dict | None = None
     try:
         th = detect_head(teacher)
     except ValueError as e:
-        raise KDError(f"teacher has no Detect head ({e}); pass a YOLO detection checkpoint") from e
+        raise KDError(
+            f"teacher ({type(teacher).__name__}) has no Detect head, so it is not a detection model; "
+            f"pass a detection checkpoint (task=detect)"
+        ) from e
     sh = detect_head(student)
     if th.nc != sh.nc:
         raise KDError(

@@ -108,6 +108,14 @@ def _atomic_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _same_weights(a: nn.Module, b: nn.Module) -> bool:
+    """True when two models have identical state-dict keys, shapes and values."""
+    sa, sb = a.state_dict(), b.state_dict()
+    if sa.keys() != sb.keys() or any(sa[k].shape != sb[k].shape for k in sa):
+        return False
+    return all(torch.equal(sa[k].float().cpu(), sb[k].float().cpu()) for k in sa)
+
+
 class _EMAView(nn.Module):
     """The state-dict layout of a `KDModel` EMA (student + projector), rebuilt from a bare-student checkpoint."""
 
@@ -179,6 +187,22 @@ class KDTrainer(DetectionTrainer):
             msg = " ".join(str(e).split())
             raise KDError(f"{msg}; pass data=path/to/data.yaml (or run 'yolokd demo' for a generated data set)") from e
 
+    def build_dataset(self, img_path: str, mode: str = "train", batch: int | None = None):
+        """Ultralytics' data set; a training split without a single label is an error (nothing to distil)."""
+        fix = (
+            f"the training split '{img_path}' has no labels; put one YOLO-format .txt per image in the 'labels' "
+            f"folder beside 'images' (see https://docs.ultralytics.com/datasets/detect/)"
+        )
+        try:
+            dataset = super().build_dataset(img_path, mode, batch)
+        except ValueError as e:  # Ultralytics raises this one while training when it finds no label file at all
+            if mode == "train" and "No labels found" in str(e):
+                raise KDError(fix) from e
+            raise
+        if mode == "train" and not any(len(lb.get("cls", [])) for lb in getattr(dataset, "labels", [])):
+            raise KDError(fix)  # label files exist but are all empty
+        return dataset
+
     # ------------------------------------------------------------------ model
     def setup_model(self):
         """Build or load the student as Ultralytics does, check it against the teacher and wrap it in a `KDModel`."""
@@ -187,6 +211,11 @@ class KDTrainer(DetectionTrainer):
             student = self.model
             student.args = self.args
             check_pair(student, self.teacher, self.data.get("names"))
+            if _same_weights(student, self.teacher) and RANK in {-1, 0}:
+                LOGGER.warning(
+                    f"{PREFIX}the teacher has the student's architecture and weights: distillation adds "
+                    f"cost without a better model to learn from; pass a larger, trained teacher"
+                )
             self.model = KDModel(student, self.teacher, self.kd, imgsz=min(int(self.args.imgsz), 128))
         state = (ckpt or {}).get(CKPT_KEY) if self.resume else None
         if state and state.get("projector") is not None:

@@ -1,0 +1,147 @@
+# yolokd, AGPL-3.0 License
+"""Bad input through the CLI: each gives one error line naming the fix, exit code 2, and no traceback."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import pytest
+import torch
+from helpers import IMGSZ, build
+from ultralytics.nn.tasks import ClassificationModel
+from ultralytics.utils import LOGGER, YAML
+
+from yolokd.cli import main
+from yolokd.data.synthetic import make_dataset
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def bad(session_dir, tiny_data, teacher_pt):
+    """Paths of bad inputs, built once."""
+    d = session_dir / "bad"
+    d.mkdir(exist_ok=True)
+    names = YAML.load(tiny_data)["names"]
+
+    def save(model, name):
+        model.names = dict(names)
+        torch.save({"model": model.half(), "train_args": {}}, d / name)
+        return d / name
+
+    (d / "corrupt.pt").write_bytes(b"\x00not a checkpoint")
+    cls = ClassificationModel("yolov8n-cls.yaml", nc=6, verbose=False)
+    p2 = build("yolov8n-p2.yaml")
+    strides = build("yolov8n.yaml")
+    strides.stride = torch.tensor([8.0, 16.0, 64.0])
+    renamed = dict(YAML.load(tiny_data))
+    renamed["names"] = {**renamed["names"], 1: "lemon"}
+    YAML.save(d / "renamed.yaml", renamed)
+    unlabeled = d / "unlabeled"
+    shutil.copytree(tiny_data.parent / "images", unlabeled / "images", dirs_exist_ok=True)
+    YAML.save(unlabeled / "data.yaml", {**YAML.load(tiny_data), "path": str(unlabeled)})
+    (d / "unknown_key.yaml").write_text("terms:\n  - {type: cwd, wieght: 2}\n")
+    (d / "bad_type.yaml").write_text("terms:\n  - {type: cwd, params: {tau: warm}}\n")
+    data3 = make_dataset(d / "nc3", n_train=8, n_val=4, n_test=0, imgsz=IMGSZ, nc=3, progress=False)
+    return {
+        "dir": d,
+        "data": tiny_data,
+        "teacher": teacher_pt,
+        "data3": data3,
+        "renamed": d / "renamed.yaml",
+        "unlabeled": unlabeled / "data.yaml",
+        "cls": save(cls, "cls.pt"),
+        "p2": save(p2, "p2.pt"),
+        "strides": save(strides, "strides.pt"),
+    }
+
+
+CASES = {  # id: (argument overrides, text the single error line must contain)
+    "teacher missing": ({"teacher": "{dir}/missing/t.pt"}, "does not exist; check the path"),
+    "teacher corrupt": ({"teacher": "{dir}/corrupt.pt"}, "is not a readable Ultralytics checkpoint"),
+    "teacher offline name": ({"teacher": "yolov8x"}, "could not be downloaded"),
+    "teacher yaml": ({"teacher": "yolov8x.yaml"}, "the teacher must be a trained checkpoint (.pt)"),
+    "teacher not detect": (
+        {"teacher": "{cls}"},
+        "(ClassificationModel) has no Detect head, so it is not a detection model",
+    ),
+    "class count": ({"data": "{data3}"}, "teacher predicts 6 classes but the student/data set has 3"),
+    "class names": ({"data": "{renamed}"}, "teacher class names differ from the data set's (class 1"),
+    "levels": ({"teacher": "{p2}"}, "teacher has 4 detection levels but the student has 3"),
+    "strides": ({"teacher": "{strides}"}, "teacher strides [8, 16, 64] differ from student strides [8, 16, 32]"),
+    "unknown method": ({"method": "cdw"}, "unknown method 'cdw'. Did you mean 'cwd'?"),
+    "unknown term key": ({"method": "{dir}/unknown_key.yaml"}, "unknown key 'wieght'. Did you mean 'weight'?"),
+    "wrong value type": ({"method": "{dir}/bad_type.yaml"}, "parameter 'tau' of term 'cwd' must be float, got 'warm'"),
+    "misspelt key": ({"techer": "t.pt"}, "'techer' is not a valid YOLO argument"),
+    "data missing": ({"data": "{dir}/none.yaml"}, "does not exist; pass data=path/to/data.yaml"),
+    "data without labels": ({"data": "{unlabeled}"}, "has no labels; put one YOLO-format .txt per image"),
+    "student offline name": ({"model": "yolov8s"}, "could not be downloaded; pass a local .pt, or a .yaml"),
+}
+
+
+def _errors_of(argv):
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    LOGGER.addHandler(handler)
+    try:
+        code = main(argv)
+    finally:
+        LOGGER.removeHandler(handler)
+    return code, [r.getMessage() for r in records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_gives_one_line_error_and_exit_2(case, bad, pico_yaml, tmp_path):
+    changes, expected = CASES[case]
+    args = {
+        "model": str(pico_yaml),
+        "teacher": str(bad["teacher"]),
+        "method": "cwd",
+        "data": str(bad["data"]),
+        "epochs": 1,
+        "imgsz": IMGSZ,
+        "batch": 8,
+        "workers": 0,
+        "plots": False,
+        "project": str(tmp_path),
+    }
+    args.update({k: v.format(**bad) for k, v in changes.items()})
+    code, errors = _errors_of(["train"] + [f"{k}={v}" for k, v in args.items()])
+    assert code == 2
+    assert len(errors) == 1, errors
+    assert "\n" not in errors[0] and "Traceback" not in errors[0]
+    assert expected in errors[0], errors[0]
+
+
+def test_teacher_equal_to_student_is_a_warning(bad, tmp_path, monkeypatch):
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    LOGGER.addHandler(handler)
+    monkeypatch.setattr(LOGGER, "level", logging.INFO)
+    t = str(bad["teacher"])
+    try:
+        code = main(
+            [
+                "train",
+                f"model={t}",
+                f"teacher={t}",
+                f"data={bad['data']}",
+                "epochs=1",
+                f"imgsz={IMGSZ}",
+                "batch=8",
+                "workers=0",
+                "plots=False",
+                f"project={tmp_path}",
+                "teacher_val=False",
+            ]
+        )
+    finally:
+        LOGGER.removeHandler(handler)
+    assert code == 0
+    warnings = [
+        r.getMessage() for r in records if r.levelno == logging.WARNING and "student's architecture" in r.getMessage()
+    ]
+    assert len(warnings) == 1
