@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["align_scale", "bounded_regression", "cosine_fg", "cwd", "kd_qfl", "ld"]
+__all__ = ["align_scale", "binary_kl", "bounded_regression", "cosine_fg", "cwd", "kd_qfl", "ld"]
 
 
 def _up(x: torch.Tensor) -> torch.Tensor:
@@ -355,3 +355,63 @@ def cosine_fg(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> torch.Ten
     dist = 1.0 - F.cosine_similarity(_up(s), _up(t), dim=1)
     total = torch.where(mask, dist, torch.zeros_like(dist)).sum()
     return total / mask.sum().clamp(min=1).to(total.dtype)
+
+
+def binary_kl(
+    s: torch.Tensor,
+    t: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    avg_factor: float | torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""Per-class binary KL divergence between teacher and student sigmoid class probabilities.
+
+    Each class is a Bernoulli variable, :math:`q = \sigma(t)` for the teacher and :math:`p = \sigma(s)` for the
+    student; the divergences are summed over the classes of a row:
+
+    .. math::
+
+        l_i = \sum_c q_{i,c} \left(\log q_{i,c} - \log p_{i,c}\right)
+            + (1 - q_{i,c}) \left(\log(1 - q_{i,c}) - \log(1 - p_{i,c})\right)
+
+    All logarithms are log-sigmoids of the logits (:math:`\log \sigma(x)` and :math:`\log(1 - \sigma(x)) =
+    \log \sigma(-x)`), so the loss and its gradient stay finite for logits of :math:`\pm 10^4`. Reduction:
+    :math:`\sum_i l_i w_i / \text{avg\_factor}` if ``avg_factor`` is given, else :math:`\operatorname{mean}_i(l_i w_i)`.
+
+    Shape:
+        - s: :math:`(n, C)`
+        - t: :math:`(n, C)`, same as ``s``
+        - weight: :math:`(n,)`
+        - output: :math:`()`
+
+    Args:
+        s (torch.Tensor): Student classification logits.
+        t (torch.Tensor): Teacher classification logits, the target; not detached here.
+        weight (torch.Tensor | None): Optional per-row weight.
+        avg_factor (float | torch.Tensor | None): Optional normaliser; when given the weighted sum is divided by it
+            (callers clamp it to ``>= 1``).
+
+    Returns:
+        (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs); zero connected to the graph if ``n == 0``.
+
+    Raises:
+        ValueError: If ``s`` is not 2-D, ``s`` and ``t`` have different shapes, or ``weight`` is not ``(n,)``.
+
+    Examples:
+        >>> import math
+        >>> x = torch.randn(5, 3)
+        >>> float(binary_kl(x, x))
+        0.0
+        >>> s, t = torch.zeros(1, 1), torch.full((1, 1), math.log(3.0))  # p = 1/2, q = 3/4
+        >>> round(float(binary_kl(s, t)), 6)  # 0.75 ln 1.5 + 0.25 ln 0.5
+        0.130812
+
+    """
+    _check_pair("binary_kl", s, t, 2, "(n, C)")
+    if s.shape[0] == 0:
+        return _zero(s)
+    s, t = _up(s), _up(t)
+    log_q, log_1q = F.logsigmoid(t), F.logsigmoid(-t)
+    log_p, log_1p = F.logsigmoid(s), F.logsigmoid(-s)
+    q = t.sigmoid()
+    loss = (q * (log_q - log_p) + (1.0 - q) * (log_1q - log_1p)).sum(dim=-1)
+    return _reduce(loss, weight, avg_factor, "binary_kl")

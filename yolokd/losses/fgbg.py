@@ -1,0 +1,194 @@
+# yolokd, AGPL-3.0 License
+"""FG/BG terms: foreground cosine on neck features, background binary KL on class predictions, adaptive gating.
+
+Seed thesis: "Distilling one-stage object detection network via decoupling foreground and background features". A
+small KL between outputs can hide feature vectors pointing in different directions, so the foreground (neck cells
+whose centre lies inside a ground-truth box) matches feature *direction* with a cosine, and the background (every
+other cell) matches the class *predictions* with a per-class binary KL. In both regions the teacher guides only
+where it is better than the student:
+
+- foreground (`FGBGForeground`, ``fgbg_fg``): at each TAL positive, quality ``q = score^alpha * IoU^beta`` (the
+  assigner's alignment metric, its own alpha and beta) of teacher and student against the assigned ground truth;
+  the cell counts only where ``q_teacher > q_student``;
+- background (`FGBGBackground`, ``fgbg_bg``): the anchor counts only where the teacher's maximum class probability
+  is lower than the student's (the teacher is the more confident "nothing here").
+
+The fraction of open gates is logged as ``fg_gate_open`` / ``bg_gate_open`` (TensorBoard ``kd_stats/<name>/...``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from ultralytics.utils.metrics import bbox_iou
+
+from yolokd.adapters import per_level
+from yolokd.losses import functional as F
+from yolokd.losses import register
+from yolokd.losses.base import DistillInputs, Probe, Term
+from yolokd.targets import Assigned, decode_boxes, foreground_masks, ground_truth, level_sizes
+
+
+def _level_strides(inputs: DistillInputs) -> list[float]:
+    """Stride of each neck level: from the TAL anchors when present, else input height / feature height."""
+    sizes = level_sizes(inputs.teacher_feats)
+    a = inputs.assigned
+    if a is not None and a.stride_tensor.shape[0] == sum(sizes):
+        starts = torch.tensor([0, *sizes[:-1]], device=a.stride_tensor.device).cumsum(0)
+        return a.stride_tensor.view(-1)[starts].tolist()  # one host read of a few numbers
+    img_h = inputs.batch["img"].shape[-2]
+    return [img_h / f.shape[-2] for f in inputs.teacher_feats]
+
+
+def fg_masks(inputs: DistillInputs) -> list[torch.Tensor]:
+    """Per level, the (N, H, W) bool mask of neck cells whose centre lies inside a ground-truth box of the image."""
+    img = inputs.batch["img"]
+    gt = ground_truth(inputs.batch, tuple(img.shape[-2:]))
+    return foreground_masks(gt, inputs.teacher_feats, _level_strides(inputs))
+
+
+def _reg_max(head: nn.Module | None, preds: dict) -> int:
+    """The head's DFL bins per side (``head.reg_max``), or the one implied by the box output if no head is given."""
+    return int(head.reg_max) if head is not None else preds["boxes"].shape[1] // 4
+
+
+@torch.no_grad()
+def log_quality(preds: dict, reg_max: int, assigned: Assigned) -> torch.Tensor:
+    r"""Log of the TAL alignment quality of one model's predictions against the assigned ground truth, per anchor.
+
+    .. math::
+
+        \log q = \alpha \log \sigma(x_{\text{label}}) + \beta \log \operatorname{IoU}(\hat b, b_{\text{gt}})
+
+    with :math:`x_{\text{label}}` the model's logit for the assigned class, :math:`\hat b` its decoded box in pixels
+    and :math:`\alpha, \beta` the assigner's exponents. The log form orders anchors exactly as
+    :math:`q = \text{score}^\alpha \text{IoU}^\beta` does without float32 underflow (IoU 0 gives ``-inf``).
+    Meaningful only where ``assigned.fg_mask`` is true.
+
+    Args:
+        preds (dict): Head outputs with ``scores`` (N, nc, A) logits and ``boxes`` (N, 4*reg_max, A).
+        reg_max (int): The model's own DFL bins per side.
+        assigned (Assigned): The TAL assignment (labels, target boxes, anchors, strides, alpha, beta).
+
+    Returns:
+        (torch.Tensor): (N, A) float32 log quality.
+    """
+    scores = preds["scores"].float()
+    labels = assigned.target_labels.long().clamp(0, scores.shape[1] - 1)
+    log_score = torch.nn.functional.logsigmoid(scores.gather(1, labels.unsqueeze(1)).squeeze(1))  # (N, A)
+    boxes = decode_boxes(preds["boxes"], assigned.anchor_points, reg_max) * assigned.stride_tensor.float()
+    iou = bbox_iou(boxes, assigned.target_bboxes.float(), xywh=False).squeeze(-1).clamp(0, 1)  # (N, A)
+    out = assigned.alpha * log_score
+    if assigned.beta != 0:
+        out = out + assigned.beta * iou.log()
+    return out
+
+
+def _fraction(num: torch.Tensor, den: torch.Tensor) -> float:
+    """``num / den`` as a float, 0 when ``den`` is 0."""
+    d = float(den.item())
+    return float(num.item()) / d if d > 0 else 0.0
+
+
+@register
+class FGBGForeground(Term):
+    """Foreground term: sum over levels of ``cosine_fg(adapter(student), teacher, fg_mask & gate)``.
+
+    Foreground cells are the neck cells whose centre lies inside a ground-truth box. With ``gate``, a foreground cell
+    that is a TAL positive of the student counts only where the teacher's quality is strictly higher,
+    ``score_T^alpha IoU_T^beta > score_S^alpha IoU_S^beta`` (see `log_quality`; each model decodes its boxes with its
+    own ``reg_max``). Foreground cells that are not TAL positives have no assigned ground truth, hence no quality to
+    compare: with ``keep_non_positive`` (default) they are kept ungated, because the thesis defines the foreground
+    region by the boxes (TAL's top-k positives are a few cells per object, and dropping the rest would shrink the
+    foreground imitation to those few cells); set it False to imitate only at gated positives.
+
+    ``self.stats["fg_gate_open"]``: fraction of the TAL positives whose gate is open (1.0 without ``gate``; 0 when
+    there are no positives).
+
+    Args:
+        gate (bool): Apply the teacher-better gate at TAL positives.
+        keep_non_positive (bool): Keep foreground cells that are not TAL positives (no quality to compare).
+    """
+
+    type = "fgbg_fg"
+    needs_targets = True
+
+    def __init__(self, gate: bool = True, keep_non_positive: bool = True) -> None:
+        """Store the gating options."""
+        super().__init__()
+        self.gate = bool(gate)
+        self.keep_non_positive = bool(keep_non_positive)
+
+    def extra_repr(self) -> str:
+        """Show the hyper-parameters."""
+        return f"gate={self.gate}, keep_non_positive={self.keep_non_positive}"
+
+    def make_adapters(self, probe: Probe) -> nn.Module:
+        """One 1x1 adapter per neck level, student -> teacher channels."""
+        return per_level(probe.student_channels, probe.teacher_channels)
+
+    def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
+        """Return the unweighted foreground cosine loss summed over levels, and set ``fg_gate_open``."""
+        masks = fg_masks(inputs)
+        a = inputs.assigned
+        if a is None:
+            raise ValueError("fgbg_fg needs the TAL assignment (inputs.assigned); the model sets it for needs_targets")
+        pos = a.fg_mask.bool()
+        if self.gate:
+            lq_s = log_quality(inputs.student_preds, _reg_max(inputs.student_head, inputs.student_preds), a)
+            lq_t = log_quality(inputs.teacher_preds, _reg_max(inputs.teacher_head, inputs.teacher_preds), a)
+            open_ = pos & (lq_t > lq_s)
+            self.stats["fg_gate_open"] = _fraction(open_.sum(), pos.sum())
+        else:
+            open_ = pos
+            self.stats["fg_gate_open"] = 1.0 if bool(pos.any()) else 0.0
+        keep = open_ | ~pos if self.keep_non_positive else open_  # (N, A)
+        n, sizes = keep.shape[0], level_sizes(inputs.teacher_feats)
+        if keep.shape[1] != sum(sizes):
+            raise ValueError(f"fgbg_fg: assignment has {keep.shape[1]} anchors, the neck levels {sum(sizes)}")
+        keeps = keep.split(sizes, dim=1)
+        loss = 0.0
+        for ad, s, t, m, k in zip(adapters, inputs.student_feats, inputs.teacher_feats, masks, keeps):
+            loss = loss + F.cosine_fg(ad(s), t, m & k.view(n, *t.shape[-2:]))
+        return loss.float().reshape(())
+
+
+@register
+class FGBGBackground(Term):
+    """Background term: ``binary_kl(student_scores, teacher_scores)`` at gated background anchors.
+
+    Background anchors are the cells whose centre lies inside no ground-truth box. The per-class binary KL between
+    the teacher's and the student's sigmoid class probabilities is summed over classes and averaged over the
+    background anchors whose gate is open: with ``gate``, those where the teacher's maximum class probability is
+    strictly lower than the student's (compared on the logits, which orders them exactly without sigmoid
+    saturation). Zero when no gate is open.
+
+    ``self.stats["bg_gate_open"]``: open fraction among background anchors (1.0 without ``gate``; 0 when there are
+    none).
+
+    Args:
+        gate (bool): Apply the teacher-better gate (lower maximum class probability).
+    """
+
+    type = "fgbg_bg"
+    needs_targets = True
+
+    def __init__(self, gate: bool = True) -> None:
+        """Store the gating option."""
+        super().__init__()
+        self.gate = bool(gate)
+
+    def extra_repr(self) -> str:
+        """Show the hyper-parameters."""
+        return f"gate={self.gate}"
+
+    def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
+        """Return the unweighted background KL (mean over open background anchors), and set ``bg_gate_open``."""
+        s = inputs.student_preds["scores"].float().transpose(1, 2)  # (N, A, nc)
+        t = inputs.teacher_preds["scores"].float().transpose(1, 2)
+        bg = ~torch.cat([m.flatten(1) for m in fg_masks(inputs)], dim=1)  # (N, A)
+        if bg.shape[1] != s.shape[1]:
+            raise ValueError(f"fgbg_bg: head has {s.shape[1]} anchors, the neck levels {bg.shape[1]}")
+        open_ = bg & (t.detach().amax(-1) < s.detach().amax(-1)) if self.gate else bg
+        self.stats["bg_gate_open"] = _fraction(open_.sum(), bg.sum())
+        return F.binary_kl(s[open_], t[open_]).float().reshape(())
