@@ -137,8 +137,11 @@ def test_nonfinite_term_is_skipped_counted_and_warned_once(kd, monkeypatch):
 def test_terms_stay_finite_under_cpu_bfloat16_autocast_and_extreme_inputs(kd):
     batch = toy_batch()
     batch["img"] = batch["img"] * 1e4  # extreme activations all the way through
+    seen = []
+    kd.teacher_model.model[-1].register_forward_hook(lambda m, i, o: seen.append(o[1]["feats"][0].dtype))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss, items = kd.loss(batch)
+    assert seen == [torch.bfloat16]  # the teacher ran under the trainer's autocast
     assert items["cwd_loss"].dtype == torch.float32
     assert torch.isfinite(items["cwd_loss"]) and items["cwd_loss"].item() > 0
     assert kd.nonfinite_skips == {}
