@@ -6,8 +6,8 @@ from __future__ import annotations
 from torch import nn
 
 
-def conv1x1(c_in: int, c_out: int) -> nn.Conv2d:
-    """A 1x1 convolution with bias mapping ``c_in`` student channels to ``c_out`` teacher channels.
+def conv1x1(c_in: int, c_out: int, bias: bool = True) -> nn.Conv2d:
+    """A 1x1 convolution mapping ``c_in`` student channels to ``c_out`` teacher channels.
 
     It is kept even when the channel counts match: Chen et al. (2017) found the adaptation layer essential, and the
     Ultralytics projector does the same.
@@ -15,6 +15,7 @@ def conv1x1(c_in: int, c_out: int) -> nn.Conv2d:
     Args:
         c_in (int): Student channels.
         c_out (int): Teacher channels.
+        bias (bool): Add a bias; pointless (it would never train) when a per-channel normalisation follows.
 
     Returns:
         (nn.Conv2d): The adapter.
@@ -23,7 +24,7 @@ def conv1x1(c_in: int, c_out: int) -> nn.Conv2d:
         >>> conv1x1(16, 64).weight.shape
         torch.Size([64, 16, 1, 1])
     """
-    return nn.Conv2d(c_in, c_out, kernel_size=1, stride=1, padding=0, bias=True)
+    return nn.Conv2d(c_in, c_out, kernel_size=1, stride=1, padding=0, bias=bias)
 
 
 def per_level(student_channels: list[int], teacher_channels: list[int]) -> nn.ModuleList:

@@ -148,7 +148,8 @@ class _CrossKD(Term):
         for level in range(len(probe.strides)):
             key = (self.branch, level, self.stage)
             cs, ct = probe.student_stage_channels[key], probe.teacher_stage_channels[key]
-            adapters.append(nn.Identity() if cs == ct else conv1x1(cs, ct))
+            # no bias: align_scale removes every per-channel offset, so a bias would get exactly zero gradient
+            adapters.append(nn.Identity() if cs == ct else conv1x1(cs, ct, bias=False))
         return nn.ModuleList(adapters)
 
     def cross(self, inputs: DistillInputs, adapters: nn.Module | None) -> tuple[torch.Tensor, torch.Tensor]:
