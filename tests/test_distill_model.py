@@ -145,3 +145,33 @@ def test_terms_stay_finite_under_cpu_bfloat16_autocast_and_extreme_inputs(kd):
     assert items["cwd_loss"].dtype == torch.float32
     assert torch.isfinite(items["cwd_loss"]) and items["cwd_loss"].item() > 0
     assert kd.nonfinite_skips == {}
+
+
+def test_composition_weights_schedules_and_global_multiplier(pico_yaml):
+    from yolokd.schedules import Progress
+
+    student, teacher = build(pico_yaml), build("yolov8n.yaml")
+    teacher.eval()
+    cfg = build_config({"teacher": "t.pt", "method": "cwd+tar", "distill_weight": 0.5})
+    kd = KDModel(student, teacher, cfg, imgsz=64).train()
+    assert [t.type for t in kd.terms] == ["cwd", "tar_feat", "tar_cls", "tar_box"]
+    assert kd.item_names() == ["cwd_loss", "tar_feat_loss", "tar_cls_loss", "tar_box_loss"]
+    w = kd.term_weights(Progress(epoch=1, epochs=4))  # tar decays linearly: 0.75 of its weight at 1/4
+    assert w == pytest.approx(
+        {"cwd": 2.5, "tar_feat": 1.5 * 0.5 * 0.75, "tar_cls": 2.0 * 0.5 * 0.75, "tar_box": 7.5 * 0.5 * 0.75}
+    )
+    kd.progress = Progress(epoch=1, epochs=4)
+    _, items = kd.loss(toy_batch())
+    assert set(items) == {
+        "box_loss",
+        "cls_loss",
+        "dfl_loss",
+        "cwd_loss",
+        "tar_feat_loss",
+        "tar_cls_loss",
+        "tar_box_loss",
+    }
+    kd.progress = Progress(epoch=4, epochs=4)  # the end: tar fully decayed, its terms are not even computed
+    _, items = kd.loss(toy_batch())
+    assert items["tar_feat_loss"].item() == 0.0 and items["tar_box_loss"].item() == 0.0
+    assert items["cwd_loss"].item() > 0
