@@ -145,3 +145,15 @@ def test_teacher_equal_to_student_is_a_warning(bad, tmp_path, monkeypatch):
         r.getMessage() for r in records if r.levelno == logging.WARNING and "student's architecture" in r.getMessage()
     ]
     assert len(warnings) == 1
+
+
+def test_resume_errors_name_the_fix(tmp_path, teacher_pt):
+    missing = tmp_path / "nope" / "last.pt"
+    # a finished checkpoint is not resumable: Ultralytics starts a new run, which then needs a teacher
+    code, errors = _errors_of(["train", "resume", f"model={teacher_pt}"])
+    assert code == 2 and len(errors) == 1 and "no teacher given" in errors[0], errors
+    from yolokd.config import KDError
+    from yolokd.trainer import KDTrainer
+
+    with pytest.raises(KDError, match="resume checkpoint '.*nope/last.pt' not found"):
+        KDTrainer(overrides={"resume": str(missing), "model": str(missing)})

@@ -29,7 +29,6 @@ from torch import nn
 from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.nn.tasks import load_checkpoint
 from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK, colorstr
-from ultralytics.utils.checks import check_file
 from ultralytics.utils.patches import torch_load
 from ultralytics.utils.torch_utils import unwrap_model
 
@@ -76,12 +75,14 @@ def load_teacher(path: str | Path | None) -> nn.Module:
 
 
 def _resume_kd(resume: Any, model: Any) -> dict[str, Any]:
-    """Return the KD config dict stored in the checkpoint a resumed run continues from ({} if none)."""
-    src = resume if isinstance(resume, (str, Path)) and str(resume) not in {"True", "False"} else model
+    """Return the KD config dict stored in the checkpoint a resumed run continues from ({} if it holds none)."""
+    src = Path(str(resume if isinstance(resume, (str, Path)) else model))
+    if not src.is_file():
+        raise KDError(f"resume checkpoint '{src}' not found; pass model=path/to/weights/last.pt of the run")
     try:
-        ckpt = torch_load(check_file(str(src)), map_location="cpu")
-    except Exception:
-        return {}
+        ckpt = torch_load(src, map_location="cpu")
+    except Exception as e:
+        raise KDError(f"resume checkpoint '{src}' is not readable ({type(e).__name__}); pass the run's last.pt") from e
     return dict((ckpt.get(CKPT_KEY) or {}).get("config") or {})
 
 
