@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 import torch
 from ultralytics.cfg import get_cfg
 from ultralytics.nn.tasks import DetectionModel
@@ -41,3 +44,21 @@ def kd_model(student_cfg, teacher_cfg, method: str, nc: int = 6, imgsz: int = IM
     teacher.eval()
     model = KDModel(student, teacher, build_config({"teacher": "t.pt", "method": method}), imgsz=imgsz)
     return model.train()
+
+
+@contextlib.contextmanager
+def captured_logs(level: int = logging.INFO):
+    """Collect Ultralytics LOGGER records (the tests run it with YOLO_VERBOSE=False, so its level is lowered here)."""
+    from ultralytics.utils import LOGGER
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    old = LOGGER.level
+    LOGGER.addHandler(handler)
+    LOGGER.setLevel(level)
+    try:
+        yield records
+    finally:
+        LOGGER.removeHandler(handler)
+        LOGGER.setLevel(old)

@@ -8,9 +8,9 @@ import shutil
 
 import pytest
 import torch
-from helpers import IMGSZ, build
+from helpers import IMGSZ, build, captured_logs
 from ultralytics.nn.tasks import ClassificationModel
-from ultralytics.utils import LOGGER, YAML
+from ultralytics.utils import YAML
 
 from yolokd.cli import main
 from yolokd.data.synthetic import make_dataset
@@ -81,14 +81,8 @@ CASES = {  # id: (argument overrides, text the single error line must contain)
 
 
 def _errors_of(argv):
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    LOGGER.addHandler(handler)
-    try:
+    with captured_logs() as records:
         code = main(argv)
-    finally:
-        LOGGER.removeHandler(handler)
     return code, [r.getMessage() for r in records if r.levelno >= logging.ERROR]
 
 
@@ -115,36 +109,26 @@ def test_bad_input_gives_one_line_error_and_exit_2(case, bad, pico_yaml, tmp_pat
     assert expected in errors[0], errors[0]
 
 
-def test_teacher_equal_to_student_is_a_warning(bad, tmp_path, monkeypatch):
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    LOGGER.addHandler(handler)
-    monkeypatch.setattr(LOGGER, "level", logging.INFO)
+def test_teacher_equal_to_student_is_a_warning(bad, tmp_path):
     t = str(bad["teacher"])
-    try:
-        code = main(
-            [
-                "train",
-                f"model={t}",
-                f"teacher={t}",
-                f"data={bad['data']}",
-                "epochs=1",
-                f"imgsz={IMGSZ}",
-                "batch=8",
-                "workers=0",
-                "plots=False",
-                f"project={tmp_path}",
-                "teacher_val=False",
-            ]
-        )
-    finally:
-        LOGGER.removeHandler(handler)
-    assert code == 0
-    warnings = [
-        r.getMessage() for r in records if r.levelno == logging.WARNING and "student's architecture" in r.getMessage()
+    argv = [
+        "train",
+        f"model={t}",
+        f"teacher={t}",
+        f"data={bad['data']}",
+        "epochs=1",
+        f"imgsz={IMGSZ}",
+        "batch=8",
+        "workers=0",
+        "plots=False",
+        f"project={tmp_path}",
+        "teacher_val=False",
     ]
-    assert len(warnings) == 1
+    with captured_logs() as records:
+        code = main(argv)
+    assert code == 0
+    warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    assert len([w for w in warnings if "student's architecture" in w]) == 1
 
 
 def test_resume_errors_name_the_fix(tmp_path, teacher_pt):

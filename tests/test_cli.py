@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
+from helpers import captured_logs
 
 from yolokd.cli import main, parse
 from yolokd.config import KDError
@@ -38,19 +41,9 @@ def test_cli_exit_codes(caplog):
     assert main(["train", "model=yolov8n.yaml", "method=cdw", "teacher=t.pt"]) == 2
 
 
-def test_cli_error_is_one_line_without_traceback(capsys):
-    import logging
-
-    from ultralytics.utils import LOGGER
-
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    LOGGER.addHandler(handler)
-    try:
+def test_cli_error_is_one_line_without_traceback():
+    with captured_logs() as records:
         assert main(["train", "model=yolov8n.yaml", "teacher=/no/such/teacher.pt", "data=x.yaml"]) == 2
-    finally:
-        LOGGER.removeHandler(handler)
     errors = [r.getMessage() for r in records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "\n" not in errors[0] and "Traceback" not in errors[0]
     assert "teacher file '/no/such/teacher.pt' does not exist" in errors[0]

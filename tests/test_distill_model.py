@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import copy
+import logging
 import pickle
 
 import pytest
 import torch
-from helpers import build, toy_batch
+from helpers import build, captured_logs, toy_batch
 from ultralytics.utils.torch_utils import ModelEMA
 
 from yolokd.config import KDError, build_config
@@ -108,17 +109,8 @@ def test_check_pair_errors(pico_yaml):
 
 
 def test_nonfinite_term_is_skipped_counted_and_warned_once(kd, monkeypatch):
-    import logging
-
-    from ultralytics.utils import LOGGER
-
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    LOGGER.addHandler(handler)
-    monkeypatch.setattr(LOGGER, "level", logging.INFO)  # the tests run Ultralytics with YOLO_VERBOSE=False
     monkeypatch.setattr(kd.terms[0], "forward", lambda inputs, adapters: torch.tensor(float("nan")))
-    try:
+    with captured_logs() as records:
         for _ in range(3):
             kd.zero_grad()
             loss, items = kd.loss(toy_batch())
@@ -126,8 +118,6 @@ def test_nonfinite_term_is_skipped_counted_and_warned_once(kd, monkeypatch):
             loss.sum().backward()
             grads = [p.grad for p in kd.student_model.parameters() if p.grad is not None]
             assert grads and all(torch.isfinite(g).all() for g in grads)
-    finally:
-        LOGGER.removeHandler(handler)
     assert kd.nonfinite_skips == {"cwd": 3}
     assert kd.term_stats()["nonfinite/cwd"] == 3.0
     warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING and "cwd" in r.getMessage()]

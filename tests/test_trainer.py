@@ -92,11 +92,15 @@ def test_train_python_api_and_checkpoint_is_plain_ultralytics(tmp_path, tiny_dat
     assert "PLAIN-ULTRALYTICS-OK" in out and "EXPORTED" in out
 
 
-class _Interrupt:
-    """Raise KeyboardInterrupt right after the first checkpoint is written (a Ctrl-C between epochs)."""
+class _InterruptAt:
+    """Raise KeyboardInterrupt after the checkpoint of a given epoch is written (Ctrl-C between epochs)."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
 
     def __call__(self, trainer):
-        raise KeyboardInterrupt
+        if trainer.epoch == self.epoch:
+            raise KeyboardInterrupt
 
 
 def test_interrupted_run_leaves_bare_last_and_resumes_with_adapters(tmp_path, tiny_data, pico_yaml, teacher_pt):
@@ -111,7 +115,7 @@ def test_interrupted_run_leaves_bare_last_and_resumes_with_adapters(tmp_path, ti
         **TRAIN,
     )
     trainer = KDTrainer(overrides=args)
-    trainer.add_callback("on_model_save", _Interrupt())
+    trainer.add_callback("on_model_save", _InterruptAt(0))
     with pytest.raises(KeyboardInterrupt):
         trainer.train()
     last = tmp_path / "run" / "weights" / "last.pt"
@@ -166,17 +170,6 @@ def test_startup_errors_name_the_fix(tmp_path, tiny_data, pico_yaml, teacher_pt)
     YOLO("yolov8n-cls.yaml").save(cls_t)
     with pytest.raises(KDError, match="'classify' model, not a detection model"):
         KDTrainer(overrides={**base, "teacher": str(cls_t), "name": "cls"}).train()
-
-
-class _InterruptAt:
-    """Raise KeyboardInterrupt after the checkpoint of a given epoch is written (Ctrl-C between epochs)."""
-
-    def __init__(self, epoch: int):
-        self.epoch = epoch
-
-    def __call__(self, trainer):
-        if trainer.epoch == self.epoch:
-            raise KeyboardInterrupt
 
 
 def test_resumed_run_ends_like_the_uninterrupted_run(tmp_path, tiny_data, pico_yaml, teacher_pt):
