@@ -107,6 +107,7 @@ def test_bad_input_gives_one_line_error_and_exit_2(case, bad, pico_yaml, tmp_pat
     assert len(errors) == 1, errors
     assert "\n" not in errors[0] and "Traceback" not in errors[0]
     assert expected in errors[0], errors[0]
+    print(f"\nBAD-INPUT | {case} | {errors[0]}")  # shown with pytest -s: the table of messages
 
 
 def test_teacher_equal_to_student_is_a_warning(bad, tmp_path):
