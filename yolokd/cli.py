@@ -2,7 +2,8 @@
 """``yolokd MODE key=value ...``: Ultralytics' own key=value parsing, with the KD keys split off.
 
 Modes: ``train`` (every ``yolo train`` argument plus the KD keys of ``cfg/default.yaml``), ``demo`` (offline end to
-end on synthetic data), ``help``, ``version``, ``cfg`` (print the KD keys), ``methods`` (list built-in methods).
+end on synthetic data), ``benchmark`` (yolokd against Ultralytics' built-in distillation, accuracy and cost), ``help``,
+``version``, ``cfg`` (print the KD keys), ``methods`` (list built-in methods).
 """
 
 from __future__ import annotations
@@ -19,20 +20,25 @@ from ultralytics.utils import DEFAULT_CFG_DICT, LOGGER, colorstr
 from yolokd.config import KD_DEFAULTS, KDError, available_methods, cfg_dir
 
 PREFIX = colorstr("yolokd: ")
-MODES = ("train", "demo", "help", "version", "cfg", "methods")
+MODES = ("train", "demo", "benchmark", "help", "version", "cfg", "methods")
 
 HELP = f"""
 yolokd: knowledge distillation for Ultralytics YOLO.
 
     yolokd MODE key=value ...
 
-    MODE     train | demo | help | version | cfg | methods
+    MODE     train | demo | benchmark | help | version | cfg | methods
     train    every 'yolo train' argument, plus the distillation keys (see 'yolokd cfg'):
                yolokd train model=yolov8s.yaml teacher=path/to/teacher.pt method=cwd data=data.yaml epochs=100
                yolokd train resume model=runs/detect/train/weights/last.pt
     demo     offline: synthetic data, a YOLOv8n teacher, a distilled narrow YOLOv8 student, a results table:
                yolokd demo
                yolokd demo method=cwd epochs=15 teacher_epochs=15 imgsz=128 baseline=True
+    benchmark  every method vs no distillation vs Ultralytics' built-in (distill_model=, dis=): test mAP, gap
+               recovered, time per iteration, peak memory; writes results.json, a table, a plot, BENCHMARKS.md:
+               yolokd benchmark                         # preset=cpu: the whole table, ~30 min on 2 CPU cores
+               yolokd benchmark preset=micro            # a smoke test in about a minute
+               yolokd benchmark seeds=[0,1,2] methods=[cwd,tar] combo=cwd+tar teacher=path/to/teacher.pt
     methods  built-in methods: {", ".join(available_methods())} (combine with '+', or pass a method .yaml)
 
 Docs: README.md and cfg/default.yaml. Ultralytics' own arguments: https://docs.ultralytics.com/usage/cfg/
@@ -72,6 +78,7 @@ def parse(argv: list[str]) -> tuple[str, dict[str, Any]]:
     Returns:
         (tuple[str, dict]): The mode and the overrides.
     """
+    from yolokd.benchmark import BENCH_DEFAULTS
     from yolokd.demo import DEMO_DEFAULTS
 
     mode, overrides = None, {}
@@ -90,7 +97,8 @@ def parse(argv: list[str]) -> tuple[str, dict[str, Any]]:
         else:
             raise KDError(f"unknown argument '{a}'; use key=value pairs after one of the modes {list(MODES)}")
     mode = mode or "help"
-    valid = {**DEFAULT_CFG_DICT, **KD_DEFAULTS, **(DEMO_DEFAULTS if mode == "demo" else {})}
+    extra = {"demo": DEMO_DEFAULTS, "benchmark": BENCH_DEFAULTS}.get(mode, {})
+    valid = {**DEFAULT_CFG_DICT, **KD_DEFAULTS, **extra}
     try:
         with _without(CLI_HELP_MSG):
             check_dict_alignment(valid, overrides)
@@ -125,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
             from yolokd.demo import run_demo
 
             run_demo(**overrides)
+        elif mode == "benchmark":
+            from yolokd.benchmark import run_benchmark
+
+            run_benchmark(**overrides)
         elif mode == "train":
             from yolokd.model import YOLOKD
 
