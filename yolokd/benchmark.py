@@ -29,13 +29,13 @@ import sys
 import time
 import traceback
 from datetime import datetime, timezone
-from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
 from ultralytics.utils import DEFAULT_CFG_DICT, LOGGER, TQDM, colorstr
 
-from yolokd.config import KD_DEFAULTS, KDError, available_methods, resolve_method
+from yolokd.config import KD_DEFAULTS, KDError, available_methods, resolve_method, suggest
+from yolokd.demo import resolve_model, train_teacher
 
 PREFIX = colorstr("yolokd: ")
 
@@ -236,12 +236,6 @@ def fmt_stat(s: dict[str, float] | None, scale: float = 1.0, digits: int = 1) ->
     return f"{mean} ({f.format(s['min'] * scale)}–{f.format(s['max'] * scale)})"
 
 
-def _suggest(key: str, choices) -> str:
-    """A ' Did you mean ...?' hint for a misspelt key, or ''."""
-    m = get_close_matches(str(key), list(choices), n=1)
-    return f" Did you mean '{m[0]}'?" if m else ""
-
-
 def _as_list(value: Any, key: str) -> list:
     """Accept a list/tuple, a single value, or a string such as '[a,b]' / 'a,b' (the CLI's unquoted lists)."""
     if isinstance(value, (list, tuple)):
@@ -274,12 +268,12 @@ def merge_config(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
     """
     preset = overrides.get("preset", BENCH_DEFAULTS["preset"])
     if preset not in PRESETS:
-        raise KDError(f"unknown preset {preset!r}.{_suggest(preset, PRESETS)} Available: {sorted(PRESETS)}")
+        raise KDError(f"unknown preset {preset!r}.{suggest(preset, PRESETS)} Available: {sorted(PRESETS)}")
     for k in overrides:
         if k in RESERVED:
             raise KDError(f"'{k}' is set by the benchmark itself; use {RESERVED[k]}")
         if k not in BENCH_DEFAULTS and k not in DEFAULT_CFG_DICT:
-            hint = _suggest(k, list(BENCH_DEFAULTS) + list(DEFAULT_CFG_DICT))
+            hint = suggest(k, list(BENCH_DEFAULTS) + list(DEFAULT_CFG_DICT))
             extra = " (the benchmark runs every method: use methods=[...] or combo=)" if k in KD_DEFAULTS else ""
             raise KDError(f"'{k}' is not a benchmark or Ultralytics train argument.{hint}{extra}")
     cfg = {**BENCH_DEFAULTS, **PRESETS[preset], **{k: v for k, v in overrides.items() if k in BENCH_DEFAULTS}}
@@ -742,16 +736,6 @@ def run_row(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------- driver
-def _resolve_model(name: str, folder: Path) -> str:
-    """``yolov8-pico`` -> a generated width-0.125 YOLOv8 yaml in ``folder``; anything else is passed on unchanged."""
-    from yolokd.demo import scaled_yaml
-
-    if name == "yolov8-pico":
-        return str(scaled_yaml(folder / "yolov8-pico.yaml", width=0.125))
-    p = Path(name)
-    return str(p.resolve()) if p.exists() else name
-
-
 def _model_name(path: str) -> str:
     """A short model name: the file stem, or the run folder for Ultralytics' ``.../weights/best.pt``."""
     p = Path(path)
@@ -965,15 +949,13 @@ def run_benchmark(**overrides: Any) -> dict[str, Any]:
             f"{PREFIX}val_split == test_split ('{cfg['test_split']}'): the combination is chosen on the reported "
             f"split, so its numbers are optimistic"
         )
-    student = _resolve_model(cfg["student_model"], project / "models")
+    student = resolve_model(cfg["student_model"], project / "models")
     t0 = time.perf_counter()
     if cfg["teacher"]:
-        teacher = _resolve_model(str(cfg["teacher"]), project / "models")
+        teacher = resolve_model(str(cfg["teacher"]), project / "models")
         source = f"given: {cfg['teacher']}"
     else:
-        from yolokd.demo import train_teacher
-
-        teacher_model = _resolve_model(cfg["teacher_model"], project / "models")
+        teacher_model = resolve_model(cfg["teacher_model"], project / "models")
         teacher = str(
             train_teacher(
                 Path(data), project, teacher_model, cfg["teacher_epochs"], imgsz, batch, seed=seeds[0], **train

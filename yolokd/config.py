@@ -51,7 +51,7 @@ def split_kd_args(args: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
     return kd, {k: v for k, v in args.items() if k not in KD_DEFAULTS}
 
 
-def _suggest(key: str, choices) -> str:
+def suggest(key: str, choices) -> str:
     """Return a ' Did you mean ...?' hint for a misspelt key, or ''."""
     m = get_close_matches(str(key), list(choices), n=1)
     return f" Did you mean '{m[0]}'?" if m else ""
@@ -96,7 +96,7 @@ def _check_param_types(where: str, term_cls, params: dict[str, Any]) -> None:
     for k, v in params.items():
         if k not in sig:
             raise KDError(
-                f"{where}: unknown parameter '{k}' for term '{term_cls.type}'.{_suggest(k, sig)} Valid: {sorted(sig)}"
+                f"{where}: unknown parameter '{k}' for term '{term_cls.type}'.{suggest(k, sig)} Valid: {sorted(sig)}"
             )
         default = sig[k].default
         if default is inspect.Parameter.empty or default is None:
@@ -134,17 +134,17 @@ def parse_terms(data: Any, source: str) -> list[TermSpec]:
             raise KDError(f"{where}: each term must be a mapping with a 'type' (one of {sorted(TERMS)})")
         for k in t:
             if k not in TERM_KEYS:
-                raise KDError(f"{where}: unknown key '{k}'.{_suggest(k, TERM_KEYS)} Valid: {list(TERM_KEYS)}")
+                raise KDError(f"{where}: unknown key '{k}'.{suggest(k, TERM_KEYS)} Valid: {list(TERM_KEYS)}")
         typ = t["type"]
         if typ not in TERMS:
-            raise KDError(f"{where}: unknown term type '{typ}'.{_suggest(typ, TERMS)} Available: {sorted(TERMS)}")
+            raise KDError(f"{where}: unknown term type '{typ}'.{suggest(typ, TERMS)} Available: {sorted(TERMS)}")
         weight = t.get("weight", 1.0)
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
             raise KDError(f"{where}: 'weight' must be a number >= 0, got {weight!r}")
         schedule = t.get("schedule", "constant")
         if schedule not in SCHEDULES:
             raise KDError(
-                f"{where}: unknown schedule {schedule!r}.{_suggest(schedule, SCHEDULES)} Available: {sorted(SCHEDULES)}"
+                f"{where}: unknown schedule {schedule!r}.{suggest(schedule, SCHEDULES)} Available: {sorted(SCHEDULES)}"
             )
         params = t.get("params") or {}
         if not isinstance(params, dict):
@@ -182,7 +182,7 @@ def resolve_method(method: str) -> list[TermSpec]:
             path = cfg_dir() / "methods" / f"{part}.yaml"
             if not path.is_file():
                 raise KDError(
-                    f"unknown method '{part}'.{_suggest(part, available_methods())} "
+                    f"unknown method '{part}'.{suggest(part, available_methods())} "
                     f"Available: {available_methods()}, or a path to a method .yaml"
                 )
         try:
@@ -210,7 +210,7 @@ def build_config(kd_args: dict[str, Any]) -> KDConfig:
     unknown = set(args) - set(KD_DEFAULTS) - {"terms"}
     if unknown:
         k = sorted(unknown)[0]
-        raise KDError(f"'{k}' is not a yolokd argument.{_suggest(k, KD_DEFAULTS)} Valid: {sorted(KD_DEFAULTS)}")
+        raise KDError(f"'{k}' is not a yolokd argument.{suggest(k, KD_DEFAULTS)} Valid: {sorted(KD_DEFAULTS)}")
     dw = args["distill_weight"]
     if isinstance(dw, bool) or not isinstance(dw, (int, float)) or dw < 0:
         raise KDError(f"distill_weight must be a number >= 0, got {dw!r}")

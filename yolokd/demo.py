@@ -67,11 +67,15 @@ def scaled_yaml(
     return out
 
 
-def _resolve_model(name: str, folder: Path) -> str:
-    """``yolov8-pico`` -> a generated yaml in ``folder``; anything else is passed to Ultralytics unchanged."""
+def resolve_model(name: str, folder: Path) -> str:
+    """Resolve a model argument: ``yolov8-pico`` -> a generated width-0.125 YOLOv8 yaml in ``folder``.
+
+    An existing path becomes absolute; anything else (``yolov8n.yaml``, ``yolov8s.pt``) goes to Ultralytics unchanged.
+    """
     if name == "yolov8-pico":
-        return str(scaled_yaml(folder / "yolov8-pico.yaml"))
-    return name
+        return str(scaled_yaml(folder / "yolov8-pico.yaml", width=0.125))
+    p = Path(name)
+    return str(p.resolve()) if p.exists() else name
 
 
 def _test_metrics(weights: Path, data: Path, imgsz: int, batch: int) -> tuple[float, float]:
@@ -133,8 +137,8 @@ def run_demo(**overrides: Any) -> list[dict[str, Any]]:
         imgsz=imgsz,
         seed=cfg["seed"],
     )
-    teacher_model = _resolve_model(cfg["teacher_model"], project / "models")
-    student_model = _resolve_model(cfg["student_model"], project / "models")
+    teacher_model = resolve_model(cfg["teacher_model"], project / "models")
+    student_model = resolve_model(cfg["student_model"], project / "models")
     common = {"imgsz": imgsz, "batch": batch, "seed": cfg["seed"], **train}
     teacher = train_teacher(data, project, teacher_model, int(cfg["teacher_epochs"]), **common)
 
