@@ -20,14 +20,14 @@ from ultralytics.utils import DEFAULT_CFG_DICT, LOGGER, colorstr
 from yolokd.config import KD_DEFAULTS, KDError, available_methods, cfg_dir
 
 PREFIX = colorstr("yolokd: ")
-MODES = ("train", "demo", "benchmark", "help", "version", "cfg", "methods")
+MODES = ("train", "demo", "benchmark", "sweep", "help", "version", "cfg", "methods")
 
 HELP = f"""
 yolokd: knowledge distillation for Ultralytics YOLO.
 
     yolokd MODE key=value ...
 
-    MODE     train | demo | benchmark | help | version | cfg | methods
+    MODE     train | demo | benchmark | sweep | help | version | cfg | methods
     train    every 'yolo train' argument, plus the distillation keys (see 'yolokd cfg'):
                yolokd train model=yolov8s.yaml teacher=path/to/teacher.pt method=cwd data=data.yaml epochs=100
                yolokd train resume model=runs/detect/train/weights/last.pt
@@ -39,6 +39,8 @@ yolokd: knowledge distillation for Ultralytics YOLO.
                yolokd benchmark                         # preset=cpu: the whole table, ~30 min on 2 CPU cores
                yolokd benchmark preset=micro            # a smoke test in about a minute
                yolokd benchmark seeds=[0,1,2] methods=[cwd,tar] combo=cwd+tar teacher=path/to/teacher.pt
+    sweep    the benchmark's rows with every term weight of each method scaled, scored on the val split only:
+               yolokd sweep scales=[0.25,1,4] seeds=[0] teacher=runs/yolokd-benchmark/teacher/weights/best.pt
     methods  built-in methods: {", ".join(available_methods())} (combine with '+', or pass a method .yaml)
 
 Docs: README.md and cfg/default.yaml. Ultralytics' own arguments: https://docs.ultralytics.com/usage/cfg/
@@ -80,6 +82,7 @@ def parse(argv: list[str]) -> tuple[str, dict[str, Any]]:
     """
     from yolokd.benchmark import BENCH_DEFAULTS
     from yolokd.demo import DEMO_DEFAULTS
+    from yolokd.sweep import SWEEP_DEFAULTS
 
     mode, overrides = None, {}
     for a in merge_equals_args(argv):
@@ -97,7 +100,8 @@ def parse(argv: list[str]) -> tuple[str, dict[str, Any]]:
         else:
             raise KDError(f"unknown argument '{a}'; use key=value pairs after one of the modes {list(MODES)}")
     mode = mode or "help"
-    extra = {"demo": DEMO_DEFAULTS, "benchmark": BENCH_DEFAULTS}.get(mode, {})
+    sweep = {**BENCH_DEFAULTS, **SWEEP_DEFAULTS}
+    extra = {"demo": DEMO_DEFAULTS, "benchmark": BENCH_DEFAULTS, "sweep": sweep}.get(mode, {})
     valid = {**DEFAULT_CFG_DICT, **KD_DEFAULTS, **extra}
     try:
         with _without(CLI_HELP_MSG):
@@ -137,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
             from yolokd.benchmark import run_benchmark
 
             run_benchmark(**overrides)
+        elif mode == "sweep":
+            from yolokd.sweep import run_sweep
+
+            run_sweep(**overrides)
         elif mode == "train":
             from yolokd.model import YOLOKD
 

@@ -21,7 +21,7 @@ from yolokd.config import KDConfig, KDError
 from yolokd.losses import TERMS, DistillInputs, Probe
 from yolokd.schedules import SCHEDULES, Progress
 from yolokd.taps import detect_head, head_outputs, model_task, probe
-from yolokd.targets import Assigned, ground_truth
+from yolokd.targets import Assigned, GroundTruth, ground_truth
 
 PREFIX = colorstr("yolokd: ")
 _HEAD = "head"  # key of the Detect-output tap in the feature dicts
@@ -191,7 +191,7 @@ class KDModel(DistillationModel):
         with torch.no_grad():  # autocast, when on, comes from the trainer's context
             self.teacher_model(img)
         preds = self.student_model(img)
-        det, items, assigned = self._detection_loss(batch, preds)
+        det, items, assigned, gt = self._detection_loss(batch, preds)
         s_out, t_out = head_outputs(self._student_feats.pop(_HEAD)), head_outputs(self._teacher_feats.pop(_HEAD))
         inputs = DistillInputs(
             student_feats=list(s_out["feats"]),
@@ -205,6 +205,7 @@ class KDModel(DistillationModel):
             student_stages=dict(self._student_feats),
             teacher_stages={k: v.detach() for k, v in self._teacher_feats.items()},
             assigned=assigned,
+            cache={"ground_truth": gt} if gt is not None else {},
         )
         self._student_feats.clear()
         self._teacher_feats.clear()
@@ -241,8 +242,11 @@ class KDModel(DistillationModel):
             out.append(v.detach().new_zeros(()))
         return out
 
-    def _detection_loss(self, batch: dict, preds) -> tuple[torch.Tensor, dict, Assigned | None]:
-        """The student's detection loss and, when a term needs it, its TAL assignment (one-to-many branch).
+    def _detection_loss(self, batch: dict, preds) -> tuple[torch.Tensor, dict, Assigned | None, GroundTruth | None]:
+        """The student's detection loss, plus its TAL assignment (one-to-many branch) and the ground truth when needed.
+
+        The assignment and ground truth are None unless a term sets ``needs_targets``; the ground truth is shared with
+        the terms through `DistillInputs.cache`.
 
         With Ultralytics' plain ``v8DetectionLoss`` both come from one ``get_assigned_targets_and_loss`` call (the
         same computation as its ``loss``); otherwise (e.g. YOLO26's ``E2ELoss``) the assignment is computed again.
@@ -253,7 +257,7 @@ class KDModel(DistillationModel):
         crit = student.criterion
         if not self.needs_targets:
             det, items = student.loss(batch, preds)
-            return det, items, None
+            return det, items, None, None
         if type(crit) is v8DetectionLoss:
             tal, loss, items = crit.get_assigned_targets_and_loss(crit.parse_output(preds), batch)
             det = loss * batch["img"].shape[0]
@@ -278,6 +282,7 @@ class KDModel(DistillationModel):
                 alpha=float(assigner.alpha),
                 beta=float(assigner.beta),
             ),
+            gt,
         )
 
     def term_stats(self) -> dict[str, float]:

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
 
 from yolokd.schedules import Progress
-from yolokd.targets import Assigned
+from yolokd.targets import Assigned, GroundTruth, ground_truth
 
 
 @dataclass
@@ -52,6 +52,8 @@ class DistillInputs:
             ``(branch, level, stage)``, e.g. ``("cv3", 0, 1)``; with grad.
         teacher_stages (dict): The teacher's outputs at the same keys (no grad).
         assigned (Assigned | None): The student's TAL assignment, when a term sets ``needs_targets``.
+        cache (dict): Per-step memo shared by the terms (see `memo`), e.g. the ground truth and masks that several
+            terms derive from the same batch.
     """
 
     student_feats: list[torch.Tensor]
@@ -65,6 +67,24 @@ class DistillInputs:
     student_stages: dict[tuple, torch.Tensor] = field(default_factory=dict)
     teacher_stages: dict[tuple, torch.Tensor] = field(default_factory=dict)
     assigned: Assigned | None = None
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    def memo(self, key: str, make: Callable[[], Any]) -> Any:
+        """Return ``cache[key]``, computing it with ``make()`` the first time in this step.
+
+        Examples:
+            >>> calls = []
+            >>> inputs = DistillInputs([], [], {}, {}, {})
+            >>> [inputs.memo("k", lambda: calls.append(1) or 7) for _ in range(2)], len(calls)
+            ([7, 7], 1)
+        """
+        if key not in self.cache:
+            self.cache[key] = make()
+        return self.cache[key]
+
+    def ground_truth(self) -> GroundTruth:
+        """The batch's padded ground truth in pixels (`yolokd.targets.ground_truth`), computed once per step."""
+        return self.memo("ground_truth", lambda: ground_truth(self.batch, tuple(self.batch["img"].shape[-2:])))
 
 
 class Term(nn.Module):

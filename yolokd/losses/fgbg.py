@@ -26,7 +26,7 @@ from yolokd.adapters import per_level
 from yolokd.losses import functional as F
 from yolokd.losses import register
 from yolokd.losses.base import DistillInputs, Probe, Term
-from yolokd.targets import Assigned, decode_boxes, foreground_masks, ground_truth, level_sizes
+from yolokd.targets import Assigned, decode_boxes, foreground_masks, level_sizes
 
 
 def _level_strides(inputs: DistillInputs) -> list[float]:
@@ -42,9 +42,9 @@ def _level_strides(inputs: DistillInputs) -> list[float]:
 
 def fg_masks(inputs: DistillInputs) -> list[torch.Tensor]:
     """Per level, the (N, H, W) bool mask of neck cells whose centre lies inside a ground-truth box of the image."""
-    img = inputs.batch["img"]
-    gt = ground_truth(inputs.batch, tuple(img.shape[-2:]))
-    return foreground_masks(gt, inputs.teacher_feats, _level_strides(inputs))
+    return inputs.memo(
+        "fg_masks", lambda: foreground_masks(inputs.ground_truth(), inputs.teacher_feats, _level_strides(inputs))
+    )
 
 
 def _reg_max(head: nn.Module | None, preds: dict) -> int:

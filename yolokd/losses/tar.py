@@ -25,7 +25,7 @@ from yolokd.adapters import per_level
 from yolokd.losses import functional as F
 from yolokd.losses import register
 from yolokd.losses.base import DistillInputs, Probe, Term
-from yolokd.targets import decode_boxes, gaussian_masks, ground_truth
+from yolokd.targets import decode_boxes, gaussian_masks
 
 __all__ = ["TARBox", "TARCls", "TARFeat", "gaussian_imitation", "giou_loss", "teacher_better"]
 
@@ -183,8 +183,7 @@ class TARFeat(Term):
 
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
         """Return the unweighted Gaussian-mask imitation loss summed over levels."""
-        img = inputs.batch["img"]
-        gt = ground_truth(inputs.batch, tuple(img.shape[-2:]))
+        gt = inputs.ground_truth()
         masks = gaussian_masks(gt, inputs.teacher_feats, _level_strides(inputs), self.sigma_scale)
         return sum(
             gaussian_imitation(a(s), t, m)

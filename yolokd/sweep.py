@@ -1,0 +1,195 @@
+# yolokd, AGPL-3.0 License
+"""``yolokd sweep``: choose each method's loss-weight scale on the VALIDATION split with the benchmark's own rows.
+
+For every method and every factor in ``scales``, a variant of the method's yaml is written with every term weight
+multiplied by the factor (``<method>-x<factor>.yaml``); the variants and the undistilled student are then trained by
+`yolokd.benchmark.run_benchmark` with the same data, seeds, epochs and hyper-parameters, and evaluated on the val split
+only (the benchmark's reported test split is not looked at: ``test_split`` is set to the val split). The result is a
+table of val mAP50-95 per method and factor, the best factor per method, and ``sweep.md`` / ``sweep.json`` in
+``project``; with ``publish=True`` the table is also written into ``BENCHMARKS.md`` between its own markers.
+
+The benchmark's cpu preset is the default, so a sweep measures exactly the regime the benchmark reports.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from ultralytics.utils import LOGGER, YAML
+
+from yolokd.benchmark import (
+    BENCH_DEFAULTS,
+    PREFIX,
+    _as_list,
+    _repo_root,
+    fmt_stat,
+    format_command,
+    run_benchmark,
+    summarize,
+)
+from yolokd.config import KDError, available_methods, cfg_dir
+
+SWEEP_DEFAULTS: dict[str, Any] = {
+    "scales": [0.25, 1.0, 4.0],  # (list[float]) factors applied to every term weight of a method
+    "methods": None,  # (list[str], optional) built-in methods to sweep; None = all
+    "seeds": [0],  # (list[int]) training seeds per variant
+    "min_gain": 0.002,  # (float) a factor other than 1 is chosen only if its val mAP50-95 beats x1 by more than this
+    "project": "runs/yolokd-sweep",  # (str) output folder
+    "publish": False,  # (bool) also write the table into BENCHMARKS.md (between the sweep markers)
+}
+MD_START, MD_END = "<!-- yolokd-sweep:start (written by yolokd sweep) -->", "<!-- yolokd-sweep:end -->"
+
+
+def scale_tag(scale: float) -> str:
+    """The file-name tag of a factor.
+
+    Examples:
+        >>> scale_tag(0.25), scale_tag(4.0)
+        ('x0.25', 'x4')
+    """
+    return f"x{scale:g}"
+
+
+def scaled_method(method: str, scale: float, out_dir: Path) -> Path:
+    """Write ``<out_dir>/<method>-x<scale>.yaml``: the built-in method with every term weight multiplied by ``scale``.
+
+    Args:
+        method (str): A built-in method name (``cfg/methods/<method>.yaml``).
+        scale (float): Factor on every term's ``weight`` (> 0).
+        out_dir (Path): Folder for the variant.
+
+    Returns:
+        (Path): The written yaml.
+    """
+    src = cfg_dir() / "methods" / f"{method}.yaml"
+    if not src.is_file():
+        raise KDError(f"unknown method '{method}' for the sweep; built-in methods: {available_methods()}")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+        raise KDError(f"sweep scales must be numbers > 0, got {scale!r}")
+    data = YAML.load(src)
+    for term in data["terms"]:
+        term["weight"] = float(term.get("weight", 1.0)) * float(scale)
+        term.setdefault("name", term["type"])  # keep the loss-item names of the built-in method
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{method}-{scale_tag(scale)}.yaml"
+    YAML.save(path, data)
+    return path
+
+
+def best_scales(table: dict[str, dict[float, float | None]], min_gain: float = 0.0) -> dict[str, float | None]:
+    """Per method, the factor with the highest mean val mAP, unless it beats x1 by ``min_gain`` or less.
+
+    x1 (the documented weights) is kept in that case; among equal scores the factor closest to 1 wins (then the
+    larger one).
+
+    Examples:
+        >>> best_scales({"cwd": {0.25: 0.5, 1.0: 0.7, 4.0: 0.7}, "tar": {1.0: None}})
+        {'cwd': 1.0, 'tar': None}
+        >>> best_scales({"cwd": {0.25: 0.71, 1.0: 0.7}}, min_gain=0.02), best_scales({"cwd": {0.25: 0.75, 1.0: 0.7}})
+        ({'cwd': 1.0}, {'cwd': 0.25})
+    """
+    out = {}
+    for m, by_scale in table.items():
+        scored = [(v, -abs(math.log(s)), s) for s, v in by_scale.items() if v is not None]
+        best = max(scored)[2] if scored else None
+        base = by_scale.get(1.0)
+        if best is not None and base is not None and by_scale[best] - base <= min_gain:
+            best = 1.0
+        out[m] = best
+    return out
+
+
+def render_sweep(results: dict[str, Any]) -> str:
+    """Markdown of a sweep: the command, the val table (points, mean (min-max) over seeds) and the chosen factors."""
+    scales = results["scales"]
+    head = "| method | " + " | ".join(f"weights {scale_tag(s)}" for s in scales) + " | chosen |"
+    lines = [
+        f"Chosen: the best mean unless it beats x1 (the documented weights) by {100 * results['min_gain']:.2f} points "
+        f"or less. Sweep of the loss-weight scale on the **val** split (`{results['val_split']}`), "
+        f"{results['date']}, {results['elapsed_s'] / 60:.1f} min: `{results['command']}`.",
+        "",
+        f"Undistilled student on val: {fmt_stat(results['student'], 100, 2)}; "
+        f"teacher {100 * results['teacher_val']:.2f}"
+        f" (mAP50-95, points; cells are mean (min–max) over seeds {results['seeds']}).",
+        "",
+        head,
+        "|" + "---|" * (len(scales) + 2),
+    ]
+    for m, cells in results["table"].items():
+        row = [fmt_stat(cells.get(scale_tag(s)), 100, 2) for s in scales]
+        chosen = results["chosen"].get(m)
+        lines.append(f"| {m} | " + " | ".join(row) + f" | {scale_tag(chosen) if chosen else '—'} |")
+    return "\n".join(lines)
+
+
+def run_sweep(**overrides: Any) -> dict[str, Any]:
+    """Run the sweep; keys are `SWEEP_DEFAULTS`, benchmark keys and Ultralytics train arguments.
+
+    Returns:
+        (dict): The content of ``sweep.json``: ``table`` (method -> factor tag -> val stats), ``chosen`` and more.
+    """
+    cfg = {**SWEEP_DEFAULTS, **{k: v for k, v in overrides.items() if k in SWEEP_DEFAULTS}}
+    bench = {k: v for k, v in overrides.items() if k not in SWEEP_DEFAULTS}
+    for k in ("combo", "builtin", "test_split"):
+        if k in bench:
+            raise KDError(f"'{k}' is set by the sweep itself (val split only, no combination, no built-in row)")
+    methods = available_methods() if cfg["methods"] in (None, "all") else _as_list(cfg["methods"], "methods")
+    try:
+        scales = [float(s) for s in _as_list(cfg["scales"], "scales")]
+    except (TypeError, ValueError) as e:
+        raise KDError(f"scales must be a list of factors > 0, e.g. scales=[0.25,1,4], got {cfg['scales']!r}") from e
+    if not scales or min(scales) <= 0 or len(set(scales)) != len(scales):
+        raise KDError(f"scales must be a non-empty list of distinct factors > 0, e.g. scales=[0.25,1,4], got {scales}")
+    project = Path(cfg["project"]).resolve()
+    variants = {(m, s): scaled_method(m, s, project / "variants") for m in methods for s in scales}
+    val_split = bench.get("val_split", BENCH_DEFAULTS["val_split"])
+    res = run_benchmark(
+        **bench,
+        methods=[str(p) for p in variants.values()],
+        seeds=cfg["seeds"],
+        project=str(project),
+        builtin=False,
+        combo=None,
+        test_split=val_split,
+        publish=False,
+    )
+    by_label = {r["label"]: r for r in res["rows"]}
+
+    def stats(row: dict | None) -> dict | None:
+        runs = (row or {}).get("runs", {}).values()
+        return summarize([(r.get("val") or {}).get("map") for r in runs if r.get("ok")])
+
+    table = {m: {scale_tag(s): stats(by_label.get(f"{m}-{scale_tag(s)}")) for s in scales} for m in methods}
+    means = {m: {s: (table[m][scale_tag(s)] or {}).get("mean") for s in scales} for m in methods}
+    out = {
+        "command": "yolokd sweep " + format_command(overrides).removeprefix("yolokd benchmark").strip(),
+        "date": res["date"],
+        "elapsed_s": res["elapsed_s"],
+        "seeds": res["config"]["seeds"],
+        "scales": scales,
+        "val_split": val_split,
+        "teacher_val": res["teacher"]["val"]["map"],
+        "student": stats(by_label.get("student (no KD)")),
+        "table": table,
+        "min_gain": cfg["min_gain"],
+        "chosen": best_scales(means, float(cfg["min_gain"])),
+        "benchmark": str(project / "results.json"),
+    }
+    (project / "sweep.json").write_text(json.dumps(out, indent=2))
+    md = render_sweep(out)
+    (project / "sweep.md").write_text(md + "\n")
+    if cfg["publish"]:
+        path = _repo_root() / "BENCHMARKS.md"
+        text = path.read_text() if path.is_file() else "# Benchmarks\n"
+        block = f"{MD_START}\n{md}\n{MD_END}"
+        if MD_START in text and MD_END in text:
+            head, rest = text.split(MD_START, 1)
+            text = head + block + rest.split(MD_END, 1)[1]
+        else:
+            text = text.rstrip("\n") + "\n\n## Tuning sweep (val split)\n\n" + block + "\n"
+        path.write_text(text)
+    LOGGER.info(f"\n{PREFIX}sweep on '{val_split}':\n{md}\n{PREFIX}results: {project / 'sweep.md'}")
+    return out
