@@ -15,6 +15,7 @@ from yolokd.benchmark import (
     MD_END,
     MD_START,
     StepTimer,
+    _finished,
     _launch,
     check_targets,
     choose_combo,
@@ -252,6 +253,28 @@ def test_a_crashing_row_is_an_error_result(tmp_path):
     r = _launch(spec, timeout=120)
     assert r["ok"] is False and "missing.yaml" in r["error"] and r["wall_s"] > 0
     assert (tmp_path / "row" / "log.txt").exists() and r["maxrss_mib"] > 0
+    # reuse=True never keeps a failed row: it runs (and fails) again
+    assert _launch(spec, timeout=120, reuse=True)["ok"] is False
+
+
+def test_reuse_keeps_only_a_finished_row_with_the_same_spec(tmp_path):
+    spec = {"kind": "student", "method": None, "seed": 0, "dir": str(tmp_path / "row"), "train": {"lr0": 0.004}}
+    row = tmp_path / "row"
+    row.mkdir()
+    (row / "spec.json").write_text(json.dumps(spec))
+    (row / "result.json").write_text(json.dumps({"ok": True, "val": {"map": 0.5}, "wall_s": 12.0}))
+    r = _launch(spec, timeout=1, reuse=True)  # no process is started (it would fail: the spec is incomplete)
+    assert r["ok"] and r["reused"] and r["val"]["map"] == 0.5 and r["wall_s"] == 12.0
+    assert _finished({**spec, "train": {"lr0": 0.01}}) is None  # any spec change: run again
+    assert _finished({**spec, "seed": 1}) is None
+    (row / "result.json").write_text("{not json")
+    assert _finished(spec) is None
+    (row / "result.json").write_text(json.dumps({"ok": True, "val": {"map": 0.5}}))  # written before wall_s was kept
+    assert _finished(spec)["wall_s"] is None
+    assert _finished({**spec, "dir": str(tmp_path / "other")}) is None
+    assert merge_config({"reuse": True})[0]["reuse"] is True and merge_config({})[0]["reuse"] is False
+    with pytest.raises(KDError, match="reuse"):
+        merge_config({"reuse": "yes"})
 
 
 @pytest.mark.slow

@@ -69,6 +69,7 @@ BENCH_DEFAULTS: dict[str, Any] = {
     "timeout": None,  # (float, optional) seconds after which one row's process is stopped (reported as an error)
     "project": "runs/yolokd-benchmark",  # (str) output folder
     "publish": True,  # (bool) also write BENCHMARKS.md at the repository root and benchmarks/<preset>.png
+    "reuse": False,  # (bool) keep rows an earlier run in the same project finished with exactly the same spec
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -316,7 +317,7 @@ def merge_config(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
     elif combo != "auto":
         resolve_method(str(combo))
         cfg["combo"] = str(combo)
-    for k in ("builtin", "publish"):
+    for k in ("builtin", "publish", "reuse"):
         if not isinstance(cfg[k], bool):
             raise KDError(f"{k} must be True or False, got {cfg[k]!r}")
     dis = cfg["dis"]
@@ -756,8 +757,26 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in text.replace("+", "-"))
 
 
-def _launch(spec: dict[str, Any], timeout: float | None) -> dict[str, Any]:
-    """Run one row in a child process; its result, or an error result built from the exit status and the log."""
+def _finished(spec: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored result of a row that finished (ok) in ``spec["dir"]`` with exactly this spec, else None."""
+    out = Path(spec["dir"])
+    try:
+        same = json.loads((out / "spec.json").read_text()) == json.loads(json.dumps(spec))
+        result = json.loads((out / "result.json").read_text()) if same else None
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not (result and result.get("ok")):
+        return None
+    return {"wall_s": None, **result, "reused": True, "log": str(out / "log.txt")}
+
+
+def _launch(spec: dict[str, Any], timeout: float | None, reuse: bool = False) -> dict[str, Any]:
+    """Run one row in a child process; its result, or an error result built from the exit status and the log.
+
+    With ``reuse``, a row that an earlier run finished with the same spec is not run again (`_finished`).
+    """
+    if reuse and (done := _finished(spec)) is not None:
+        return done
     out = Path(spec["dir"])
     out.mkdir(parents=True, exist_ok=True)
     spec_file, result_file, log_file = out / "spec.json", out / "result.json", out / "log.txt"
@@ -781,6 +800,8 @@ def _launch(spec: dict[str, Any], timeout: float | None) -> dict[str, Any]:
         tail = [ln for ln in log_file.read_text(errors="replace").splitlines() if ln.strip()][-1:] or ["no output"]
         result = {"ok": False, "error": f"process ended ({rc}) without a result: {tail[0][:300]}"}
     result["wall_s"] = wall
+    if result.get("ok"):
+        result_file.write_text(json.dumps(result, indent=2))  # with its wall time, for reuse=True
     result["log"] = str(log_file)
     return result
 
@@ -1034,15 +1055,19 @@ def run_benchmark(**overrides: Any) -> dict[str, Any]:
         }
         pbar.set_description(f"benchmark: {row['label']}, seed {seed}")
         try:
-            r = _launch(spec, cfg["timeout"])
+            r = _launch(spec, cfg["timeout"], cfg["reuse"])
         except KeyboardInterrupt:
-            LOGGER.warning(f"{PREFIX}benchmark interrupted; the rows finished so far are in {project / 'results.json'}")
+            LOGGER.warning(
+                f"{PREFIX}benchmark interrupted; the rows finished so far are in {project / 'results.json'}; the same "
+                f"command with reuse=True goes on where it stopped"
+            )
             raise
         row["runs"][str(seed)] = r
         if r.get("ok"):
+            took = "reused from an earlier run" if r.get("reused") else f"{r['wall_s']:.0f} s"
             LOGGER.info(
                 f"{PREFIX}{row['label']} seed {seed}: test mAP50-95 {r['test']['map']:.4f}, val {r['val']['map']:.4f}, "
-                f"{1000 * r['step']['mean_s']:.0f} ms/iter, {r['wall_s']:.0f} s"
+                f"{1000 * r['step']['mean_s']:.0f} ms/iter, {took}"
             )
         else:
             LOGGER.warning(f"{PREFIX}{row['label']} seed {seed} failed: {r['error']} (log: {r.get('log')})")
