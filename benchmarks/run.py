@@ -3,7 +3,7 @@
 
 A thin script around `yolokd.benchmark` (the implementation ships with the package, as ``yolokd benchmark``)::
 
-    python benchmarks/run.py                    # preset=cpu: the whole table, about 30 minutes on 2 CPU cores
+    python benchmarks/run.py                    # preset=cpu: the whole table, about 28 minutes on 2 CPU cores
     python benchmarks/run.py preset=micro       # a smoke test
     python benchmarks/run.py seeds=[0,1,2] methods=[cwd,tar] epochs=20 teacher=path/to/teacher.pt
 """

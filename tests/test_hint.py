@@ -276,9 +276,9 @@ def test_hint_bounded_large_dfl_logits_float32_finite():
 def test_hint_yaml_defaults():
     specs = resolve_method("hint")
     assert [(s.type, s.name, s.weight, s.schedule, s.params) for s in specs] == [
-        ("hint", "hint", 0.5, "constant", {}),
-        ("hint_soft", "hint_soft", 0.5, "constant", {"w_bg": 1.5, "w_fg": 1.0}),
-        ("hint_bounded", "hint_bounded", 0.5, "constant", {"margin": 0.0}),
+        ("hint", "hint", 0.5 * 0.0625, "constant", {}),  # the paper's gamma x the sweep's factor
+        ("hint_soft", "hint_soft", 0.5 * 0.0625, "constant", {"w_bg": 1.5, "w_fg": 1.0}),
+        ("hint_bounded", "hint_bounded", 0.5 * 0.0625, "constant", {"margin": 0.0}),
     ]
     assert TERMS["hint_soft"].needs_targets and TERMS["hint_bounded"].needs_targets and not TERMS["hint"].needs_targets
 

@@ -17,12 +17,12 @@ def test_scaled_method_multiplies_every_weight_and_keeps_the_rest(tmp_path):
     path = scaled_method("fgbg", 0.25, tmp_path)
     assert path.name == "fgbg-x0.25.yaml"
     base, scaled = resolve_method("fgbg"), resolve_method(str(path))
-    assert [s.weight for s in base] == [1.0, 1000.0]
-    assert [s.weight for s in scaled] == [0.25, 250.0]
+    assert [s.weight for s in base] == [0.0625, 62.5]
+    assert [s.weight for s in scaled] == [0.015625, 15.625]
     for b, s in zip(base, scaled):  # same names (loss items), types, schedules and parameters
         assert (s.name, s.type, s.schedule, s.params) == (b.name, b.type, b.schedule, b.params)
     assert [s.weight for s in resolve_method(str(scaled_method("cwd", 4, tmp_path)))] == [20.0]
-    assert [s.weight for s in resolve_method(str(scaled_method("tar", 1.0, tmp_path)))] == [1.5, 2.0, 7.5]
+    assert [s.weight for s in resolve_method(str(scaled_method("crosskd", 1.0, tmp_path)))] == [1.0, 4.0]
 
 
 @pytest.mark.parametrize(
@@ -63,6 +63,8 @@ def test_render_sweep_table():
     assert "| method | weights x0.5 | weights x1 | chosen |" in md
     assert "| cwd | 1.50 | — | x0.5 |" in md
     assert "Undistilled student on val: 1.00; teacher 10.00" in md and "0.20 points" in md
+    assert "1.5 min:" in md and "reused" not in md and "```bash\nyolokd sweep scales=[0.5,1]\n```" in md
+    assert "2 row(s) reused from an earlier call" in render_sweep({**res, "reused_rows": 2})
 
 
 def test_scale_tag():

@@ -73,10 +73,9 @@ BENCH_DEFAULTS: dict[str, Any] = {
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # 2 CPU cores: the whole table (8 rows x 2 seeds + a 20-epoch teacher) in about 29 minutes, extrapolated from
-    # 2-epoch rows measured on a quiet 2-core machine (row = 28 s undistilled, 36-37 s distilled; epoch = 5-6.6 s
-    # undistilled, 11.2 s distilled; teacher epoch 13.5-14.6 s). 96 px and batch 8 give twice the optimizer steps of
-    # 128 px / batch 16 in the same time: a pico student needs a few hundred steps to leave mAP 0.
+    # 2 CPU cores: the whole table (8 rows x 2 seeds + a 20-epoch teacher) measured at 27.6 minutes wall (rows of
+    # 62-66 s undistilled, 84-96 s distilled; the teacher about 5 minutes). 96 px and batch 8 give twice the optimizer
+    # steps of 128 px / batch 16 in the same time: a pico student needs a few hundred steps to leave mAP 0.
     "cpu": {},
     # For GPU users (never run on the project's CPU machines): COCO, a pretrained YOLOv8x teacher, a YOLOv8s student
     # from scratch. COCO has no labelled test split, so val doubles as test (the combination choice is then optimistic).
@@ -146,11 +145,12 @@ HANDWRITTEN = """## How to read / what was tried
 - Peak memory is the row process's own peak resident size (`VmHWM`): `ru_maxrss` was tried first, but a child
   process reports at least its parent's size at the fork (a child of a 300 MB process reported 312 MB).
 - The cpu preset is sized for 40 minutes on 2 cores: 96 px and batch 8 (nbs 8) give twice the optimizer steps of
-  128 px / batch 16 in the same time, because a width-0.125 student alone is still near mAP 0 after 100-200 steps
-  (in a check run: 0.003 val mAP50-95 after 150 steps, 0.011 after 500, at 96 px / batch 8). 7 epochs (350
-  steps) are early training: the table measures distillation in that regime on a toy data set, not converged COCO
-  accuracy (`preset=gpu` is that setting). Method hyper-parameters are the papers' or the documented choices in
-  `cfg/methods/`, not tuned on this benchmark; differences smaller than the seed spread are ties.
+  128 px / batch 16 in the same time, and every training (teacher and students) uses AdamW at `lr0=0.004` instead of
+  Ultralytics' `optimizer=auto` (which picks AdamW at 0.001 for 6 classes and few steps): see "What was tried".
+  7 epochs (350 steps) are early training on a toy data set, not converged COCO accuracy (`preset=gpu` is that
+  setting). The seed spread is wide; differences smaller than it are ties.
+- Method weights: the papers' values or the documented choices in `cfg/methods/`, then one factor per method chosen
+  by `yolokd sweep` on the val split (below); the test split was not looked at for any choice.
 """
 
 

@@ -36,8 +36,9 @@ yolokd: knowledge distillation for Ultralytics YOLO.
                yolokd demo method=cwd epochs=15 teacher_epochs=15 imgsz=128 baseline=True
     benchmark  every method vs no distillation vs Ultralytics' built-in (distill_model=, dis=): test mAP, gap
                recovered, time per iteration, peak memory; writes results.json, a table, a plot, BENCHMARKS.md:
-               yolokd benchmark                         # preset=cpu: the whole table, ~30 min on 2 CPU cores
+               yolokd benchmark                         # preset=cpu: the whole table, ~28 min on 2 CPU cores
                yolokd benchmark preset=micro            # a smoke test in about a minute
+               yolokd benchmark reuse=True              # go on where an interrupted run stopped
                yolokd benchmark seeds=[0,1,2] methods=[cwd,tar] combo=cwd+tar teacher=path/to/teacher.pt
     sweep    the benchmark's rows with every term weight of each method scaled, scored on the val split only:
                yolokd sweep scales=[0.25,1,4] seeds=[0] teacher=runs/yolokd-benchmark/teacher/weights/best.pt

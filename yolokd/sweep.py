@@ -106,10 +106,16 @@ def render_sweep(results: dict[str, Any]) -> str:
     """Markdown of a sweep: the command, the val table (points, mean (min-max) over seeds) and the chosen factors."""
     scales = results["scales"]
     head = "| method | " + " | ".join(f"weights {scale_tag(s)}" for s in scales) + " | chosen |"
+    reused = results.get("reused_rows", 0)
+    took = f"{results['elapsed_s'] / 60:.1f} min" + (
+        f" for the rows this call ran ({reused} row(s) reused from an earlier call, reuse=True)" if reused else ""
+    )
     lines = [
-        f"Chosen: the best mean unless it beats x1 (the documented weights) by {100 * results['min_gain']:.2f} points "
-        f"or less. Sweep of the loss-weight scale on the **val** split (`{results['val_split']}`), "
-        f"{results['date']}, {results['elapsed_s'] / 60:.1f} min: `{results['command']}`.",
+        f"Sweep of the loss-weight scale on the **val** split (`{results['val_split']}`), {results['date']}, {took}:",
+        "",
+        "```bash",
+        results["command"],
+        "```",
         "",
         f"Undistilled student on val: {fmt_stat(results['student'], 100, 2)}; "
         f"teacher {100 * results['teacher_val']:.2f}"
@@ -122,6 +128,11 @@ def render_sweep(results: dict[str, Any]) -> str:
         row = [fmt_stat(cells.get(scale_tag(s)), 100, 2) for s in scales]
         chosen = results["chosen"].get(m)
         lines.append(f"| {m} | " + " | ".join(row) + f" | {scale_tag(chosen) if chosen else '—'} |")
+    lines += [
+        "",
+        f"Chosen: the factor with the best mean, unless it beats x1 (the documented weights) by "
+        f"{100 * results['min_gain']:.2f} points or less.",
+    ]
     return "\n".join(lines)
 
 
@@ -176,6 +187,7 @@ def run_sweep(**overrides: Any) -> dict[str, Any]:
         "table": table,
         "min_gain": cfg["min_gain"],
         "chosen": best_scales(means, float(cfg["min_gain"])),
+        "reused_rows": sum(bool(r.get("reused")) for row in res["rows"] for r in row["runs"].values()),
         "benchmark": str(project / "results.json"),
     }
     (project / "sweep.json").write_text(json.dumps(out, indent=2))
