@@ -295,3 +295,12 @@ def test_benchmark_micro_end_to_end(tmp_path, tiny_data, teacher_pt):
     assert (out / "plot.png").stat().st_size > 1000 and (out / "results.md").exists()
     assert "| ultralytics dis=6 |" in (out / "results.md").read_text()
     assert res["command"].startswith("yolokd benchmark preset=micro") and "published" not in res
+    spec = json.loads((out / "rows" / "cwd-seed0" / "spec.json").read_text())
+    assert spec["terms"] == [
+        {"type": "cwd", "name": "cwd", "weight": 5.0, "schedule": "constant", "params": {"tau": 1.0}}
+    ]
+    assert spec["versions"]["ultralytics"].startswith("8.4")
+    again = run_benchmark(
+        preset="micro", project=str(out), data=str(tiny_data), teacher=str(teacher_pt), reuse=True, builtin=False
+    )
+    assert all(r["runs"]["0"].get("reused") for r in again["rows"])  # same specs: nothing trained again

@@ -28,12 +28,15 @@ import subprocess
 import sys
 import time
 import traceback
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ultralytics import __version__ as ULTRALYTICS_VERSION
 from ultralytics.utils import DEFAULT_CFG_DICT, LOGGER, TQDM, colorstr
 
+from yolokd import __version__
 from yolokd.config import KD_DEFAULTS, KDError, available_methods, resolve_method, suggest
 from yolokd.demo import resolve_model, train_teacher
 
@@ -69,7 +72,7 @@ BENCH_DEFAULTS: dict[str, Any] = {
     "timeout": None,  # (float, optional) seconds after which one row's process is stopped (reported as an error)
     "project": "runs/yolokd-benchmark",  # (str) output folder
     "publish": True,  # (bool) also write BENCHMARKS.md at the repository root and benchmarks/<preset>.png
-    "reuse": False,  # (bool) keep rows an earlier run in the same project finished with exactly the same spec
+    "reuse": False,  # (bool) keep rows an earlier run in this project finished with the same spec (arguments, terms)
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -1051,6 +1054,9 @@ def run_benchmark(**overrides: Any) -> dict[str, Any]:
             "test_split": cfg["test_split"],
             "weights": cfg["weights"],
             "time_teacher": row["kind"] == "student",
+            # what the method resolves to now, so that reuse=True never keeps a row trained with other yaml values
+            "terms": [asdict(t) for t in resolve_method(row["method"])] if row["method"] else None,
+            "versions": {"yolokd": __version__, "ultralytics": ULTRALYTICS_VERSION},
             "teacher_batches": cfg["teacher_batches"],
         }
         pbar.set_description(f"benchmark: {row['label']}, seed {seed}")
