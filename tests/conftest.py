@@ -28,6 +28,15 @@ def pico_yaml(session_dir):
 
 
 @pytest.fixture(scope="session")
+def pico_yamls(session_dir) -> dict[str, str]:
+    """A width-0.125 student yaml per family (YOLOv8, YOLO11, YOLO26), keyed by family."""
+    return {
+        f: str(scaled_yaml(session_dir / f"{f}-pico-s.yaml", family=f, width=0.125))
+        for f in ("yolov8", "yolo11", "yolo26")
+    }
+
+
+@pytest.fixture(scope="session")
 def teacher_pt(session_dir, tiny_data):
     """A YOLOv8n teacher trained for one epoch on the tiny data set, saved to tmp."""
     from ultralytics import YOLO

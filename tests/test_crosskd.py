@@ -16,7 +16,6 @@ from helpers import build, kd_model, toy_batch
 from torch import nn
 
 from yolokd.config import resolve_method
-from yolokd.demo import scaled_yaml
 from yolokd.losses import TERMS, DistillInputs, Probe
 from yolokd.losses.crosskd import CrossKDBox, CrossKDCls, cross_head_predictions
 from yolokd.taps import detect_head
@@ -337,23 +336,17 @@ def _calibrate_bn(model: nn.Module, img: torch.Tensor) -> None:
         m.momentum = mom
 
 
-@pytest.fixture(scope="module")
-def students(tmp_path_factory) -> dict[str, str]:
-    d = tmp_path_factory.mktemp("crosskd")
-    return {f: str(scaled_yaml(d / f"{f}.yaml", family=f, width=0.125)) for f in ("yolov8", "yolo11", "yolo26")}
-
-
 @pytest.mark.parametrize(
     "family, teacher",
     [("yolov8", "yolov8n.yaml"), ("yolo11", "yolo11n.yaml"), ("yolo26", "yolo26n.yaml"), ("yolov8", "yolo11n.yaml")],
 )
-def test_kdmodel_crosskd_gradient_routing(students, family: str, teacher: str) -> None:
+def test_kdmodel_crosskd_gradient_routing(pico_yamls, family: str, teacher: str) -> None:
     """In a real step each term's gradient reaches the student's crossed stage and adapters, not its final conv.
 
     Also: the loss items are present, finite and non-zero, the other branch gets nothing from a term, and no teacher
     parameter gets a gradient.
     """
-    kd = kd_model(students[family], teacher, "crosskd")
+    kd = kd_model(pico_yamls[family], teacher, "crosskd")
     batch = toy_batch()
     _calibrate_bn(kd.teacher_model, batch["img"])
     kd.train()

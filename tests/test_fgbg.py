@@ -13,7 +13,6 @@ from torch import nn
 from ultralytics.utils.tal import make_anchors
 
 from yolokd.config import resolve_method
-from yolokd.demo import scaled_yaml
 from yolokd.losses import TERMS, DistillInputs
 from yolokd.losses import functional as F
 from yolokd.losses.fgbg import fg_masks
@@ -315,18 +314,12 @@ def test_fgbg_bg_large_logits_finite():
 # ---------------------------------------------------------------------------------------------------- real models
 
 
-@pytest.fixture(scope="module")
-def students(tmp_path_factory):
-    d = tmp_path_factory.mktemp("fgbg")
-    return {fam: scaled_yaml(d / f"{fam}-pico.yaml", family=fam, width=0.125) for fam in ("yolov8", "yolo11", "yolo26")}
-
-
 @pytest.mark.parametrize(
     "family, teacher",
     [("yolov8", "yolov8n.yaml"), ("yolo11", "yolo11n.yaml"), ("yolo26", "yolo26n.yaml"), ("yolov8", "yolo11n.yaml")],
 )
-def test_fgbg_kd_model_step_trains_adapters_only(students, family, teacher):
-    kd = kd_model(students[family], teacher, "fgbg")
+def test_fgbg_kd_model_step_trains_adapters_only(pico_yamls, family, teacher):
+    kd = kd_model(pico_yamls[family], teacher, "fgbg")
     loss, items = kd.loss(toy_batch())
     assert items["fgbg_fg_loss"].item() > 0 and items["fgbg_bg_loss"].item() > 0
     assert torch.isfinite(loss).all()
@@ -338,7 +331,7 @@ def test_fgbg_kd_model_step_trains_adapters_only(students, family, teacher):
     assert all(p.grad is None for p in kd.teacher_model.parameters())
 
 
-def test_fgbg_kd_model_items_equal_functional(students, tmp_path):
+def test_fgbg_kd_model_items_equal_functional(pico_yamls, tmp_path):
     # ungated, the items are weight x (sum over levels of cosine_fg over the fg cells) and weight x binary_kl over bg
     y = tmp_path / "fgbg_ungated.yaml"
     y.write_text(
@@ -346,7 +339,7 @@ def test_fgbg_kd_model_items_equal_functional(students, tmp_path):
         "  - {type: fgbg_fg, weight: 2.0, params: {gate: false}}\n"
         "  - {type: fgbg_bg, weight: 3.0, params: {gate: false}}\n"
     )
-    kd = kd_model(students["yolov8"], "yolov8n.yaml", str(y))
+    kd = kd_model(pico_yamls["yolov8"], "yolov8n.yaml", str(y))
     batch = toy_batch()
     _, items = kd.loss(batch)
     with torch.no_grad():

@@ -14,7 +14,6 @@ from helpers import kd_model, toy_batch
 from torch import nn
 
 from yolokd.config import resolve_method
-from yolokd.demo import scaled_yaml
 from yolokd.losses import TERMS, DistillInputs, Probe
 from yolokd.losses.hint import positive_distances, weighted_soft_bce
 from yolokd.targets import Assigned
@@ -287,9 +286,8 @@ def test_hint_yaml_defaults():
     ("family", "teacher"),
     [("yolov8", "yolov8n.yaml"), ("yolo11", "yolo11n.yaml"), ("yolo26", "yolo26n.yaml"), ("yolov8", "yolo11n.yaml")],
 )
-def test_hint_real_models_items_and_gradients(session_dir, family, teacher):
-    student = scaled_yaml(session_dir / f"{family}-hint-student.yaml", family=family, width=0.125)
-    kd = kd_model(student, teacher, "hint")
+def test_hint_real_models_items_and_gradients(pico_yamls, family, teacher):
+    kd = kd_model(pico_yamls[family], teacher, "hint")
     assert [(a.in_channels, a.out_channels) for a in kd.projector["hint"]] == list(
         zip(kd.probe.student_channels, kd.probe.teacher_channels)
     )

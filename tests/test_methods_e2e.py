@@ -8,7 +8,6 @@ import torch
 from helpers import IMGSZ
 
 from yolokd.config import available_methods, resolve_method
-from yolokd.demo import scaled_yaml
 from yolokd.trainer import KDTrainer
 
 pytestmark = pytest.mark.slow
@@ -46,11 +45,10 @@ def test_every_method_is_tested_here():
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 @pytest.mark.parametrize("method", sorted(available_methods()))
-def test_method_trains_one_epoch(method, family, teachers, tiny_data, tmp_path):
-    student = scaled_yaml(tmp_path / f"{family}-pico.yaml", family=family, width=0.125)
+def test_method_trains_one_epoch(method, family, teachers, tiny_data, tmp_path, pico_yamls):
     trainer = KDTrainer(
         overrides=dict(
-            model=str(student),
+            model=pico_yamls[family],
             teacher=str(teachers[family]),
             method=method,
             data=str(tiny_data),

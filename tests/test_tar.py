@@ -12,7 +12,6 @@ from helpers import kd_model, toy_batch
 from torch import nn
 
 from yolokd.config import resolve_method
-from yolokd.demo import scaled_yaml
 from yolokd.losses import TERMS, DistillInputs
 from yolokd.losses import functional as F
 from yolokd.losses.tar import TARBox, TARCls, TARFeat, gaussian_imitation, giou_loss, teacher_better
@@ -319,18 +318,12 @@ def test_tar_terms_large_logits_finite() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ real models, yaml
-@pytest.fixture(scope="module")
-def yamls(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tar")
-    return {f: scaled_yaml(d / f"{f}-pico.yaml", family=f, width=0.125) for f in ("yolov8", "yolo11", "yolo26")}
-
-
 @pytest.mark.parametrize(
     "student, teacher",
     [("yolov8", "yolov8n.yaml"), ("yolo11", "yolo11n.yaml"), ("yolo26", "yolo26n.yaml"), ("yolov8", "yolo11n.yaml")],
 )
-def test_tar_kd_step_items_and_gradients(yamls, student: str, teacher: str) -> None:
-    model = kd_model(yamls[student], teacher, "tar")
+def test_tar_kd_step_items_and_gradients(pico_yamls, student: str, teacher: str) -> None:
+    model = kd_model(pico_yamls[student], teacher, "tar")
     loss, items = model.loss(toy_batch())
     names = list(items)
     assert names[-3:] == ITEMS
@@ -352,7 +345,7 @@ def test_tar_kd_step_items_and_gradients(yamls, student: str, teacher: str) -> N
     assert list(model.projector) == ["tar_feat"]
 
 
-def test_tar_yaml_defaults_and_linear_decay(yamls) -> None:
+def test_tar_yaml_defaults_and_linear_decay(pico_yamls) -> None:
     specs = resolve_method("tar")
     assert [(s.type, s.name, s.schedule) for s in specs] == [
         ("tar_feat", "tar_feat", "linear"),
@@ -363,7 +356,7 @@ def test_tar_yaml_defaults_and_linear_decay(yamls) -> None:
     assert specs[0].params == {"sigma_scale": 0.5} and specs[1].params == {"beta": 1.0}
     assert all(TERMS[s.type].__name__ in {"TARFeat", "TARCls", "TARBox"} for s in specs)
 
-    model = kd_model(yamls["yolov8"], "yolov8n.yaml", "tar")
+    model = kd_model(pico_yamls["yolov8"], "yolov8n.yaml", "tar")
     start = model.term_weights(Progress(epoch=0, epochs=10))
     mid = model.term_weights(Progress(epoch=5, epochs=10))
     end = model.term_weights(Progress(epoch=10, epochs=10))
