@@ -920,18 +920,30 @@ def render_report(results: dict[str, Any], plot_rel: str | None) -> str:
     return "\n".join(lines)
 
 
+def replace_block(text: str, start: str, end: str, body: str) -> str | None:
+    """``text`` with everything between the ``start`` and ``end`` markers replaced by ``body``; None without markers.
+
+    Examples:
+        >>> replace_block("a[old]b", "[", "]", "new").split()  # the body goes on its own lines
+        ['a[', 'new', ']b']
+        >>> replace_block("no markers", "<s>", "<e>", "new") is None
+        True
+    """
+    if start not in text or end not in text:
+        return None
+    head, rest = text.split(start, 1)
+    return f"{head}{start}\n{body.strip()}\n{end}{rest.split(end, 1)[1]}"
+
+
 def write_benchmarks_md(path: Path, generated: str) -> Path:
     """Write the generated block between the markers of ``path``, keeping the hand-written rest (created if missing).
 
     Returns:
         (Path): ``path``.
     """
-    block = f"{MD_START}\n{generated.strip()}\n{MD_END}"
-    text = path.read_text() if path.exists() else ""
-    if MD_START in text and MD_END in text:
-        head, rest = text.split(MD_START, 1)
-        text = head + block + rest.split(MD_END, 1)[1]
-    else:
+    text = replace_block(path.read_text() if path.exists() else "", MD_START, MD_END, generated)
+    if text is None:
+        block = f"{MD_START}\n{generated.strip()}\n{MD_END}"
         text = (
             "# Benchmarks\n\nyolokd's methods against the undistilled student and Ultralytics' built-in distillation\n"
             "(`distill_model=`, `dis=`), measured by `yolokd benchmark` (`benchmarks/run.py`); the block below is\n"

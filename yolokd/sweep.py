@@ -27,6 +27,7 @@ from yolokd.benchmark import (
     _repo_root,
     fmt_stat,
     format_command,
+    replace_block,
     run_benchmark,
     summarize,
 )
@@ -195,13 +196,10 @@ def run_sweep(**overrides: Any) -> dict[str, Any]:
     (project / "sweep.md").write_text(md + "\n")
     if cfg["publish"]:
         path = _repo_root() / "BENCHMARKS.md"
-        text = path.read_text() if path.is_file() else "# Benchmarks\n"
-        block = f"{MD_START}\n{md}\n{MD_END}"
-        if MD_START in text and MD_END in text:
-            head, rest = text.split(MD_START, 1)
-            text = head + block + rest.split(MD_END, 1)[1]
-        else:
-            text = text.rstrip("\n") + "\n\n## Tuning sweep (val split)\n\n" + block + "\n"
+        old = path.read_text() if path.is_file() else "# Benchmarks\n"
+        text = replace_block(old, MD_START, MD_END, md)
+        if text is None:
+            text = old.rstrip("\n") + f"\n\n## Tuning sweep (val split)\n\n{MD_START}\n{md}\n{MD_END}\n"
         path.write_text(text)
     LOGGER.info(f"\n{PREFIX}sweep on '{val_split}':\n{md}\n{PREFIX}results: {project / 'sweep.md'}")
     return out
