@@ -77,7 +77,7 @@ BENCH_DEFAULTS: dict[str, Any] = {
 
 PRESETS: dict[str, dict[str, Any]] = {
     # 2 CPU cores: the whole table (8 rows x 2 seeds + a 20-epoch teacher) measured at 27.6 minutes wall (rows of
-    # 62-66 s undistilled, 84-96 s distilled; the teacher about 5 minutes). 96 px and batch 8 give twice the optimizer
+    # 62-64 s undistilled, 84-98 s distilled; the teacher 4 minutes). 96 px and batch 8 give twice the optimizer
     # steps of 128 px / batch 16 in the same time: a pico student needs a few hundred steps to leave mAP 0.
     "cpu": {},
     # For GPU users (never run on the project's CPU machines): COCO, a pretrained YOLOv8x teacher, a YOLOv8s student
@@ -112,8 +112,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 # per-epoch validation (each row is evaluated once at the end, on both splits) and the plots.
 PRESET_TRAIN: dict[str, dict[str, Any]] = {
     # AdamW at lr0=0.004 instead of optimizer=auto (AdamW at 0.001 for 6 classes and few steps): in a check run the
-    # undistilled pico student reached val mAP50-95 1.52 points after 7 epochs against 0.33-0.56 with auto (AdamW at
-    # 0.01: 1.04, SGD at 0.02: 0.56), so the table compares students that have left mAP 0.
+    # undistilled pico student reached val mAP50-95 1.52 points after 7 epochs (AdamW at 0.01: 1.04, SGD at 0.02:
+    # 0.56), against 0.33-0.56 with auto in an earlier recorded run, so the table compares students off mAP 0.
     "cpu": {"warmup_epochs": 1.0, "val": False, "plots": False, "optimizer": "AdamW", "lr0": 0.004},
     "gpu": {},
     "micro": {"warmup_epochs": 1.0, "val": False, "plots": False, "workers": 0},
