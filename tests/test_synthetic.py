@@ -225,3 +225,45 @@ def test_class_names_prefix_of_shapes() -> None:
     for nc in (0, 9):
         with pytest.raises(ValueError):
             class_names(nc)
+
+
+def test_make_dataset_glyphs_style_differs_and_labels(tmp_path: Path) -> None:
+    """style='glyphs' draws other classes, backgrounds and sizes with the same API; 'shapes' stays the default."""
+    from yolokd.data.synthetic import GLYPHS
+
+    kw = {**SMALL, "n_train": 30, "imgsz": 128, "nc": 8}
+    shapes = make_dataset(tmp_path / "s", **kw)
+    glyphs = make_dataset(tmp_path / "g", style="glyphs", **kw)
+    assert yaml.safe_load(glyphs.read_text())["names"] == dict(enumerate(GLYPHS))
+    assert yaml.safe_load(shapes.read_text())["names"] == dict(enumerate(SHAPES))
+    assert json.loads((glyphs.parent / STAMP_NAME).read_text())["style"] == "glyphs"
+    assert "style" not in json.loads((shapes.parent / STAMP_NAME).read_text())  # shapes stamps stay as they were
+    a, b = _files(shapes.parent), _files(glyphs.parent)
+    assert all(a[k] != b[k] for k in a if k.startswith("images/"))
+    sides = np.concatenate([np.concatenate([x[:, 3], x[:, 4]]) for x in _labels(glyphs.parent)])
+    assert sides.min() > 0.04  # glyphs are 12-60% of the side (a box can be cut by the border)
+    assert np.median(sides) > np.median(np.concatenate([np.concatenate([x[:, 3], x[:, 4]]) for x in _labels(shapes.parent)]))
+    assert set(np.concatenate(_labels(glyphs.parent))[:, 0].astype(int)) == set(range(8))
+    assert _files(make_dataset(tmp_path / "g2", style="glyphs", **kw).parent) == b  # deterministic
+
+
+def test_make_dataset_glyph_boxes_are_tight(tmp_path: Path) -> None:
+    """A lone glyph's label is the tight box of its drawn pixels (within a pixel)."""
+    import cv2
+
+    from yolokd.data.synthetic import STYLES
+
+    rng = np.random.default_rng(0)
+    for cls in range(8):
+        mask = np.zeros((101, 101), np.uint8)
+        STYLES["glyphs"].draw(mask, cls, 60.0, 50.0, 50.0, rng)
+        x, y, w, h = cv2.boundingRect(mask)
+        assert 20 <= max(w, h) <= 70 and x > 0 and y > 0 and x + w < 101 and y + h < 101  # inside the canvas
+
+
+def test_make_dataset_unknown_style_raises(tmp_path: Path) -> None:
+    """An unknown style is a ValueError naming the styles, before anything is written."""
+    with pytest.raises(ValueError, match="glyphs"):
+        make_dataset(tmp_path / "ds", style="dots", **SMALL)
+    assert not (tmp_path / "ds").exists()
+    assert class_names(2, style="glyphs") == ["A", "E"]

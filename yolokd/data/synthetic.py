@@ -31,45 +31,59 @@ import json
 import math
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
 import yaml
 from ultralytics.utils import LOGGER, TQDM, colorstr
 
-__all__ = ["SHAPES", "class_names", "make_dataset"]
+__all__ = ["GLYPHS", "SHAPES", "STYLES", "Style", "class_names", "make_dataset"]
 
 SHAPES = ("circle", "square", "triangle", "cross", "star", "ring", "diamond", "hexagon")
-"""Class names, in class-index order; a data set with ``nc`` classes uses the first ``nc``."""
+"""Class names of the ``shapes`` style, in class-index order; a data set with ``nc`` classes uses the first ``nc``."""
+GLYPHS = ("A", "E", "H", "K", "R", "X", "Z", "4")
+"""Class names of the ``glyphs`` style (letters and a digit with distinct outlines under small rotations)."""
 
 STAMP_NAME = ".yolokd_synthetic.json"
 _VERSION = 1  # bump whenever the generated content changes, so stale data sets are regenerated
 _SPLITS = ("train", "val", "test")  # the index is the split id mixed into the per-image seed
 _MIN_VISIBLE = 0.40  # minimum visible fraction of an object's full area for it to be labelled
-_MIN_SIZE, _MAX_SIZE = 0.05, 0.50  # object size range, as a fraction of the image side
-_LOW_CONTRAST_P = 0.12  # probability of a deliberately low-contrast object
-_NEAR_P = 0.3  # probability of placing an object next to an earlier one (forces overlap)
 _SHIFT = 4  # sub-pixel bits for cv2 drawing
 _SCALE = 1 << _SHIFT
 
 
-def class_names(nc: int) -> list[str]:
+def class_names(nc: int, style: str = "shapes") -> list[str]:
     """Return the class names of a synthetic data set with ``nc`` classes.
 
     Args:
-        nc (int): Number of classes, 1 to ``len(SHAPES)``.
+        nc (int): Number of classes, 1 to the style's number of names (8 for both styles).
+        style (str): A key of ``STYLES``.
 
     Returns:
-        (list[str]): The first ``nc`` shape names of ``SHAPES``.
+        (list[str]): The first ``nc`` names of the style (``SHAPES`` or ``GLYPHS``).
 
     Raises:
-        ValueError: If ``nc`` is outside 1..8.
+        ValueError: If ``style`` is unknown or ``nc`` is outside 1..8.
+
+    Examples:
+        >>> class_names(3), class_names(2, style="glyphs")
+        (['circle', 'square', 'triangle'], ['A', 'E'])
     """
+    names = _style(style).names
     nc = _as_int(nc, "nc")
-    if not 1 <= nc <= len(SHAPES):
-        raise ValueError(f"nc must be between 1 and {len(SHAPES)}, got {nc}")
-    return list(SHAPES[:nc])
+    if not 1 <= nc <= len(names):
+        raise ValueError(f"nc must be between 1 and {len(names)}, got {nc}")
+    return list(names[:nc])
+
+
+def _style(name: str) -> Style:
+    """Return ``STYLES[name]``, or raise a ValueError that lists the styles."""
+    if name not in STYLES:
+        raise ValueError(f"style must be one of {sorted(STYLES)}, got {name!r}")
+    return STYLES[name]
 
 
 def make_dataset(
@@ -82,6 +96,7 @@ def make_dataset(
     nc: int = 6,
     max_objects: int = 8,
     progress: bool = True,
+    style: str = "shapes",
 ) -> Path:
     """Generate (or reuse) a synthetic shapes detection data set in YOLO format.
 
@@ -101,6 +116,9 @@ def make_dataset(
         nc (int): Number of classes, 1 to 8 (the first ``nc`` names of ``SHAPES``).
         max_objects (int): Maximum number of objects drawn per image, at least 1.
         progress (bool): Show a progress bar per split and log where the data set was written.
+        style (str): What the data set looks like, a key of ``STYLES``: ``shapes`` (the default: filled geometric
+            shapes on gradients, 5-50% of the side) or ``glyphs`` (letters and a digit on striped or checked
+            textures, 12-60% of the side), the second look kept for transfer checks.
 
     Returns:
         (Path): Path of the written ``data.yaml``.
@@ -108,7 +126,7 @@ def make_dataset(
     Raises:
         ValueError: If an argument is out of range.
     """
-    names = class_names(nc)
+    names = class_names(nc, style)
     nc = len(names)
     n_train, n_val, n_test = _as_int(n_train, "n_train"), _as_int(n_val, "n_val"), _as_int(n_test, "n_test")
     imgsz, seed, max_objects = _as_int(imgsz, "imgsz"), _as_int(seed, "seed"), _as_int(max_objects, "max_objects")
@@ -140,6 +158,8 @@ def make_dataset(
         "max_objects": max_objects,
         "names": names,
     }
+    if style != "shapes":  # the default's stamp is unchanged, so existing shapes data sets are reused
+        stamp["style"] = style
     yaml_path, stamp_path = root / "data.yaml", root / STAMP_NAME
     data_yaml = _data_yaml(root, names, with_test=n_test > 0)
 
@@ -168,7 +188,7 @@ def make_dataset(
         lbl_dir.mkdir(parents=True, exist_ok=True)
         for i in TQDM(range(n), desc=f"{prefix}{split}", total=n, disable=not progress, unit="img"):
             rng = np.random.default_rng([seed, split_id, i])
-            img, labels = _render(rng, imgsz, nc, max_objects)
+            img, labels = _render(rng, imgsz, nc, max_objects, STYLES[style])
             stem = f"{split}_{i:06d}"
             if not cv2.imwrite(str(img_dir / f"{stem}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 95]):
                 raise OSError(f"could not write {img_dir / f'{stem}.jpg'}")
@@ -277,9 +297,9 @@ def _draw_shape(mask: np.ndarray, cls: int, size: float, cx: float, cy: float, r
     cv2.fillPoly(mask, [pts], 255, cv2.LINE_8, _SHIFT)
 
 
-def _contrast_colour(local: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _contrast_colour(local: np.ndarray, rng: np.random.Generator, low_contrast_p: float) -> np.ndarray:
     """Pick an object colour for a local background colour ``local`` (BGR, float), usually with good contrast."""
-    if rng.random() < _LOW_CONTRAST_P:  # deliberately hard: a colour close to the background
+    if rng.random() < low_contrast_p:  # deliberately hard: a colour close to the background
         d = rng.standard_normal(3)
         return np.clip(local + d / (np.linalg.norm(d) + 1e-6) * rng.uniform(22, 45), 0, 255)
     best, best_d = None, -1.0
@@ -334,7 +354,7 @@ def _background(rng: np.random.Generator, s: int) -> np.ndarray:
     return img
 
 
-def _render(rng: np.random.Generator, s: int, nc: int, max_objects: int) -> tuple[np.ndarray, list[tuple]]:
+def _render(rng: np.random.Generator, s: int, nc: int, max_objects: int, style: Style) -> tuple[np.ndarray, list]:
     """Draw one image and its labels.
 
     Args:
@@ -342,21 +362,22 @@ def _render(rng: np.random.Generator, s: int, nc: int, max_objects: int) -> tupl
         s (int): Image side in pixels.
         nc (int): Number of classes.
         max_objects (int): Maximum number of objects to draw.
+        style (Style): What to draw: objects, background, sizes and clutter.
 
     Returns:
         img (np.ndarray): (s, s, 3) uint8 BGR image.
         labels (list[tuple]): ``(cls, cx, cy, w, h)`` per labelled object, normalised to the image side.
     """
     for _ in range(100):  # redraw in the (rare) case that no object ends up labelled
-        img = _background(rng, s)
-        _clutter(img, rng, int(rng.integers(2, 7)))
+        img = style.background(rng, s)
+        _clutter(img, rng, int(rng.integers(*style.clutter)))
         n = int(rng.integers(1, max_objects + 1))
         owner = np.full((s, s), -1, dtype=np.int16)  # index of the object visible at each pixel
         objects = []  # (cls, full_area, full box (x, y, w, h) in image pixels, centre, size)
         for k in range(n):
             cls = int(rng.integers(0, nc))
-            size = s * math.exp(rng.uniform(math.log(_MIN_SIZE), math.log(_MAX_SIZE)))
-            if objects and rng.random() < _NEAR_P:  # next to an earlier object: provokes partial occlusion
+            size = s * math.exp(rng.uniform(math.log(style.min_size), math.log(style.max_size)))
+            if objects and rng.random() < style.near_p:  # next to an earlier object: provokes partial occlusion
                 _, _, _, (px, py), psize = objects[int(rng.integers(0, len(objects)))]
                 a, d = rng.uniform(0, 2 * math.pi), rng.uniform(0.45, 0.9) * (psize + size) / 2
                 cx, cy = np.clip((px + d * math.cos(a), py + d * math.sin(a)), 0.05 * s, 0.95 * s)
@@ -366,7 +387,7 @@ def _render(rng: np.random.Generator, s: int, nc: int, max_objects: int) -> tupl
             half = math.ceil(0.65 * size) + 2  # every shape's extent is below 1.2 * size / 2
             ox, oy = math.floor(cx) - half, math.floor(cy) - half  # canvas origin in image pixels
             canvas = np.zeros((2 * half + 1, 2 * half + 1), dtype=np.uint8)
-            _draw_shape(canvas, cls, size, cx - ox, cy - oy, rng)
+            style.draw(canvas, cls, size, cx - ox, cy - oy, rng)
             bx, by, bw, bh = cv2.boundingRect(canvas)
             objects.append((cls, cv2.countNonZero(canvas), (bx + ox, by + oy, bw, bh), (cx, cy), size))
             x0, y0, x1, y1 = max(ox, 0), max(oy, 0), min(ox + 2 * half + 1, s), min(oy + 2 * half + 1, s)
@@ -377,7 +398,7 @@ def _render(rng: np.random.Generator, s: int, nc: int, max_objects: int) -> tupl
                 continue
             roi = img[y0:y1, x0:x1]  # views: writes go to img / owner
             owner[y0:y1, x0:x1][m] = k
-            colour = _contrast_colour(roi[m].mean(0), rng)
+            colour = _contrast_colour(roi[m].mean(0), rng, style.low_contrast_p)
             gx, gy = rng.uniform(-25, 25, 2) / size  # gentle shading across the object
             shade = (np.arange(x0, x1) - cx)[None, :] * gx + (np.arange(y0, y1) - cy)[:, None] * gy
             roi[m] = colour.astype(np.float32) + shade[m][:, None].astype(np.float32)
@@ -399,3 +420,71 @@ def _render(rng: np.random.Generator, s: int, nc: int, max_objects: int) -> tupl
         if labels:
             return img, labels
     raise RuntimeError("could not draw an image with a labelled object")  # unreachable in practice
+
+
+def _draw_glyph(mask: np.ndarray, cls: int, size: float, cx: float, cy: float, rng: np.random.Generator) -> None:
+    """Draw the glyph of class ``cls`` of ``GLYPHS`` (value 255) into the uint8 ``mask``, centred on (cx, cy).
+
+    A Hershey font glyph with a random font face and stroke width, scaled so that its larger side is about
+    ``0.8 * size``, then turned by at most 20 degrees (so that the extent stays below ``0.6 * size`` from the centre,
+    inside the caller's canvas, and no glyph turns into another).
+    """
+    text = GLYPHS[cls]
+    font = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_TRIPLEX)[int(rng.integers(0, 3))]
+    (w0, h0), _ = cv2.getTextSize(text, font, 1.0, 1)
+    scale = 0.8 * size / max(w0, h0, 1)
+    thick = max(1, round(size * rng.uniform(0.06, 0.12)))
+    (w, h), base = cv2.getTextSize(text, font, scale, thick)
+    tile = np.zeros_like(mask)
+    org = (round(cx - w / 2), round(cy + h / 2))
+    cv2.putText(tile, text, org, font, scale, 255, thick, cv2.LINE_8)
+    turn = cv2.getRotationMatrix2D((cx, cy), float(rng.uniform(-20, 20)), 1.0)
+    tile = cv2.warpAffine(tile, turn, tile.shape[::-1], flags=cv2.INTER_NEAREST)
+    np.maximum(mask, tile, out=mask)
+
+
+def _texture_background(rng: np.random.Generator, s: int) -> np.ndarray:
+    """Return an (s, s, 3) float32 background: two-colour stripes or checks at a random period and angle."""
+    c0, c1 = rng.uniform(0, 255, 3).astype(np.float32), rng.uniform(0, 255, 3).astype(np.float32)
+    theta, period = rng.uniform(0, math.pi), s * rng.uniform(0.06, 0.3)
+    g = np.arange(s, dtype=np.float32)
+    u = g[None, :] * math.cos(theta) + g[:, None] * math.sin(theta)
+    wave = np.sin(2 * math.pi * u / period)
+    if rng.random() < 0.5:  # checks: the product of two orthogonal waves
+        v = -g[None, :] * math.sin(theta) + g[:, None] * math.cos(theta)
+        wave = wave * np.sin(2 * math.pi * v / period)
+    t = (0.5 + 0.5 * np.tanh(wave * rng.uniform(0.5, 4.0)))[..., None]  # soft to hard edges
+    return c0 + t * (c1 - c0)
+
+
+@dataclass(frozen=True)
+class Style:
+    """What a synthetic data set looks like.
+
+    Attributes:
+        names (tuple[str, ...]): Class names in class-index order.
+        draw (Callable): ``draw(mask, cls, size, cx, cy, rng)`` fills one object of class ``cls`` with 255.
+        background (Callable): ``background(rng, s)`` returns an (s, s, 3) float32 image.
+        min_size (float): Smallest object size, a fraction of the image side (sizes are log-uniform).
+        max_size (float): Largest object size, likewise.
+        clutter (tuple[int, int]): ``rng.integers`` bounds of the number of thick distractors under the objects.
+        low_contrast_p (float): Probability of a deliberately low-contrast object.
+        near_p (float): Probability of placing an object next to an earlier one (forces overlap).
+    """
+
+    names: tuple[str, ...]
+    draw: Callable[..., None]
+    background: Callable[[np.random.Generator, int], np.ndarray]
+    min_size: float
+    max_size: float
+    clutter: tuple[int, int]
+    low_contrast_p: float
+    near_p: float
+
+
+STYLES: dict[str, Style] = {
+    "shapes": Style(SHAPES, _draw_shape, _background, 0.05, 0.50, (2, 7), 0.12, 0.3),
+    "glyphs": Style(GLYPHS, _draw_glyph, _texture_background, 0.12, 0.60, (1, 4), 0.08, 0.2),
+}
+"""The looks ``make_dataset(style=...)`` can draw; ``shapes`` is the default (benchmark and demo), ``glyphs`` is
+never used to choose anything and serves the benchmark's transfer table."""
