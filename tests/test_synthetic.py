@@ -240,9 +240,11 @@ def test_make_dataset_glyphs_style_differs_and_labels(tmp_path: Path) -> None:
     assert "style" not in json.loads((shapes.parent / STAMP_NAME).read_text())  # shapes stamps stay as they were
     a, b = _files(shapes.parent), _files(glyphs.parent)
     assert all(a[k] != b[k] for k in a if k.startswith("images/"))
-    sides = np.concatenate([np.concatenate([x[:, 3], x[:, 4]]) for x in _labels(glyphs.parent)])
-    assert sides.min() > 0.04  # glyphs are 12-60% of the side (a box can be cut by the border)
-    assert np.median(sides) > np.median(np.concatenate([np.concatenate([x[:, 3], x[:, 4]]) for x in _labels(shapes.parent)]))
+    def sides(root: Path) -> np.ndarray:
+        return np.concatenate([np.concatenate([x[:, 3], x[:, 4]]) for x in _labels(root)])
+
+    assert sides(glyphs.parent).min() > 0.04  # glyphs are 12-60% of the side (a box can be cut by the border)
+    assert np.median(sides(glyphs.parent)) > np.median(sides(shapes.parent))
     assert set(np.concatenate(_labels(glyphs.parent))[:, 0].astype(int)) == set(range(8))
     assert _files(make_dataset(tmp_path / "g2", style="glyphs", **kw).parent) == b  # deterministic
 
