@@ -35,9 +35,10 @@ yolokd: knowledge distillation for Ultralytics YOLO.
                yolokd demo
                yolokd demo method=cwd epochs=15 teacher_epochs=15 imgsz=128 baseline=True
     benchmark  every method vs no distillation vs Ultralytics' built-in (distill_model=, dis=): test mAP, gap
-               recovered, time per iteration, peak memory; writes results.json, a table, a plot, BENCHMARKS.md:
+               recovered, time per iteration, peak memory; writes results.json, a table and a plot in project=:
                yolokd benchmark                         # preset=cpu: the whole table, ~28 min on 2 CPU cores
                yolokd benchmark preset=micro            # a smoke test in about a minute
+               yolokd benchmark publish=BENCHMARKS.md   # also the report in that file, its plot in benchmarks/
                yolokd benchmark reuse=True              # go on where an interrupted run stopped
                yolokd benchmark seeds=[0,1,2] methods=[cwd,tar] combo=cwd+tar teacher=path/to/teacher.pt
     sweep    the benchmark's rows with every term weight of each method scaled, scored on the val split only:
@@ -81,9 +82,9 @@ def parse(argv: list[str]) -> tuple[str, dict[str, Any]]:
     Returns:
         (tuple[str, dict]): The mode and the overrides.
     """
-    from yolokd.benchmark import BENCH_DEFAULTS
+    from yolokd.bench.config import BENCH_DEFAULTS
+    from yolokd.bench.sweep import SWEEP_DEFAULTS
     from yolokd.demo import DEMO_DEFAULTS
-    from yolokd.sweep import SWEEP_DEFAULTS
 
     mode, overrides = None, {}
     for a in merge_equals_args(argv):
@@ -139,11 +140,11 @@ def main(argv: list[str] | None = None) -> int:
 
             run_demo(**overrides)
         elif mode == "benchmark":
-            from yolokd.benchmark import run_benchmark
+            from yolokd.bench.run import run_benchmark
 
             run_benchmark(**overrides)
         elif mode == "sweep":
-            from yolokd.sweep import run_sweep
+            from yolokd.bench.sweep import run_sweep
 
             run_sweep(**overrides)
         elif mode == "train":

@@ -3,10 +3,11 @@
 
 For every method and every factor in ``scales``, a variant of the method's yaml is written with every term weight
 multiplied by the factor (``<method>-x<factor>.yaml``); the variants and the undistilled student are then trained by
-`yolokd.benchmark.run_benchmark` with the same data, seeds, epochs and hyper-parameters, and evaluated on the val split
+`yolokd.bench.run.run_benchmark` with the same data, seeds, epochs and hyper-parameters, and evaluated on the val split
 only (the benchmark's reported test split is not looked at: ``test_split`` is set to the val split). The result is a
 table of val mAP50-95 per method and factor, the best factor per method, and ``sweep.md`` / ``sweep.json`` in
-``project``; with ``publish=True`` the table is also written into ``BENCHMARKS.md`` between its own markers.
+``project``; with ``publish=path.md`` the table is also written into ``path.md`` between its own markers (appended
+as a section when the file has none); nothing is written outside ``project`` otherwise.
 
 The benchmark's cpu preset is the default, so a sweep measures exactly the regime the benchmark reports.
 """
@@ -20,17 +21,10 @@ from typing import Any
 
 from ultralytics.utils import LOGGER, YAML
 
-from yolokd.benchmark import (
-    BENCH_DEFAULTS,
-    PREFIX,
-    _as_list,
-    _repo_root,
-    fmt_stat,
-    format_command,
-    replace_block,
-    run_benchmark,
-    summarize,
-)
+from yolokd.bench.config import BENCH_DEFAULTS, PREFIX, as_list, format_command, publish_path
+from yolokd.bench.report import fmt_stat, replace_block
+from yolokd.bench.run import run_benchmark
+from yolokd.bench.stats import summarize
 from yolokd.config import KDError, available_methods, cfg_dir
 
 SWEEP_DEFAULTS: dict[str, Any] = {
@@ -39,7 +33,7 @@ SWEEP_DEFAULTS: dict[str, Any] = {
     "seeds": [0],  # (list[int]) training seeds per variant
     "min_gain": 0.002,  # (float) a factor other than 1 is chosen only if its val mAP50-95 beats x1 by more than this
     "project": "runs/yolokd-sweep",  # (str) output folder
-    "publish": False,  # (bool) also write the table into BENCHMARKS.md (between the sweep markers)
+    "publish": None,  # (str, optional) a .md file to write the table into (between the sweep markers)
 }
 MD_START, MD_END = "<!-- yolokd-sweep:start (written by yolokd sweep) -->", "<!-- yolokd-sweep:end -->"
 
@@ -137,24 +131,53 @@ def render_sweep(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_sweep(**overrides: Any) -> dict[str, Any]:
-    """Run the sweep; keys are `SWEEP_DEFAULTS`, benchmark keys and Ultralytics train arguments.
+def sweep_config(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], list[str], list[float]]:
+    """Split the overrides into the sweep's keys and the benchmark's, and check the methods and scales.
 
     Returns:
-        (dict): The content of ``sweep.json``: ``table`` (method -> factor tag -> val stats), ``chosen`` and more.
+        (tuple): The sweep configuration, the benchmark overrides, the methods and the factors.
     """
     cfg = {**SWEEP_DEFAULTS, **{k: v for k, v in overrides.items() if k in SWEEP_DEFAULTS}}
     bench = {k: v for k, v in overrides.items() if k not in SWEEP_DEFAULTS}
     for k in ("combo", "builtin", "test_split"):
         if k in bench:
             raise KDError(f"'{k}' is set by the sweep itself (val split only, no combination, no built-in row)")
-    methods = available_methods() if cfg["methods"] in (None, "all") else _as_list(cfg["methods"], "methods")
+    cfg["publish"] = publish_path(cfg["publish"])
+    methods = available_methods() if cfg["methods"] in (None, "all") else as_list(cfg["methods"], "methods")
     try:
-        scales = [float(s) for s in _as_list(cfg["scales"], "scales")]
+        scales = [float(s) for s in as_list(cfg["scales"], "scales")]
     except (TypeError, ValueError) as e:
         raise KDError(f"scales must be a list of factors > 0, e.g. scales=[0.25,1,4], got {cfg['scales']!r}") from e
     if not scales or min(scales) <= 0 or len(set(scales)) != len(scales):
         raise KDError(f"scales must be a non-empty list of distinct factors > 0, e.g. scales=[0.25,1,4], got {scales}")
+    return cfg, bench, methods, scales
+
+
+def val_stats(row: dict | None) -> dict | None:
+    """Summary of a benchmark row's val mAP50-95 over its finished seeds (None for a missing row)."""
+    runs = (row or {}).get("runs", {}).values()
+    return summarize([(r.get("val") or {}).get("map") for r in runs if r.get("ok")])
+
+
+def publish_sweep(path: str | Path, md: str) -> Path:
+    """Write the sweep's Markdown between its markers in ``path`` (a new section at the end when it has none)."""
+    path = Path(path).resolve()
+    old = path.read_text() if path.is_file() else "# Benchmarks\n"
+    text = replace_block(old, MD_START, MD_END, md)
+    if text is None:
+        text = old.rstrip("\n") + f"\n\n## Tuning sweep (val split)\n\n{MD_START}\n{md}\n{MD_END}\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def run_sweep(**overrides: Any) -> dict[str, Any]:
+    """Run the sweep; keys are `SWEEP_DEFAULTS`, benchmark keys and Ultralytics train arguments.
+
+    Returns:
+        (dict): The content of ``sweep.json``: ``table`` (method -> factor tag -> val stats), ``chosen`` and more.
+    """
+    cfg, bench, methods, scales = sweep_config(overrides)
     project = Path(cfg["project"]).resolve()
     variants = {(m, s): scaled_method(m, s, project / "variants") for m in methods for s in scales}
     val_split = bench.get("val_split", BENCH_DEFAULTS["val_split"])
@@ -166,25 +189,20 @@ def run_sweep(**overrides: Any) -> dict[str, Any]:
         builtin=False,
         combo=None,
         test_split=val_split,
-        publish=False,
+        publish=None,
     )
     by_label = {r["label"]: r for r in res["rows"]}
-
-    def stats(row: dict | None) -> dict | None:
-        runs = (row or {}).get("runs", {}).values()
-        return summarize([(r.get("val") or {}).get("map") for r in runs if r.get("ok")])
-
-    table = {m: {scale_tag(s): stats(by_label.get(f"{m}-{scale_tag(s)}")) for s in scales} for m in methods}
+    table = {m: {scale_tag(s): val_stats(by_label.get(f"{m}-{scale_tag(s)}")) for s in scales} for m in methods}
     means = {m: {s: (table[m][scale_tag(s)] or {}).get("mean") for s in scales} for m in methods}
     out = {
-        "command": "yolokd sweep " + format_command(overrides).removeprefix("yolokd benchmark").strip(),
+        "command": format_command(overrides, mode="sweep"),
         "date": res["date"],
         "elapsed_s": res["elapsed_s"],
         "seeds": res["config"]["seeds"],
         "scales": scales,
         "val_split": val_split,
         "teacher_val": res["teacher"]["val"]["map"],
-        "student": stats(by_label.get("student (no KD)")),
+        "student": val_stats(by_label.get("student (no KD)")),
         "table": table,
         "min_gain": cfg["min_gain"],
         "chosen": best_scales(means, float(cfg["min_gain"])),
@@ -195,11 +213,7 @@ def run_sweep(**overrides: Any) -> dict[str, Any]:
     md = render_sweep(out)
     (project / "sweep.md").write_text(md + "\n")
     if cfg["publish"]:
-        path = _repo_root() / "BENCHMARKS.md"
-        old = path.read_text() if path.is_file() else "# Benchmarks\n"
-        text = replace_block(old, MD_START, MD_END, md)
-        if text is None:
-            text = old.rstrip("\n") + f"\n\n## Tuning sweep (val split)\n\n{MD_START}\n{md}\n{MD_END}\n"
-        path.write_text(text)
+        out["published"] = str(publish_sweep(cfg["publish"], md))
+        (project / "sweep.json").write_text(json.dumps(out, indent=2))
     LOGGER.info(f"\n{PREFIX}sweep on '{val_split}':\n{md}\n{PREFIX}results: {project / 'sweep.md'}")
     return out

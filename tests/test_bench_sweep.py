@@ -7,10 +7,19 @@ import json
 
 import pytest
 
+from yolokd.bench.sweep import (
+    MD_END,
+    MD_START,
+    best_scales,
+    publish_sweep,
+    render_sweep,
+    run_sweep,
+    scale_tag,
+    scaled_method,
+)
 from yolokd.cli import main as cli_main
 from yolokd.cli import parse
 from yolokd.config import KDError, resolve_method
-from yolokd.sweep import MD_END, MD_START, best_scales, render_sweep, run_sweep, scale_tag, scaled_method
 
 
 def test_scaled_method_multiplies_every_weight_and_keeps_the_rest(tmp_path):
@@ -97,3 +106,15 @@ def test_sweep_micro_end_to_end(tmp_path, tiny_data, teacher_pt):
     variant = resolve_method(str(out / "variants" / "cwd-x0.5.yaml"))
     assert variant[0].weight == 2.5 and res["command"].startswith("yolokd sweep preset=micro")
     assert MD_START not in (out / "sweep.md").read_text() and MD_END.startswith("<!--")
+
+
+def test_publish_sweep_replaces_its_block_or_appends_a_section(tmp_path):
+    md = tmp_path / "docs" / "BENCH.md"
+    publish_sweep(md, "table one")  # a new file
+    assert md.read_text().startswith("# Benchmarks") and "## Tuning sweep (val split)" in md.read_text()
+    md.write_text(md.read_text() + "\nkept by hand\n")
+    publish_sweep(md, "table two")
+    text = md.read_text()
+    assert "table two" in text and "table one" not in text and "kept by hand" in text
+    assert text.count(MD_START) == 1 and text.count(MD_END) == 1
+    assert cli_main(["sweep", "publish=True"]) == 2  # a path now, not a flag

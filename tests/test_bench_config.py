@@ -1,0 +1,74 @@
+# yolokd, AGPL-3.0 License
+"""The benchmark's keys: presets, overrides, errors that name the fix, publish=, style= and the command line."""
+
+from __future__ import annotations
+
+import pytest
+
+from yolokd.bench.config import BENCH_DEFAULTS, PRESETS, format_command, merge_config, publish_path
+from yolokd.config import KDError, available_methods
+
+
+def test_merge_config_presets_and_overrides():
+    cfg, train = merge_config({})
+    assert cfg["preset"] == "cpu" and cfg["seeds"] == [0, 1] and cfg["methods"] == available_methods()
+    assert cfg["combo"] == "auto" and cfg["builtin"] is True and cfg["dis"] == 6.0
+    assert train["nbs"] == cfg["batch"] and train["warmup_epochs"] == 1.0
+    cfg, train = merge_config({"preset": "micro", "epochs": 2, "batch": 4, "lr0": 0.02})
+    assert cfg["epochs"] == 2 and cfg["imgsz"] == 64 and cfg["methods"] == ["cwd"] and cfg["combo"] is None
+    assert train["nbs"] == 4 and train["lr0"] == 0.02 and not cfg["publish"]
+    cfg, train = merge_config({"nbs": 64, "methods": "[cwd,tar]", "seeds": 3, "combo": "cwd+tar"})
+    assert train["nbs"] == 64 and cfg["methods"] == ["cwd", "tar"] and cfg["seeds"] == [3]
+    assert cfg["combo"] == "cwd+tar"
+    cfg, train = merge_config({"preset": "gpu"})
+    assert cfg["data"] == "coco.yaml" and cfg["teacher"] == "yolov8x.pt" and "nbs" not in train
+    assert merge_config({"combo": None})[0]["combo"] is None
+    assert set(BENCH_DEFAULTS) >= {"preset", "seeds", "methods", "combo", "teacher", "project"}
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"epoch": 3}, "'epoch' is not a benchmark.*Did you mean 'epochs'"),
+        ({"method": "cwd"}, "methods=\\[...\\] or combo="),
+        ({"seed": 1}, "seeds=\\[...\\]"),
+        ({"distill_model": "t.pt"}, "set by the benchmark"),
+        ({"preset": "cpuu"}, "unknown preset 'cpuu'. Did you mean 'cpu'"),
+        ({"methods": ["cwd", "cdw"]}, "unknown method 'cdw'"),
+        ({"methods": ["cwd+tar"]}, "combo=cwd\\+tar"),
+        ({"seeds": [0, 0]}, "distinct"),
+        ({"seeds": [-1]}, ">= 0"),
+        ({"seeds": "[a,b]"}, "list of integers"),
+        ({"combo": "cwd+nope"}, "unknown method 'nope'"),
+        ({"epochs": 0}, "epochs must be an integer >= 1"),
+        ({"teacher_batches": 5}, "teacher_batches must be an integer >= 10"),
+        ({"weights": "mid"}, "weights must be 'last' or 'best'"),
+        ({"builtin": "yes"}, "builtin must be True or False"),
+        ({"timeout": -1}, "timeout"),
+        ({"publish": True}, "publish=BENCHMARKS.md"),
+        ({"publish": "BENCHMARKS.txt"}, "Markdown file"),
+        ({"style": ""}, "style must be a non-empty name such as 'shapes'"),
+    ],
+)
+def test_merge_config_errors_name_the_fix(overrides, match):
+    with pytest.raises(KDError, match=match):
+        merge_config(overrides)
+
+
+def test_publish_writes_nothing_outside_project_unless_given_a_path():
+    assert BENCH_DEFAULTS["publish"] is None and all("publish" not in p for p in PRESETS.values())
+    assert merge_config({})[0]["publish"] is None
+    assert merge_config({"publish": "BENCHMARKS.md"})[0]["publish"] == "BENCHMARKS.md"
+    assert merge_config({"publish": False})[0]["publish"] is None  # the CLI's publish=False
+    assert publish_path("none") is None and publish_path("docs/bench.md") == "docs/bench.md"
+
+
+def test_style_defaults_to_shapes():
+    assert BENCH_DEFAULTS["style"] == "shapes" and merge_config({})[0]["style"] == "shapes"
+    assert merge_config({"style": "transfer"})[0]["style"] == "transfer"  # checked against the generator at run time
+
+
+def test_format_command():
+    assert format_command({}) == "yolokd benchmark"
+    assert format_command({"seeds": [0, 1], "project": "a b"}) == "yolokd benchmark seeds=[0,1] project='a b'"
+    assert format_command({"publish": "BENCHMARKS.md"}, mode="sweep") == "yolokd sweep publish=BENCHMARKS.md"

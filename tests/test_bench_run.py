@@ -1,0 +1,101 @@
+# yolokd, AGPL-3.0 License
+"""``yolokd benchmark``: the CLI mode, the data set (style=), and one micro run end to end with reuse and publish."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from yolokd.bench.config import merge_config
+from yolokd.bench.run import prepare_data, run_benchmark
+from yolokd.cli import main as cli_main
+from yolokd.cli import parse
+from yolokd.config import KDError
+
+
+def test_cli_benchmark_mode():
+    mode, o = parse(["benchmark", "preset=micro", "seeds=[0,1]", "methods=[cwd,tar]", "lr0=0.02"])
+    assert mode == "benchmark" and o == {"preset": "micro", "seeds": [0, 1], "methods": "[cwd,tar]", "lr0": 0.02}
+    assert merge_config(o)[0]["methods"] == ["cwd", "tar"]
+    with pytest.raises(KDError, match="teacher_epochs"):
+        parse(["benchmark", "teacher_epoch=3"])
+    assert cli_main(["benchmark", "seed=1"]) == 2
+    assert cli_main(["benchmark", "preset=nope"]) == 2
+    assert parse(["benchmark", "publish=BENCHMARKS.md", "style=shapes"])[1] == {
+        "publish": "BENCHMARKS.md",
+        "style": "shapes",
+    }
+    assert cli_main(["benchmark", "publish=True"]) == 2  # a path now, not a flag
+
+
+def _generator(monkeypatch, with_style: bool) -> list[dict]:
+    """Replace the synthetic generator by one that records its arguments (with or without a style parameter)."""
+    calls: list[dict] = []
+
+    def with_style_param(root, n_train=1, n_val=1, n_test=1, imgsz=1, seed=0, nc=1, max_objects=1, style="shapes"):
+        calls.append({"seed": seed, "style": style, "n_train": n_train})
+        return Path(root) / "data.yaml"
+
+    def without_style(root, n_train=1, n_val=1, n_test=1, imgsz=1, seed=0, nc=1, max_objects=1):
+        calls.append({"seed": seed, "n_train": n_train})
+        return Path(root) / "data.yaml"
+
+    monkeypatch.setattr("yolokd.data.synthetic.make_dataset", with_style_param if with_style else without_style)
+    return calls
+
+
+def test_prepare_data_passes_style_only_to_a_generator_that_takes_it(tmp_path, monkeypatch):
+    calls = _generator(monkeypatch, with_style=True)
+    cfg = merge_config({"style": "transfer", "data_seed": 3})[0]
+    assert prepare_data(cfg, tmp_path) == str(tmp_path / "data" / "data.yaml")
+    assert calls == [{"seed": 3, "style": "transfer", "n_train": 400}]
+    calls = _generator(monkeypatch, with_style=False)
+    prepare_data(merge_config({})[0], tmp_path)  # the default style works with a generator without styles
+    assert calls == [{"seed": 0, "n_train": 400}]
+    with pytest.raises(KDError, match="draws 'shapes' only"):
+        prepare_data(cfg, tmp_path)
+    given = tmp_path / "given.yaml"
+    given.write_text("path: .\n")
+    assert prepare_data(merge_config({"data": str(given)})[0], tmp_path) == str(given)
+    assert prepare_data(merge_config({"data": "coco.yaml"})[0], tmp_path) == "coco.yaml"
+
+
+@pytest.mark.slow
+def test_benchmark_micro_end_to_end(tmp_path, tiny_data, teacher_pt):
+    res = run_benchmark(preset="micro", project=str(tmp_path / "bench"), data=str(tiny_data), teacher=str(teacher_pt))
+    out = tmp_path / "bench"
+    saved = json.loads((out / "results.json").read_text())
+    assert [r["kind"] for r in saved["rows"]] == ["student", "builtin", "yolokd"]
+    for row in saved["rows"]:
+        run = row["runs"]["0"]
+        assert run["ok"], run.get("error")
+        for key in ("val", "test"):
+            assert 0.0 <= run[key]["map"] <= 1.0 and 0.0 <= run[key]["map50"] <= 1.0
+        assert run["step"]["mean_s"] > 0 and run["maxrss_mib"] > 100
+        assert row["summary"]["x_student"]["mean"] > 0 and row["summary"]["x_floor"]["mean"] > 0
+    assert saved["rows"][0]["runs"]["0"]["teacher_forward"]["n"] >= 10
+    assert saved["teacher"]["forward"]["mean"] > 0 and len(saved["targets"]) == 5  # 4 targets and the regime
+    assert {t["status"] for t in saved["targets"][:3]} <= {"no verdict", "not measured"}  # one seed: no verdict
+    assert (out / "plot.png").stat().st_size > 1000 and (out / "results.md").exists()
+    assert "| ultralytics dis=6 |" in (out / "results.md").read_text()
+    assert res["command"].startswith("yolokd benchmark preset=micro") and "published" not in res
+    spec = json.loads((out / "rows" / "cwd-seed0" / "spec.json").read_text())
+    assert spec["terms"] == [
+        {"type": "cwd", "name": "cwd", "weight": 5.0, "schedule": "constant", "params": {"tau": 1.0}}
+    ]
+    assert spec["versions"]["ultralytics"].startswith("8.4")
+    publish = tmp_path / "pub" / "BENCH.md"
+    again = run_benchmark(
+        preset="micro",
+        project=str(out),
+        data=str(tiny_data),
+        teacher=str(teacher_pt),
+        reuse=True,
+        builtin=False,
+        publish=str(publish),
+    )
+    assert all(r["runs"]["0"].get("reused") for r in again["rows"])  # same specs: nothing trained again
+    assert again["published"] == [str(publish), str(tmp_path / "pub" / "benchmarks" / "micro.png")]
+    assert "![test mAP50-95 vs cost](benchmarks/micro.png)" in publish.read_text()

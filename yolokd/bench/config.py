@@ -1,0 +1,264 @@
+# yolokd, AGPL-3.0 License
+"""The benchmark's keys, their defaults and presets, their validation, and the command line that reproduces a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ultralytics.utils import DEFAULT_CFG_DICT, colorstr
+
+from yolokd.config import KD_DEFAULTS, KDError, available_methods, resolve_method, suggest
+
+PREFIX = colorstr("yolokd: ")
+
+# Every benchmark key with its default (the ``cpu`` preset); any other key must be an Ultralytics train argument, and
+# is passed to every training (teacher and students).
+BENCH_DEFAULTS: dict[str, Any] = {
+    "preset": "cpu",  # (str) cpu | gpu | micro: a named set of the values below; any key given overrides it
+    "data": None,  # (str, optional) a data.yaml; None generates the built-in synthetic set (n_train, n_val, n_test)
+    "style": "shapes",  # (str) look of the built-in synthetic set (passed on when the generator has styles)
+    "n_train": 400,  # (int) synthetic training images
+    "n_val": 150,  # (int) synthetic validation images (the split used for choices: combination, defaults)
+    "n_test": 150,  # (int) synthetic test images (the reported split)
+    "data_seed": 0,  # (int) seed of the synthetic data set
+    "nc": 6,  # (int) classes of the synthetic data set (1-8)
+    "max_objects": 8,  # (int) most objects per synthetic image
+    "imgsz": 96,  # (int) training and evaluation image size (also the synthetic images' size)
+    "batch": 8,  # (int) batch size (the cpu preset also sets nbs=batch: one optimizer step per batch)
+    "epochs": 7,  # (int) student epochs, every row
+    "teacher_epochs": 20,  # (int) teacher epochs (the teacher is reused when its stamp matches)
+    "teacher_model": "yolov8n.yaml",  # (str) teacher model to train when teacher= is not given
+    "teacher": None,  # (str, optional) a trained teacher .pt to reuse instead of training one
+    "student_model": "yolov8-pico",  # (str) student model; yolov8-pico = YOLOv8 layers at width 0.125
+    "seeds": [0, 1],  # (list[int]) training seeds; every row is trained once per seed
+    "methods": None,  # (list[str], optional) yolokd methods; None = every built-in method (yolokd methods)
+    "combo": "auto",  # (str, optional) 'auto' = the two best methods on the val split joined by '+'; 'a+b'; None = no
+    "builtin": True,  # (bool) include Ultralytics' built-in distillation (distill_model=teacher.pt, dis=...)
+    "dis": 6.0,  # (float) weight of Ultralytics' built-in distillation loss (its default)
+    "val_split": "val",  # (str) split for choices (combination)
+    "test_split": "test",  # (str) reported split
+    "weights": "last",  # (str) last | best: which checkpoint of each row is evaluated
+    "teacher_batches": 30,  # (int) batches over which the teacher forward is timed (>= 10)
+    "timeout": None,  # (float, optional) seconds after which one row's process is stopped (reported as an error)
+    "project": "runs/yolokd-benchmark",  # (str) output folder
+    "publish": None,  # (str, optional) a .md file to write the report into (plot: benchmarks/<preset>.png beside it)
+    "reuse": False,  # (bool) keep rows an earlier run in this project finished with the same spec (arguments, terms)
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # 2 CPU cores: the whole table (8 rows x 2 seeds + a 20-epoch teacher) measured at 27.6 minutes wall (rows of
+    # 62-64 s undistilled, 84-98 s distilled; the teacher 4 minutes). 96 px and batch 8 give twice the optimizer
+    # steps of 128 px / batch 16 in the same time: a pico student needs a few hundred steps to leave mAP 0.
+    "cpu": {},
+    # For GPU users (never run on the project's CPU machines): COCO, a pretrained YOLOv8x teacher, a YOLOv8s student
+    # from scratch. COCO has no labelled test split, so val doubles as test (the combination choice is then optimistic).
+    "gpu": {
+        "data": "coco.yaml",
+        "imgsz": 640,
+        "batch": 16,
+        "epochs": 100,
+        "teacher": "yolov8x.pt",
+        "student_model": "yolov8s.yaml",
+        "test_split": "val",
+        "teacher_batches": 50,
+    },
+    # A smoke test (tests and a first try): seconds per row, numbers meaningless.
+    "micro": {
+        "n_train": 16,
+        "n_val": 8,
+        "n_test": 8,
+        "imgsz": 64,
+        "batch": 8,
+        "epochs": 1,
+        "teacher_epochs": 1,
+        "seeds": [0],
+        "methods": ["cwd"],
+        "combo": None,
+        "teacher_batches": 10,
+    },
+}
+# Ultralytics arguments each preset changes (any can be overridden): short CPU runs use one warm-up epoch, skip the
+# per-epoch validation (each row is evaluated once at the end, on both splits) and the plots.
+PRESET_TRAIN: dict[str, dict[str, Any]] = {
+    # AdamW at lr0=0.004 instead of optimizer=auto (AdamW at 0.001 for 6 classes and few steps): in a check run the
+    # undistilled pico student reached val mAP50-95 1.52 points after 7 epochs (AdamW at 0.01: 1.04, SGD at 0.02:
+    # 0.56), against 0.33-0.56 with auto in an earlier recorded run, so the table compares students off mAP 0.
+    "cpu": {"warmup_epochs": 1.0, "val": False, "plots": False, "optimizer": "AdamW", "lr0": 0.004},
+    "gpu": {},
+    "micro": {"warmup_epochs": 1.0, "val": False, "plots": False, "workers": 0},
+}
+NBS_FOLLOWS_BATCH = {"cpu", "micro"}  # nbs=batch as the demo does, unless nbs= is given
+# Ultralytics arguments the benchmark sets itself, with the key to use instead.
+RESERVED = {
+    "model": "student_model= / teacher_model=",
+    "seed": "seeds=[...]",
+    "name": "project=",
+    "exist_ok": "project=",
+    "distill_model": "builtin=True (the teacher is teacher= or the trained one)",
+    "resume": "a new run",
+    "split": "val_split= / test_split=",
+    "mode": "yolokd benchmark",
+    "task": "a detection data set",
+}
+
+
+def as_list(value: Any, key: str) -> list:
+    """Accept a list/tuple, a single value, or a string such as '[a,b]' / 'a,b' (the CLI's unquoted lists).
+
+    Examples:
+        >>> as_list("[cwd, 'tar']", "methods"), as_list(3, "seeds"), as_list((0, 1), "seeds")
+        (['cwd', 'tar'], [3], [0, 1])
+    """
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, str):
+        return [p.strip().strip("'\"") for p in value.strip().strip("[]").split(",") if p.strip()]
+    if value is None:
+        raise KDError(f"{key} must be a list, e.g. {key}=[0,1]")
+    return [value]
+
+
+def publish_path(value: Any) -> str | None:
+    """Check ``publish=``: None (or False, '', 'none') writes nothing outside ``project``; else a ``.md`` path.
+
+    Examples:
+        >>> publish_path(None), publish_path(False), publish_path("BENCHMARKS.md")
+        (None, None, 'BENCHMARKS.md')
+    """
+    if value in (None, False, "", "none", "None"):
+        return None
+    if value is True:
+        raise KDError("publish= takes the Markdown file to write, e.g. publish=BENCHMARKS.md (True is not a path)")
+    if not isinstance(value, (str, Path)) or not str(value).endswith(".md"):
+        raise KDError(f"publish must be the path of a Markdown file (.md), e.g. publish=BENCHMARKS.md, got {value!r}")
+    return str(value)
+
+
+def _pos_int(cfg: dict[str, Any], key: str, minimum: int = 1) -> None:
+    """Check that ``cfg[key]`` is an int >= ``minimum``."""
+    v = cfg[key]
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise KDError(f"{key} must be an integer >= {minimum}, got {v!r}")
+
+
+def _check_keys(overrides: dict[str, Any]) -> str:
+    """Check the preset and every key's name; return the preset."""
+    preset = overrides.get("preset", BENCH_DEFAULTS["preset"])
+    if preset not in PRESETS:
+        raise KDError(f"unknown preset {preset!r}.{suggest(preset, PRESETS)} Available: {sorted(PRESETS)}")
+    for k in overrides:
+        if k in RESERVED:
+            raise KDError(f"'{k}' is set by the benchmark itself; use {RESERVED[k]}")
+        if k not in BENCH_DEFAULTS and k not in DEFAULT_CFG_DICT:
+            hint = suggest(k, list(BENCH_DEFAULTS) + list(DEFAULT_CFG_DICT))
+            extra = " (the benchmark runs every method: use methods=[...] or combo=)" if k in KD_DEFAULTS else ""
+            raise KDError(f"'{k}' is not a benchmark or Ultralytics train argument.{hint}{extra}")
+    return preset
+
+
+def _check_numbers(cfg: dict[str, Any]) -> None:
+    """Check the integer keys, ``dis`` and ``timeout``."""
+    for k in ("n_train", "n_val", "imgsz", "batch", "epochs", "teacher_epochs", "nc", "max_objects"):
+        _pos_int(cfg, k)
+    if cfg["nc"] > 8:
+        raise KDError(f"nc must be between 1 and 8 (the synthetic data set has 8 shapes), got {cfg['nc']}")
+    _pos_int(cfg, "n_test", 0)
+    _pos_int(cfg, "data_seed", 0)
+    _pos_int(cfg, "teacher_batches", 10)
+    dis = cfg["dis"]
+    if isinstance(dis, bool) or not isinstance(dis, (int, float)) or dis < 0:
+        raise KDError(f"dis must be a number >= 0, got {dis!r}")
+    t = cfg["timeout"]
+    if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or t <= 0):
+        raise KDError(f"timeout must be a number of seconds > 0 or None, got {t!r}")
+
+
+def _seeds(value: Any) -> list[int]:
+    """The seeds as a non-empty list of distinct integers >= 0."""
+    try:
+        seeds = [int(s) for s in as_list(value, "seeds")]
+    except (TypeError, ValueError) as e:
+        raise KDError(f"seeds must be a list of integers >= 0, e.g. seeds=[0,1], got {value!r}") from e
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise KDError(f"seeds must be a non-empty list of distinct integers >= 0, got {value!r}")
+    return seeds
+
+
+def _methods(value: Any) -> list[str]:
+    """The single methods to run (all built-in ones for None), method yamls as absolute paths."""
+    methods = available_methods() if value in (None, "all") else as_list(value, "methods")
+    for m in methods:
+        if "+" in str(m):
+            raise KDError(f"methods lists single methods; pass the combination '{m}' as combo={m}")
+        resolve_method(str(m))  # raises KDError with a close match
+    if len(set(methods)) != len(methods):
+        raise KDError(f"methods lists a method twice: {methods}")
+    # method yamls as absolute paths: the rows run in their own processes
+    return [str(Path(m).resolve()) if str(m).endswith((".yaml", ".yml")) else str(m) for m in methods]
+
+
+def _combo(value: Any) -> str | None:
+    """``combo=``: None, 'auto', or a checked combination such as 'cwd+tar'."""
+    if value in (None, False, "", "none", "None"):
+        return None
+    if value != "auto":
+        resolve_method(str(value))
+    return str(value)
+
+
+def _check_choices(cfg: dict[str, Any]) -> None:
+    """Check the flags, ``weights``, the split names and ``style``."""
+    for k in ("builtin", "reuse"):
+        if not isinstance(cfg[k], bool):
+            raise KDError(f"{k} must be True or False, got {cfg[k]!r}")
+    if cfg["weights"] not in {"last", "best"}:
+        raise KDError(f"weights must be 'last' or 'best', got {cfg['weights']!r}")
+    for k in ("val_split", "test_split", "style"):
+        if not isinstance(cfg[k], str) or not cfg[k]:
+            raise KDError(f"{k} must be a non-empty name such as {BENCH_DEFAULTS[k]!r}, got {cfg[k]!r}")
+
+
+def merge_config(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Merge the preset and the overrides, validate them, and split off the Ultralytics train arguments.
+
+    Args:
+        overrides (dict): Benchmark keys (`BENCH_DEFAULTS`) and Ultralytics train arguments.
+
+    Returns:
+        (tuple[dict, dict]): The benchmark configuration and the Ultralytics arguments for every training.
+
+    Raises:
+        KDError: For an unknown preset or key, a key the benchmark sets itself, or a value of the wrong type.
+    """
+    preset = _check_keys(overrides)
+    cfg = {**BENCH_DEFAULTS, **PRESETS[preset], **{k: v for k, v in overrides.items() if k in BENCH_DEFAULTS}}
+    train = {**PRESET_TRAIN[preset], **{k: v for k, v in overrides.items() if k not in BENCH_DEFAULTS}}
+    if preset in NBS_FOLLOWS_BATCH and "nbs" not in overrides:
+        train["nbs"] = cfg["batch"]
+    _check_numbers(cfg)
+    _check_choices(cfg)
+    cfg["seeds"] = _seeds(cfg["seeds"])
+    cfg["methods"] = _methods(cfg["methods"])
+    cfg["combo"] = _combo(cfg["combo"])
+    cfg["publish"] = publish_path(cfg["publish"])
+    return cfg, train
+
+
+def format_command(overrides: dict[str, Any], mode: str = "benchmark") -> str:
+    """The ``yolokd <mode>`` command line that reproduces a run with these overrides.
+
+    Examples:
+        >>> format_command({"seeds": [0, 1], "methods": ["cwd", "tar"], "epochs": 3})
+        'yolokd benchmark seeds=[0,1] methods=[cwd,tar] epochs=3'
+        >>> format_command({"scales": [0.5, 1]}, mode="sweep")
+        'yolokd sweep scales=[0.5,1]'
+    """
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, (list, tuple)):
+            return "[" + ",".join(str(x) for x in v) + "]"
+        s = str(v)
+        return f"'{s}'" if any(c.isspace() for c in s) else s
+
+    return " ".join([f"yolokd {mode}", *(f"{k}={fmt(v)}" for k, v in overrides.items())])

@@ -1,0 +1,142 @@
+# yolokd, AGPL-3.0 License
+"""The plan of a benchmark: its rows (student, built-in, methods, combination), their names and each run's spec."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ultralytics import __version__ as ULTRALYTICS_VERSION
+
+from yolokd import __version__
+from yolokd.bench.stats import choose_combo, summarize
+from yolokd.config import resolve_method
+
+
+@dataclass
+class Setup:
+    """What every row of one benchmark run shares: the models, the data and the folders.
+
+    Attributes:
+        cfg (dict): The merged benchmark configuration (`merge_config`).
+        train (dict): The Ultralytics arguments of every training.
+        student (str): The student model (a yaml path or name).
+        teacher (str): The teacher checkpoint.
+        data (str): The data.yaml.
+        project (Path): The output folder.
+    """
+
+    cfg: dict[str, Any]
+    train: dict[str, Any]
+    student: str
+    teacher: str
+    data: str
+    project: Path
+
+
+def model_name(path: str) -> str:
+    """A short model name: the file stem, or the run folder for Ultralytics' ``.../weights/best.pt``.
+
+    Examples:
+        >>> model_name("runs/x/teacher/weights/best.pt"), model_name("yolov8n.yaml")
+        ('teacher/best.pt', 'yolov8n')
+    """
+    p = Path(path)
+    if p.stem in {"best", "last"} and p.parent.name == "weights":
+        return f"{p.parent.parent.name}/{p.name}"
+    return p.stem
+
+
+def slug(text: str) -> str:
+    """A folder-safe name for a row.
+
+    Examples:
+        >>> slug("combo-cwd+tar"), slug("ultralytics dis=6")
+        ('combo-cwd-tar', 'ultralytics-dis-6')
+    """
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text.replace("+", "-"))
+
+
+def row_label(kind: str, method: str | None, dis: float) -> str:
+    """The row's name in the table.
+
+    Examples:
+        >>> row_label("builtin", None, 6.0), row_label("combo", "/a/cwd-x0.5.yaml+tar", 0)
+        ('ultralytics dis=6', 'cwd-x0.5+tar')
+    """
+    if kind in {"student", "builtin"}:
+        return "student (no KD)" if kind == "student" else f"ultralytics dis={dis:g}"
+    return "+".join(Path(p).stem if p.endswith((".yaml", ".yml")) else p for p in str(method).split("+"))
+
+
+def new_row(kind: str, method: str | None, dis: float) -> dict[str, Any]:
+    """An empty row: ``id`` (its folder name), ``label``, ``kind``, ``method`` and ``runs`` (seed -> result)."""
+    label = row_label(kind, method, dis)
+    ident = f"combo-{label}" if kind == "combo" else row_label(kind, method, 0) if method else kind
+    return {"id": slug(ident), "label": label, "kind": kind, "method": method, "runs": {}}
+
+
+def plan_rows(cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows run before the combination: the undistilled student, the built-in distillation, each method."""
+    kinds: list[tuple[str, str | None]] = [("student", None)]
+    kinds += [("builtin", None)] if cfg["builtin"] else []
+    kinds += [("yolokd", m) for m in cfg["methods"]]
+    return [new_row(k, m, cfg["dis"]) for k, m in kinds]
+
+
+def row_spec(setup: Setup, row: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The spec of one row's process for one seed (`yolokd.bench.row.run_row`)."""
+    cfg = setup.cfg
+    return {
+        "kind": row["kind"],
+        "method": row["method"],
+        "seed": seed,
+        "student": setup.student,
+        "teacher": setup.teacher,
+        "data": setup.data,
+        "epochs": cfg["epochs"],
+        "imgsz": cfg["imgsz"],
+        "batch": cfg["batch"],
+        "train": setup.train,
+        "dis": cfg["dis"],
+        "dir": str(setup.project / "rows" / f"{row['id']}-seed{seed}"),
+        "val_split": cfg["val_split"],
+        "test_split": cfg["test_split"],
+        "weights": cfg["weights"],
+        "time_teacher": row["kind"] == "student",
+        # what the method resolves to now, so that reuse=True never keeps a row trained with other yaml values
+        "terms": [asdict(t) for t in resolve_method(row["method"])] if row["method"] else None,
+        "versions": {"yolokd": __version__, "ultralytics": ULTRALYTICS_VERSION},
+        "teacher_batches": cfg["teacher_batches"],
+    }
+
+
+def val_mean(row: dict[str, Any]) -> float | None:
+    """The row's mean validation mAP50-95 over its finished seeds."""
+    s = summarize([(r.get("val") or {}).get("map") for r in row["runs"].values() if r.get("ok")])
+    return None if s is None else s["mean"]
+
+
+def plan_combo(cfg: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, str]:
+    """The combination row (or None) and why: ``combo='auto'`` joins the two best single methods on the val split.
+
+    Returns:
+        (tuple[dict | None, str]): The row to run, and the sentence the report gives for it.
+    """
+    combo = cfg["combo"]
+    if not combo:
+        return None, "none (combo=None)"
+    if combo != "auto":
+        return new_row("combo", combo, 0), f"`{combo}` (combo=)"
+    scores = {r["method"]: val_mean(r) for r in rows if r["kind"] == "yolokd"}
+    combo = choose_combo(scores)
+    if not combo:
+        return None, "skipped: fewer than two methods with a validation score"
+    ranked = ", ".join(
+        f"{row_label('yolokd', m, 0)} {100 * v:.2f}"
+        for m, v in sorted(scores.items(), key=lambda kv: -(kv[1] or -1))
+        if v is not None
+    )
+    reason = f"`{row_label('combo', combo, 0)}`, the two best single methods by val mAP50-95 ({ranked})"
+    return new_row("combo", combo, 0), reason

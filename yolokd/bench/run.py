@@ -1,0 +1,193 @@
+# yolokd, AGPL-3.0 License
+"""``yolokd benchmark``: the data, the teacher, every row for every seed, the combination, then the report.
+
+Outputs in ``project``: ``results.json`` (also after every row, so an interrupted run keeps what it measured),
+``results.md`` and ``plot.png``; with ``publish=path.md`` also the report in ``path.md`` and its plot
+(`yolokd.bench.report.publish_report`). Nothing is written outside ``project`` otherwise.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ultralytics.utils import LOGGER, TQDM
+
+from yolokd.bench.config import PREFIX, format_command, merge_config
+from yolokd.bench.plan import Setup, model_name, plan_combo, plan_rows, row_spec
+from yolokd.bench.report import format_table, format_targets, machine_info, publish_report, render_report, write_plot
+from yolokd.bench.row import evaluate, launch_row
+from yolokd.bench.stats import check_targets, summarize, summarize_row
+from yolokd.config import KDError
+from yolokd.demo import resolve_model, train_teacher
+
+
+def prepare_data(cfg: dict[str, Any], project: Path) -> str:
+    """The data.yaml: ``data=`` as given, or the built-in synthetic set generated (or reused) in ``project/data``.
+
+    ``style`` is passed to the generator only when it takes one, so the default 'shapes' works with either version.
+    """
+    if cfg["data"]:
+        return str(Path(cfg["data"]).resolve()) if Path(cfg["data"]).exists() else str(cfg["data"])
+    from yolokd.data.synthetic import make_dataset
+
+    kwargs = {"style": cfg["style"]} if "style" in inspect.signature(make_dataset).parameters else {}
+    if not kwargs and cfg["style"] != "shapes":
+        raise KDError(f"style={cfg['style']!r}: this yolokd's synthetic generator draws 'shapes' only")
+    keys = ("n_train", "n_val", "n_test", "imgsz", "nc", "max_objects")
+    return str(make_dataset(project / "data", seed=cfg["data_seed"], **{k: cfg[k] for k in keys}, **kwargs))
+
+
+def prepare_teacher(cfg: dict[str, Any], train: dict[str, Any], data: str, project: Path) -> dict[str, Any]:
+    """Load or train the teacher and evaluate it on both splits.
+
+    Returns:
+        (dict): ``label``, ``weights``, ``source``, ``train_or_load_s``, ``val`` and ``test`` metrics.
+    """
+    t0 = time.perf_counter()
+    if cfg["teacher"]:
+        teacher = resolve_model(str(cfg["teacher"]), project / "models")
+        source = f"given: {cfg['teacher']}"
+    else:
+        model = resolve_model(cfg["teacher_model"], project / "models")
+        seed = cfg["seeds"][0]
+        teacher = str(
+            train_teacher(
+                Path(data), project, model, cfg["teacher_epochs"], cfg["imgsz"], cfg["batch"], seed=seed, **train
+            )
+        )
+        source = f"trained {cfg['teacher_epochs']} epoch(s), seed {seed}"
+    info: dict[str, Any] = {
+        "label": f"teacher ({model_name(str(cfg['teacher'] or cfg['teacher_model']))})",
+        "weights": teacher,
+        "source": source,
+        "train_or_load_s": time.perf_counter() - t0,
+    }
+    for k in ("val", "test"):
+        info[k] = evaluate(teacher, data, cfg[f"{k}_split"], cfg["imgsz"], cfg["batch"], project / "teacher-eval")
+    LOGGER.info(f"{PREFIX}teacher {teacher}: val mAP50-95 {info['val']['map']:.4f}, test {info['test']['map']:.4f}")
+    return info
+
+
+def save(results: dict[str, Any], project: Path) -> None:
+    """Write ``results.json``."""
+    (project / "results.json").write_text(json.dumps(results, indent=2, default=str))
+
+
+def run_job(setup: Setup, row: dict[str, Any], seed: int) -> None:
+    """Run (or reuse) one row for one seed and log its outcome; the result goes to ``row["runs"]``."""
+    try:
+        r = launch_row(row_spec(setup, row, seed), setup.cfg["timeout"], setup.cfg["reuse"])
+    except KeyboardInterrupt:
+        LOGGER.warning(
+            f"{PREFIX}benchmark interrupted; the rows finished so far are in {setup.project / 'results.json'}; the "
+            f"same command with reuse=True goes on where it stopped"
+        )
+        raise
+    row["runs"][str(seed)] = r
+    if r.get("ok"):
+        took = "reused from an earlier run" if r.get("reused") else f"{r['wall_s']:.0f} s"
+        LOGGER.info(
+            f"{PREFIX}{row['label']} seed {seed}: test mAP50-95 {r['test']['map']:.4f}, val {r['val']['map']:.4f}, "
+            f"{1000 * r['step']['mean_s']:.0f} ms/iter, {took}"
+        )
+    else:
+        LOGGER.warning(f"{PREFIX}{row['label']} seed {seed} failed: {r['error']} (log: {r.get('log')})")
+
+
+def run_rows(setup: Setup, rows: list[dict[str, Any]], results: dict[str, Any], t_start: float) -> None:
+    """Run the planned rows seed by seed, then the combination (chosen on the val split), saving after every row."""
+    seeds = setup.cfg["seeds"]
+    pbar = TQDM(total=len(rows) * len(seeds) + (len(seeds) if setup.cfg["combo"] else 0), desc="benchmark")
+
+    def jobs(todo: list[tuple[dict, int]]) -> None:
+        for row, seed in todo:
+            pbar.set_description(f"benchmark: {row['label']}, seed {seed}")
+            run_job(setup, row, seed)
+            results["elapsed_s"] = time.perf_counter() - t_start
+            save(results, setup.project)
+            pbar.update(1)
+
+    jobs([(row, seed) for seed in seeds for row in rows])
+    combo, results["combo_reason"] = plan_combo(setup.cfg, rows)
+    if combo:
+        rows.append(combo)
+        jobs([(combo, seed) for seed in seeds])
+    pbar.close()
+
+
+def summarize_run(results: dict[str, Any]) -> None:
+    """Summarise every row against the undistilled student, the teacher forward, and check the targets."""
+    cfg, teacher, rows = results["config"], results["teacher"], results["rows"]
+    student_runs = rows[0]["runs"]
+    for row in rows:
+        summarize_row(row, student_runs, teacher["test"]["map"], cfg["seeds"])
+    fwd = [(r.get("teacher_forward") or {}).get("mean_s") for r in student_runs.values() if r.get("ok")]
+    teacher["forward"] = summarize(fwd)
+    teacher["forward_n"] = cfg["teacher_batches"]
+    results["targets"] = check_targets(rows, teacher["test"]["map"])
+
+
+def write_outputs(results: dict[str, Any], setup: Setup) -> Path:
+    """Write the plot and ``results.md`` in ``project``, and the published report where ``publish=`` says."""
+    cfg = setup.cfg
+    title = (
+        f"{cfg['preset']} preset: {Path(setup.student).stem} student, {results['teacher']['label']}, "
+        f"seeds {cfg['seeds']}, {cfg['epochs']} epoch(s), {cfg['imgsz']} px, batch {cfg['batch']}"
+    )
+    plot = write_plot(results["rows"], results["teacher"], setup.project / "plot.png", title)
+    (setup.project / "results.md").write_text(render_report(results, "plot.png") + "\n")
+    if cfg["publish"]:
+        results["published"] = publish_report(results, plot, cfg["publish"])
+        LOGGER.info(f"{PREFIX}wrote {' and '.join(results['published'])}")
+    return plot
+
+
+def run_benchmark(**overrides: Any) -> dict[str, Any]:
+    """Run the benchmark table; see `BENCH_DEFAULTS` for the keys and `PRESETS` for their preset values.
+
+    Args:
+        **overrides (Any): Benchmark keys and Ultralytics train arguments (passed to every training).
+
+    Returns:
+        (dict): The content of ``results.json``.
+    """
+    cfg, train = merge_config(overrides)
+    project = Path(cfg["project"]).resolve()
+    project.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    data = prepare_data(cfg, project)
+    if cfg["val_split"] == cfg["test_split"] and cfg["combo"] == "auto":
+        LOGGER.warning(
+            f"{PREFIX}val_split == test_split ('{cfg['test_split']}'): the combination is chosen on the reported "
+            f"split, so its numbers are optimistic"
+        )
+    student = resolve_model(cfg["student_model"], project / "models")
+    teacher = prepare_teacher(cfg, train, data, project)
+    setup = Setup(cfg, train, student, teacher["weights"], data, project)
+    results: dict[str, Any] = {
+        "config": cfg,
+        "train_args": train,
+        "command": format_command(overrides),
+        "machine": machine_info(),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "teacher": teacher,
+        "rows": plan_rows(cfg),
+        "elapsed_s": 0.0,
+    }
+    run_rows(setup, results["rows"], results, t_start)
+    summarize_run(results)
+    results["elapsed_s"] = time.perf_counter() - t_start
+    plot = write_outputs(results, setup)
+    save(results, project)
+    LOGGER.info(
+        f"\n{PREFIX}benchmark ({cfg['preset']}, test split '{cfg['test_split']}', {len(cfg['seeds'])} seed(s)) in "
+        f"{results['elapsed_s'] / 60:.1f} min:\n{format_table(results['rows'], teacher)}\n"
+        f"{format_targets(results['targets'])}\n{PREFIX}results: {project / 'results.json'}, "
+        f"{project / 'results.md'}, {plot}"
+    )
+    return results
