@@ -30,36 +30,55 @@ def test_cli_benchmark_mode():
     assert cli_main(["benchmark", "publish=True"]) == 2  # a path now, not a flag
 
 
-def _generator(monkeypatch, with_style: bool) -> list[dict]:
-    """Replace the synthetic generator by one that records its arguments (with or without a style parameter)."""
+def test_prepare_data_passes_style_to_the_generator(tmp_path, monkeypatch):
     calls: list[dict] = []
 
-    def with_style_param(root, n_train=1, n_val=1, n_test=1, imgsz=1, seed=0, nc=1, max_objects=1, style="shapes"):
+    def fake(root, n_train=1, n_val=1, n_test=1, imgsz=1, seed=0, nc=1, max_objects=1, style="shapes"):
         calls.append({"seed": seed, "style": style, "n_train": n_train})
         return Path(root) / "data.yaml"
 
-    def without_style(root, n_train=1, n_val=1, n_test=1, imgsz=1, seed=0, nc=1, max_objects=1):
-        calls.append({"seed": seed, "n_train": n_train})
-        return Path(root) / "data.yaml"
-
-    monkeypatch.setattr("yolokd.data.synthetic.make_dataset", with_style_param if with_style else without_style)
-    return calls
-
-
-def test_prepare_data_passes_style_only_to_a_generator_that_takes_it(tmp_path, monkeypatch):
-    calls = _generator(monkeypatch, with_style=True)
-    cfg = merge_config({"style": "transfer", "data_seed": 3})[0]
+    monkeypatch.setattr("yolokd.data.synthetic.make_dataset", fake)
+    cfg = merge_config({"style": "glyphs", "data_seed": 3})[0]
     assert prepare_data(cfg, tmp_path) == str(tmp_path / "data" / "data.yaml")
-    assert calls == [{"seed": 3, "style": "transfer", "n_train": 400}]
-    calls = _generator(monkeypatch, with_style=False)
-    prepare_data(merge_config({})[0], tmp_path)  # the default style works with a generator without styles
-    assert calls == [{"seed": 0, "n_train": 400}]
-    with pytest.raises(KDError, match="draws 'shapes' only"):
-        prepare_data(cfg, tmp_path)
+    assert calls == [{"seed": 3, "style": "glyphs", "n_train": cfg["n_train"]}]
     given = tmp_path / "given.yaml"
     given.write_text("path: .\n")
     assert prepare_data(merge_config({"data": str(given)})[0], tmp_path) == str(given)
     assert prepare_data(merge_config({"data": "coco.yaml"})[0], tmp_path) == "coco.yaml"
+    monkeypatch.undo()
+    with pytest.raises(KDError, match="style must be one of"):  # the generator's own check, as a one-line error
+        prepare_data(merge_config({"style": "dots"})[0], tmp_path)
+
+
+def test_run_rows_jobs_runs_rows_at_once(tmp_path, monkeypatch):
+    """jobs=2 keeps two row processes running at once and still records every row; jobs=1 one at a time."""
+    import threading
+    import time
+
+    from yolokd.bench import run as bench_run
+    from yolokd.bench.plan import Setup
+
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def fake_launch(spec, timeout, reuse=False):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.2)
+        with lock:
+            active[0] -= 1
+        return {"ok": False, "error": "fake", "seed": spec["seed"]}
+
+    monkeypatch.setattr(bench_run, "launch_row", fake_launch)
+    monkeypatch.setattr(bench_run, "row_spec", lambda setup, row, seed: {"seed": seed})
+    for jobs, want in ((1, 1), (2, 2)):
+        cfg = merge_config({"jobs": jobs, "seeds": [0, 1], "combo": None, "methods": ["cwd"]})[0]
+        rows = [{"label": x, "runs": {}} for x in ("a", "b")]
+        peak[0] = 0
+        bench_run.run_rows(Setup(cfg, {}, "s", "t", "d", tmp_path), rows, {"rows": rows}, time.perf_counter())
+        assert peak[0] == want and all(set(r["runs"]) == {"0", "1"} for r in rows)
+    with pytest.raises(KDError, match="jobs"):
+        merge_config({"jobs": 0})
 
 
 @pytest.mark.slow

@@ -43,6 +43,7 @@ BENCH_DEFAULTS: dict[str, Any] = {
     "timeout": None,  # (float, optional) seconds after which one row's process is stopped (reported as an error)
     "project": "runs/yolokd-benchmark",  # (str) output folder
     "publish": None,  # (str, optional) a .md file to write the report into (plot: benchmarks/<preset>.png beside it)
+    "jobs": 1,  # (int) rows trained at once; > 1 for accuracy-only runs (sweeps): the cost columns are then not valid
     "reuse": False,  # (bool) keep rows an earlier run in this project finished with the same spec (arguments, terms)
 }
 
@@ -166,6 +167,7 @@ def _check_numbers(cfg: dict[str, Any]) -> None:
     _pos_int(cfg, "n_test", 0)
     _pos_int(cfg, "data_seed", 0)
     _pos_int(cfg, "teacher_batches", 10)
+    _pos_int(cfg, "jobs")
     dis = cfg["dis"]
     if isinstance(dis, bool) or not isinstance(dis, (int, float)) or dis < 0:
         raise KDError(f"dis must be a number >= 0, got {dis!r}")

@@ -232,6 +232,8 @@ def render_report(results: dict[str, Any], plot_rel: str | None) -> str:
         "computed from the means over the seeds, the cost ratios per seed against the same seed's undistilled student.",
         "",
     ]
+    if cfg.get("jobs", 1) > 1:
+        lines += [f"**Cost columns not valid**: {cfg['jobs']} rows were trained at once (`jobs={cfg['jobs']}`).", ""]
     if plot_rel:
         lines += [f"![test mAP50-95 vs cost]({plot_rel})", ""]
     lines += ["Targets:", "", format_targets(results["targets"]), ""]

@@ -8,9 +8,10 @@ Outputs in ``project``: ``results.json`` (also after every row, so an interrupte
 
 from __future__ import annotations
 
-import inspect
 import json
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,19 +28,16 @@ from yolokd.demo import resolve_model, train_teacher
 
 
 def prepare_data(cfg: dict[str, Any], project: Path) -> str:
-    """The data.yaml: ``data=`` as given, or the built-in synthetic set generated (or reused) in ``project/data``.
-
-    ``style`` is passed to the generator only when it takes one, so the default 'shapes' works with either version.
-    """
+    """The data.yaml: ``data=`` as given, or the built-in synthetic set of ``style`` made or reused in project/data."""
     if cfg["data"]:
         return str(Path(cfg["data"]).resolve()) if Path(cfg["data"]).exists() else str(cfg["data"])
     from yolokd.data.synthetic import make_dataset
 
-    kwargs = {"style": cfg["style"]} if "style" in inspect.signature(make_dataset).parameters else {}
-    if not kwargs and cfg["style"] != "shapes":
-        raise KDError(f"style={cfg['style']!r}: this yolokd's synthetic generator draws 'shapes' only")
-    keys = ("n_train", "n_val", "n_test", "imgsz", "nc", "max_objects")
-    return str(make_dataset(project / "data", seed=cfg["data_seed"], **{k: cfg[k] for k in keys}, **kwargs))
+    keys = ("n_train", "n_val", "n_test", "imgsz", "nc", "max_objects", "style")
+    try:
+        return str(make_dataset(project / "data", seed=cfg["data_seed"], **{k: cfg[k] for k in keys}))
+    except ValueError as e:
+        raise KDError(f"synthetic data: {e}") from None
 
 
 def prepare_teacher(cfg: dict[str, Any], train: dict[str, Any], data: str, project: Path) -> dict[str, Any]:
@@ -101,16 +99,26 @@ def run_job(setup: Setup, row: dict[str, Any], seed: int) -> None:
 
 def run_rows(setup: Setup, rows: list[dict[str, Any]], results: dict[str, Any], t_start: float) -> None:
     """Run the planned rows seed by seed, then the combination (chosen on the val split), saving after every row."""
-    seeds = setup.cfg["seeds"]
+    seeds, n_jobs = setup.cfg["seeds"], setup.cfg["jobs"]
     pbar = TQDM(total=len(rows) * len(seeds) + (len(seeds) if setup.cfg["combo"] else 0), desc="benchmark")
+    lock = threading.Lock()
 
-    def jobs(todo: list[tuple[dict, int]]) -> None:
-        for row, seed in todo:
-            pbar.set_description(f"benchmark: {row['label']}, seed {seed}")
-            run_job(setup, row, seed)
+    def one(row: dict, seed: int) -> None:
+        run_job(setup, row, seed)
+        with lock:
             results["elapsed_s"] = time.perf_counter() - t_start
             save(results, setup.project)
+            pbar.set_description(f"benchmark: {row['label']}, seed {seed} done")
             pbar.update(1)
+
+    def jobs(todo: list[tuple[dict, int]]) -> None:
+        if n_jobs == 1:
+            for row, seed in todo:
+                one(row, seed)
+            return
+        with ThreadPoolExecutor(n_jobs) as pool:  # each job is a row subprocess; the threads only wait for them
+            for f in [pool.submit(one, row, seed) for row, seed in todo]:
+                f.result()
 
     jobs([(row, seed) for seed in seeds for row in rows])
     combo, results["combo_reason"] = plan_combo(setup.cfg, rows)
