@@ -75,6 +75,7 @@ class KDConfig:
     teacher: str | None = None
     method: str = "cwd"
     distill_weight: float = 1.0
+    balance: float = 0.0
     teacher_val: bool = True
     terms: list[TermSpec] = field(default_factory=list)
 
@@ -200,8 +201,8 @@ def build_config(kd_args: dict[str, Any]) -> KDConfig:
     """Validate the KD keys and resolve the method into a `KDConfig`.
 
     Args:
-        kd_args (dict): KD keys (``teacher``, ``method``, ``distill_weight``, ``teacher_val``); missing ones take
-            the defaults of ``cfg/default.yaml``. A ``terms`` list (from a saved config) is taken as is.
+        kd_args (dict): KD keys (``teacher``, ``method``, ``distill_weight``, ``balance``, ``teacher_val``); missing
+            ones take the defaults of ``cfg/default.yaml``. A ``terms`` list (from a saved config) is taken as is.
 
     Returns:
         (KDConfig): The validated configuration.
@@ -214,6 +215,9 @@ def build_config(kd_args: dict[str, Any]) -> KDConfig:
     dw = args["distill_weight"]
     if isinstance(dw, bool) or not isinstance(dw, (int, float)) or dw < 0:
         raise KDError(f"distill_weight must be a number >= 0, got {dw!r}")
+    bal = args["balance"]
+    if isinstance(bal, bool) or not isinstance(bal, (int, float)) or bal < 0:
+        raise KDError(f"balance must be a number >= 0 (0 = the method's fixed weights), got {bal!r}")
     if not isinstance(args["teacher_val"], bool):
         raise KDError(f"teacher_val must be True or False, got {args['teacher_val']!r}")
     teacher = args["teacher"]
@@ -228,6 +232,7 @@ def build_config(kd_args: dict[str, Any]) -> KDConfig:
         teacher=None if teacher is None else str(teacher),
         method=str(args["method"]),
         distill_weight=float(dw),
+        balance=float(bal),
         teacher_val=args["teacher_val"],
         terms=terms,
     )

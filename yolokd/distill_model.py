@@ -17,6 +17,7 @@ from ultralytics.utils import LOGGER, RANK, colorstr
 from ultralytics.utils.loss import v8DetectionLoss
 from ultralytics.utils.torch_utils import copy_attr
 
+from yolokd.balance import AutoBalance
 from yolokd.config import KDConfig, KDError
 from yolokd.losses import TERMS, DistillInputs, Probe
 from yolokd.schedules import SCHEDULES, Progress
@@ -102,6 +103,8 @@ class KDModel(DistillationModel):
         self.needs_targets = any(t.needs_targets for t in self.terms)
         self.progress = Progress()
         self.nonfinite_skips: dict[str, int] = {}  # term name -> steps skipped because its value was NaN/Inf
+        b = config.balance
+        self.balance = AutoBalance(len(config.terms), b) if b else None  # balance= (automatic weights) or None
         # DistillationModel's pickling hooks read these names
         self.feats_idx = self.teacher_feats_idx = [detect_head(student).i]
         self._teacher_feats: dict = {}
@@ -157,9 +160,16 @@ class KDModel(DistillationModel):
         Returns:
             (dict[str, float]): ``{term name: weight}``.
         """
+        base = [s.weight for s in self.kd_config.terms]
+        if self.balance is not None:  # automatic weights (running, then frozen); reading them syncs once
+            base = self.balance.current().tolist()
+        return {s.name: b * f for s, b, f in zip(self.kd_config.terms, base, self.schedule_factors(progress))}
+
+    def schedule_factors(self, progress: Progress | None = None) -> list[float]:
+        """Each term's ``distill_weight x schedule(progress)``: its weight's multiplier, 0 where it is scheduled off."""
         p = progress or self.progress
         dw = self.kd_config.distill_weight
-        return {s.name: s.weight * dw * SCHEDULES[s.schedule](p) for s in self.kd_config.terms}
+        return [dw * SCHEDULES[s.schedule](p) for s in self.kd_config.terms]
 
     def item_names(self) -> list[str]:
         """Loss-item names of the terms (``<name>_loss``), in order."""
@@ -209,12 +219,18 @@ class KDModel(DistillationModel):
         )
         self._student_feats.clear()
         self._teacher_feats.clear()
-        values = []
-        for spec, term, w in zip(self.kd_config.terms, self.terms, self.term_weights().values()):
-            if w == 0:  # scheduled off: skip the computation (DDP runs with find_unused_parameters=True)
-                values.append(det.new_zeros(()))
+        factors = self.schedule_factors()
+        raws: list[torch.Tensor | None] = []
+        for spec, term, f in zip(self.kd_config.terms, self.terms, factors):
+            if f == 0:  # scheduled off: skip the computation (DDP runs with find_unused_parameters=True)
+                raws.append(None)
                 continue
-            values.append(w * term(inputs, self.projector[spec.name] if spec.name in self.projector else None))
+            raws.append(term(inputs, self.projector[spec.name] if spec.name in self.projector else None))
+        if self.balance is None:
+            weights = [s.weight for s in self.kd_config.terms]
+        else:  # automatic weights from the measured sizes (device tensors: no host sync)
+            weights = list(self.balance.weights(det.detach().float().sum() / img.shape[0], raws))
+        values = [det.new_zeros(()) if r is None else w * f * r for r, w, f in zip(raws, weights, factors)]
         values = self._drop_nonfinite([v.float().reshape(()) for v in values])
         kd = torch.stack(values)
         items.update({k: v.detach() for k, v in zip(self.item_names(), kd)})

@@ -223,6 +223,8 @@ class KDTrainer(DetectionTrainer):
             model = unwrap_model(self.model)
             model.projector.load_state_dict(state["projector"])
             model.nonfinite_skips.update(state.get("nonfinite_skips") or {})
+            if model.balance is not None and state.get("balance"):
+                model.balance.load_state_dict(state["balance"])
             LOGGER.info(f"{PREFIX}restored adapters and term state from {self.args.model}")
         return ckpt
 
@@ -253,6 +255,7 @@ class KDTrainer(DetectionTrainer):
             "projector": {k: v.detach().float().cpu() for k, v in model.projector.state_dict().items()},
             "progress": dataclasses.asdict(model.progress),
             "nonfinite_skips": dict(model.nonfinite_skips),
+            "balance": None if model.balance is None else model.balance.state_dict(),
         }
 
     def save_model(self):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["align_scale", "binary_kl", "bounded_regression", "cosine_fg", "cwd", "kd_qfl", "ld"]
+__all__ = ["align_scale", "balance_weights", "binary_kl", "bounded_regression", "cosine_fg", "cwd", "kd_qfl", "ld"]
 
 
 def _up(x: torch.Tensor) -> torch.Tensor:
@@ -415,3 +415,37 @@ def binary_kl(
     q = t.sigmoid()
     loss = (q * (log_q - log_p) + (1.0 - q) * (log_1q - log_1p)).sum(dim=-1)
     return _reduce(loss, weight, avg_factor, "binary_kl")
+
+
+def balance_weights(det: torch.Tensor, raw: torch.Tensor, ratio: float, eps: float = 1e-12) -> torch.Tensor:
+    r"""Term weights that make every weighted term ``ratio`` times the detection loss (``balance=``).
+
+    .. math::
+
+        w_i = r \, \frac{\bar L_{det}}{\max(\bar L_i, \epsilon)}
+
+    with :math:`\bar L_{det}` the mean detection loss and :math:`\bar L_i` the mean raw (unweighted) value of term
+    ``i`` over the measured steps, so that :math:`w_i \bar L_i = r \bar L_{det}` for every term with
+    :math:`\bar L_i \ge \epsilon`. A term that measured 0 gets weight :math:`r \bar L_{det} / \epsilon` only in theory:
+    values below ``eps`` give weight 0 instead (a term that never fires has nothing to balance). Detached.
+
+    Shape:
+        - det: :math:`()`
+        - raw: :math:`(n,)`
+        - output: :math:`(n,)` float32
+
+    Args:
+        det (torch.Tensor): Mean detection loss.
+        raw (torch.Tensor): Mean raw value of each term.
+        ratio (float): Target ratio ``r`` of each weighted term to the detection loss.
+        eps (float): Raw values below it give weight 0.
+
+    Returns:
+        (torch.Tensor): The weights.
+
+    Examples:
+        >>> balance_weights(torch.tensor(6.0), torch.tensor([2.0, 0.5, 0.0]), 0.5).tolist()  # 0.5*6/2, 0.5*6/0.5, 0
+        [1.5, 6.0, 0.0]
+    """
+    det, raw = det.detach().float(), raw.detach().float()
+    return torch.where(raw >= eps, ratio * det / raw.clamp_min(eps), torch.zeros_like(raw))

@@ -1,0 +1,115 @@
+# yolokd, AGPL-3.0 License
+"""Automatic term weights (``balance=``): each term's weight from its measured size relative to the detection loss.
+
+Fixed loss weights chosen on one data set rarely fit another: a term's raw value depends on the feature sizes, the
+number of anchors and positives, and how far apart the two models start. With ``balance=r`` (r > 0) the weight of
+every term is instead ``r x mean detection loss / mean raw term value`` over the first `BALANCE_STEPS` training steps,
+so each weighted term starts at ``r`` times the detection loss, whatever its units. The weights follow the running
+means during those steps (the terms are balanced from the first step) and are then frozen; ``distill_weight`` and the
+schedules multiply on top as with fixed weights. The yaml weights are not used.
+
+DDP: the running sums are reduced over the ranks once, when the weights freeze, so every rank trains with the same
+weights; before that each rank uses its own means. The state (sums, step count, frozen weights) travels in the
+checkpoint's ``yolokd`` key, so a resumed run keeps its weights. No host synchronisation per step: the sums stay on
+the device, the step count is a Python int.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from yolokd.losses.functional import balance_weights
+
+BALANCE_STEPS = 50  # training steps over which the term sizes are measured before the weights freeze
+
+
+class AutoBalance:
+    """Running measurement of the detection loss and each raw term value, and the weights they give.
+
+    Args:
+        n_terms (int): Number of distillation terms.
+        ratio (float): Target size of each weighted term relative to the detection loss (``balance=``), > 0.
+        steps (int): Training steps to measure over before freezing.
+
+    Attributes:
+        steps_seen (int): Steps measured so far.
+        frozen (torch.Tensor | None): The frozen weights, ``(n_terms,)``, once ``steps_seen == steps``.
+    """
+
+    def __init__(self, n_terms: int, ratio: float, steps: int = BALANCE_STEPS) -> None:
+        """Start with no measurement."""
+        if ratio <= 0 or steps < 1:
+            raise ValueError(f"AutoBalance: ratio must be > 0 and steps >= 1, got {ratio}, {steps}")
+        self.n, self.ratio, self.steps = int(n_terms), float(ratio), int(steps)
+        self.sums: torch.Tensor | None = None  # (1 + n,): detection loss, then each raw term value
+        self.counts: torch.Tensor | None = None  # (1 + n,): finite values added
+        self.steps_seen = 0
+        self.frozen: torch.Tensor | None = None
+
+    def weights(self, det: torch.Tensor, raws: list[torch.Tensor | None]) -> torch.Tensor:
+        """Add one step's values (while measuring) and return the weights to use at this step.
+
+        Args:
+            det (torch.Tensor): The step's detection loss (a scalar, per image, as the terms are).
+            raws (list[torch.Tensor | None]): Each term's unweighted value, None where it was not computed (scheduled
+                off); non-finite values are not counted.
+
+        Returns:
+            (torch.Tensor): ``(n_terms,)`` detached float32 weights on ``det``'s device.
+        """
+        if self.frozen is not None:
+            return self.frozen.to(det.device)
+        values = torch.stack([det.detach().float().reshape(())] + [_value(r, det) for r in raws])
+        seen = torch.isfinite(values) & torch.tensor([True] + [r is not None for r in raws], device=det.device)
+        if self.sums is None:
+            self.sums, self.counts = torch.zeros_like(values), torch.zeros_like(values)
+        self.sums = self.sums.to(det.device) + torch.where(seen, values, torch.zeros_like(values))
+        self.counts = self.counts.to(det.device) + seen.float()
+        self.steps_seen += 1
+        if self.steps_seen >= self.steps:
+            self._freeze()
+        return self.current()
+
+    def current(self) -> torch.Tensor:
+        """The weights now: frozen, else from the running means (0 for a term not measured yet), ``(n_terms,)``."""
+        if self.frozen is not None:
+            return self.frozen
+        if self.sums is None:
+            return torch.zeros(self.n)
+        means = self.sums / self.counts.clamp_min(1)
+        return balance_weights(means[0], means[1:], self.ratio) * (self.counts[1:] > 0)
+
+    def _freeze(self) -> None:
+        """Reduce the sums over the DDP ranks (once) and freeze the weights."""
+        if dist.is_available() and dist.is_initialized():
+            both = torch.cat([self.sums, self.counts])
+            dist.all_reduce(both)
+            self.sums, self.counts = both[: self.n + 1], both[self.n + 1 :]
+        self.frozen = self.current()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain, CPU state for the checkpoint."""
+        cpu = (lambda t: None if t is None else t.detach().cpu())  # noqa: E731
+        return {
+            "ratio": self.ratio,
+            "steps": self.steps,
+            "steps_seen": self.steps_seen,
+            "sums": cpu(self.sums),
+            "counts": cpu(self.counts),
+            "frozen": cpu(self.frozen),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict` output (a resumed run keeps its measurement or its frozen weights)."""
+        self.steps_seen = int(state.get("steps_seen", 0))
+        self.sums, self.counts, self.frozen = state.get("sums"), state.get("counts"), state.get("frozen")
+
+
+def _value(raw: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """A term's detached float32 scalar, or NaN (not counted) where it was not computed."""
+    if raw is None:
+        return torch.full((), float("nan"), device=like.device)
+    return raw.detach().float().reshape(())
