@@ -106,10 +106,10 @@ def test_make_dataset_without_test_split(tmp_path: Path) -> None:
 
 
 def test_make_dataset_sizes_span_small_to_large(content_set: Path) -> None:
-    """Box sides range from small (< 10% of the image) to large (> 30%)."""
+    """Box sides range from small (< 15% of the image: objects are 12-50%, some cut by the border) to large (> 30%)."""
     boxes = np.concatenate(_labels(content_set))
     sides = np.concatenate([boxes[:, 3], boxes[:, 4]])
-    assert sides.min() < 0.1
+    assert sides.min() < 0.15
     assert sides.max() > 0.3
 
 
@@ -243,7 +243,7 @@ def test_make_dataset_glyphs_style_differs_and_labels(tmp_path: Path) -> None:
     def sides(root: Path) -> np.ndarray:
         return np.concatenate([np.concatenate([x[:, 3], x[:, 4]]) for x in _labels(root)])
 
-    assert sides(glyphs.parent).min() > 0.04  # glyphs are 12-60% of the side (a box can be cut by the border)
+    assert sides(glyphs.parent).min() > 0.04  # glyph boxes are about 16-60% of the side (some cut by the border)
     assert np.median(sides(glyphs.parent)) > np.median(sides(shapes.parent))
     assert set(np.concatenate(_labels(glyphs.parent))[:, 0].astype(int)) == set(range(8))
     assert _files(make_dataset(tmp_path / "g2", style="glyphs", **kw).parent) == b  # deterministic

@@ -8,10 +8,15 @@ enough that a larger YOLOv8 model clearly beats a smaller one after short CPU tr
 - Up to 8 classes of filled shapes (see ``SHAPES``): circle, square, triangle, cross, star, ring, diamond, hexagon.
 - Textured backgrounds: a random two-colour gradient, low-frequency colour blotches, Gaussian noise, an occasional
   slight blur, and unlabeled clutter (lines, elongated blobs, partial arcs, scribbles) that is not any class.
-- 1..``max_objects`` objects per image, sizes log-uniform from ~5% to ~50% of the image side, random colours (mostly
+- 1..``max_objects`` objects per image, sizes log-uniform from 12% to 50% of the image side, random colours (mostly
   with good contrast to the local background, sometimes deliberately low contrast), random rotation where a shape is
   not rotationally symmetric (a square stays axis-aligned so that it cannot become a diamond), per-object shading.
 - Occlusion: objects may overlap, later ones drawn on top, and some are placed next to an earlier one on purpose.
+
+A second look, ``style="glyphs"`` (`STYLES`), draws other objects (letters and a digit in Hershey fonts, turned by up
+to 20 degrees), on other backgrounds (two-colour stripes or checks), at other sizes (glyph boxes about 16-60% of the
+side), with less clutter; the same API, labelling rule and determinism. The benchmark reports its chosen defaults on
+it (transfer); it is never used to choose anything.
 
 Labelling rule (amodal boxes): the visible pixels of every object are tracked. An object is labelled only if at least
 40% of its full area is visible, i.e. neither hidden by objects drawn later nor cut off by the image border;
@@ -48,7 +53,7 @@ GLYPHS = ("A", "E", "H", "K", "R", "X", "Z", "4")
 """Class names of the ``glyphs`` style (letters and a digit with distinct outlines under small rotations)."""
 
 STAMP_NAME = ".yolokd_synthetic.json"
-_VERSION = 1  # bump whenever the generated content changes, so stale data sets are regenerated
+_VERSION = 2  # bump whenever the generated content changes, so stale data sets are regenerated
 _SPLITS = ("train", "val", "test")  # the index is the split id mixed into the per-image seed
 _MIN_VISIBLE = 0.40  # minimum visible fraction of an object's full area for it to be labelled
 _SHIFT = 4  # sub-pixel bits for cv2 drawing
@@ -117,8 +122,8 @@ def make_dataset(
         max_objects (int): Maximum number of objects drawn per image, at least 1.
         progress (bool): Show a progress bar per split and log where the data set was written.
         style (str): What the data set looks like, a key of ``STYLES``: ``shapes`` (the default: filled geometric
-            shapes on gradients, 5-50% of the side) or ``glyphs`` (letters and a digit on striped or checked
-            textures, 12-60% of the side), the second look kept for transfer checks.
+            shapes on gradients, 12-50% of the side) or ``glyphs`` (letters and a digit on striped or checked
+            textures, boxes about 16-60% of the side), the second look kept for transfer checks.
 
     Returns:
         (Path): Path of the written ``data.yaml``.
@@ -483,8 +488,8 @@ class Style:
 
 
 STYLES: dict[str, Style] = {
-    "shapes": Style(SHAPES, _draw_shape, _background, 0.05, 0.50, (2, 7), 0.12, 0.3),
-    "glyphs": Style(GLYPHS, _draw_glyph, _texture_background, 0.12, 0.60, (1, 4), 0.08, 0.2),
+    "shapes": Style(SHAPES, _draw_shape, _background, 0.12, 0.50, (2, 7), 0.12, 0.3),
+    "glyphs": Style(GLYPHS, _draw_glyph, _texture_background, 0.20, 0.75, (1, 4), 0.08, 0.2),
 }
 """The looks ``make_dataset(style=...)`` can draw; ``shapes`` is the default (benchmark and demo), ``glyphs`` is
 never used to choose anything and serves the benchmark's transfer table."""
