@@ -2,11 +2,12 @@
 """Automatic term weights (``balance=``): each term's weight from its measured size relative to the detection loss.
 
 Fixed loss weights chosen on one data set rarely fit another: a term's raw value depends on the feature sizes, the
-number of anchors and positives, and how far apart the two models start. With ``balance=r`` (r > 0) the weight of
-every term is instead ``r x mean detection loss / mean raw term value`` over the first `BALANCE_STEPS` training steps,
-so each weighted term starts at ``r`` times the detection loss, whatever its units. The weights follow the running
-means during those steps (the terms are balanced from the first step) and are then frozen; ``distill_weight`` and the
-schedules multiply on top as with fixed weights. The yaml weights are not used.
+number of anchors and positives, and how far apart the two models start. A term with ``balance: r`` (r > 0, in its
+method yaml, or for every term with the run's ``balance=r``) gets instead the weight ``r x mean detection loss / mean
+raw term value`` over the first `BALANCE_STEPS` training steps, so it starts at ``r`` times the detection loss,
+whatever its units. The weights follow the running means during those steps (the terms are balanced from the first
+step) and are then frozen; ``distill_weight`` and the schedules multiply on top as with fixed weights. Such a term's
+yaml ``weight`` is not used; terms with ``balance: 0`` keep their fixed weight.
 
 DDP: the running sums are reduced over the ranks once, when the weights freeze, so every rank trains with the same
 weights; before that each rank uses its own means. The state (sums, step count, frozen weights) travels in the
@@ -30,8 +31,8 @@ class AutoBalance:
     """Running measurement of the detection loss and each raw term value, and the weights they give.
 
     Args:
-        n_terms (int): Number of distillation terms.
-        ratio (float): Target size of each weighted term relative to the detection loss (``balance=``), > 0.
+        ratios (list[float]): Each term's target size relative to the detection loss (its ``balance``); 0 for a term
+            with a fixed weight (its automatic weight is then 0 and unused).
         steps (int): Training steps to measure over before freezing.
 
     Attributes:
@@ -39,11 +40,11 @@ class AutoBalance:
         frozen (torch.Tensor | None): The frozen weights, ``(n_terms,)``, once ``steps_seen == steps``.
     """
 
-    def __init__(self, n_terms: int, ratio: float, steps: int = BALANCE_STEPS) -> None:
+    def __init__(self, ratios: list[float], steps: int = BALANCE_STEPS) -> None:
         """Start with no measurement."""
-        if ratio <= 0 or steps < 1:
-            raise ValueError(f"AutoBalance: ratio must be > 0 and steps >= 1, got {ratio}, {steps}")
-        self.n, self.ratio, self.steps = int(n_terms), float(ratio), int(steps)
+        if not ratios or min(ratios) < 0 or max(ratios) <= 0 or steps < 1:
+            raise ValueError(f"AutoBalance: ratios must be >= 0, one > 0, and steps >= 1, got {ratios}, {steps}")
+        self.n, self.ratios, self.steps = len(ratios), [float(r) for r in ratios], int(steps)
         self.sums: torch.Tensor | None = None  # (1 + n,): detection loss, then each raw term value
         self.counts: torch.Tensor | None = None  # (1 + n,): finite values added
         self.steps_seen = 0
@@ -80,7 +81,8 @@ class AutoBalance:
         if self.sums is None:
             return torch.zeros(self.n)
         means = self.sums / self.counts.clamp_min(1)
-        return balance_weights(means[0], means[1:], self.ratio) * (self.counts[1:] > 0)
+        ratios = torch.tensor(self.ratios, device=means.device)
+        return balance_weights(means[0], means[1:], ratios) * (self.counts[1:] > 0)
 
     def _freeze(self) -> None:
         """Reduce the sums over the DDP ranks (once) and freeze the weights."""
@@ -94,7 +96,7 @@ class AutoBalance:
         """Plain, CPU state for the checkpoint."""
         cpu = (lambda t: None if t is None else t.detach().cpu())  # noqa: E731
         return {
-            "ratio": self.ratio,
+            "ratios": self.ratios,
             "steps": self.steps,
             "steps_seen": self.steps_seen,
             "sums": cpu(self.sums),

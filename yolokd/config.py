@@ -7,6 +7,7 @@ The KD keys (``cfg/default.yaml``) are split from the ordinary Ultralytics argum
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from dataclasses import asdict, dataclass, field
 from difflib import get_close_matches
@@ -32,7 +33,7 @@ def cfg_dir() -> Path:
 
 
 KD_DEFAULTS: dict[str, Any] = YAML.load(cfg_dir() / "default.yaml")
-TERM_KEYS = ("type", "name", "weight", "schedule", "params")
+TERM_KEYS = ("type", "name", "weight", "balance", "schedule", "params")
 
 
 def available_methods() -> list[str]:
@@ -59,11 +60,16 @@ def suggest(key: str, choices) -> str:
 
 @dataclass
 class TermSpec:
-    """One distillation term as configured: registry type, item name, weight, schedule and hyper-parameters."""
+    """One distillation term as configured: registry type, item name, weight, schedule and hyper-parameters.
+
+    ``balance`` > 0 replaces the fixed ``weight`` by an automatic one (`yolokd.balance`): the weighted term starts at
+    ``balance`` x the detection loss.
+    """
 
     type: str
     name: str
     weight: float = 1.0
+    balance: float = 0.0
     schedule: str = "constant"
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -75,7 +81,7 @@ class KDConfig:
     teacher: str | None = None
     method: str = "cwd"
     distill_weight: float = 1.0
-    balance: float = 0.0
+    balance: float | None = None
     teacher_val: bool = True
     terms: list[TermSpec] = field(default_factory=list)
 
@@ -139,9 +145,10 @@ def parse_terms(data: Any, source: str) -> list[TermSpec]:
         typ = t["type"]
         if typ not in TERMS:
             raise KDError(f"{where}: unknown term type '{typ}'.{suggest(typ, TERMS)} Available: {sorted(TERMS)}")
-        weight = t.get("weight", 1.0)
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
-            raise KDError(f"{where}: 'weight' must be a number >= 0, got {weight!r}")
+        weight, balance = t.get("weight", 1.0), t.get("balance", 0.0)
+        for key, v in (("weight", weight), ("balance", balance)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise KDError(f"{where}: '{key}' must be a number >= 0, got {v!r}")
         schedule = t.get("schedule", "constant")
         if schedule not in SCHEDULES:
             raise KDError(
@@ -154,7 +161,8 @@ def parse_terms(data: Any, source: str) -> list[TermSpec]:
         name = t.get("name", typ)
         if not isinstance(name, str) or not name.isidentifier():
             raise KDError(f"{where}: 'name' must be an identifier-like string, got {name!r}")
-        specs.append(TermSpec(type=typ, name=name, weight=float(weight), schedule=schedule, params=dict(params)))
+        spec = TermSpec(typ, name, float(weight), float(balance), schedule, dict(params))
+        specs.append(spec)
     return specs
 
 
@@ -216,8 +224,8 @@ def build_config(kd_args: dict[str, Any]) -> KDConfig:
     if isinstance(dw, bool) or not isinstance(dw, (int, float)) or dw < 0:
         raise KDError(f"distill_weight must be a number >= 0, got {dw!r}")
     bal = args["balance"]
-    if isinstance(bal, bool) or not isinstance(bal, (int, float)) or bal < 0:
-        raise KDError(f"balance must be a number >= 0 (0 = the method's fixed weights), got {bal!r}")
+    if bal is not None and (isinstance(bal, bool) or not isinstance(bal, (int, float)) or bal < 0):
+        raise KDError(f"balance must be a number >= 0 (0 = fixed weights, r > 0 = automatic) or None, got {bal!r}")
     if not isinstance(args["teacher_val"], bool):
         raise KDError(f"teacher_val must be True or False, got {args['teacher_val']!r}")
     teacher = args["teacher"]
@@ -228,11 +236,13 @@ def build_config(kd_args: dict[str, Any]) -> KDConfig:
         terms = [t if isinstance(t, TermSpec) else TermSpec(**t) for t in terms]
     else:
         terms = resolve_method(args["method"])
+        if bal is not None:  # the run's balance= overrides every term's
+            terms = [dataclasses.replace(t, balance=float(bal)) for t in terms]
     return KDConfig(
         teacher=None if teacher is None else str(teacher),
         method=str(args["method"]),
         distill_weight=float(dw),
-        balance=float(bal),
+        balance=None if bal is None else float(bal),
         teacher_val=args["teacher_val"],
         terms=terms,
     )

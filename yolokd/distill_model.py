@@ -103,8 +103,8 @@ class KDModel(DistillationModel):
         self.needs_targets = any(t.needs_targets for t in self.terms)
         self.progress = Progress()
         self.nonfinite_skips: dict[str, int] = {}  # term name -> steps skipped because its value was NaN/Inf
-        b = config.balance
-        self.balance = AutoBalance(len(config.terms), b) if b else None  # balance= (automatic weights) or None
+        ratios = [s.balance for s in config.terms]  # terms with balance > 0 get automatic weights
+        self.balance = AutoBalance(ratios) if any(r > 0 for r in ratios) else None
         # DistillationModel's pickling hooks read these names
         self.feats_idx = self.teacher_feats_idx = [detect_head(student).i]
         self._teacher_feats: dict = {}
@@ -162,7 +162,8 @@ class KDModel(DistillationModel):
         """
         base = [s.weight for s in self.kd_config.terms]
         if self.balance is not None:  # automatic weights (running, then frozen); reading them syncs once
-            base = self.balance.current().tolist()
+            auto = self.balance.current().tolist()
+            base = [a if s.balance > 0 else w for s, a, w in zip(self.kd_config.terms, auto, base)]
         return {s.name: b * f for s, b, f in zip(self.kd_config.terms, base, self.schedule_factors(progress))}
 
     def schedule_factors(self, progress: Progress | None = None) -> list[float]:
@@ -226,10 +227,10 @@ class KDModel(DistillationModel):
                 raws.append(None)
                 continue
             raws.append(term(inputs, self.projector[spec.name] if spec.name in self.projector else None))
-        if self.balance is None:
-            weights = [s.weight for s in self.kd_config.terms]
-        else:  # automatic weights from the measured sizes (device tensors: no host sync)
-            weights = list(self.balance.weights(det.detach().float().sum() / img.shape[0], raws))
+        weights: list = [s.weight for s in self.kd_config.terms]
+        if self.balance is not None:  # automatic weights from the measured sizes (device tensors: no host sync)
+            auto = self.balance.weights(det.detach().float().sum() / img.shape[0], raws)
+            weights = [a if s.balance > 0 else w for s, a, w in zip(self.kd_config.terms, auto, weights)]
         values = [det.new_zeros(()) if r is None else w * f * r for r, w, f in zip(raws, weights, factors)]
         values = self._drop_nonfinite([v.float().reshape(()) for v in values])
         kd = torch.stack(values)

@@ -417,7 +417,9 @@ def binary_kl(
     return _reduce(loss, weight, avg_factor, "binary_kl")
 
 
-def balance_weights(det: torch.Tensor, raw: torch.Tensor, ratio: float, eps: float = 1e-12) -> torch.Tensor:
+def balance_weights(
+    det: torch.Tensor, raw: torch.Tensor, ratio: float | torch.Tensor, eps: float = 1e-12
+) -> torch.Tensor:
     r"""Term weights that make every weighted term ``ratio`` times the detection loss (``balance=``).
 
     .. math::
@@ -432,12 +434,13 @@ def balance_weights(det: torch.Tensor, raw: torch.Tensor, ratio: float, eps: flo
     Shape:
         - det: :math:`()`
         - raw: :math:`(n,)`
+        - ratio: a number or :math:`(n,)`
         - output: :math:`(n,)` float32
 
     Args:
         det (torch.Tensor): Mean detection loss.
         raw (torch.Tensor): Mean raw value of each term.
-        ratio (float): Target ratio ``r`` of each weighted term to the detection loss.
+        ratio (float | torch.Tensor): Target ratio ``r`` of each weighted term to the detection loss (one per term).
         eps (float): Raw values below it give weight 0.
 
     Returns:
