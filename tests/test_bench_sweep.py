@@ -118,3 +118,22 @@ def test_publish_sweep_replaces_its_block_or_appends_a_section(tmp_path):
     assert "table two" in text and "table one" not in text and "kept by hand" in text
     assert text.count(MD_START) == 1 and text.count(MD_END) == 1
     assert cli_main(["sweep", "publish=True"]) == 2  # a path now, not a flag
+
+
+def test_scaled_method_balance_variant_and_yaml_path(tmp_path):
+    from yolokd.bench.sweep import balance_tag, method_name
+    from yolokd.config import build_config
+
+    p = scaled_method("crosskd", 1.0, tmp_path, balance=0.5)
+    assert p.name == "crosskd-b0.5.yaml" and balance_tag(0.5) == "b0.5"
+    cfg = build_config({"method": str(p)})
+    assert [(t.name, t.weight, t.balance) for t in cfg.terms] == [("crosskd_cls", 1.0, 0.5), ("crosskd_box", 4.0, 0.5)]
+    own = tmp_path / "own" / "crosskd-stage0.yaml"
+    own.parent.mkdir()
+    own.write_text("terms:\n  - {type: crosskd_cls, weight: 2.0, params: {stage: 0}}\n")
+    q = scaled_method(str(own), 0.5, tmp_path)
+    assert q.name == "crosskd-stage0-x0.5.yaml" and method_name(str(own)) == "crosskd-stage0"
+    (spec,) = build_config({"method": str(q)}).terms
+    assert (spec.weight, spec.params, spec.balance) == (1.0, {"stage": 0}, 0.0)
+    with pytest.raises(KDError, match="balances must be numbers > 0"):
+        scaled_method("cwd", 1.0, tmp_path, balance=0.0)

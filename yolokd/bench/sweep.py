@@ -29,7 +29,8 @@ from yolokd.config import KDError, available_methods, cfg_dir
 
 SWEEP_DEFAULTS: dict[str, Any] = {
     "scales": [0.25, 1.0, 4.0],  # (list[float]) factors applied to every term weight of a method
-    "methods": None,  # (list[str], optional) built-in methods to sweep; None = all
+    "balances": [],  # (list[float]) also try each method with automatic weights, every term at balance r (columns)
+    "methods": None,  # (list[str], optional) built-in methods or method .yaml paths to sweep; None = all built-in
     "seeds": [0],  # (list[int]) training seeds per variant
     "min_gain": 0.002,  # (float) a factor other than 1 is chosen only if its val mAP50-95 beats x1 by more than this
     "project": "runs/yolokd-sweep",  # (str) output folder
@@ -48,30 +49,56 @@ def scale_tag(scale: float) -> str:
     return f"x{scale:g}"
 
 
-def scaled_method(method: str, scale: float, out_dir: Path) -> Path:
-    """Write ``<out_dir>/<method>-x<scale>.yaml``: the built-in method with every term weight multiplied by ``scale``.
+def method_name(method: str) -> str:
+    """The sweep's name of a method: a built-in name as is, a yaml path by its stem.
+
+    Examples:
+        >>> method_name("cwd"), method_name("my/crosskd-stage0.yaml")
+        ('cwd', 'crosskd-stage0')
+    """
+    return Path(method).stem if method.endswith((".yaml", ".yml")) else method
+
+
+def scaled_method(method: str, scale: float, out_dir: Path, balance: float | None = None) -> Path:
+    """Write a variant of a method: every term weight multiplied by ``scale``, or every term at ``balance``.
 
     Args:
-        method (str): A built-in method name (``cfg/methods/<method>.yaml``).
+        method (str): A built-in method name (``cfg/methods/<method>.yaml``) or a method yaml path.
         scale (float): Factor on every term's ``weight`` (> 0).
         out_dir (Path): Folder for the variant.
+        balance (float, optional): When given (> 0), every term gets ``balance: <balance>`` (automatic weights,
+            `yolokd.balance`) and the file is ``<name>-b<balance>.yaml``; otherwise ``<name>-x<scale>.yaml``.
 
     Returns:
         (Path): The written yaml.
     """
-    src = cfg_dir() / "methods" / f"{method}.yaml"
+    src = Path(method) if method.endswith((".yaml", ".yml")) else cfg_dir() / "methods" / f"{method}.yaml"
     if not src.is_file():
-        raise KDError(f"unknown method '{method}' for the sweep; built-in methods: {available_methods()}")
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
-        raise KDError(f"sweep scales must be numbers > 0, got {scale!r}")
+        raise KDError(f"unknown method '{method}' for the sweep; built-in methods: {available_methods()} or a .yaml")
+    for key, v in (("scales", scale), ("balances", 1.0 if balance is None else balance)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            raise KDError(f"sweep {key} must be numbers > 0, got {v!r}")
     data = YAML.load(src)
     for term in data["terms"]:
         term["weight"] = float(term.get("weight", 1.0)) * float(scale)
+        if balance is not None:
+            term["balance"] = float(balance)
         term.setdefault("name", term["type"])  # keep the loss-item names of the built-in method
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{method}-{scale_tag(scale)}.yaml"
+    tag = scale_tag(scale) if balance is None else balance_tag(balance)
+    path = out_dir / f"{method_name(method)}-{tag}.yaml"
     YAML.save(path, data)
     return path
+
+
+def balance_tag(balance: float) -> str:
+    """The file-name tag of an automatic-weight variant.
+
+    Examples:
+        >>> balance_tag(0.5)
+        'b0.5'
+    """
+    return f"b{balance:g}"
 
 
 def best_scales(table: dict[str, dict[float, float | None]], min_gain: float = 0.0) -> dict[str, float | None]:
@@ -100,7 +127,12 @@ def best_scales(table: dict[str, dict[float, float | None]], min_gain: float = 0
 def render_sweep(results: dict[str, Any]) -> str:
     """Markdown of a sweep: the command, the val table (points, mean (min-max) over seeds) and the chosen factors."""
     scales = results["scales"]
-    head = "| method | " + " | ".join(f"weights {scale_tag(s)}" for s in scales) + " | chosen |"
+    balances = results.get("balances", [])
+    head = (
+        "| method | "
+        + " | ".join([f"weights {scale_tag(s)}" for s in scales] + [f"auto {balance_tag(b)}" for b in balances])
+        + " | chosen |"
+    )
     reused = results.get("reused_rows", 0)
     took = f"{results['elapsed_s'] / 60:.1f} min" + (
         f" for the rows this call ran ({reused} row(s) reused from an earlier call, reuse=True)" if reused else ""
@@ -117,16 +149,23 @@ def render_sweep(results: dict[str, Any]) -> str:
         f" (mAP50-95, points; cells are mean (min–max) over seeds {results['seeds']}).",
         "",
         head,
-        "|" + "---|" * (len(scales) + 2),
+        "|" + "---|" * (len(scales) + len(balances) + 2),
     ]
     for m, cells in results["table"].items():
-        row = [fmt_stat(cells.get(scale_tag(s)), 100, 2) for s in scales]
+        tags = [scale_tag(s) for s in scales] + [balance_tag(b) for b in balances]
+        row = [fmt_stat(cells.get(t), 100, 2) for t in tags]
         chosen = results["chosen"].get(m)
         lines.append(f"| {m} | " + " | ".join(row) + f" | {scale_tag(chosen) if chosen else '—'} |")
     lines += [
         "",
         f"Chosen: the factor with the best mean, unless it beats x1 (the documented weights) by "
-        f"{100 * results['min_gain']:.2f} points or less.",
+        f"{100 * results['min_gain']:.2f} points or less."
+        + (
+            " `auto bR` columns: every term with automatic weights at balance R (`balance=R`), shown beside the "
+            "fixed weights, not part of the choice."
+            if balances
+            else ""
+        ),
     ]
     return "\n".join(lines)
 
@@ -146,8 +185,9 @@ def sweep_config(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
     methods = available_methods() if cfg["methods"] in (None, "all") else as_list(cfg["methods"], "methods")
     try:
         scales = [float(s) for s in as_list(cfg["scales"], "scales")]
+        cfg["balances"] = [float(b) for b in as_list(cfg["balances"] or [], "balances")]
     except (TypeError, ValueError) as e:
-        raise KDError(f"scales must be a list of factors > 0, e.g. scales=[0.25,1,4], got {cfg['scales']!r}") from e
+        raise KDError(f"scales and balances must be lists of numbers > 0, e.g. scales=[0.25,1,4], got {e}") from e
     if not scales or min(scales) <= 0 or len(set(scales)) != len(scales):
         raise KDError(f"scales must be a non-empty list of distinct factors > 0, e.g. scales=[0.25,1,4], got {scales}")
     return cfg, bench, methods, scales
@@ -179,7 +219,10 @@ def run_sweep(**overrides: Any) -> dict[str, Any]:
     """
     cfg, bench, methods, scales = sweep_config(overrides)
     project = Path(cfg["project"]).resolve()
-    variants = {(m, s): scaled_method(m, s, project / "variants") for m in methods for s in scales}
+    variants = {(m, scale_tag(s)): scaled_method(m, s, project / "variants") for m in methods for s in scales}
+    for m in methods:
+        for b in cfg["balances"]:
+            variants[(m, balance_tag(b))] = scaled_method(m, 1.0, project / "variants", balance=b)
     val_split = bench.get("val_split", BENCH_DEFAULTS["val_split"])
     res = run_benchmark(
         **bench,
@@ -192,14 +235,16 @@ def run_sweep(**overrides: Any) -> dict[str, Any]:
         publish=None,
     )
     by_label = {r["label"]: r for r in res["rows"]}
-    table = {m: {scale_tag(s): val_stats(by_label.get(f"{m}-{scale_tag(s)}")) for s in scales} for m in methods}
-    means = {m: {s: (table[m][scale_tag(s)] or {}).get("mean") for s in scales} for m in methods}
+    names = {m: method_name(m) for m in methods}
+    table = {n: {t: val_stats(by_label.get(f"{n}-{t}")) for mm, t in variants if mm == m} for m, n in names.items()}
+    means = {names[m]: {s: (table[names[m]][scale_tag(s)] or {}).get("mean") for s in scales} for m in methods}
     out = {
         "command": format_command(overrides, mode="sweep"),
         "date": res["date"],
         "elapsed_s": res["elapsed_s"],
         "seeds": res["config"]["seeds"],
         "scales": scales,
+        "balances": cfg["balances"],
         "val_split": val_split,
         "teacher_val": res["teacher"]["val"]["map"],
         "student": val_stats(by_label.get("student (no KD)")),
