@@ -8,7 +8,9 @@ The paper distils a Faster R-CNN three ways; each is one term here, with its own
 - ``hint_soft``: soft targets with class-imbalance weights. YOLO's classifier is per-class sigmoid with no background
   class, so the paper's weighted soft cross-entropy becomes a per-class soft BCE against the teacher's sigmoid
   probabilities at every anchor, weighted more at the TAL background anchors (1.5) than at the foreground ones (1.0).
-  The paper's hard part (``mu * L_hard``) is Ultralytics' own classification loss; the term weight plays ``1 - mu``.
+  The paper's hard part (``mu * L_hard``) is Ultralytics' own classification loss, a BCE summed over anchors and
+  classes and divided by the TAL target-score sum; the soft part is summed and divided by the same sum, so the two
+  share one scale and the term weight plays ``1 - mu``.
 - ``hint_bounded``: teacher-bounded regression at the TAL positives: the student's squared ltrb error (grid units)
   counts only while it is not below the teacher's by the margin (`yolokd.losses.functional.bounded_regression`).
 """
@@ -29,16 +31,20 @@ from yolokd.targets import Assigned, decode_boxes
 __all__ = ["Hint", "HintBounded", "HintSoft", "positive_distances", "weighted_soft_bce"]
 
 
-def weighted_soft_bce(s: torch.Tensor, t: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def weighted_soft_bce(
+    s: torch.Tensor, t: torch.Tensor, weight: torch.Tensor, avg_factor: float | torch.Tensor | None = None
+) -> torch.Tensor:
     r"""Anchor-weighted soft binary cross-entropy of student logits against the teacher's sigmoid probabilities.
 
     .. math::
 
-        L = \frac{1}{N A} \sum_{n,a} w_{n,a} \sum_c \mathrm{BCE}\left(s_{n,c,a}, \sigma(t_{n,c,a})\right), \qquad
+        L = \frac{1}{Z} \sum_{n,a} w_{n,a} \sum_c \mathrm{BCE}\left(s_{n,c,a}, \sigma(t_{n,c,a})\right), \qquad
         \mathrm{BCE}(x, q) = -q \log \sigma(x) - (1 - q) \log (1 - \sigma(x))
 
-    summed over classes and averaged over all ``N * A`` anchors (the weights are not renormalised). With soft targets
-    the loss is not zero at ``s == t``: its minimum over ``s`` is the binary entropy of ``sigmoid(t)``. Computed with
+    summed over classes and anchors and divided by ``Z = avg_factor`` when given, else by the ``N * A`` anchors (the
+    weights are not renormalised). `HintSoft` passes Ultralytics' classification normaliser (the TAL target-score
+    sum), so the soft loss has the hard classification loss's scale. With soft targets the loss is not zero at
+    ``s == t``: its minimum over ``s`` is the binary entropy of ``sigmoid(t)``. Computed with
     ``binary_cross_entropy_with_logits`` (log-sigmoid form, finite for large logits); float64 inputs stay float64,
     everything else runs in float32. Teacher logits are not detached here.
 
@@ -46,12 +52,14 @@ def weighted_soft_bce(s: torch.Tensor, t: torch.Tensor, weight: torch.Tensor) ->
         - s: :math:`(N, C, A)` student logits
         - t: :math:`(N, C, A)` teacher logits
         - weight: :math:`(N, A)` per-anchor weight
+        - avg_factor: scalar
         - output: :math:`()`
 
     Args:
         s (torch.Tensor): Student class logits.
         t (torch.Tensor): Teacher class logits.
         weight (torch.Tensor): Weight of each anchor (broadcast over classes).
+        avg_factor (float | torch.Tensor | None): Normaliser ``Z`` (callers clamp it to ``>= 1``); None: ``N * A``.
 
     Returns:
         (torch.Tensor): Scalar loss; a zero connected to the graph when there are no anchors.
@@ -60,9 +68,11 @@ def weighted_soft_bce(s: torch.Tensor, t: torch.Tensor, weight: torch.Tensor) ->
         ValueError: If the shapes do not match.
 
     Examples:
-        >>> s = t = torch.zeros(1, 2, 1)  # BCE(0, 0.5) = ln 2 per class, two classes
-        >>> round(float(weighted_soft_bce(s, t, torch.ones(1, 1))), 4)  # 2 ln 2
+        >>> s = t = torch.zeros(1, 2, 2)  # BCE(0, 0.5) = ln 2 per class and anchor, two classes
+        >>> round(float(weighted_soft_bce(s, t, torch.ones(1, 2))), 4)  # 2 anchors x 2 ln 2 / (N * A = 2)
         1.3863
+        >>> round(float(weighted_soft_bce(s, t, torch.tensor([[1.0, 1.5]]), avg_factor=0.5)), 4)  # 2.5 x 2 ln 2 / 0.5
+        6.9315
     """
     if s.dim() != 3 or s.shape != t.shape:
         raise ValueError(
@@ -77,7 +87,12 @@ def weighted_soft_bce(s: torch.Tensor, t: torch.Tensor, weight: torch.Tensor) ->
     if s.numel() == 0:
         return s.sum() * 0.0
     bce = TF.binary_cross_entropy_with_logits(s, t.sigmoid(), reduction="none")  # (N, C, A)
-    return (bce.sum(1) * weight.to(bce.dtype)).sum() / (s.shape[0] * s.shape[2])
+    total = (bce.sum(1) * weight.to(bce.dtype)).sum()
+    if avg_factor is None:
+        return total / (s.shape[0] * s.shape[2])
+    if isinstance(avg_factor, torch.Tensor):
+        avg_factor = avg_factor.to(dtype=total.dtype, device=total.device).reshape(())
+    return total / avg_factor
 
 
 def positive_distances(
@@ -158,7 +173,10 @@ class HintSoft(Term):
     """Class-imbalance-weighted soft targets: `weighted_soft_bce` of student vs teacher class logits at all anchors.
 
     The weight is ``w_bg`` at TAL background anchors (``~fg_mask``) and ``w_fg`` at TAL foreground anchors; the loss
-    is summed over classes and averaged over the ``N * A`` anchors. Temperature 1, as in the paper.
+    is summed over classes and anchors and divided by the TAL target-score sum (`Assigned.score_sum`, at least 1),
+    the normaliser of Ultralytics' classification loss ``L_hard``: the term weight is then the paper's ``1 - mu``
+    against ``L_hard`` (which Ultralytics multiplies by its ``cls`` gain, 0.5 by default). Temperature 1, as in the
+    paper.
 
     Args:
         w_bg (float): Weight of background anchors (the paper's background-class weight, 1.5).
@@ -180,11 +198,12 @@ class HintSoft(Term):
         return f"w_bg={self.w_bg}, w_fg={self.w_fg}"
 
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
-        """Return the unweighted, anchor-weighted soft BCE."""
-        fg = _assigned(inputs, self.type).fg_mask.bool()
+        """Return the unweighted, anchor-weighted soft BCE over the TAL target-score sum."""
+        asg = _assigned(inputs, self.type)
+        fg = asg.fg_mask.bool()
         s, t = inputs.student_preds["scores"].float(), inputs.teacher_preds["scores"].float()
         weight = torch.where(fg, torch.full_like(s[:, 0], self.w_fg), torch.full_like(s[:, 0], self.w_bg))
-        return weighted_soft_bce(s, t, weight)
+        return weighted_soft_bce(s, t, weight, avg_factor=asg.score_sum)
 
 
 @register
