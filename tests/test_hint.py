@@ -12,6 +12,7 @@ import pytest
 import torch
 from helpers import kd_model, toy_batch
 from torch import nn
+from ultralytics.utils.tal import bbox2dist as ultralytics_bbox2dist
 
 from yolokd.config import resolve_method
 from yolokd.losses import TERMS, DistillInputs, Probe
@@ -278,6 +279,41 @@ def test_hint_bounded_dfl_student_and_plain_teacher_hand_computed():
     assert term.stats["open"] == 1.0
 
 
+def _dfl(dists: list[float], reg_max: int) -> list[float]:
+    """DFL logits (4 * reg_max) decoding to ``dists``: integer d on one bin, k + 0.5 split over bins k and k + 1."""
+    logits = []
+    for d in dists:
+        row = [-1e4] * reg_max
+        row[math.floor(d)] = row[math.ceil(d)] = 0.0
+        logits += row
+    return logits
+
+
+def test_hint_bounded_dfl_student_targets_clamped_to_the_bin_range_like_ultralytics():
+    # one positive at (0.5, 0.5), stride 8, box [0, 0, 44, 8] px: y = [.5, .5, 5, .5] grid units, beyond a reg_max-4
+    # student's range [0, 3]: Ultralytics' DFL target is bbox2dist(..., reg_max - 1) = y clamped to [0, 2.99]
+    asg = _assigned([[True]], [[0.5, 0.5]], [8.0], [[[0.0, 0.0, 44.0, 8.0]]])
+    s = torch.tensor(_dfl([0.5, 0.5, 3.0, 0.5], 4)).view(1, 16, 1)  # the student at its last bin on the right side
+    t = torch.tensor([0.5, 0.5, 5.0, 0.5]).view(1, 4, 1)  # a reg_max-1 teacher exactly on the (unclamped) box
+    term = TERMS["hint_bounded"]()
+    loss = term(_inputs({"boxes": s}, {"boxes": t}, asg, s_reg=4, t_reg=1), None)
+    # y -> [.5, .5, 2.99, .5]: d_s = (3 - 2.99)^2 = 1e-4 (unclamped: (3 - 5)^2 = 4); the teacher clamped to the same
+    # range: d_t = 0 < d_s, the gate is open (unclamped teacher: d_t = 4.04, closed, loss 0)
+    assert loss.item() == pytest.approx(1e-4, rel=1e-3)
+    assert term.stats["open"] == 1.0
+    assert ultralytics_bbox2dist(torch.tensor([0.5, 0.5]), torch.tensor([0.0, 0.0, 5.5, 1.0]), 3).tolist()[2] == (
+        pytest.approx(2.99)
+    )  # the clamp this test mirrors
+
+
+def test_hint_bounded_reg_max_1_student_not_clamped():
+    asg = _assigned([[True]], [[0.5, 0.5]], [8.0], [[[0.0, 0.0, 44.0, 8.0]]])  # y = [.5, .5, 5, .5]
+    s = torch.tensor([0.5, 0.5, 5.5, 0.5]).view(1, 4, 1)  # d_s = 0.25
+    t = torch.tensor([0.5, 0.5, 5.0, 0.5]).view(1, 4, 1)  # d_t = 0
+    loss = TERMS["hint_bounded"]()(_inputs({"boxes": s}, {"boxes": t}, asg, s_reg=1, t_reg=1), None)
+    assert loss.item() == pytest.approx(0.25, rel=1e-6)
+
+
 def test_hint_bounded_no_positives_zero_in_graph():
     term = TERMS["hint_bounded"](margin=1.0)
     term.stats["open"] = 0.5
@@ -288,11 +324,11 @@ def test_hint_bounded_no_positives_zero_in_graph():
 
 def test_hint_bounded_large_dfl_logits_float32_finite():
     s = torch.tensor([1e4, -1e4] * 4).view(1, 8, 1).requires_grad_(True)  # all mass on bin 0: rs = 0
-    t = torch.tensor([-3e4, 3e4] * 4).view(1, 8, 1)  # all mass on bin 1: rt = 1 = y
-    asg = _assigned([[True]], [[0.5, 0.5]], [8.0], [[[-4.0, -4.0, 12.0, 12.0]]])  # y = [1, 1, 1, 1]
+    t = torch.tensor([-3e4, 3e4] * 4).view(1, 8, 1)  # all mass on bin 1: rt = 1, clamped to 0.99 like y
+    asg = _assigned([[True]], [[0.5, 0.5]], [8.0], [[[-4.0, -4.0, 12.0, 12.0]]])  # y = [1, 1, 1, 1] -> 0.99 (reg_max 2)
     term = TERMS["hint_bounded"]()
     loss = term(_inputs({"boxes": s}, {"boxes": t}, asg, s_reg=2, t_reg=2), None)
-    assert loss.item() == pytest.approx(4.0, rel=1e-6) and term.stats["open"] == 1.0  # d_s = 4 > d_t = 0
+    assert loss.item() == pytest.approx(4 * 0.99**2, rel=1e-6) and term.stats["open"] == 1.0  # d_s > d_t = 0
     loss.backward()
     assert torch.isfinite(s.grad).all()
 

@@ -13,6 +13,7 @@ The paper distils a Faster R-CNN three ways; each is one term here, with its own
   share one scale and the term weight plays ``1 - mu``.
 - ``hint_bounded``: teacher-bounded regression at the TAL positives: the student's squared ltrb error (grid units)
   counts only while it is not below the teacher's by the margin (`yolokd.losses.functional.bounded_regression`).
+  For a DFL student the targets are clamped to its bin range as Ultralytics' DFL target is.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from yolokd.losses.base import DistillInputs, Probe, Term
 from yolokd.targets import Assigned, decode_boxes
 
 __all__ = ["Hint", "HintBounded", "HintSoft", "positive_distances", "weighted_soft_bce"]
+
+_DFL_MARGIN = 0.01  # Ultralytics' DFL targets stop 0.01 below the last bin: bbox2dist(..., reg_max - 1), DFLoss
 
 
 def weighted_soft_bce(
@@ -212,8 +215,14 @@ class HintBounded(Term):
 
     ``R_s``, ``R_t``: decoded ltrb distances (grid units) of student and teacher, each with its own head's
     ``reg_max`` (`positive_distances`); ``y``: the assigned ground-truth box as ltrb distances from the anchor in the
-    same units. Sets ``stats["open"]``: the fraction of positives where the bound is active (``d_s + margin > d_t``),
-    0 without positives.
+    same units. When the student has DFL bins (``reg_max > 1``) it cannot predict beyond ``reg_max - 1``, so ``y``
+    is clamped to ``[0, reg_max - 1.01]`` exactly as Ultralytics clamps its DFL targets (``bbox2dist(anchor_points,
+    bbox, reg_max - 1)``), and ``R_t`` to the same range, so that the gate compares the teacher with what the student
+    can reach (``R_s`` lies in ``[0, reg_max - 1]`` by construction and is not clamped, keeping its gradient). A
+    ``reg_max == 1`` student regresses plain distances: nothing is clamped, as in Ultralytics.
+
+    Sets ``stats["open"]``: the fraction of positives where the bound is active (``d_s + margin > d_t``), 0 without
+    positives.
 
     Args:
         margin (float): Margin ``m`` of the gate ``d_s + m > d_t`` (squared grid units).
@@ -241,10 +250,16 @@ class HintBounded(Term):
         if not bool(fg.any()):
             self.stats["open"] = 0.0
             return s_boxes.float().sum() * 0.0  # zero connected to the graph
-        r_s = positive_distances(s_boxes, int(inputs.student_head.reg_max), asg.anchor_points, fg)
+        s_reg = int(inputs.student_head.reg_max)
+        r_s = positive_distances(s_boxes, s_reg, asg.anchor_points, fg)
         r_t = positive_distances(inputs.teacher_preds["boxes"], int(inputs.teacher_head.reg_max), asg.anchor_points, fg)
         points = asg.anchor_points.float()[None].expand(*fg.shape, 2)[fg]
-        y = bbox2dist(points, (asg.target_bboxes.float() / asg.stride_tensor.float())[fg])
+        target = (asg.target_bboxes.float() / asg.stride_tensor.float())[fg]
+        if s_reg > 1:  # the student's DFL range, as Ultralytics' BboxLoss: bbox2dist clamps to [0, reg_max - 1.01]
+            y = bbox2dist(points, target, s_reg - 1)
+            r_t = r_t.clamp(0, s_reg - 1 - _DFL_MARGIN)
+        else:
+            y = bbox2dist(points, target)
         with torch.no_grad():
             d_s, d_t = (r_s - y).pow(2).sum(-1), (r_t - y).pow(2).sum(-1)
             self.stats["open"] = float((d_s + self.margin > d_t).float().mean())
