@@ -211,10 +211,12 @@ def test_fgbg_fg_gate_uses_iou_and_own_reg_max():
     assert term.stats["fg_gate_open"] == 0.0
     # the same student box shrunk instead: teacher better everywhere (its reg_max-16 box decodes exactly to the GT)
     inputs = make_inputs(t_logit=[0.0] * 4, s_logit=[0.0] * 4, s_box=(0.0, 0.0, 7.0, 8.0))
+    term.reset_stats()
     term(inputs, IDENTITY)
     assert term.stats["fg_gate_open"] == 1.0
     # equal quality everywhere: the strict gate stays closed
     inputs = make_inputs(t_logit=[1.0] * 4, s_logit=[1.0] * 4)
+    term.reset_stats()
     term(inputs, IDENTITY)
     assert term.stats["fg_gate_open"] == 0.0
 

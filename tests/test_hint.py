@@ -264,7 +264,11 @@ def test_hint_bounded_teacher_strictly_better_everywhere_opens_all():
     assert term.stats["open"] == 1.0
     assert loss.item() == pytest.approx((4.0 + 1.0 + 2.0) / 3, rel=1e-6)
     loss = term(_bounded_inputs(rs=Y), None)  # student exact: d_s = 0, never > d_t
-    assert term.stats["open"] == 0.0 and loss.item() == 0.0
+    assert loss.item() == 0.0
+    assert term.stats["open"] == 0.5  # a mean since the last reset: (3 + 0 open) / (3 + 3 positives)
+    term.reset_stats()
+    term(_bounded_inputs(rs=Y), None)
+    assert term.stats["open"] == 0.0
 
 
 def test_hint_bounded_dfl_student_and_plain_teacher_hand_computed():
@@ -316,7 +320,6 @@ def test_hint_bounded_reg_max_1_student_not_clamped():
 
 def test_hint_bounded_no_positives_zero_in_graph():
     term = TERMS["hint_bounded"](margin=1.0)
-    term.stats["open"] = 0.5
     loss = term(_bounded_inputs(fg=(False,) * 4, requires_grad=True), None)
     assert loss.item() == 0.0 and loss.requires_grad and term.stats["open"] == 0.0
     assert repr(term) == "HintBounded(margin=1.0)"

@@ -206,6 +206,7 @@ class KDModel(DistillationModel):
             teacher_stages={k: v.detach() for k, v in self._teacher_feats.items()},
             assigned=assigned,
             cache={"ground_truth": gt} if gt is not None else {},
+            strides=list(self.probe.strides),
         )
         self._student_feats.clear()
         self._teacher_feats.clear()
@@ -289,8 +290,21 @@ class KDModel(DistillationModel):
             gt,
         )
 
-    def term_stats(self) -> dict[str, float]:
-        """Term statistics of the last call (e.g. gate ratios) as ``<term name>/<stat>``, and non-finite skip counts."""
+    def term_stats(self, reset: bool = False) -> dict[str, float]:
+        """Term statistics (e.g. gate ratios) as ``<term name>/<stat>``, and the non-finite skip counts.
+
+        Each term statistic is its mean since the terms' last reset (`Term.stats`): the epoch-end callback reads them
+        with ``reset=True``, so TensorBoard gets epoch means. Reading copies a few numbers to the host, once.
+
+        Args:
+            reset (bool): Reset the terms' statistics after reading them (the skip counts are cumulative).
+
+        Returns:
+            (dict[str, float]): ``{"<term name>/<stat>": mean, "nonfinite/<term name>": count}``.
+        """
         stats = {f"{s.name}/{k}": v for s, t in zip(self.kd_config.terms, self.terms) for k, v in t.stats.items()}
         stats.update({f"nonfinite/{k}": float(v) for k, v in getattr(self, "nonfinite_skips", {}).items()})
+        if reset:
+            for t in self.terms:
+                t.reset_stats()
         return stats

@@ -13,7 +13,8 @@ where it is better than the student:
 - background (`FGBGBackground`, ``fgbg_bg``): the anchor counts only where the teacher's maximum class probability
   is lower than the student's (the teacher is the more confident "nothing here").
 
-The fraction of open gates is logged as ``fg_gate_open`` / ``bg_gate_open`` (TensorBoard ``kd_stats/<name>/...``).
+The fraction of open gates is logged as ``fg_gate_open`` / ``bg_gate_open`` (TensorBoard ``kd_stats/<name>/...``,
+epoch means).
 """
 
 from __future__ import annotations
@@ -30,12 +31,12 @@ from yolokd.targets import Assigned, decode_boxes, foreground_masks, level_sizes
 
 
 def _level_strides(inputs: DistillInputs) -> list[float]:
-    """Stride of each neck level: from the TAL anchors when present, else input height / feature height."""
-    sizes = level_sizes(inputs.teacher_feats)
-    a = inputs.assigned
-    if a is not None and a.stride_tensor.shape[0] == sum(sizes):
-        starts = torch.tensor([0, *sizes[:-1]], device=a.stride_tensor.device).cumsum(0)
-        return a.stride_tensor.view(-1)[starts].tolist()  # one host read of a few numbers
+    """Stride of each neck level: the model's (``inputs.strides``) when given, else input height / feature height.
+
+    Both are host numbers: reading the strides from the TAL anchors' device tensor would wait for the device.
+    """
+    if len(inputs.strides) == len(inputs.teacher_feats):
+        return [float(s) for s in inputs.strides]
     img_h = inputs.batch["img"].shape[-2]
     return [img_h / f.shape[-2] for f in inputs.teacher_feats]
 
@@ -84,12 +85,6 @@ def log_quality(preds: dict, reg_max: int, assigned: Assigned) -> torch.Tensor:
     return out
 
 
-def _fraction(num: torch.Tensor, den: torch.Tensor) -> float:
-    """``num / den`` as a float, 0 when ``den`` is 0."""
-    d = float(den.item())
-    return float(num.item()) / d if d > 0 else 0.0
-
-
 @register
 class FGBGForeground(Term):
     """Foreground term: sum over levels of ``cosine_fg(adapter(student), teacher, fg_mask & gate)``.
@@ -102,8 +97,8 @@ class FGBGForeground(Term):
     region by the boxes (TAL's top-k positives are a few cells per object, and dropping the rest would shrink the
     foreground imitation to those few cells); set it False to imitate only at gated positives.
 
-    ``self.stats["fg_gate_open"]``: fraction of the TAL positives whose gate is open (1.0 without ``gate``; 0 when
-    there are no positives).
+    ``stats["fg_gate_open"]``: fraction of the TAL positives whose gate is open, over the positives since the last
+    reset (1.0 without ``gate``; 0 when there were no positives).
 
     Args:
         gate (bool): Apply the teacher-better gate at TAL positives.
@@ -138,10 +133,9 @@ class FGBGForeground(Term):
             lq_s = log_quality(inputs.student_preds, _reg_max(inputs.student_head, inputs.student_preds), a)
             lq_t = log_quality(inputs.teacher_preds, _reg_max(inputs.teacher_head, inputs.teacher_preds), a)
             open_ = pos & (lq_t > lq_s)
-            self.stats["fg_gate_open"] = _fraction(open_.sum(), pos.sum())
         else:
             open_ = pos
-            self.stats["fg_gate_open"] = 1.0 if bool(pos.any()) else 0.0
+        self.record("fg_gate_open", open_.sum(), pos.sum())
         keep = open_ | ~pos if self.keep_non_positive else open_  # (N, A)
         n, sizes = keep.shape[0], level_sizes(inputs.teacher_feats)
         if keep.shape[1] != sum(sizes):
@@ -163,8 +157,8 @@ class FGBGBackground(Term):
     strictly lower than the student's (compared on the logits, which orders them exactly without sigmoid
     saturation). Zero when no gate is open.
 
-    ``self.stats["bg_gate_open"]``: open fraction among background anchors (1.0 without ``gate``; 0 when there are
-    none).
+    ``stats["bg_gate_open"]``: open fraction among the background anchors since the last reset (1.0 without
+    ``gate``; 0 when there were none).
 
     Args:
         gate (bool): Apply the teacher-better gate (lower maximum class probability).
@@ -190,5 +184,9 @@ class FGBGBackground(Term):
         if bg.shape[1] != s.shape[1]:
             raise ValueError(f"fgbg_bg: head has {s.shape[1]} anchors, the neck levels {bg.shape[1]}")
         open_ = bg & (t.detach().amax(-1) < s.detach().amax(-1)) if self.gate else bg
-        self.stats["bg_gate_open"] = _fraction(open_.sum(), bg.sum())
-        return F.binary_kl(s[open_], t[open_]).float().reshape(())
+        self.record("bg_gate_open", open_.sum(), bg.sum())
+        w = open_.reshape(-1).float()  # a 0/1 weight over every anchor: no boolean indexing, no host sync
+        kl = F.binary_kl(
+            s.reshape(-1, s.shape[-1]), t.reshape(-1, t.shape[-1]), weight=w, avg_factor=w.sum().clamp(min=1)
+        )
+        return kl.float().reshape(())

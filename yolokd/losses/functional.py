@@ -262,20 +262,30 @@ def align_scale(s: torch.Tensor, t: torch.Tensor, eps: float = 1e-6) -> torch.Te
     return (s - mean_s) / (std_s + eps) * std_t + mean_t
 
 
-def bounded_regression(rs: torch.Tensor, rt: torch.Tensor, y: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
+def bounded_regression(
+    rs: torch.Tensor,
+    rt: torch.Tensor,
+    y: torch.Tensor,
+    margin: float = 0.0,
+    weight: torch.Tensor | None = None,
+    avg_factor: float | torch.Tensor | None = None,
+) -> torch.Tensor:
     r"""Teacher-bounded regression loss: penalise the student only where it is not clearly better than the teacher.
 
     .. math::
 
         d^S_i = \sum_{k=1}^{4} (r^S_{i,k} - y_{i,k})^2, \qquad d^T_i = \sum_{k=1}^{4} (r^T_{i,k} - y_{i,k})^2, \qquad
-        L = \frac{1}{n} \sum_i d^S_i \, [d^S_i + m > d^T_i]
+        l_i = d^S_i \, [d^S_i + m > d^T_i]
 
-    The gate is a strict inequality and carries no gradient; rows where it is off still count in the mean.
+    The gate is a strict inequality and carries no gradient; rows where it is off still count in the reduction:
+    :math:`\sum_i l_i w_i / \text{avg\_factor}` if ``avg_factor`` is given, else :math:`\operatorname{mean}_i(l_i w_i)`
+    (a 0/1 ``weight`` with ``avg_factor`` = its sum selects rows without indexing, hence without a host sync).
 
     Shape:
         - rs: :math:`(n, 4)`
         - rt: :math:`(n, 4)`
         - y: :math:`(n, 4)`
+        - weight: :math:`(n,)`
         - output: :math:`()`
 
     Args:
@@ -283,18 +293,23 @@ def bounded_regression(rs: torch.Tensor, rt: torch.Tensor, y: torch.Tensor, marg
         rt (torch.Tensor): Teacher box regression; not detached here (it only enters the gate).
         y (torch.Tensor): Ground-truth boxes in the same encoding.
         margin (float): Margin ``m`` of the gate.
+        weight (torch.Tensor | None): Optional per-row weight.
+        avg_factor (float | torch.Tensor | None): Optional normaliser; when given the weighted sum is divided by it
+            (callers clamp it to ``>= 1``).
 
     Returns:
         (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs); zero connected to the graph if ``n == 0``.
 
     Raises:
-        ValueError: If the inputs are not ``(n, 4)`` or their shapes differ.
+        ValueError: If the inputs are not ``(n, 4)``, their shapes differ, or ``weight`` is not ``(n,)``.
 
     Examples:
         >>> rs = torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])  # d_S = [2, 1]
         >>> rt = torch.tensor([[1.0, 0.0, 0.0, 0.0], [2.0, 0.0, 0.0, 0.0]])  # d_T = [1, 4]
         >>> float(bounded_regression(rs, rt, torch.zeros(2, 4)))  # (2 + 0) / 2
         1.0
+        >>> float(bounded_regression(rs, rt, torch.zeros(2, 4), weight=torch.tensor([1.0, 0.0]), avg_factor=1.0))
+        2.0
 
     """
     _check_pair("bounded_regression", rs, rt, 2, "(n, 4)")
@@ -308,7 +323,7 @@ def bounded_regression(rs: torch.Tensor, rt: torch.Tensor, y: torch.Tensor, marg
     d_s = (rs - y).pow(2).sum(dim=-1)
     d_t = (rt - y).pow(2).sum(dim=-1)
     gate = (d_s + margin > d_t).to(d_s.dtype)
-    return (d_s * gate).mean()
+    return _reduce(d_s * gate, weight, avg_factor, "bounded_regression")
 
 
 def cosine_fg(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

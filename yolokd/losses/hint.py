@@ -29,7 +29,7 @@ from yolokd.losses import register
 from yolokd.losses.base import DistillInputs, Probe, Term
 from yolokd.targets import Assigned, decode_boxes
 
-__all__ = ["Hint", "HintBounded", "HintSoft", "positive_distances", "weighted_soft_bce"]
+__all__ = ["Hint", "HintBounded", "HintSoft", "anchor_distances", "positive_distances", "weighted_soft_bce"]
 
 _DFL_MARGIN = 0.01  # Ultralytics' DFL targets stop 0.01 below the last bin: bbox2dist(..., reg_max - 1), DFLoss
 
@@ -98,14 +98,47 @@ def weighted_soft_bce(
     return total / avg_factor
 
 
+def anchor_distances(boxes: torch.Tensor, reg_max: int, anchor_points: torch.Tensor) -> torch.Tensor:
+    """Decoded ltrb distances (grid units of each anchor's level) of a Detect head's box output at every anchor.
+
+    DFL expectation ``softmax over bins @ arange(reg_max)`` when ``reg_max > 1``, raw values when ``reg_max == 1``
+    (`yolokd.targets.decode_boxes`), then back from xyxy to ltrb with Ultralytics' ``bbox2dist``. Output is float32
+    (``decode_boxes`` computes in float32; autocast is off here).
+
+    Args:
+        boxes (torch.Tensor): (N, 4 * reg_max, A) head box output.
+        reg_max (int): DFL bins per side of that head.
+        anchor_points (torch.Tensor): (A, 2) anchor centres in grid units.
+
+    Returns:
+        (torch.Tensor): (N, A, 4) ltrb distances.
+
+    Raises:
+        ValueError: If ``boxes`` does not have ``4 * reg_max`` channels or ``A`` anchors.
+
+    Examples:
+        >>> b = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0986]).view(1, 8, 1)  # reg_max 2; last: 1/4, 3/4
+        >>> [round(v, 2) for v in anchor_distances(b, 2, torch.tensor([[0.5, 0.5]]))[0, 0].tolist()]
+        [0.5, 0.5, 0.5, 0.75]
+    """
+    n, c, a = boxes.shape
+    if c != 4 * reg_max:
+        raise ValueError(f"anchor_distances: boxes have {c} channels, expected 4 * reg_max = {4 * reg_max}")
+    if anchor_points.shape != (a, 2):
+        raise ValueError(f"anchor_distances: anchor_points shape {tuple(anchor_points.shape)}, expected {(a, 2)}")
+    points = anchor_points.float()
+    with torch.autocast(boxes.device.type, enabled=False):  # keep the DFL expectation in float32 under AMP
+        xyxy = decode_boxes(boxes, points, reg_max)  # (N, A, 4)
+    return bbox2dist(points, xyxy)
+
+
 def positive_distances(
     boxes: torch.Tensor, reg_max: int, anchor_points: torch.Tensor, fg_mask: torch.Tensor
 ) -> torch.Tensor:
-    """Decoded ltrb distances (grid units of each anchor's level) of a Detect head's box output at the positives.
+    """`anchor_distances` at the positives only: (P, 4), positives in (image, anchor) row-major order.
 
-    Only the positive anchors are decoded: DFL expectation ``softmax over bins @ arange(reg_max)`` when
-    ``reg_max > 1``, raw values when ``reg_max == 1`` (`yolokd.targets.decode_boxes`), then back from xyxy to ltrb
-    with Ultralytics' ``bbox2dist``. Output is float32 (``decode_boxes`` computes in float32; autocast is off here).
+    Selecting the positives by a boolean mask waits for the device (the count decides the shape); the terms use
+    `anchor_distances` with a 0/1 weight instead.
 
     Args:
         boxes (torch.Tensor): (N, 4 * reg_max, A) head box output.
@@ -114,7 +147,7 @@ def positive_distances(
         fg_mask (torch.Tensor): (N, A) bool, the positives.
 
     Returns:
-        (torch.Tensor): (P, 4) ltrb distances, positives in (image, anchor) row-major order.
+        (torch.Tensor): (P, 4) ltrb distances.
 
     Raises:
         ValueError: If ``boxes`` does not have ``4 * reg_max`` channels or its anchors differ from ``fg_mask``'s.
@@ -125,16 +158,10 @@ def positive_distances(
         >>> [round(v, 2) for v in r[0].tolist()]
         [0.5, 0.5, 0.5, 0.75]
     """
-    n, c, a = boxes.shape
-    if c != 4 * reg_max:
-        raise ValueError(f"positive_distances: boxes have {c} channels, expected 4 * reg_max = {4 * reg_max}")
+    n, _, a = boxes.shape
     if fg_mask.shape != (n, a):
         raise ValueError(f"positive_distances: fg_mask shape {tuple(fg_mask.shape)} differs from (N, A) = {(n, a)}")
-    rows = boxes.permute(0, 2, 1)[fg_mask]  # (P, 4 * reg_max)
-    points = anchor_points.float()[None].expand(n, a, 2)[fg_mask]  # (P, 2)
-    with torch.autocast(boxes.device.type, enabled=False):  # keep the DFL expectation in float32 under AMP
-        xyxy = decode_boxes(rows.t()[None], points, reg_max)[0]  # (P, 4)
-    return bbox2dist(points, xyxy)
+    return anchor_distances(boxes, reg_max, anchor_points)[fg_mask]
 
 
 def _assigned(inputs: DistillInputs, name: str) -> Assigned:
@@ -221,8 +248,8 @@ class HintBounded(Term):
     can reach (``R_s`` lies in ``[0, reg_max - 1]`` by construction and is not clamped, keeping its gradient). A
     ``reg_max == 1`` student regresses plain distances: nothing is clamped, as in Ultralytics.
 
-    Sets ``stats["open"]``: the fraction of positives where the bound is active (``d_s + margin > d_t``), 0 without
-    positives.
+    Records ``stats["open"]``: the fraction of positives where the bound is active (``d_s + margin > d_t``), over
+    all the positives since the last reset (0 without positives).
 
     Args:
         margin (float): Margin ``m`` of the gate ``d_s + m > d_t`` (squared grid units).
@@ -241,26 +268,27 @@ class HintBounded(Term):
         return f"margin={self.margin}"
 
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
-        """Return the unweighted bounded regression loss (mean over positives)."""
+        """Return the unweighted bounded regression loss (mean over positives) and record the open fraction.
+
+        Every anchor is decoded and the positives are selected by a 0/1 weight (no boolean indexing, no host sync).
+        """
         asg = _assigned(inputs, self.type)
         fg = asg.fg_mask.bool()
         if inputs.student_head is None or inputs.teacher_head is None:
             raise ValueError("hint_bounded: needs student_head and teacher_head (for their reg_max)")
-        s_boxes = inputs.student_preds["boxes"]
-        if not bool(fg.any()):
-            self.stats["open"] = 0.0
-            return s_boxes.float().sum() * 0.0  # zero connected to the graph
         s_reg = int(inputs.student_head.reg_max)
-        r_s = positive_distances(s_boxes, s_reg, asg.anchor_points, fg)
-        r_t = positive_distances(inputs.teacher_preds["boxes"], int(inputs.teacher_head.reg_max), asg.anchor_points, fg)
-        points = asg.anchor_points.float()[None].expand(*fg.shape, 2)[fg]
-        target = (asg.target_bboxes.float() / asg.stride_tensor.float())[fg]
+        r_s = anchor_distances(inputs.student_preds["boxes"], s_reg, asg.anchor_points)  # (N, A, 4)
+        r_t = anchor_distances(inputs.teacher_preds["boxes"], int(inputs.teacher_head.reg_max), asg.anchor_points)
+        points = asg.anchor_points.float()
+        target = asg.target_bboxes.float() / asg.stride_tensor.float()  # (N, A, 4) xyxy, grid units
         if s_reg > 1:  # the student's DFL range, as Ultralytics' BboxLoss: bbox2dist clamps to [0, reg_max - 1.01]
             y = bbox2dist(points, target, s_reg - 1)
             r_t = r_t.clamp(0, s_reg - 1 - _DFL_MARGIN)
         else:
             y = bbox2dist(points, target)
+        r_s, r_t, y = r_s.reshape(-1, 4), r_t.detach().reshape(-1, 4), y.reshape(-1, 4)
+        w = fg.reshape(-1).float()
         with torch.no_grad():
             d_s, d_t = (r_s - y).pow(2).sum(-1), (r_t - y).pow(2).sum(-1)
-            self.stats["open"] = float((d_s + self.margin > d_t).float().mean())
-        return F.bounded_regression(r_s, r_t.detach(), y, self.margin)
+            self.record("open", ((d_s + self.margin > d_t).float() * w).sum(), w.sum())
+        return F.bounded_regression(r_s, r_t, y, self.margin, weight=w, avg_factor=asg.num_pos)

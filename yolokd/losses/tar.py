@@ -143,9 +143,9 @@ def _level_strides(inputs: DistillInputs) -> list[float]:
     return [h / f.shape[-2] for f in inputs.teacher_feats]
 
 
-def _at_positives(x: torch.Tensor, fg_mask: torch.Tensor) -> torch.Tensor:
-    """(N, K, A) head output -> (P, K) rows at the positives of the (N, A) ``fg_mask``."""
-    return x.permute(0, 2, 1)[fg_mask]
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """(N, K, A) head output -> (N * A, K) rows, one per anchor in (image, anchor) order."""
+    return x.permute(0, 2, 1).reshape(-1, x.shape[1])
 
 
 @register
@@ -220,9 +220,9 @@ class TARCls(Term):
         a = inputs.assigned
         if a is None:
             raise ValueError("tar_cls needs the TAL assignment (inputs.assigned)")
-        s = _at_positives(inputs.student_preds["scores"], a.fg_mask)
-        t = _at_positives(inputs.teacher_preds["scores"], a.fg_mask).detach()
-        return F.kd_qfl(s, t, beta=self.beta, avg_factor=a.num_pos)
+        s, t = _rows(inputs.student_preds["scores"]), _rows(inputs.teacher_preds["scores"]).detach()
+        w = a.fg_mask.reshape(-1).float()  # the positives as a 0/1 row weight: no boolean indexing, no host sync
+        return F.kd_qfl(s, t, beta=self.beta, weight=w, avg_factor=a.num_pos)
 
 
 @register
@@ -231,7 +231,8 @@ class TARBox(Term):
 
     Both heads' boxes are decoded with their own ``reg_max`` into input pixels; the gate is open where
     ``IoU(teacher, GT) > IoU(student, GT)`` (strict, Ultralytics' ``bbox_iou``); the loss is the mean over the open
-    positives (0, connected to the graph, when none). ``stats["teacher_better"]``: the fraction of open positives.
+    positives (0, connected to the graph, when none). ``stats["teacher_better"]``: the fraction of open positives
+    since the last reset.
     """
 
     type = "tar_box"
@@ -247,8 +248,8 @@ class TARBox(Term):
             b = preds["boxes"]
             reg_max = int(getattr(head, "reg_max", 0) or b.shape[1] // 4)
             boxes.append(decode_boxes(b, a.anchor_points, reg_max) * a.stride_tensor)  # (N, A, 4) pixels
-        s_box, t_box = boxes[0][a.fg_mask], boxes[1][a.fg_mask].detach()
-        gt = a.target_bboxes[a.fg_mask]
-        gate = teacher_better(s_box, t_box, gt)
-        self.stats = {"teacher_better": float(gate.float().mean()) if gate.numel() else 0.0}
+        fg = a.fg_mask.bool().reshape(-1)  # every anchor is compared, the positives kept by the gate: no host sync
+        s_box, t_box = boxes[0].reshape(-1, 4), boxes[1].detach().reshape(-1, 4)
+        gate = fg & teacher_better(s_box, t_box, a.target_bboxes.reshape(-1, 4))
+        self.record("teacher_better", gate.sum(), fg.sum())
         return giou_loss(s_box, t_box, gate)
