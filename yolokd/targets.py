@@ -189,13 +189,17 @@ def _cell_centres(h: int, w: int, stride: float, device) -> tuple[torch.Tensor, 
     return torch.meshgrid(xs, ys, indexing="xy")
 
 
-def foreground_masks(gt: GroundTruth, feats: list[torch.Tensor], strides: list[int]) -> list[torch.Tensor]:
+def foreground_masks(
+    gt: GroundTruth, feats: list[torch.Tensor], strides: list[float], box_mask: torch.Tensor | None = None
+) -> list[torch.Tensor]:
     """Per level, True where the cell centre lies inside a ground-truth box of its image.
 
     Args:
         gt (GroundTruth): Ground truth of the batch.
         feats (list[torch.Tensor]): Neck features (N, C, H, W) per level (only shapes are read).
-        strides (list[int]): Stride of each level.
+        strides (list[float]): Stride of each level.
+        box_mask (torch.Tensor | None): (N, M) bool, only these boxes count (e.g. the boxes whose gate is open): a
+            cell inside several boxes is True if any of them counts.
 
     Returns:
         (list[torch.Tensor]): (N, H, W) bool masks.
@@ -206,13 +210,14 @@ def foreground_masks(gt: GroundTruth, feats: list[torch.Tensor], strides: list[i
         >>> foreground_masks(gt, [torch.zeros(1, 1, 2, 4)], [8])[0].int().tolist()
         [[[1, 1, 0, 0], [0, 0, 0, 0]]]
     """
+    keep = gt.mask if box_mask is None else gt.mask & box_mask.bool()
     out = []
     for f, s in zip(feats, strides):
         h, w = f.shape[-2:]
         x, y = _cell_centres(h, w, float(s), gt.boxes.device)
         b = gt.boxes[:, :, None, None, :]  # (N, M, 1, 1, 4)
         inside = (x > b[..., 0]) & (x < b[..., 2]) & (y > b[..., 1]) & (y < b[..., 3])  # (N, M, H, W)
-        out.append((inside & gt.mask[:, :, None, None]).any(1))
+        out.append((inside & keep[:, :, None, None]).any(1))
     return out
 
 
