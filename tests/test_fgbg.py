@@ -170,11 +170,13 @@ def _cos_dist(s: torch.Tensor, t: torch.Tensor, anchor: int) -> float:
 
 
 def _expected_fg(inputs: DistillInputs, counted: list[int]) -> float:
-    """Sum over levels of the mean cosine distance over the counted cells of that level (anchors 0-15 and 16-19)."""
+    """Sum over levels (anchors 0-15 and 16-19) of the cosine distances at the counted cells of the level, divided by
+    the number of the level's foreground cells (the candidates, counted or not)."""
+    fg = torch.cat([m.flatten(1) for m in fg_masks(inputs)], 1)[0].nonzero().flatten().tolist()
     total = 0.0
-    for level in ([a for a in counted if a < 16], [a for a in counted if a >= 16]):
-        d = [_cos_dist(inputs.student_feats, inputs.teacher_feats, a) for a in level]
-        total += sum(d) / len(d) if d else 0.0
+    for level in (range(16), range(16, 20)):
+        d = [_cos_dist(inputs.student_feats, inputs.teacher_feats, a) for a in counted if a in level]
+        total += sum(d) / max(sum(a in level for a in fg), 1)
     return total
 
 
@@ -369,8 +371,9 @@ def test_fgbg_bg_gate_by_construction(open_bg, frac):
     term = TERMS["fgbg_bg"]()
     loss = term(make_inputs(s_scores=s, t_scores=t), None)
     assert term.stats["bg_gate_open"] == pytest.approx(frac, abs=1e-12)
-    # every open anchor has the same student/teacher logits: KL = bkl(-2 | -3) + bkl(-1 | -4), mean over them
-    expected = _bkl(-2.0, -3.0) + _bkl(-1.0, -4.0) if open_bg else 0.0
+    # every open anchor has the same student/teacher logits: KL = bkl(-2 | -3) + bkl(-1 | -4), summed over them and
+    # divided by all 15 background anchors (not the open ones)
+    expected = (_bkl(-2.0, -3.0) + _bkl(-1.0, -4.0)) * len(open_bg) / len(BG)
     assert loss.item() == pytest.approx(expected, rel=1e-5, abs=1e-9)
     loss.backward()
     assert (s.grad[0, :, [a for a in range(20) if a not in open_bg]] == 0).all()  # closed and fg anchors: no grad

@@ -87,7 +87,10 @@ def log_quality(preds: dict, reg_max: int, assigned: Assigned) -> torch.Tensor:
 
 @register
 class FGBGForeground(Term):
-    """Foreground term: sum over levels of ``cosine_fg(adapter(student), teacher, cells of the open objects)``.
+    """Foreground term: sum over levels of ``cosine_fg(adapter(student), teacher, fg_mask, gate=open cells)``.
+
+    Each level's loss is the sum of ``1 - cos`` over the cells of the open objects divided by *all* the level's
+    foreground cells (the candidates), so the imitation per cell does not swing with the fraction of open gates.
 
     Foreground cells are the neck cells whose centre lies inside a ground-truth box. With ``gate``, the teacher-better
     gate is decided per ground-truth object, over that object's TAL positives (TAL's ``target_gt_idx`` groups them):
@@ -155,8 +158,8 @@ class FGBGForeground(Term):
         )
         self.record("fg_cell_open", sum(c.sum() for c in cells), sum(m.sum() for m in masks))
         loss = 0.0
-        for ad, s, t, c in zip(adapters, inputs.student_feats, inputs.teacher_feats, cells):
-            loss = loss + F.cosine_fg(ad(s), t, c)
+        for ad, s, t, m, c in zip(adapters, inputs.student_feats, inputs.teacher_feats, masks, cells):
+            loss = loss + F.cosine_fg(ad(s), t, m, gate=c)  # over all the level's foreground cells, not the open ones
         return loss.float().reshape(())
 
 
@@ -165,10 +168,11 @@ class FGBGBackground(Term):
     """Background term: ``binary_kl(student_scores, teacher_scores)`` at gated background anchors.
 
     Background anchors are the cells whose centre lies inside no ground-truth box. The per-class binary KL between
-    the teacher's and the student's sigmoid class probabilities is summed over classes and averaged over the
-    background anchors whose gate is open: with ``gate``, those where the teacher's maximum class probability is
-    strictly lower than the student's (compared on the logits, which orders them exactly without sigmoid
-    saturation). Zero when no gate is open.
+    the teacher's and the student's sigmoid class probabilities is summed over classes and over the background
+    anchors whose gate is open, and divided by *all* the background anchors (the candidates, so the loss per anchor
+    does not swing with the fraction of open gates): with ``gate``, the open anchors are those where the teacher's
+    maximum class probability is strictly lower than the student's (compared on the logits, which orders them
+    exactly without sigmoid saturation). Zero when no gate is open.
 
     ``stats["bg_gate_open"]``: open fraction among the background anchors since the last reset (1.0 without
     ``gate``; 0 when there were none).
@@ -190,7 +194,7 @@ class FGBGBackground(Term):
         return f"gate={self.gate}"
 
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
-        """Return the unweighted background KL (mean over open background anchors), and set ``bg_gate_open``."""
+        """Return the unweighted background KL (open anchors over all background anchors); record ``bg_gate_open``."""
         s = inputs.student_preds["scores"].float().transpose(1, 2)  # (N, A, nc)
         t = inputs.teacher_preds["scores"].float().transpose(1, 2)
         bg = ~torch.cat([m.flatten(1) for m in fg_masks(inputs)], dim=1)  # (N, A)
@@ -200,6 +204,6 @@ class FGBGBackground(Term):
         self.record("bg_gate_open", open_.sum(), bg.sum())
         w = open_.reshape(-1).float()  # a 0/1 weight over every anchor: no boolean indexing, no host sync
         kl = F.binary_kl(
-            s.reshape(-1, s.shape[-1]), t.reshape(-1, t.shape[-1]), weight=w, avg_factor=w.sum().clamp(min=1)
+            s.reshape(-1, s.shape[-1]), t.reshape(-1, t.shape[-1]), weight=w, avg_factor=bg.sum().clamp(min=1)
         )
         return kl.float().reshape(())

@@ -326,49 +326,60 @@ def bounded_regression(
     return _reduce(d_s * gate, weight, avg_factor, "bounded_regression")
 
 
-def cosine_fg(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    r"""Foreground cosine feature-distillation loss.
+def cosine_fg(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
+    r"""Foreground cosine feature-distillation loss, optionally gated, normalised by all the foreground positions.
 
     .. math::
 
-        L = \frac{1}{|M|} \sum_{(n,h,w) \in M} \left(1 - \cos(s_{n,:,h,w}, t_{n,:,h,w})\right)
+        L = \frac{1}{|M|} \sum_{(n,h,w) \in M} g_{n,h,w} \left(1 - \cos(s_{n,:,h,w}, t_{n,:,h,w})\right)
 
-    with the cosine taken along ``C`` as in :func:`torch.nn.functional.cosine_similarity` (same ``eps``), and
-    :math:`M` the positions where ``mask`` is true. Returns a zero connected to the graph when the mask is empty.
+    with the cosine taken along ``C`` as in :func:`torch.nn.functional.cosine_similarity` (same ``eps``), :math:`M`
+    the positions where ``mask`` is true and :math:`g` the gate (1 everywhere when ``gate`` is None). The divisor is
+    the number of candidates :math:`|M|`, not of open gates, so the loss per open position (and its gradient) does
+    not swing with the fraction of open gates. Returns a zero connected to the graph when the mask is empty.
 
     Shape:
         - s: :math:`(N, C, H, W)`
         - t: :math:`(N, C, H, W)`, same as ``s``
         - mask: :math:`(N, H, W)`, bool
+        - gate: :math:`(N, H, W)`, bool
         - output: :math:`()`
 
     Args:
         s (torch.Tensor): Student feature map.
         t (torch.Tensor): Teacher feature map, the target; not detached here.
-        mask (torch.Tensor): Foreground mask.
+        mask (torch.Tensor): Foreground mask (the candidates).
+        gate (torch.Tensor | None): Positions of the mask that count (e.g. where the teacher is better).
 
     Returns:
         (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs).
 
     Raises:
-        ValueError: If ``s`` is not 4-D, ``s`` and ``t`` have different shapes, or ``mask`` is not ``(N, H, W)``.
-        TypeError: If ``mask`` is not a bool tensor.
+        ValueError: If ``s`` is not 4-D, ``s`` and ``t`` have different shapes, or ``mask``/``gate`` is not
+            ``(N, H, W)``.
+        TypeError: If ``mask`` or ``gate`` is not a bool tensor.
 
     Examples:
         >>> s = torch.tensor([[1.0, 1.0], [0.0, 0.0]]).view(1, 2, 1, 2)  # two positions, both [1, 0]
         >>> t = torch.tensor([[0.0, -1.0], [1.0, 0.0]]).view(1, 2, 1, 2)  # [0, 1] (cos 0) and [-1, 0] (cos -1)
         >>> float(cosine_fg(s, t, torch.ones(1, 1, 2, dtype=torch.bool)))  # (1 + 2) / 2
         1.5
+        >>> float(cosine_fg(s, t, torch.ones(1, 1, 2, dtype=torch.bool), gate=torch.tensor([[[False, True]]])))
+        1.0
 
     """
     _check_pair("cosine_fg", s, t, 4, "(N, C, H, W)")
     expected = (s.shape[0], *s.shape[2:])
-    if mask.shape != expected:
-        raise ValueError(f"cosine_fg: mask must have shape {expected} (N, H, W), got {tuple(mask.shape)}")
-    if mask.dtype != torch.bool:
-        raise TypeError(f"cosine_fg: mask must be a bool tensor, got {mask.dtype}")
+    for name, m in (("mask", mask), ("gate", gate)):
+        if m is None:
+            continue
+        if m.shape != expected:
+            raise ValueError(f"cosine_fg: {name} must have shape {expected} (N, H, W), got {tuple(m.shape)}")
+        if m.dtype != torch.bool:
+            raise TypeError(f"cosine_fg: {name} must be a bool tensor, got {m.dtype}")
     dist = 1.0 - F.cosine_similarity(_up(s), _up(t), dim=1)
-    total = torch.where(mask, dist, torch.zeros_like(dist)).sum()
+    counted = mask if gate is None else mask & gate
+    total = torch.where(counted, dist, torch.zeros_like(dist)).sum()
     return total / mask.sum().clamp(min=1).to(total.dtype)
 
 

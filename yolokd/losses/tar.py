@@ -107,20 +107,26 @@ def teacher_better(s_boxes: torch.Tensor, t_boxes: torch.Tensor, gt: torch.Tenso
         return iou_t > iou_s
 
 
-def giou_loss(s_boxes: torch.Tensor, t_boxes: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-    r"""Mean over the gated rows of ``1 - GIoU(student box, teacher box)`` (Ultralytics' ``bbox_iou``, xyxy).
+def giou_loss(
+    s_boxes: torch.Tensor, t_boxes: torch.Tensor, gate: torch.Tensor, avg_factor: float | torch.Tensor | None = None
+) -> torch.Tensor:
+    r"""Gated ``1 - GIoU(student box, teacher box)`` (Ultralytics' ``bbox_iou``, xyxy) over the candidate rows.
 
     .. math::
 
-        L = \frac{\sum_i g_i \left(1 - \operatorname{GIoU}(b^S_i, b^T_i)\right)}{\max(\sum_i g_i, 1)}
+        L = \frac{1}{Z} \sum_i g_i \left(1 - \operatorname{GIoU}(b^S_i, b^T_i)\right), \qquad
+        Z = \text{avg\_factor} \text{ if given, else } \max(n, 1)
 
-    A zero connected to the graph of ``s_boxes`` when no row is gated. The teacher boxes are targets; they are not
-    detached here (callers detach them).
+    The divisor is the number of candidates (the ``n`` rows, or ``avg_factor`` when the rows hold more than the
+    candidates, e.g. every anchor with the positives as candidates), not the number of open gates, so the loss per
+    open row (and its gradient) does not swing with the fraction of open gates. A zero connected to the graph of
+    ``s_boxes`` when no row is gated. The teacher boxes are targets; they are not detached here (callers detach them).
 
     Args:
         s_boxes (torch.Tensor): (n, 4) student boxes, xyxy.
         t_boxes (torch.Tensor): (n, 4) teacher boxes, xyxy.
         gate (torch.Tensor): (n,) bool, rows that count.
+        avg_factor (float | torch.Tensor | None): Number of candidates ``Z`` (callers clamp it to ``>= 1``).
 
     Returns:
         (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs).
@@ -128,13 +134,19 @@ def giou_loss(s_boxes: torch.Tensor, t_boxes: torch.Tensor, gate: torch.Tensor) 
     Examples:
         >>> s = torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 1.0, 1.0]])
         >>> t = torch.tensor([[0.0, 0.0, 2.0, 4.0], [5.0, 5.0, 6.0, 6.0]])
-        >>> round(float(giou_loss(s, t, torch.tensor([True, False]))), 4)  # IoU 1/2, hull = union: 1 - 0.5
+        >>> round(float(giou_loss(s, t, torch.tensor([True, False]))), 4)  # IoU 1/2, hull = union: (1 - 0.5) / 2
+        0.25
+        >>> round(float(giou_loss(s, t, torch.tensor([True, False]), avg_factor=1.0)), 4)
         0.5
     """
     s_boxes, t_boxes = _up(s_boxes), _up(t_boxes)
     dist = 1.0 - bbox_iou(s_boxes, t_boxes, xywh=False, GIoU=True).squeeze(-1)
-    g = gate.to(dist.dtype)
-    return (dist * g).sum() / g.sum().clamp(min=1)
+    total = torch.where(gate, dist, torch.zeros_like(dist)).sum()
+    if avg_factor is None:
+        return total / max(dist.shape[0], 1)
+    if isinstance(avg_factor, torch.Tensor):
+        avg_factor = avg_factor.to(dtype=total.dtype, device=total.device).reshape(())
+    return total / avg_factor
 
 
 def _level_strides(inputs: DistillInputs) -> list[float]:
@@ -230,9 +242,10 @@ class TARBox(Term):
     """Adaptive box distillation at the shared positives: ``1 - GIoU(student, teacher)`` where the teacher is better.
 
     Both heads' boxes are decoded with their own ``reg_max`` into input pixels; the gate is open where
-    ``IoU(teacher, GT) > IoU(student, GT)`` (strict, Ultralytics' ``bbox_iou``); the loss is the mean over the open
-    positives (0, connected to the graph, when none). ``stats["teacher_better"]``: the fraction of open positives
-    since the last reset.
+    ``IoU(teacher, GT) > IoU(student, GT)`` (strict, Ultralytics' ``bbox_iou``); the loss is the sum over the open
+    positives divided by all the positives (the candidates: the loss per open positive does not swing with the
+    fraction of open gates; 0, connected to the graph, when none is open). ``stats["teacher_better"]``: the fraction
+    of open positives since the last reset.
     """
 
     type = "tar_box"
@@ -252,4 +265,4 @@ class TARBox(Term):
         s_box, t_box = boxes[0].reshape(-1, 4), boxes[1].detach().reshape(-1, 4)
         gate = fg & teacher_better(s_box, t_box, a.target_bboxes.reshape(-1, 4))
         self.record("teacher_better", gate.sum(), fg.sum())
-        return giou_loss(s_box, t_box, gate)
+        return giou_loss(s_box, t_box, gate, avg_factor=a.num_pos)
