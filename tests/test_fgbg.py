@@ -330,6 +330,13 @@ def test_fgbg_fg_no_boxes_gives_zero_and_closed_stat():
     assert inputs.student_feats[0].grad is not None
 
 
+def test_fgbg_fg_rejects_an_assignment_of_other_anchors():
+    inputs = make_inputs()
+    inputs.assigned.fg_mask = inputs.assigned.fg_mask[:, :19]
+    with pytest.raises(ValueError, match="assignment has 19 anchors, the neck levels 20"):
+        TERMS["fgbg_fg"]()(inputs, IDENTITY)
+
+
 def test_fgbg_fg_large_values_finite():
     big = [1e4, -1e4, 1e4, -1e4]
     inputs = make_inputs(t_logit=big, s_logit=[-v for v in big])

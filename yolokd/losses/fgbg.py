@@ -27,7 +27,7 @@ from yolokd.adapters import per_level
 from yolokd.losses import functional as F
 from yolokd.losses import register
 from yolokd.losses.base import DistillInputs, Probe, Term
-from yolokd.targets import Assigned, decode_boxes, foreground_masks
+from yolokd.targets import Assigned, decode_boxes, foreground_masks, level_sizes
 
 
 def _level_strides(inputs: DistillInputs) -> list[float]:
@@ -137,6 +137,8 @@ class FGBGForeground(Term):
         gt = inputs.ground_truth()
         n, m = gt.mask.shape
         pos = a.fg_mask.bool()
+        if pos.shape[1] != (cells := sum(level_sizes(inputs.teacher_feats))):
+            raise ValueError(f"fgbg_fg: assignment has {pos.shape[1]} anchors, the neck levels {cells}")
         idx = a.target_gt_idx.long().clamp(0, m - 1)
         assigned = torch.zeros(n, m, device=pos.device).scatter_add(1, idx, pos.float()) > 0  # objects with positives
         if self.gate:
