@@ -7,6 +7,7 @@ import contextlib
 import logging
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from ultralytics.cfg import get_cfg
 from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils import DEFAULT_CFG
@@ -62,3 +63,36 @@ def captured_logs(level: int = logging.INFO):
     finally:
         LOGGER.removeHandler(handler)
         LOGGER.setLevel(old)
+
+
+class _NoHostSync(TorchDispatchMode):
+    """Fail on the operators that make the host wait for the device: reading a value, ``nonzero``, boolean masks."""
+
+    aten = torch.ops.aten
+    READS = {aten._local_scalar_dense.default, aten.nonzero.default, aten.masked_select.default}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        indices = args[1] if func in (self.aten.index.Tensor, self.aten.index_put_.default) else ()
+        if func in self.READS or any(i is not None and i.dtype == torch.bool for i in indices):
+            raise AssertionError(f"host sync: {func} (a value read on the host, or a size that depends on values)")
+        return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def no_host_sync():
+    """Inside the block, raise on operations that would synchronise the host with an accelerator.
+
+    Checked on any device through the dispatcher: ``item``/``float``/``bool`` of a tensor (``_local_scalar_dense``),
+    ``nonzero``, ``masked_select``, indexing or assigning with a boolean mask; and ``Tensor.tolist``.
+    """
+    tolist = torch.Tensor.tolist
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("host sync: Tensor.tolist")
+
+    torch.Tensor.tolist = refuse
+    try:
+        with _NoHostSync():
+            yield
+    finally:
+        torch.Tensor.tolist = tolist

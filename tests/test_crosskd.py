@@ -336,17 +336,27 @@ def _calibrate_bn(model: nn.Module, img: torch.Tensor) -> None:
         m.momentum = mom
 
 
+@pytest.mark.parametrize("stage", [1, 0])
 @pytest.mark.parametrize(
     "family, teacher",
     [("yolov8", "yolov8n.yaml"), ("yolo11", "yolo11n.yaml"), ("yolo26", "yolo26n.yaml"), ("yolov8", "yolo11n.yaml")],
 )
-def test_kdmodel_crosskd_gradient_routing(pico_yamls, family: str, teacher: str) -> None:
-    """In a real step each term's gradient reaches the student's crossed stage and adapters, not its final conv.
+def test_kdmodel_crosskd_gradient_routing(pico_yamls, tmp_path, family: str, teacher: str, stage: int) -> None:
+    """In a real step each term's gradient reaches the student's crossed stage and adapters, not its later layers.
 
-    Also: the loss items are present, finite and non-zero, the other branch gets nothing from a term, and no teacher
-    parameter gets a gradient.
+    Also: the loss items are present, finite and non-zero, the other branch gets nothing from a term, no teacher
+    parameter gets a gradient, and an optimizer step changes every adapter. Both crossing stages (the shipped yaml's
+    stage 1, and stage 0, where the teacher re-runs its last hidden stage too).
     """
-    kd = kd_model(pico_yamls[family], teacher, "crosskd")
+    method = "crosskd"
+    if stage != 1:
+        method = tmp_path / "crosskd_stage.yaml"
+        method.write_text(
+            f"terms:\n  - {{type: crosskd_cls, weight: 1.0, params: {{stage: {stage}}}}}\n"
+            f"  - {{type: crosskd_box, weight: 4.0, params: {{stage: {stage}}}}}\n"
+        )
+    kd = kd_model(pico_yamls[family], teacher, str(method))
+    assert [t.stage for t in kd.terms] == [stage, stage] and kd.stage_taps == [("cv2", stage), ("cv3", stage)]
     batch = toy_batch()
     _calibrate_bn(kd.teacher_model, batch["img"])
     kd.train()
@@ -357,8 +367,8 @@ def test_kdmodel_crosskd_gradient_routing(pico_yamls, family: str, teacher: str)
     sh = detect_head(kd.student_model)
     for term, branch, other in (("crosskd_cls", "cv3", "cv2"), ("crosskd_box", "cv2", "cv3")):
         groups = {
-            "stage": [list(seq[1].parameters()) for seq in getattr(sh, branch)],
-            "final": [list(seq[2].parameters()) for seq in getattr(sh, branch)],
+            "stage": [list(seq[stage].parameters()) for seq in getattr(sh, branch)],
+            "final": [list(seq[stage + 1 :].parameters()) for seq in getattr(sh, branch)],
             "other": [list(getattr(sh, other).parameters())],
             "adapters": [list(kd.projector[term].parameters())],
         }
@@ -372,9 +382,13 @@ def test_kdmodel_crosskd_gradient_routing(pico_yamls, family: str, teacher: str)
         assert all(g is None or not g.any() for gs in got["final"] + got["other"] for g in gs)
         assert all(g is not None and g.abs().sum() > 0 for g in got["adapters"][0])
     assert len(list(kd.projector["crosskd_cls"].parameters())) == 3  # 3 levels x weight (no bias): 32 -> 64 channels
+    before = [p.detach().clone() for p in kd.projector.parameters()]
+    opt = torch.optim.SGD([p for p in kd.parameters() if p.requires_grad], lr=0.1)
     loss.sum().backward()
     assert all(p.grad is None for p in kd.teacher_model.parameters())
-    assert all(p.grad is not None for p in kd.projector.parameters())
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in kd.projector.parameters())
+    opt.step()
+    assert all(not torch.equal(b, p) for b, p in zip(before, kd.projector.parameters()))
 
 
 # ------------------------------------------------------------------------------------------------ config, adapters

@@ -9,7 +9,7 @@ import pickle
 
 import pytest
 import torch
-from helpers import build, captured_logs, toy_batch
+from helpers import build, captured_logs, kd_model, no_host_sync, toy_batch
 from ultralytics.utils.torch_utils import ModelEMA
 
 from yolokd.config import KDError, build_config
@@ -165,3 +165,55 @@ def test_composition_weights_schedules_and_global_multiplier(pico_yaml):
     _, items = kd.loss(toy_batch())
     assert items["tar_feat_loss"].item() == 0.0 and items["tar_box_loss"].item() == 0.0
     assert items["cwd_loss"].item() > 0
+
+
+# ----------------------------------------------------------------------------------------- statistics, host syncs
+@pytest.mark.parametrize("method", ["cwd", "crosskd", "fgbg", "hint", "tar"])
+@pytest.mark.parametrize(("family", "teacher"), [("yolov8", "yolov8n.yaml"), ("yolo26", "yolo26n.yaml")])
+def test_terms_step_without_host_sync(pico_yamls, monkeypatch, method, family, teacher):
+    """No term reads a device value on the host or selects by a boolean mask (both stall an accelerator each step)."""
+    kd = kd_model(pico_yamls[family], teacher, method)
+    for term in kd.terms:
+
+        def checked(inputs, adapters, forward=term.forward):
+            with no_host_sync():
+                return forward(inputs, adapters)
+
+        monkeypatch.setattr(term, "forward", checked)
+    loss, _ = kd.loss(toy_batch())
+    assert torch.isfinite(loss).all()
+
+
+class _Writer:
+    """Stands in for TensorBoard's SummaryWriter: keeps the last value of each tag."""
+
+    def __init__(self) -> None:
+        self.scalars: dict[str, float] = {}
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        self.scalars[tag] = value
+
+
+def test_term_stats_are_epoch_means_read_and_reset_by_the_epoch_end_callback(pico_yamls):
+    from types import SimpleNamespace
+
+    from yolokd.callbacks import KDCallbacks
+
+    kd = kd_model(pico_yamls["yolov8"], "yolov8n.yaml", "fgbg")
+    base = toy_batch()
+    batches = [{**base, "img": base["img"] * k} for k in (1.0, 0.3, 3.0, 0.05)]  # same boxes: same background anchors
+    per_step = []
+    for batch in batches:
+        kd.loss(batch)
+        per_step.append(kd.term_stats(reset=True)["fgbg_bg/bg_gate_open"])
+    assert len(set(per_step)) > 1  # the steps differ, so the last step's value is not the epoch's
+    for batch in batches:  # the same epoch again, read only at its end
+        kd.loss(batch)
+    callbacks = KDCallbacks(kd.kd_config)
+    callbacks._writer = _Writer()
+    trainer = SimpleNamespace(model=kd, epoch=0, tloss=None, lr={}, label_loss_items=lambda *a, **k: {})
+    callbacks.on_train_epoch_end(trainer)
+    logged = callbacks._writer.scalars["kd_stats/fgbg_bg/bg_gate_open"]
+    assert logged == pytest.approx(sum(per_step) / len(per_step), rel=1e-6)  # equal candidates: the mean of the steps
+    assert "kd_stats/fgbg_fg/fg_gate_open" in callbacks._writer.scalars
+    assert kd.term_stats() == {}  # read and reset once per epoch

@@ -169,11 +169,15 @@ def _cos_dist(s: torch.Tensor, t: torch.Tensor, anchor: int) -> float:
     return 1.0 - float(u @ v / (u.norm() * v.norm()))
 
 
-def _expected_fg(inputs: DistillInputs, open_pos: list[int], keep_non_positive: bool = True) -> float:
-    """Sum over levels of the mean cosine distance over the counted cells (open positives + kept anchor 16)."""
-    lvl0 = [_cos_dist(inputs.student_feats, inputs.teacher_feats, a) for a in open_pos]
-    lvl1 = [_cos_dist(inputs.student_feats, inputs.teacher_feats, 16)] if keep_non_positive else []
-    return (sum(lvl0) / len(lvl0) if lvl0 else 0.0) + (sum(lvl1) / len(lvl1) if lvl1 else 0.0)
+def _expected_fg(inputs: DistillInputs, counted: list[int]) -> float:
+    """Sum over levels (anchors 0-15 and 16-19) of the cosine distances at the counted cells of the level, divided by
+    the number of the level's foreground cells (the candidates, counted or not)."""
+    fg = torch.cat([m.flatten(1) for m in fg_masks(inputs)], 1)[0].nonzero().flatten().tolist()
+    total = 0.0
+    for level in (range(16), range(16, 20)):
+        d = [_cos_dist(inputs.student_feats, inputs.teacher_feats, a) for a in counted if a in level]
+        total += sum(d) / max(sum(a in level for a in fg), 1)
+    return total
 
 
 def test_hand_inputs_foreground_cells():
@@ -181,50 +185,132 @@ def test_hand_inputs_foreground_cells():
     assert torch.cat([m.flatten(1) for m in masks], 1)[0].nonzero().flatten().tolist() == FG
 
 
+def _sqrt_sigmoid(x: float) -> float:
+    """Quality of a positive whose box is exact (IoU 1): sigmoid(logit)^alpha with alpha = 0.5."""
+    return (1 / (1 + math.exp(-x))) ** 0.5
+
+
 # ---------------------------------------------------------------------------------------------------- fgbg_fg
 
 
 @pytest.mark.parametrize(
-    "t_better, frac",
-    [([True] * 4, 1.0), ([False] * 4, 0.0), ([True, False, False, True], 0.5), ([False, True, False, False], 0.25)],
+    "t_better, is_open",
+    [([True] * 4, True), ([False] * 4, False), ([True, False, False, True], False), ([True, True, True, False], True)],
 )
-def test_fgbg_fg_gate_by_construction(t_better, frac):
-    # same boxes (IoU 1 for both); the better model has logit 2 for the assigned class, the worse one logit 0
+def test_fgbg_fg_gate_per_object_opens_all_its_foreground_cells(t_better, is_open):
+    # same boxes (IoU 1 for both); the better model has logit 2 at a positive, the worse one logit 0. The object's
+    # gate compares the mean qualities over its 4 positives: 2 of 4 each is a tie (strict: closed); 3 of 4 opens it,
+    # and then every foreground cell of the box counts: the 4 positives (also anchor 5, where the student is better)
+    # and anchor 16 on the second level, which is no positive
     t_logit = [2.0 if b else 0.0 for b in t_better]
     s_logit = [0.0 if b else 2.0 for b in t_better]
     inputs = make_inputs(t_logit=t_logit, s_logit=s_logit)
     term = TERMS["fgbg_fg"]()
     loss = term(inputs, IDENTITY)
-    assert term.stats["fg_gate_open"] == frac
-    open_pos = [a for a, b in zip(POS, t_better) if b]
-    assert loss.item() == pytest.approx(_expected_fg(inputs, open_pos), rel=1e-5)
-    term = TERMS["fgbg_fg"](keep_non_positive=False)
-    assert term(inputs, IDENTITY).item() == pytest.approx(_expected_fg(inputs, open_pos, False), rel=1e-5, abs=1e-7)
-    assert term.stats["fg_gate_open"] == frac
+    assert term.stats == {"fg_gate_open": float(is_open), "fg_cell_open": float(is_open)}
+    assert loss.item() == pytest.approx(_expected_fg(inputs, FG if is_open else []), rel=1e-5, abs=1e-7)
+
+
+def test_fgbg_fg_gate_is_the_mean_quality_not_a_majority_of_positives():
+    # the teacher is better at 3 of the 4 positives, but its mean quality is lower: the object stays closed
+    t_logit, s_logit = [0.0, 0.0, 0.0, -6.0], [-1.0, -1.0, -1.0, 6.0]
+    q_t, q_s = [_sqrt_sigmoid(x) for x in t_logit], [_sqrt_sigmoid(x) for x in s_logit]
+    assert sum(a > b for a, b in zip(q_t, q_s)) == 3 and sum(q_t) / 4 < sum(q_s) / 4  # 0.543 < 0.643
+    inputs = make_inputs(t_logit=t_logit, s_logit=s_logit)
+    term = TERMS["fgbg_fg"]()
+    assert term(inputs, IDENTITY).item() == 0.0
+    assert term.stats["fg_gate_open"] == 0.0
+    # and the other way round: better at 1 of 4 positives, but by far: open
+    inputs = make_inputs(t_logit=[6.0, -6.0, -6.0, -6.0], s_logit=[-9.0, -5.0, -5.0, -5.0])
+    term.reset_stats()
+    assert term(inputs, IDENTITY).item() == pytest.approx(_expected_fg(inputs, FG), rel=1e-5)
+    assert term.stats["fg_gate_open"] == 1.0
 
 
 def test_fgbg_fg_gate_uses_iou_and_own_reg_max():
     # teacher: higher score (logit 2 vs 0) but a box of IoU 36/64 with the GT: q_T = s(2)^.5 (9/16)^6 < q_S = s(0)^.5
     inputs = make_inputs(t_logit=[2.0] * 4, s_logit=[0.0] * 4, t_box=(1.0, 1.0, 7.0, 7.0))
     term = TERMS["fgbg_fg"]()
-    assert term(inputs, IDENTITY).item() == pytest.approx(_expected_fg(inputs, []), rel=1e-5)
+    assert term(inputs, IDENTITY).item() == 0.0
     assert term.stats["fg_gate_open"] == 0.0
     # the same student box shrunk instead: teacher better everywhere (its reg_max-16 box decodes exactly to the GT)
     inputs = make_inputs(t_logit=[0.0] * 4, s_logit=[0.0] * 4, s_box=(0.0, 0.0, 7.0, 8.0))
+    term.reset_stats()
     term(inputs, IDENTITY)
     assert term.stats["fg_gate_open"] == 1.0
     # equal quality everywhere: the strict gate stays closed
     inputs = make_inputs(t_logit=[1.0] * 4, s_logit=[1.0] * 4)
+    term.reset_stats()
     term(inputs, IDENTITY)
     assert term.stats["fg_gate_open"] == 0.0
+
+
+# Two objects in one 16x16 image: A = (0, 0, 8, 8) px with positives 0, 1, 4 and B = (4, 4, 16, 16) px with positives
+# 10, 15. Cell 5 (centre (6, 6) px) lies inside both boxes and is the positive of neither.
+GT_B = (4.0, 4.0, 16.0, 16.0)
+POS_A, POS_B = [0, 1, 4], [10, 15]
+CELLS_A, CELLS_B = [0, 1, 4, 5, 16], [5, 6, 7, 9, 10, 11, 13, 14, 15, 19]
+
+
+def make_two_objects(open_a: bool, open_b: bool) -> DistillInputs:
+    """Both models predict each object's exact box at its positives; the logits decide each object's gate."""
+    inputs = make_inputs()
+    a = inputs.assigned
+    anchors, strides = a.anchor_points, a.stride_tensor
+    fg = torch.zeros_like(a.fg_mask)
+    fg[0, POS_A + POS_B] = True
+    gt_idx = torch.zeros_like(a.target_gt_idx)
+    gt_idx[0, POS_B] = 1
+    in_b = (gt_idx[0] == 1).unsqueeze(-1)
+    a.fg_mask, a.target_gt_idx = fg, gt_idx
+    a.target_bboxes = torch.where(in_b, torch.tensor(GT_B), torch.tensor(GT))[None]
+    s_dist = torch.where(in_b, _dist(GT_B, anchors, strides), _dist(GT, anchors, strides))
+    inputs.student_preds["boxes"] = s_dist.T.unsqueeze(0)
+    inputs.teacher_preds["boxes"] = _dfl_logits(s_dist.clamp(0, 14)).unsqueeze(0)  # exact at the positives
+    for preds, better in ((inputs.teacher_preds, (open_a, open_b)), (inputs.student_preds, (not open_a, not open_b))):
+        preds["scores"][0, 1, POS_A] = 2.0 if better[0] else 0.0
+        preds["scores"][0, 1, POS_B] = 2.0 if better[1] else 0.0
+    inputs.batch = {**inputs.batch, "cls": torch.tensor([[1.0], [1.0]]), "batch_idx": torch.tensor([0.0, 0.0])}
+    inputs.batch["bboxes"] = torch.tensor([[0.25, 0.25, 0.5, 0.5], [0.625, 0.625, 0.75, 0.75]])
+    return inputs
+
+
+@pytest.mark.parametrize(
+    "open_a, open_b, counted",
+    [
+        (True, False, CELLS_A),
+        (False, True, CELLS_B),
+        (True, True, sorted(set(CELLS_A) | set(CELLS_B))),
+        (False, False, []),
+    ],
+)
+def test_fgbg_fg_cell_inside_two_boxes_counts_if_either_gate_is_open(open_a, open_b, counted):
+    inputs = make_two_objects(open_a, open_b)
+    cells = torch.cat([m.flatten(1) for m in fg_masks(inputs)], 1)[0].nonzero().flatten().tolist()
+    assert cells == sorted(set(CELLS_A) | set(CELLS_B))  # 14 foreground cells, cell 5 in both boxes
+    term = TERMS["fgbg_fg"]()
+    loss = term(inputs, IDENTITY)
+    assert loss.item() == pytest.approx(_expected_fg(inputs, counted), rel=1e-5, abs=1e-7)
+    assert term.stats == {"fg_gate_open": (open_a + open_b) / 2, "fg_cell_open": len(counted) / 14}
+
+
+@pytest.mark.parametrize("keep, counted", [(True, CELLS_B), (False, [])])
+def test_fgbg_fg_object_without_positives_kept_ungated_or_dropped(keep, counted):
+    inputs = make_two_objects(open_a=False, open_b=False)
+    inputs.assigned.fg_mask[0, POS_B] = False  # B lost its positives: no quality to compare (A's gate is closed)
+    term = TERMS["fgbg_fg"](keep_unassigned=keep)
+    loss = term(inputs, IDENTITY)
+    assert loss.item() == pytest.approx(_expected_fg(inputs, counted), rel=1e-5, abs=1e-7)
+    assert term.stats["fg_gate_open"] == 0.0  # over the objects with positives: A only
+    assert term.stats["fg_cell_open"] == len(counted) / 14
 
 
 def test_fgbg_fg_ungated_counts_every_foreground_cell():
     inputs = make_inputs(t_logit=[0.0] * 4, s_logit=[2.0] * 4)  # teacher worse everywhere, but no gate
     term = TERMS["fgbg_fg"](gate=False)
-    assert term(inputs, IDENTITY).item() == pytest.approx(_expected_fg(inputs, POS), rel=1e-5)
-    assert term.stats["fg_gate_open"] == 1.0
-    assert "gate=False" in repr(term) and "keep_non_positive=True" in repr(term)
+    assert term(inputs, IDENTITY).item() == pytest.approx(_expected_fg(inputs, FG), rel=1e-5)
+    assert term.stats == {"fg_gate_open": 1.0, "fg_cell_open": 1.0}
+    assert "gate=False" in repr(term) and "keep_unassigned=True" in repr(term)
 
 
 def test_fgbg_fg_zero_when_student_equals_teacher():
@@ -240,8 +326,15 @@ def test_fgbg_fg_no_boxes_gives_zero_and_closed_stat():
     term = TERMS["fgbg_fg"]()
     loss = term(inputs, IDENTITY)
     loss.backward()
-    assert loss.item() == 0.0 and term.stats["fg_gate_open"] == 0.0
+    assert loss.item() == 0.0 and term.stats == {"fg_gate_open": 0.0, "fg_cell_open": 0.0}
     assert inputs.student_feats[0].grad is not None
+
+
+def test_fgbg_fg_rejects_an_assignment_of_other_anchors():
+    inputs = make_inputs()
+    inputs.assigned.fg_mask = inputs.assigned.fg_mask[:, :19]
+    with pytest.raises(ValueError, match="assignment has 19 anchors, the neck levels 20"):
+        TERMS["fgbg_fg"]()(inputs, IDENTITY)
 
 
 def test_fgbg_fg_large_values_finite():
@@ -252,6 +345,18 @@ def test_fgbg_fg_large_values_finite():
     loss = TERMS["fgbg_fg"]()(inputs, IDENTITY)
     loss.backward()
     assert torch.isfinite(loss) and all(torch.isfinite(f.grad).all() for f in inputs.student_feats)
+
+
+def test_object_gate_tiny_qualities_and_objects_without_positives():
+    # log qualities far below float32's exp range still compare by their means; an object without positives is closed
+    fg = torch.tensor([[True, True, True, False]])
+    idx = torch.tensor([[0, 0, 1, 2]])
+    lq_t = torch.tensor([[-500.0, -900.0, float("-inf"), 0.0]])  # object 0: mean ~ e^-500 / 2; object 1: quality 0
+    lq_s = torch.tensor([[-501.0, -501.0, -700.0, -1.0]])  # object 0: mean ~ e^-501 < e^-500 / 2
+    assert F.object_gate(lq_t, lq_s, fg, idx, 3).tolist() == [[True, False, False]]
+    assert F.object_gate(lq_s, lq_t, fg, idx, 3).tolist() == [[False, True, False]]
+    with pytest.raises(ValueError, match="one \\(N, A\\) shape"):
+        F.object_gate(lq_t, lq_s, fg, idx[:, :2], 3)
 
 
 # ---------------------------------------------------------------------------------------------------- fgbg_bg
@@ -273,8 +378,9 @@ def test_fgbg_bg_gate_by_construction(open_bg, frac):
     term = TERMS["fgbg_bg"]()
     loss = term(make_inputs(s_scores=s, t_scores=t), None)
     assert term.stats["bg_gate_open"] == pytest.approx(frac, abs=1e-12)
-    # every open anchor has the same student/teacher logits: KL = bkl(-2 | -3) + bkl(-1 | -4), mean over them
-    expected = _bkl(-2.0, -3.0) + _bkl(-1.0, -4.0) if open_bg else 0.0
+    # every open anchor has the same student/teacher logits: KL = bkl(-2 | -3) + bkl(-1 | -4), summed over them and
+    # divided by all 15 background anchors (not the open ones)
+    expected = (_bkl(-2.0, -3.0) + _bkl(-1.0, -4.0)) * len(open_bg) / len(BG)
     assert loss.item() == pytest.approx(expected, rel=1e-5, abs=1e-9)
     loss.backward()
     assert (s.grad[0, :, [a for a in range(20) if a not in open_bg]] == 0).all()  # closed and fg anchors: no grad
@@ -367,6 +473,6 @@ def test_fgbg_yaml_defaults():
         ("fgbg_bg", "fgbg_bg", "constant"),
     ]
     assert [s.weight for s in specs] == [1.0 * 0.0625, 1000.0 * 0.0625]  # chosen scales x the sweep's factor
-    assert specs[0].params == {"gate": True, "keep_non_positive": True}
+    assert specs[0].params == {"gate": True, "keep_unassigned": True}
     assert specs[1].params == {"gate": True}
     assert TERMS["fgbg_fg"].needs_targets and TERMS["fgbg_bg"].needs_targets

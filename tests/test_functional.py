@@ -422,6 +422,22 @@ def test_cosine_fg_hand_computed() -> None:
     assert float(cosine_fg(s, t, torch.ones(1, 1, 2, dtype=torch.bool))) == pytest.approx(1.5)
 
 
+def test_cosine_fg_gate_counts_open_positions_over_all_masked_ones() -> None:
+    """The gate selects positions of the mask; the divisor stays the number of masked positions (the candidates)."""
+    s = torch.tensor([[1.0, 1.0, 1.0, 5.0], [0.0, 0.0, 0.0, 5.0]]).view(1, 2, 1, 4)  # [1, 0] at the first three
+    t = torch.tensor([[0.0, -1.0, 1.0, 1.0], [1.0, 0.0, 0.0, -9.0]]).view(1, 2, 1, 4)  # cos 0, -1, 1; last unmasked
+    mask = torch.tensor([[[True, True, True, False]]])
+    # distances 1, 2, 0 at the 3 masked positions
+    assert float(cosine_fg(s, t, mask)) == pytest.approx(3.0 / 3)
+    assert float(cosine_fg(s, t, mask, gate=torch.tensor([[[False, True, True, True]]]))) == pytest.approx(2.0 / 3)
+    assert float(cosine_fg(s, t, mask, gate=torch.tensor([[[True, False, False, True]]]))) == pytest.approx(1.0 / 3)
+    assert float(cosine_fg(s, t, mask, gate=torch.zeros(1, 1, 4, dtype=torch.bool))) == 0.0
+    with pytest.raises(ValueError, match="gate"):
+        cosine_fg(s, t, mask, gate=torch.ones(1, 4, dtype=torch.bool))
+    with pytest.raises(TypeError, match="gate"):
+        cosine_fg(s, t, mask, gate=torch.ones(1, 1, 4))
+
+
 @pytest.mark.parametrize("shape", [(1, 2, 1, 2), (2, 16, 5, 7), (3, 4, 8, 8)])
 def test_cosine_fg_zero_when_equal(shape: tuple[int, ...]) -> None:
     """cosine_fg is zero (up to rounding) when student == teacher, and 0-dim float32."""
@@ -440,6 +456,8 @@ def test_cosine_fg_gradcheck() -> None:
     mask = torch.rand(2, 3, 3) > 0.5
     mask[0, 0, 0] = True
     assert torch.autograd.gradcheck(lambda x: cosine_fg(x, t, mask), (s,))
+    gate = torch.rand(2, 3, 3) > 0.5
+    assert torch.autograd.gradcheck(lambda x: cosine_fg(x, t, mask, gate=gate), (s,))
 
 
 def test_cosine_fg_large_values_finite() -> None:

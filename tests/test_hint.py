@@ -12,10 +12,12 @@ import pytest
 import torch
 from helpers import kd_model, toy_batch
 from torch import nn
+from ultralytics.utils.tal import bbox2dist as ultralytics_bbox2dist
 
 from yolokd.config import resolve_method
 from yolokd.losses import TERMS, DistillInputs, Probe
 from yolokd.losses.hint import positive_distances, weighted_soft_bce
+from yolokd.taps import head_outputs
 from yolokd.targets import Assigned
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
@@ -110,9 +112,13 @@ def test_hint_shape_mismatch_raises():
 
 
 # ----------------------------------------------------------------------------------------------------------- hint_soft
-def _soft_inputs(s: torch.Tensor, t: torch.Tensor, fg: list[list[bool]]) -> DistillInputs:
+SCORE_SUM = 4.0  # the TAL target-score sum of the hand-made assignments: neither N * A nor the number of positives
+
+
+def _soft_inputs(s: torch.Tensor, t: torch.Tensor, fg: list[list[bool]], score_sum: float | None = SCORE_SUM):
     n, a = len(fg), len(fg[0])
     asg = _assigned(fg, [[0.5, 0.5]] * a, [8.0] * a, torch.zeros(n, a, 4).tolist())
+    asg.target_scores_sum = None if score_sum is None else torch.tensor(score_sum)
     return _inputs({"scores": s}, {"scores": t}, asg)
 
 
@@ -127,16 +133,37 @@ def test_weighted_soft_bce_hand_computed_not_zero_at_equal_logits():
     assert weighted_soft_bce(s, t, w).item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_weighted_soft_bce_avg_factor_replaces_anchor_count():
+    s, t = torch.zeros(2, 1, 3), torch.full((2, 1, 3), LN3)  # BCE(0, 3/4) = ln 2 at each of the 6 anchors
+    w = torch.tensor([[1.0, 1.5, 1.5], [1.0, 1.0, 0.0]])  # sum 6
+    assert weighted_soft_bce(s, t, w).item() == pytest.approx(6 * LN2 / 6, rel=1e-6)
+    assert weighted_soft_bce(s, t, w, avg_factor=2.5).item() == pytest.approx(6 * LN2 / 2.5, rel=1e-6)
+    assert weighted_soft_bce(s, t, w, avg_factor=torch.tensor([2.5])).item() == pytest.approx(6 * LN2 / 2.5, rel=1e-6)
+
+
 def test_hint_soft_hand_computed_and_gradient_zero_at_equal_logits():
     s = torch.tensor([[[0.0, LN3, 0.0], [0.0, 0.0, 0.0]]], requires_grad=True)
     t = torch.tensor([[[0.0, 0.0, 0.0], [0.0, LN3, 0.0]]])
     loss = TERMS["hint_soft"]()(_soft_inputs(s, t, [[True, False, False]]), None)
     a1 = _bce(LN3, 0.5) + _bce(0.0, 0.75)
-    assert loss.item() == pytest.approx((2 * LN2 + 1.5 * a1 + 1.5 * 2 * LN2) / 3, rel=1e-6)
+    assert loss.item() == pytest.approx((2 * LN2 + 1.5 * a1 + 1.5 * 2 * LN2) / SCORE_SUM, rel=1e-6)
     loss.backward()
-    # d/ds = w * (sigmoid(s) - sigmoid(t)) / (N*A): zero where s == t (the minimum), 1.5 * (3/4 - 1/2) / 3 at (0, 1)
-    expected = [[[0.0, 1.5 * 0.25 / 3, 0.0], [0.0, 1.5 * -0.25 / 3, 0.0]]]
+    # d/ds = w * (sigmoid(s) - sigmoid(t)) / Z: zero where s == t (the minimum), 1.5 * (3/4 - 1/2) / 4 at (0, 1)
+    expected = [[[0.0, 1.5 * 0.25 / SCORE_SUM, 0.0], [0.0, 1.5 * -0.25 / SCORE_SUM, 0.0]]]
     assert torch.allclose(s.grad, torch.tensor(expected), atol=1e-7)
+
+
+def test_hint_soft_divides_by_the_tal_target_score_sum_like_the_cls_loss():
+    # 1 image, 5 anchors, 1 class, s == t == 0: each anchor contributes ln 2, weighted 1.0 (fg) or 1.5 (bg)
+    s = t = torch.zeros(1, 1, 5)
+    fg = [[True, True, False, False, False]]
+    total = (2 * 1.0 + 3 * 1.5) * LN2
+    for score_sum in (1.0, 1.7, 40.0):  # Ultralytics' max(target_scores.sum(), 1): not the N * A = 5 anchors
+        loss = TERMS["hint_soft"]()(_soft_inputs(s, t, fg, score_sum=score_sum), None)
+        assert loss.item() == pytest.approx(total / score_sum, rel=1e-6)
+    # an assignment built without target scores falls back to the number of positives (2)
+    loss = TERMS["hint_soft"]()(_soft_inputs(s, t, fg, score_sum=None), None)
+    assert loss.item() == pytest.approx(total / 2, rel=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -144,24 +171,24 @@ def test_hint_soft_hand_computed_and_gradient_zero_at_equal_logits():
     [([[True, True]], 1.0), ([[True, False]], (1.0 + 1.5) / 2), ([[False, False]], 1.5)],
 )
 def test_hint_soft_weights_background_anchors_1p5(fg, factor):
-    s = t = torch.zeros(1, 3, 2)  # every anchor contributes 3 ln 2 before weighting
+    s = t = torch.zeros(1, 3, 2)  # every anchor contributes 3 ln 2 before weighting; 2 anchors over Z = 4
     loss = TERMS["hint_soft"]()(_soft_inputs(s, t, fg), None)
-    assert loss.item() == pytest.approx(factor * 3 * LN2, rel=1e-6)
+    assert loss.item() == pytest.approx(factor * 2 * 3 * LN2 / SCORE_SUM, rel=1e-6)
 
 
 def test_hint_soft_custom_weights_and_repr():
     term = TERMS["hint_soft"](w_bg=3.0, w_fg=0.0)
     assert repr(term) == "HintSoft(w_bg=3.0, w_fg=0.0)"
     loss = term(_soft_inputs(torch.zeros(1, 1, 2), torch.zeros(1, 1, 2), [[True, False]]), None)
-    assert loss.item() == pytest.approx(3.0 * LN2 / 2, rel=1e-6)
+    assert loss.item() == pytest.approx(3.0 * LN2 / SCORE_SUM, rel=1e-6)
 
 
 def test_hint_soft_large_logits_float32_finite():
     s = torch.tensor([[[1e4, -1e4], [-3e4, 5e3]]], requires_grad=True)
     t = torch.tensor([[[-1e4, 1e4], [3e4, -5e3]]])
     loss = TERMS["hint_soft"]()(_soft_inputs(s, t, [[True, False]]), None)
-    # BCE(x, q) ~ |x| for a confident wrong prediction: (1.0 * (1e4 + 3e4) + 1.5 * (1e4 + 5e3)) / 2
-    assert loss.item() == pytest.approx((4e4 + 1.5 * 1.5e4) / 2, rel=1e-5)
+    # BCE(x, q) ~ |x| for a confident wrong prediction: (1.0 * (1e4 + 3e4) + 1.5 * (1e4 + 5e3)) / Z
+    assert loss.item() == pytest.approx((4e4 + 1.5 * 1.5e4) / SCORE_SUM, rel=1e-5)
     loss.backward()
     assert torch.isfinite(s.grad).all()
 
@@ -237,7 +264,11 @@ def test_hint_bounded_teacher_strictly_better_everywhere_opens_all():
     assert term.stats["open"] == 1.0
     assert loss.item() == pytest.approx((4.0 + 1.0 + 2.0) / 3, rel=1e-6)
     loss = term(_bounded_inputs(rs=Y), None)  # student exact: d_s = 0, never > d_t
-    assert term.stats["open"] == 0.0 and loss.item() == 0.0
+    assert loss.item() == 0.0
+    assert term.stats["open"] == 0.5  # a mean since the last reset: (3 + 0 open) / (3 + 3 positives)
+    term.reset_stats()
+    term(_bounded_inputs(rs=Y), None)
+    assert term.stats["open"] == 0.0
 
 
 def test_hint_bounded_dfl_student_and_plain_teacher_hand_computed():
@@ -252,9 +283,43 @@ def test_hint_bounded_dfl_student_and_plain_teacher_hand_computed():
     assert term.stats["open"] == 1.0
 
 
+def _dfl(dists: list[float], reg_max: int) -> list[float]:
+    """DFL logits (4 * reg_max) decoding to ``dists``: integer d on one bin, k + 0.5 split over bins k and k + 1."""
+    logits = []
+    for d in dists:
+        row = [-1e4] * reg_max
+        row[math.floor(d)] = row[math.ceil(d)] = 0.0
+        logits += row
+    return logits
+
+
+def test_hint_bounded_dfl_student_targets_clamped_to_the_bin_range_like_ultralytics():
+    # one positive at (0.5, 0.5), stride 8, box [0, 0, 44, 8] px: y = [.5, .5, 5, .5] grid units, beyond a reg_max-4
+    # student's range [0, 3]: Ultralytics' DFL target is bbox2dist(..., reg_max - 1) = y clamped to [0, 2.99]
+    asg = _assigned([[True]], [[0.5, 0.5]], [8.0], [[[0.0, 0.0, 44.0, 8.0]]])
+    s = torch.tensor(_dfl([0.5, 0.5, 3.0, 0.5], 4)).view(1, 16, 1)  # the student at its last bin on the right side
+    t = torch.tensor([0.5, 0.5, 5.0, 0.5]).view(1, 4, 1)  # a reg_max-1 teacher exactly on the (unclamped) box
+    term = TERMS["hint_bounded"]()
+    loss = term(_inputs({"boxes": s}, {"boxes": t}, asg, s_reg=4, t_reg=1), None)
+    # y -> [.5, .5, 2.99, .5]: d_s = (3 - 2.99)^2 = 1e-4 (unclamped: (3 - 5)^2 = 4); the teacher clamped to the same
+    # range: d_t = 0 < d_s, the gate is open (unclamped teacher: d_t = 4.04, closed, loss 0)
+    assert loss.item() == pytest.approx(1e-4, rel=1e-3)
+    assert term.stats["open"] == 1.0
+    assert ultralytics_bbox2dist(torch.tensor([0.5, 0.5]), torch.tensor([0.0, 0.0, 5.5, 1.0]), 3).tolist()[2] == (
+        pytest.approx(2.99)
+    )  # the clamp this test mirrors
+
+
+def test_hint_bounded_reg_max_1_student_not_clamped():
+    asg = _assigned([[True]], [[0.5, 0.5]], [8.0], [[[0.0, 0.0, 44.0, 8.0]]])  # y = [.5, .5, 5, .5]
+    s = torch.tensor([0.5, 0.5, 5.5, 0.5]).view(1, 4, 1)  # d_s = 0.25
+    t = torch.tensor([0.5, 0.5, 5.0, 0.5]).view(1, 4, 1)  # d_t = 0
+    loss = TERMS["hint_bounded"]()(_inputs({"boxes": s}, {"boxes": t}, asg, s_reg=1, t_reg=1), None)
+    assert loss.item() == pytest.approx(0.25, rel=1e-6)
+
+
 def test_hint_bounded_no_positives_zero_in_graph():
     term = TERMS["hint_bounded"](margin=1.0)
-    term.stats["open"] = 0.5
     loss = term(_bounded_inputs(fg=(False,) * 4, requires_grad=True), None)
     assert loss.item() == 0.0 and loss.requires_grad and term.stats["open"] == 0.0
     assert repr(term) == "HintBounded(margin=1.0)"
@@ -262,11 +327,11 @@ def test_hint_bounded_no_positives_zero_in_graph():
 
 def test_hint_bounded_large_dfl_logits_float32_finite():
     s = torch.tensor([1e4, -1e4] * 4).view(1, 8, 1).requires_grad_(True)  # all mass on bin 0: rs = 0
-    t = torch.tensor([-3e4, 3e4] * 4).view(1, 8, 1)  # all mass on bin 1: rt = 1 = y
-    asg = _assigned([[True]], [[0.5, 0.5]], [8.0], [[[-4.0, -4.0, 12.0, 12.0]]])  # y = [1, 1, 1, 1]
+    t = torch.tensor([-3e4, 3e4] * 4).view(1, 8, 1)  # all mass on bin 1: rt = 1, clamped to 0.99 like y
+    asg = _assigned([[True]], [[0.5, 0.5]], [8.0], [[[-4.0, -4.0, 12.0, 12.0]]])  # y = [1, 1, 1, 1] -> 0.99 (reg_max 2)
     term = TERMS["hint_bounded"]()
     loss = term(_inputs({"boxes": s}, {"boxes": t}, asg, s_reg=2, t_reg=2), None)
-    assert loss.item() == pytest.approx(4.0, rel=1e-6) and term.stats["open"] == 1.0  # d_s = 4 > d_t = 0
+    assert loss.item() == pytest.approx(4 * 0.99**2, rel=1e-6) and term.stats["open"] == 1.0  # d_s > d_t = 0
     loss.backward()
     assert torch.isfinite(s.grad).all()
 
@@ -280,6 +345,33 @@ def test_hint_yaml_defaults():
         ("hint_bounded", "hint_bounded", 0.5 * 0.0625, "constant", {"margin": 0.0}),
     ]
     assert TERMS["hint_soft"].needs_targets and TERMS["hint_bounded"].needs_targets and not TERMS["hint"].needs_targets
+
+
+@pytest.mark.parametrize(("family", "teacher"), [("yolov8", "yolov8n.yaml"), ("yolo26", "yolo26n.yaml")])
+def test_hint_soft_real_step_normalised_by_the_assigners_target_scores(pico_yamls, family, teacher):
+    """The item is weight x sum(w * soft BCE) / max(sum of the TAL target scores, 1), as Ultralytics' cls loss."""
+    kd = kd_model(pico_yamls[family], teacher, "hint")
+    crit = kd.student_model.init_criterion()
+    kd.student_model.criterion = crit
+    assigner = getattr(crit, "one2many", crit).assigner
+    seen = []
+    handle = assigner.register_forward_hook(lambda m, a, out: seen.append((out[2].sum().item(), out[3].clone())))
+    batch = toy_batch()
+    try:
+        _, items = kd.loss(batch)
+    finally:
+        handle.remove()
+    score_sum, fg = seen[-1]  # the one-to-many assignment (YOLO26's loss also assigns its one-to-one branch first)
+    assert fg.any() and 0 < score_sum < fg.sum().item()  # below the number of positives, far below N * A
+    with torch.no_grad():
+        kd.teacher_model(batch["img"])
+        kd.student_model(batch["img"])  # train mode, as in the step: the same batch statistics
+        t_scores = head_outputs(kd._teacher_feats.pop("head"))["scores"]
+        s_scores = head_outputs(kd._student_feats.pop("head"))["scores"]
+    w = torch.where(fg, 1.0, 1.5)
+    bce = nn.functional.binary_cross_entropy_with_logits(s_scores, t_scores.sigmoid(), reduction="none").sum(1)
+    expected = 0.5 * 0.0625 * (bce * w).sum().item() / max(score_sum, 1.0)
+    assert items["hint_soft_loss"].item() == pytest.approx(expected, rel=1e-4)
 
 
 @pytest.mark.parametrize(

@@ -264,7 +264,8 @@ def test_tar_box_mixed_gate_and_teacher_decoded_with_its_own_reg_max() -> None:
     term = TARBox()
     loss = term(_box_inputs(s_dist, _dfl_logits(t_dist), t_reg_max=16), None)
     assert term.stats["teacher_better"] == 0.5
-    expected = 1 - _giou(_to_px(s_dist)[0].tolist(), _to_px(_GT_DIST)[0].tolist())  # 1 - 2/3
+    # over both positives (the candidates), not over the one open gate: (1 - 2/3) / 2
+    expected = (1 - _giou(_to_px(s_dist)[0].tolist(), _to_px(_GT_DIST)[0].tolist())) / 2
     assert loss.item() == pytest.approx(expected, rel=1e-5)
 
 
@@ -274,6 +275,19 @@ def test_tar_box_no_positives_zero() -> None:
     loss = term(_box_inputs(s, (_GT_DIST + 1).T.unsqueeze(0), fg=((False, False),)), None)
     assert loss.item() == 0.0 and term.stats["teacher_better"] == 0.0
     loss.backward()
+
+
+def test_giou_loss_divides_by_the_candidates_not_the_open_gates() -> None:
+    s = torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 4.0, 4.0]])
+    t = torch.tensor([[0.0, 0.0, 2.0, 4.0], [5.0, 5.0, 6.0, 6.0], [0.0, 0.0, 4.0, 4.0]])
+    d0 = 1 - _giou(s[0].tolist(), t[0].tolist())  # 1/2
+    d1 = 1 - _giou(s[1].tolist(), t[1].tolist())  # disjoint: 1 + (hull - union) / hull
+    assert giou_loss(s, t, torch.tensor([True, False, False])).item() == pytest.approx(d0 / 3, rel=1e-5)
+    assert giou_loss(s, t, torch.tensor([True, True, True])).item() == pytest.approx((d0 + d1) / 3, rel=1e-5)
+    assert giou_loss(s, t, torch.tensor([True, True, False]), avg_factor=5.0).item() == pytest.approx(
+        (d0 + d1) / 5, rel=1e-5
+    )
+    assert giou_loss(s[:0], t[:0], torch.zeros(0, dtype=torch.bool)).item() == 0.0
 
 
 def test_teacher_better_is_strict_and_giou_loss_gradcheck() -> None:

@@ -121,16 +121,21 @@ class KDCallbacks:
         self._batch += 1
 
     def on_train_epoch_end(self, trainer) -> None:
-        """Log losses (unless Ultralytics' TensorBoard already does), learning rates, term weights and statistics."""
+        """Log losses (unless Ultralytics' TensorBoard already does), learning rates, term weights and statistics.
+
+        The term statistics are the epoch's means: read and reset here on every rank (the terms accumulate them on
+        the device at each step without a host sync), logged on rank 0.
+        """
+        model = self._kd_model(trainer)
+        stats = model.term_stats(reset=True)
         if RANK not in {-1, 0} or self._writer is None:
             return
         step = trainer.epoch + 1
-        model = self._kd_model(trainer)
         if not _ultralytics_tensorboard_active():
             self._scalars(trainer.label_loss_items(trainer.tloss, prefix="train"), step)
             self._scalars(trainer.lr, step)
         self._scalars({f"kd_weight/{k}": v for k, v in model.term_weights().items()}, step)
-        self._scalars({f"kd_stats/{k}": v for k, v in model.term_stats().items()}, step)
+        self._scalars({f"kd_stats/{k}": v for k, v in stats.items()}, step)
 
     def on_fit_epoch_end(self, trainer) -> None:
         """Log validation metrics (unless Ultralytics' TensorBoard does) and the teacher's as reference lines."""

@@ -22,7 +22,7 @@ from yolokd.config import KDConfig, KDError
 from yolokd.losses import TERMS, DistillInputs, Probe
 from yolokd.schedules import SCHEDULES, Progress
 from yolokd.taps import detect_head, head_outputs, model_task, probe
-from yolokd.targets import Assigned, GroundTruth, ground_truth
+from yolokd.targets import Assigned, GroundTruth, ground_truth, recording_target_scores_sum
 
 PREFIX = colorstr("yolokd: ")
 _HEAD = "head"  # key of the Detect-output tap in the feature dicts
@@ -217,6 +217,7 @@ class KDModel(DistillationModel):
             teacher_stages={k: v.detach() for k, v in self._teacher_feats.items()},
             assigned=assigned,
             cache={"ground_truth": gt} if gt is not None else {},
+            strides=list(self.probe.strides),
         )
         self._student_feats.clear()
         self._teacher_feats.clear()
@@ -263,7 +264,8 @@ class KDModel(DistillationModel):
         """The student's detection loss, plus its TAL assignment (one-to-many branch) and the ground truth when needed.
 
         The assignment and ground truth are None unless a term sets ``needs_targets``; the ground truth is shared with
-        the terms through `DistillInputs.cache`.
+        the terms through `DistillInputs.cache`. The assignment carries the sum of the assigner's target scores (the
+        normaliser of Ultralytics' classification loss), read by a hook held only during the call.
 
         With Ultralytics' plain ``v8DetectionLoss`` both come from one ``get_assigned_targets_and_loss`` call (the
         same computation as its ``loss``); otherwise (e.g. YOLO26's ``E2ELoss``) the assignment is computed again.
@@ -276,12 +278,14 @@ class KDModel(DistillationModel):
             det, items = student.loss(batch, preds)
             return det, items, None, None
         if type(crit) is v8DetectionLoss:
-            tal, loss, items = crit.get_assigned_targets_and_loss(crit.parse_output(preds), batch)
+            with recording_target_scores_sum(crit.assigner) as scores:
+                tal, loss, items = crit.get_assigned_targets_and_loss(crit.parse_output(preds), batch)
             det = loss * batch["img"].shape[0]
         else:
             det, items = student.loss(batch, preds)
             crit = getattr(crit, "one2many", crit)
-            tal = crit.get_assigned_targets_and_loss(head_outputs(preds), batch)[0]
+            with recording_target_scores_sum(crit.assigner) as scores:
+                tal = crit.get_assigned_targets_and_loss(head_outputs(preds), batch)[0]
         fg_mask, target_gt_idx, target_bboxes, anchor_points, stride_tensor = tal
         gt = ground_truth(batch, tuple(batch["img"].shape[-2:]))
         labels = gt.labels.gather(1, target_gt_idx.clamp(max=gt.labels.shape[1] - 1))
@@ -298,12 +302,26 @@ class KDModel(DistillationModel):
                 target_labels=labels,
                 alpha=float(assigner.alpha),
                 beta=float(assigner.beta),
+                target_scores_sum=scores.get("sum"),
             ),
             gt,
         )
 
-    def term_stats(self) -> dict[str, float]:
-        """Term statistics of the last call (e.g. gate ratios) as ``<term name>/<stat>``, and non-finite skip counts."""
+    def term_stats(self, reset: bool = False) -> dict[str, float]:
+        """Term statistics (e.g. gate ratios) as ``<term name>/<stat>``, and the non-finite skip counts.
+
+        Each term statistic is its mean since the terms' last reset (`Term.stats`): the epoch-end callback reads them
+        with ``reset=True``, so TensorBoard gets epoch means. Reading copies a few numbers to the host, once.
+
+        Args:
+            reset (bool): Reset the terms' statistics after reading them (the skip counts are cumulative).
+
+        Returns:
+            (dict[str, float]): ``{"<term name>/<stat>": mean, "nonfinite/<term name>": count}``.
+        """
         stats = {f"{s.name}/{k}": v for s, t in zip(self.kd_config.terms, self.terms) for k, v in t.stats.items()}
         stats.update({f"nonfinite/{k}": float(v) for k, v in getattr(self, "nonfinite_skips", {}).items()})
+        if reset:
+            for t in self.terms:
+                t.reset_stats()
         return stats

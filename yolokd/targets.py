@@ -7,9 +7,12 @@ Nothing here re-implements Ultralytics' assigner or DFL: the assignment comes fr
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 from ultralytics.utils.ops import xywh2xyxy
 from ultralytics.utils.tal import dist2bbox
 
@@ -27,6 +30,9 @@ class Assigned:
         target_labels (torch.Tensor): (N, A) long, class of the assigned ground truth (meaningful where fg_mask).
         alpha (float): The assigner's classification exponent (alignment metric score^alpha * IoU^beta).
         beta (float): The assigner's IoU exponent.
+        target_scores_sum (torch.Tensor | None): 0-dim, ``max(sum of the assigner's target scores, 1)``: the
+            normaliser of Ultralytics' classification (and box) loss (``v8DetectionLoss``'s ``target_scores_sum``);
+            None when the assignment was built without it (then `score_sum` falls back to `num_pos`).
     """
 
     fg_mask: torch.Tensor
@@ -37,11 +43,60 @@ class Assigned:
     target_labels: torch.Tensor
     alpha: float = 0.5
     beta: float = 6.0
+    target_scores_sum: torch.Tensor | None = None
 
     @property
     def num_pos(self) -> torch.Tensor:
         """Number of positives, at least 1 (an ``avg_factor``), as a float tensor (no host sync)."""
         return self.fg_mask.sum().float().clamp(min=1)
+
+    @property
+    def score_sum(self) -> torch.Tensor:
+        """Ultralytics' classification-loss normaliser ``max(sum of target scores, 1)`` as a float tensor (no sync).
+
+        Each TAL positive's target score is its alignment metric normalised so that an object's best positive scores
+        that object's best IoU, so the sum is below the number of positives (about the number of well-localised
+        objects). Falls back to `num_pos` when ``target_scores_sum`` is None (assignments built by hand).
+
+        Examples:
+            >>> fg = torch.tensor([[True, True, False]])
+            >>> a = Assigned(fg, torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, 3, 4), torch.zeros(3, 2),
+            ...              torch.ones(3, 1), torch.zeros(1, 3, dtype=torch.long))
+            >>> a.score_sum.item(), Assigned(**{**a.__dict__, "target_scores_sum": torch.tensor(1.25)}).score_sum.item()
+            (2.0, 1.25)
+        """
+        if self.target_scores_sum is None:
+            return self.num_pos
+        return self.target_scores_sum.float().reshape(())
+
+
+@contextlib.contextmanager
+def recording_target_scores_sum(assigner: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+    """Within the block, record ``max(target_scores.sum(), 1)`` of each call of Ultralytics' TAL assigner.
+
+    Ultralytics' ``get_assigned_targets_and_loss`` returns the positives and the assigned boxes but not the target
+    scores whose sum normalises its classification loss; a forward hook on the criterion's assigner (removed on exit,
+    so nothing stays on the module) reads them from the assigner's output ``(target_labels, target_bboxes,
+    target_scores, fg_mask, target_gt_idx)`` (ultralytics 8.4). The sum stays on the device (no host sync).
+
+    Args:
+        assigner (nn.Module): The criterion's ``TaskAlignedAssigner``. Anything without ``register_forward_hook``
+            records nothing.
+
+    Yields:
+        (dict[str, torch.Tensor]): Filled with ``"sum"`` (0-dim) by the last assigner call in the block.
+    """
+    record: dict[str, torch.Tensor] = {}
+
+    def hook(module: nn.Module, args: tuple, output: tuple) -> None:
+        record["sum"] = output[2].detach().sum().float().clamp(min=1)
+
+    handle = assigner.register_forward_hook(hook) if hasattr(assigner, "register_forward_hook") else None
+    try:
+        yield record
+    finally:
+        if handle is not None:
+            handle.remove()
 
 
 @dataclass
@@ -134,13 +189,17 @@ def _cell_centres(h: int, w: int, stride: float, device) -> tuple[torch.Tensor, 
     return torch.meshgrid(xs, ys, indexing="xy")
 
 
-def foreground_masks(gt: GroundTruth, feats: list[torch.Tensor], strides: list[int]) -> list[torch.Tensor]:
+def foreground_masks(
+    gt: GroundTruth, feats: list[torch.Tensor], strides: list[float], box_mask: torch.Tensor | None = None
+) -> list[torch.Tensor]:
     """Per level, True where the cell centre lies inside a ground-truth box of its image.
 
     Args:
         gt (GroundTruth): Ground truth of the batch.
         feats (list[torch.Tensor]): Neck features (N, C, H, W) per level (only shapes are read).
-        strides (list[int]): Stride of each level.
+        strides (list[float]): Stride of each level.
+        box_mask (torch.Tensor | None): (N, M) bool, only these boxes count (e.g. the boxes whose gate is open): a
+            cell inside several boxes is True if any of them counts.
 
     Returns:
         (list[torch.Tensor]): (N, H, W) bool masks.
@@ -151,13 +210,14 @@ def foreground_masks(gt: GroundTruth, feats: list[torch.Tensor], strides: list[i
         >>> foreground_masks(gt, [torch.zeros(1, 1, 2, 4)], [8])[0].int().tolist()
         [[[1, 1, 0, 0], [0, 0, 0, 0]]]
     """
+    keep = gt.mask if box_mask is None else gt.mask & box_mask.bool()
     out = []
     for f, s in zip(feats, strides):
         h, w = f.shape[-2:]
         x, y = _cell_centres(h, w, float(s), gt.boxes.device)
         b = gt.boxes[:, :, None, None, :]  # (N, M, 1, 1, 4)
         inside = (x > b[..., 0]) & (x < b[..., 2]) & (y > b[..., 1]) & (y < b[..., 3])  # (N, M, H, W)
-        out.append((inside & gt.mask[:, :, None, None]).any(1))
+        out.append((inside & keep[:, :, None, None]).any(1))
     return out
 
 

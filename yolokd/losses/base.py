@@ -54,6 +54,8 @@ class DistillInputs:
         assigned (Assigned | None): The student's TAL assignment, when a term sets ``needs_targets``.
         cache (dict): Per-step memo shared by the terms (see `memo`), e.g. the ground truth and masks that several
             terms derive from the same batch.
+        strides (list[int]): Stride of each neck level (the model's probe); empty when unknown, then terms derive it
+            from the input and feature sizes.
     """
 
     student_feats: list[torch.Tensor]
@@ -68,6 +70,7 @@ class DistillInputs:
     teacher_stages: dict[tuple, torch.Tensor] = field(default_factory=dict)
     assigned: Assigned | None = None
     cache: dict[str, Any] = field(default_factory=dict)
+    strides: list[int] = field(default_factory=list)
 
     def memo(self, key: str, make: Callable[[], Any]) -> Any:
         """Return ``cache[key]``, computing it with ``make()`` the first time in this step.
@@ -93,16 +96,60 @@ class Term(nn.Module):
     Subclasses set ``type`` (the registry key), take their hyper-parameters as keyword arguments with defaults (the
     yaml ``params`` are validated against that signature), may build trainable adapters in `make_adapters` (the
     distillation model stores them under its ``projector``, never inside the term), and implement `forward`.
-    A term may also fill ``self.stats`` with floats (e.g. gate ratios) that are logged every epoch.
+
+    Statistics (e.g. gate ratios) are recorded with `record` at every step, as detached device tensors (no host
+    sync), and read as epoch means through `stats`; the trainer's epoch-end callback reads and resets them once per
+    epoch (TensorBoard ``kd_stats/<term name>/<stat>``).
     """
 
     type: ClassVar[str] = ""
     needs_targets: ClassVar[bool] = False  # True: the model computes the TAL assignment (``inputs.assigned``)
 
     def __init__(self) -> None:
-        """Initialise an empty statistics dict."""
+        """Initialise empty statistics."""
         super().__init__()
-        self.stats: dict[str, float] = {}
+        self._stat_sums: dict[str, tuple[torch.Tensor | float, torch.Tensor | float]] = {}
+
+    def record(self, name: str, value: torch.Tensor | float, count: torch.Tensor | float = 1.0) -> None:
+        """Add one step's statistic: ``value`` to its running sum and ``count`` to its running count.
+
+        Both stay (detached) on their device, so recording never waits for the accelerator. `stats` reports
+        ``sum of values / sum of counts``: with the default ``count = 1`` the mean over steps; with ``value`` = the
+        open gates of the step and ``count`` = its candidates, the open fraction over all the candidates seen.
+
+        Args:
+            name (str): Statistic name (``kd_stats/<term name>/<name>`` in TensorBoard).
+            value (torch.Tensor | float): The step's value (or numerator), a 0-dim tensor or a number.
+            count (torch.Tensor | float): Its weight (or denominator).
+
+        Examples:
+            >>> term = Term()
+            >>> term.record("open", torch.tensor(3), torch.tensor(4))  # 3 of 4 candidates open
+            >>> term.record("open", torch.tensor(0), torch.tensor(0))  # a step without candidates
+            >>> term.record("open", torch.tensor(5), torch.tensor(8))
+            >>> term.stats  # (3 + 0 + 5) / (4 + 0 + 8)
+            {'open': 0.6666666666666666}
+        """
+        value = value.detach().float() if isinstance(value, torch.Tensor) else float(value)
+        count = count.detach().float() if isinstance(count, torch.Tensor) else float(count)
+        total, n = self._stat_sums.get(name, (0.0, 0.0))
+        self._stat_sums[name] = (total + value, n + count)
+
+    @property
+    def stats(self) -> dict[str, float]:
+        """Each recorded statistic's ``sum / count`` since the last `reset_stats` (0.0 where the count is 0).
+
+        Reading copies the sums to the host (a synchronisation): read once per epoch, not per step.
+        """
+        out = {}
+        for name, (total, n) in self._stat_sums.items():
+            n = float(n)
+            out[name] = float(total) / n if n > 0 else 0.0
+        return out
+
+    def reset_stats(self) -> None:
+        """Forget the recorded statistics (start a new epoch's means)."""
+        self._stat_sums.clear()
 
     def taps(self) -> list[tuple[str, int]]:
         """Head stages whose outputs this term reads: ``(branch attribute, stage index)``, e.g. ``("cv3", 1)``.

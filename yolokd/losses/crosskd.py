@@ -39,7 +39,6 @@ from typing import ClassVar
 import torch
 from torch import nn
 from ultralytics.utils.metrics import bbox_iou
-from ultralytics.utils.tal import make_anchors
 
 from yolokd.adapters import conv1x1
 from yolokd.losses import functional as F
@@ -255,8 +254,10 @@ class CrossKDBox(_CrossKD):
             t = teacher.permute(0, 2, 1).reshape(-1, reg_max)
             w4 = w.unsqueeze(-1).expand(n, a, 4).reshape(-1)
             return F.ld(s, t, T=self.T, weight=w4, avg_factor=(4.0 * w.sum()).clamp(min=_EPS))
-        anchors, _ = make_anchors(inputs.teacher_feats, head.stride, 0.5)
-        box_s = _proper(decode_boxes(cross, anchors, 1))  # (N, A, 4) xyxy, grid units (GIoU is scale invariant)
-        box_t = _proper(decode_boxes(teacher, anchors, 1))
+        # both boxes of an anchor share its centre and GIoU is translation (and scale) invariant, so decoding around
+        # the origin gives the same GIoU; make_anchors would read the head's stride tensor on the host at every step
+        origin = cross.new_zeros(cross.shape[-1], 2)
+        box_s = _proper(decode_boxes(cross, origin, 1))  # (N, A, 4) xyxy, grid units, relative to the anchor
+        box_t = _proper(decode_boxes(teacher, origin, 1))
         giou = bbox_iou(box_s, box_t, xywh=False, GIoU=True).squeeze(-1)  # (N, A)
         return self.giou_scale * (w * (1.0 - giou)).sum() / w.sum().clamp(min=_EPS)

@@ -7,13 +7,14 @@ whose centre lies inside a ground-truth box) matches feature *direction* with a 
 other cell) matches the class *predictions* with a per-class binary KL. In both regions the teacher guides only
 where it is better than the student:
 
-- foreground (`FGBGForeground`, ``fgbg_fg``): at each TAL positive, quality ``q = score^alpha * IoU^beta`` (the
-  assigner's alignment metric, its own alpha and beta) of teacher and student against the assigned ground truth;
-  the cell counts only where ``q_teacher > q_student``;
+- foreground (`FGBGForeground`, ``fgbg_fg``): per ground-truth object, the mean quality ``q = score^alpha *
+  IoU^beta`` (the assigner's alignment metric, its own alpha and beta) of teacher and student over the object's TAL
+  positives; all the object's foreground cells count only where the teacher's mean is higher;
 - background (`FGBGBackground`, ``fgbg_bg``): the anchor counts only where the teacher's maximum class probability
   is lower than the student's (the teacher is the more confident "nothing here").
 
-The fraction of open gates is logged as ``fg_gate_open`` / ``bg_gate_open`` (TensorBoard ``kd_stats/<name>/...``).
+The fractions of open gates are logged as ``fg_gate_open`` (objects), ``fg_cell_open`` (foreground cells) and
+``bg_gate_open`` (background anchors), epoch means (TensorBoard ``kd_stats/<name>/...``).
 """
 
 from __future__ import annotations
@@ -30,12 +31,12 @@ from yolokd.targets import Assigned, decode_boxes, foreground_masks, level_sizes
 
 
 def _level_strides(inputs: DistillInputs) -> list[float]:
-    """Stride of each neck level: from the TAL anchors when present, else input height / feature height."""
-    sizes = level_sizes(inputs.teacher_feats)
-    a = inputs.assigned
-    if a is not None and a.stride_tensor.shape[0] == sum(sizes):
-        starts = torch.tensor([0, *sizes[:-1]], device=a.stride_tensor.device).cumsum(0)
-        return a.stride_tensor.view(-1)[starts].tolist()  # one host read of a few numbers
+    """Stride of each neck level: the model's (``inputs.strides``) when given, else input height / feature height.
+
+    Both are host numbers: reading the strides from the TAL anchors' device tensor would wait for the device.
+    """
+    if len(inputs.strides) == len(inputs.teacher_feats):
+        return [float(s) for s in inputs.strides]
     img_h = inputs.batch["img"].shape[-2]
     return [img_h / f.shape[-2] for f in inputs.teacher_feats]
 
@@ -84,72 +85,83 @@ def log_quality(preds: dict, reg_max: int, assigned: Assigned) -> torch.Tensor:
     return out
 
 
-def _fraction(num: torch.Tensor, den: torch.Tensor) -> float:
-    """``num / den`` as a float, 0 when ``den`` is 0."""
-    d = float(den.item())
-    return float(num.item()) / d if d > 0 else 0.0
-
-
 @register
 class FGBGForeground(Term):
-    """Foreground term: sum over levels of ``cosine_fg(adapter(student), teacher, fg_mask & gate)``.
+    """Foreground term: sum over levels of ``cosine_fg(adapter(student), teacher, fg_mask, gate=open cells)``.
 
-    Foreground cells are the neck cells whose centre lies inside a ground-truth box. With ``gate``, a foreground cell
-    that is a TAL positive of the student counts only where the teacher's quality is strictly higher,
-    ``score_T^alpha IoU_T^beta > score_S^alpha IoU_S^beta`` (see `log_quality`; each model decodes its boxes with its
-    own ``reg_max``). Foreground cells that are not TAL positives have no assigned ground truth, hence no quality to
-    compare: with ``keep_non_positive`` (default) they are kept ungated, because the thesis defines the foreground
-    region by the boxes (TAL's top-k positives are a few cells per object, and dropping the rest would shrink the
-    foreground imitation to those few cells); set it False to imitate only at gated positives.
+    Each level's loss is the sum of ``1 - cos`` over the cells of the open objects divided by *all* the level's
+    foreground cells (the candidates), so the imitation per cell does not swing with the fraction of open gates.
 
-    ``self.stats["fg_gate_open"]``: fraction of the TAL positives whose gate is open (1.0 without ``gate``; 0 when
-    there are no positives).
+    Foreground cells are the neck cells whose centre lies inside a ground-truth box. With ``gate``, the teacher-better
+    gate is decided per ground-truth object, over that object's TAL positives (TAL's ``target_gt_idx`` groups them):
+    the object's gate is open when the teacher's mean quality over its positives is strictly above the student's,
+    quality ``q = score^alpha * IoU^beta`` against the object's box (`log_quality`: the assigner's alpha and beta,
+    each model decoding its boxes with its own ``reg_max``; `yolokd.losses.functional.object_gate`). An open gate
+    opens *all* of the object's foreground cells at every level, not only its positives (TAL's top-k positives are a
+    few cells per object, 3-4 % of the foreground cells at 640 px), because the thesis defines the foreground region
+    by the boxes. A cell inside several boxes counts if any of their gates is open: each of those objects would have
+    the teacher guide that cell, and the cell cannot tell which object its features describe. An object without a
+    positive (all its candidate anchors went to overlapping objects) has no quality to compare: with
+    ``keep_unassigned`` (default) its cells count ungated; set it False to drop them.
+
+    Statistics (means since the last reset): ``fg_gate_open``, the fraction of the objects with positives whose gate
+    is open (1.0 without ``gate``); ``fg_cell_open``, the fraction of the foreground cells that count.
 
     Args:
-        gate (bool): Apply the teacher-better gate at TAL positives.
-        keep_non_positive (bool): Keep foreground cells that are not TAL positives (no quality to compare).
+        gate (bool): Apply the per-object teacher-better gate.
+        keep_unassigned (bool): Keep (ungated) the cells of objects without a TAL positive.
     """
 
     type = "fgbg_fg"
     needs_targets = True
 
-    def __init__(self, gate: bool = True, keep_non_positive: bool = True) -> None:
+    def __init__(self, gate: bool = True, keep_unassigned: bool = True) -> None:
         """Store the gating options."""
         super().__init__()
         self.gate = bool(gate)
-        self.keep_non_positive = bool(keep_non_positive)
+        self.keep_unassigned = bool(keep_unassigned)
 
     def extra_repr(self) -> str:
         """Show the hyper-parameters."""
-        return f"gate={self.gate}, keep_non_positive={self.keep_non_positive}"
+        return f"gate={self.gate}, keep_unassigned={self.keep_unassigned}"
 
     def make_adapters(self, probe: Probe) -> nn.Module:
         """One 1x1 adapter per neck level, student -> teacher channels."""
         return per_level(probe.student_channels, probe.teacher_channels)
 
-    def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
-        """Return the unweighted foreground cosine loss summed over levels, and set ``fg_gate_open``."""
-        masks = fg_masks(inputs)
+    def open_objects(self, inputs: DistillInputs) -> torch.Tensor:
+        """The (N, M) objects whose foreground cells count, and record ``fg_gate_open`` (no host sync)."""
         a = inputs.assigned
         if a is None:
             raise ValueError("fgbg_fg needs the TAL assignment (inputs.assigned); the model sets it for needs_targets")
+        gt = inputs.ground_truth()
+        n, m = gt.mask.shape
         pos = a.fg_mask.bool()
+        if pos.shape[1] != (cells := sum(level_sizes(inputs.teacher_feats))):
+            raise ValueError(f"fgbg_fg: assignment has {pos.shape[1]} anchors, the neck levels {cells}")
+        idx = a.target_gt_idx.long().clamp(0, m - 1)
+        assigned = torch.zeros(n, m, device=pos.device).scatter_add(1, idx, pos.float()) > 0  # objects with positives
         if self.gate:
             lq_s = log_quality(inputs.student_preds, _reg_max(inputs.student_head, inputs.student_preds), a)
             lq_t = log_quality(inputs.teacher_preds, _reg_max(inputs.teacher_head, inputs.teacher_preds), a)
-            open_ = pos & (lq_t > lq_s)
-            self.stats["fg_gate_open"] = _fraction(open_.sum(), pos.sum())
+            open_ = F.object_gate(lq_t, lq_s, pos, idx, m)
         else:
-            open_ = pos
-            self.stats["fg_gate_open"] = 1.0 if bool(pos.any()) else 0.0
-        keep = open_ | ~pos if self.keep_non_positive else open_  # (N, A)
-        n, sizes = keep.shape[0], level_sizes(inputs.teacher_feats)
-        if keep.shape[1] != sum(sizes):
-            raise ValueError(f"fgbg_fg: assignment has {keep.shape[1]} anchors, the neck levels {sum(sizes)}")
-        keeps = keep.split(sizes, dim=1)
+            open_ = assigned
+        self.record("fg_gate_open", (open_ & assigned).sum(), assigned.sum())
+        if self.keep_unassigned or not self.gate:
+            open_ = open_ | ~assigned
+        return open_ & gt.mask
+
+    def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
+        """Return the unweighted foreground cosine loss summed over levels; record the open fractions."""
+        masks = fg_masks(inputs)
+        cells = foreground_masks(
+            inputs.ground_truth(), inputs.teacher_feats, _level_strides(inputs), self.open_objects(inputs)
+        )
+        self.record("fg_cell_open", sum(c.sum() for c in cells), sum(m.sum() for m in masks))
         loss = 0.0
-        for ad, s, t, m, k in zip(adapters, inputs.student_feats, inputs.teacher_feats, masks, keeps):
-            loss = loss + F.cosine_fg(ad(s), t, m & k.view(n, *t.shape[-2:]))
+        for ad, s, t, m, c in zip(adapters, inputs.student_feats, inputs.teacher_feats, masks, cells):
+            loss = loss + F.cosine_fg(ad(s), t, m, gate=c)  # over all the level's foreground cells, not the open ones
         return loss.float().reshape(())
 
 
@@ -158,13 +170,14 @@ class FGBGBackground(Term):
     """Background term: ``binary_kl(student_scores, teacher_scores)`` at gated background anchors.
 
     Background anchors are the cells whose centre lies inside no ground-truth box. The per-class binary KL between
-    the teacher's and the student's sigmoid class probabilities is summed over classes and averaged over the
-    background anchors whose gate is open: with ``gate``, those where the teacher's maximum class probability is
-    strictly lower than the student's (compared on the logits, which orders them exactly without sigmoid
-    saturation). Zero when no gate is open.
+    the teacher's and the student's sigmoid class probabilities is summed over classes and over the background
+    anchors whose gate is open, and divided by *all* the background anchors (the candidates, so the loss per anchor
+    does not swing with the fraction of open gates): with ``gate``, the open anchors are those where the teacher's
+    maximum class probability is strictly lower than the student's (compared on the logits, which orders them
+    exactly without sigmoid saturation). Zero when no gate is open.
 
-    ``self.stats["bg_gate_open"]``: open fraction among background anchors (1.0 without ``gate``; 0 when there are
-    none).
+    ``stats["bg_gate_open"]``: open fraction among the background anchors since the last reset (1.0 without
+    ``gate``; 0 when there were none).
 
     Args:
         gate (bool): Apply the teacher-better gate (lower maximum class probability).
@@ -183,12 +196,16 @@ class FGBGBackground(Term):
         return f"gate={self.gate}"
 
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
-        """Return the unweighted background KL (mean over open background anchors), and set ``bg_gate_open``."""
+        """Return the unweighted background KL (open anchors over all background anchors); record ``bg_gate_open``."""
         s = inputs.student_preds["scores"].float().transpose(1, 2)  # (N, A, nc)
         t = inputs.teacher_preds["scores"].float().transpose(1, 2)
         bg = ~torch.cat([m.flatten(1) for m in fg_masks(inputs)], dim=1)  # (N, A)
         if bg.shape[1] != s.shape[1]:
             raise ValueError(f"fgbg_bg: head has {s.shape[1]} anchors, the neck levels {bg.shape[1]}")
         open_ = bg & (t.detach().amax(-1) < s.detach().amax(-1)) if self.gate else bg
-        self.stats["bg_gate_open"] = _fraction(open_.sum(), bg.sum())
-        return F.binary_kl(s[open_], t[open_]).float().reshape(())
+        self.record("bg_gate_open", open_.sum(), bg.sum())
+        w = open_.reshape(-1).float()  # a 0/1 weight over every anchor: no boolean indexing, no host sync
+        kl = F.binary_kl(
+            s.reshape(-1, s.shape[-1]), t.reshape(-1, t.shape[-1]), weight=w, avg_factor=bg.sum().clamp(min=1)
+        )
+        return kl.float().reshape(())

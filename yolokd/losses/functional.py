@@ -14,7 +14,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["align_scale", "balance_weights", "binary_kl", "bounded_regression", "cosine_fg", "cwd", "kd_qfl", "ld"]
+__all__ = [
+    "align_scale",
+    "balance_weights",
+    "binary_kl",
+    "bounded_regression",
+    "cosine_fg",
+    "cwd",
+    "kd_qfl",
+    "ld",
+    "object_gate",
+]
 
 
 def _up(x: torch.Tensor) -> torch.Tensor:
@@ -262,20 +272,30 @@ def align_scale(s: torch.Tensor, t: torch.Tensor, eps: float = 1e-6) -> torch.Te
     return (s - mean_s) / (std_s + eps) * std_t + mean_t
 
 
-def bounded_regression(rs: torch.Tensor, rt: torch.Tensor, y: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
+def bounded_regression(
+    rs: torch.Tensor,
+    rt: torch.Tensor,
+    y: torch.Tensor,
+    margin: float = 0.0,
+    weight: torch.Tensor | None = None,
+    avg_factor: float | torch.Tensor | None = None,
+) -> torch.Tensor:
     r"""Teacher-bounded regression loss: penalise the student only where it is not clearly better than the teacher.
 
     .. math::
 
         d^S_i = \sum_{k=1}^{4} (r^S_{i,k} - y_{i,k})^2, \qquad d^T_i = \sum_{k=1}^{4} (r^T_{i,k} - y_{i,k})^2, \qquad
-        L = \frac{1}{n} \sum_i d^S_i \, [d^S_i + m > d^T_i]
+        l_i = d^S_i \, [d^S_i + m > d^T_i]
 
-    The gate is a strict inequality and carries no gradient; rows where it is off still count in the mean.
+    The gate is a strict inequality and carries no gradient; rows where it is off still count in the reduction:
+    :math:`\sum_i l_i w_i / \text{avg\_factor}` if ``avg_factor`` is given, else :math:`\operatorname{mean}_i(l_i w_i)`
+    (a 0/1 ``weight`` with ``avg_factor`` = its sum selects rows without indexing, hence without a host sync).
 
     Shape:
         - rs: :math:`(n, 4)`
         - rt: :math:`(n, 4)`
         - y: :math:`(n, 4)`
+        - weight: :math:`(n,)`
         - output: :math:`()`
 
     Args:
@@ -283,18 +303,23 @@ def bounded_regression(rs: torch.Tensor, rt: torch.Tensor, y: torch.Tensor, marg
         rt (torch.Tensor): Teacher box regression; not detached here (it only enters the gate).
         y (torch.Tensor): Ground-truth boxes in the same encoding.
         margin (float): Margin ``m`` of the gate.
+        weight (torch.Tensor | None): Optional per-row weight.
+        avg_factor (float | torch.Tensor | None): Optional normaliser; when given the weighted sum is divided by it
+            (callers clamp it to ``>= 1``).
 
     Returns:
         (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs); zero connected to the graph if ``n == 0``.
 
     Raises:
-        ValueError: If the inputs are not ``(n, 4)`` or their shapes differ.
+        ValueError: If the inputs are not ``(n, 4)``, their shapes differ, or ``weight`` is not ``(n,)``.
 
     Examples:
         >>> rs = torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])  # d_S = [2, 1]
         >>> rt = torch.tensor([[1.0, 0.0, 0.0, 0.0], [2.0, 0.0, 0.0, 0.0]])  # d_T = [1, 4]
         >>> float(bounded_regression(rs, rt, torch.zeros(2, 4)))  # (2 + 0) / 2
         1.0
+        >>> float(bounded_regression(rs, rt, torch.zeros(2, 4), weight=torch.tensor([1.0, 0.0]), avg_factor=1.0))
+        2.0
 
     """
     _check_pair("bounded_regression", rs, rt, 2, "(n, 4)")
@@ -308,52 +333,63 @@ def bounded_regression(rs: torch.Tensor, rt: torch.Tensor, y: torch.Tensor, marg
     d_s = (rs - y).pow(2).sum(dim=-1)
     d_t = (rt - y).pow(2).sum(dim=-1)
     gate = (d_s + margin > d_t).to(d_s.dtype)
-    return (d_s * gate).mean()
+    return _reduce(d_s * gate, weight, avg_factor, "bounded_regression")
 
 
-def cosine_fg(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    r"""Foreground cosine feature-distillation loss.
+def cosine_fg(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
+    r"""Foreground cosine feature-distillation loss, optionally gated, normalised by all the foreground positions.
 
     .. math::
 
-        L = \frac{1}{|M|} \sum_{(n,h,w) \in M} \left(1 - \cos(s_{n,:,h,w}, t_{n,:,h,w})\right)
+        L = \frac{1}{|M|} \sum_{(n,h,w) \in M} g_{n,h,w} \left(1 - \cos(s_{n,:,h,w}, t_{n,:,h,w})\right)
 
-    with the cosine taken along ``C`` as in :func:`torch.nn.functional.cosine_similarity` (same ``eps``), and
-    :math:`M` the positions where ``mask`` is true. Returns a zero connected to the graph when the mask is empty.
+    with the cosine taken along ``C`` as in :func:`torch.nn.functional.cosine_similarity` (same ``eps``), :math:`M`
+    the positions where ``mask`` is true and :math:`g` the gate (1 everywhere when ``gate`` is None). The divisor is
+    the number of candidates :math:`|M|`, not of open gates, so the loss per open position (and its gradient) does
+    not swing with the fraction of open gates. Returns a zero connected to the graph when the mask is empty.
 
     Shape:
         - s: :math:`(N, C, H, W)`
         - t: :math:`(N, C, H, W)`, same as ``s``
         - mask: :math:`(N, H, W)`, bool
+        - gate: :math:`(N, H, W)`, bool
         - output: :math:`()`
 
     Args:
         s (torch.Tensor): Student feature map.
         t (torch.Tensor): Teacher feature map, the target; not detached here.
-        mask (torch.Tensor): Foreground mask.
+        mask (torch.Tensor): Foreground mask (the candidates).
+        gate (torch.Tensor | None): Positions of the mask that count (e.g. where the teacher is better).
 
     Returns:
         (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs).
 
     Raises:
-        ValueError: If ``s`` is not 4-D, ``s`` and ``t`` have different shapes, or ``mask`` is not ``(N, H, W)``.
-        TypeError: If ``mask`` is not a bool tensor.
+        ValueError: If ``s`` is not 4-D, ``s`` and ``t`` have different shapes, or ``mask``/``gate`` is not
+            ``(N, H, W)``.
+        TypeError: If ``mask`` or ``gate`` is not a bool tensor.
 
     Examples:
         >>> s = torch.tensor([[1.0, 1.0], [0.0, 0.0]]).view(1, 2, 1, 2)  # two positions, both [1, 0]
         >>> t = torch.tensor([[0.0, -1.0], [1.0, 0.0]]).view(1, 2, 1, 2)  # [0, 1] (cos 0) and [-1, 0] (cos -1)
         >>> float(cosine_fg(s, t, torch.ones(1, 1, 2, dtype=torch.bool)))  # (1 + 2) / 2
         1.5
+        >>> float(cosine_fg(s, t, torch.ones(1, 1, 2, dtype=torch.bool), gate=torch.tensor([[[False, True]]])))
+        1.0
 
     """
     _check_pair("cosine_fg", s, t, 4, "(N, C, H, W)")
     expected = (s.shape[0], *s.shape[2:])
-    if mask.shape != expected:
-        raise ValueError(f"cosine_fg: mask must have shape {expected} (N, H, W), got {tuple(mask.shape)}")
-    if mask.dtype != torch.bool:
-        raise TypeError(f"cosine_fg: mask must be a bool tensor, got {mask.dtype}")
+    for name, m in (("mask", mask), ("gate", gate)):
+        if m is None:
+            continue
+        if m.shape != expected:
+            raise ValueError(f"cosine_fg: {name} must have shape {expected} (N, H, W), got {tuple(m.shape)}")
+        if m.dtype != torch.bool:
+            raise TypeError(f"cosine_fg: {name} must be a bool tensor, got {m.dtype}")
     dist = 1.0 - F.cosine_similarity(_up(s), _up(t), dim=1)
-    total = torch.where(mask, dist, torch.zeros_like(dist)).sum()
+    counted = mask if gate is None else mask & gate
+    total = torch.where(counted, dist, torch.zeros_like(dist)).sum()
     return total / mask.sum().clamp(min=1).to(total.dtype)
 
 
@@ -452,3 +488,70 @@ def balance_weights(
     """
     det, raw = det.detach().float(), raw.detach().float()
     return torch.where(raw >= eps, ratio * det / raw.clamp_min(eps), torch.zeros_like(raw))
+
+
+@torch.no_grad()
+def object_gate(
+    log_q_t: torch.Tensor, log_q_s: torch.Tensor, fg_mask: torch.Tensor, gt_idx: torch.Tensor, num_objects: int
+) -> torch.Tensor:
+    r"""Per ground-truth object: is the teacher's mean quality over the object's positives above the student's?
+
+    .. math::
+
+        P_{n,j} = \{a : \text{fg}_{n,a},\ \text{gt\_idx}_{n,a} = j\}, \qquad
+        g_{n,j} = \left[\frac{1}{|P_{n,j}|} \sum_{a \in P_{n,j}} q^T_{n,a}
+            > \frac{1}{|P_{n,j}|} \sum_{a \in P_{n,j}} q^S_{n,a}\right]
+
+    from log qualities :math:`\log q` (strict; false for an object without positives). Both means run over the same
+    positives, so the sums are compared, each as :math:`\sum_a \exp(\log q_a - c_{n,j})` with :math:`c_{n,j}` the
+    object's largest log quality of either model: no float32 underflow however small the qualities, and
+    :math:`\log q = -\infty` (quality 0) is allowed. No gradient; no host synchronisation.
+
+    Shape:
+        - log_q_t, log_q_s: :math:`(N, A)`
+        - fg_mask: :math:`(N, A)`, bool
+        - gt_idx: :math:`(N, A)`, integer index of each positive's object in ``[0, num_objects)``
+        - output: :math:`(N, \text{num\_objects})`, bool
+
+    Args:
+        log_q_t (torch.Tensor): Teacher log quality per anchor (meaningful at the positives).
+        log_q_s (torch.Tensor): Student log quality per anchor.
+        fg_mask (torch.Tensor): The positives.
+        gt_idx (torch.Tensor): Object of each positive (TAL's ``target_gt_idx``).
+        num_objects (int): Objects per image (the padded ground-truth count ``M``).
+
+    Returns:
+        (torch.Tensor): Gate per object.
+
+    Raises:
+        ValueError: If the shapes differ or ``num_objects < 1``.
+
+    Examples:
+        >>> import math
+        >>> lq = lambda *q: torch.tensor([[math.log(v) for v in q]])
+        >>> fg, idx = torch.tensor([[True, True, True, False]]), torch.tensor([[0, 0, 1, 0]])
+        >>> # object 0: teacher [0.9, 0.1] (mean 0.5) vs student [0.4, 0.4]; object 1: 0.2 vs 0.3; object 2: no positive
+        >>> object_gate(lq(0.9, 0.1, 0.2, 1.0), lq(0.4, 0.4, 0.3, 0.1), fg, idx, 3).tolist()
+        [[True, False, False]]
+    """
+    if not (log_q_t.shape == log_q_s.shape == fg_mask.shape == gt_idx.shape) or log_q_t.dim() != 2:
+        raise ValueError(
+            f"object_gate: log_q_t, log_q_s, fg_mask, gt_idx must share one (N, A) shape, got {tuple(log_q_t.shape)}, "
+            f"{tuple(log_q_s.shape)}, {tuple(fg_mask.shape)}, {tuple(gt_idx.shape)}"
+        )
+    if num_objects < 1:
+        raise ValueError(f"object_gate: num_objects must be >= 1, got {num_objects}")
+    fg = fg_mask.bool()
+    lq_t, lq_s = _up(log_q_t), _up(log_q_s)
+    idx = gt_idx.long().clamp(0, num_objects - 1)
+    neg_inf = torch.full_like(lq_t, float("-inf"))
+    top = torch.where(fg, torch.maximum(lq_t, lq_s), neg_inf)
+    shift = torch.full((fg.shape[0], num_objects), float("-inf"), dtype=lq_t.dtype, device=lq_t.device)
+    shift = shift.scatter_reduce(1, idx, top, reduce="amax")  # the object's largest log quality
+    shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift)).gather(1, idx)  # (N, A)
+
+    def total(lq: torch.Tensor) -> torch.Tensor:
+        terms = torch.where(fg, (torch.where(fg, lq, neg_inf) - shift).exp(), torch.zeros_like(lq))
+        return torch.zeros(fg.shape[0], num_objects, dtype=lq.dtype, device=lq.device).scatter_add(1, idx, terms)
+
+    return total(lq_t) > total(lq_s)

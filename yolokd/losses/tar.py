@@ -107,20 +107,26 @@ def teacher_better(s_boxes: torch.Tensor, t_boxes: torch.Tensor, gt: torch.Tenso
         return iou_t > iou_s
 
 
-def giou_loss(s_boxes: torch.Tensor, t_boxes: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-    r"""Mean over the gated rows of ``1 - GIoU(student box, teacher box)`` (Ultralytics' ``bbox_iou``, xyxy).
+def giou_loss(
+    s_boxes: torch.Tensor, t_boxes: torch.Tensor, gate: torch.Tensor, avg_factor: float | torch.Tensor | None = None
+) -> torch.Tensor:
+    r"""Gated ``1 - GIoU(student box, teacher box)`` (Ultralytics' ``bbox_iou``, xyxy) over the candidate rows.
 
     .. math::
 
-        L = \frac{\sum_i g_i \left(1 - \operatorname{GIoU}(b^S_i, b^T_i)\right)}{\max(\sum_i g_i, 1)}
+        L = \frac{1}{Z} \sum_i g_i \left(1 - \operatorname{GIoU}(b^S_i, b^T_i)\right), \qquad
+        Z = \text{avg\_factor} \text{ if given, else } \max(n, 1)
 
-    A zero connected to the graph of ``s_boxes`` when no row is gated. The teacher boxes are targets; they are not
-    detached here (callers detach them).
+    The divisor is the number of candidates (the ``n`` rows, or ``avg_factor`` when the rows hold more than the
+    candidates, e.g. every anchor with the positives as candidates), not the number of open gates, so the loss per
+    open row (and its gradient) does not swing with the fraction of open gates. A zero connected to the graph of
+    ``s_boxes`` when no row is gated. The teacher boxes are targets; they are not detached here (callers detach them).
 
     Args:
         s_boxes (torch.Tensor): (n, 4) student boxes, xyxy.
         t_boxes (torch.Tensor): (n, 4) teacher boxes, xyxy.
         gate (torch.Tensor): (n,) bool, rows that count.
+        avg_factor (float | torch.Tensor | None): Number of candidates ``Z`` (callers clamp it to ``>= 1``).
 
     Returns:
         (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs).
@@ -128,13 +134,19 @@ def giou_loss(s_boxes: torch.Tensor, t_boxes: torch.Tensor, gate: torch.Tensor) 
     Examples:
         >>> s = torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 1.0, 1.0]])
         >>> t = torch.tensor([[0.0, 0.0, 2.0, 4.0], [5.0, 5.0, 6.0, 6.0]])
-        >>> round(float(giou_loss(s, t, torch.tensor([True, False]))), 4)  # IoU 1/2, hull = union: 1 - 0.5
+        >>> round(float(giou_loss(s, t, torch.tensor([True, False]))), 4)  # IoU 1/2, hull = union: (1 - 0.5) / 2
+        0.25
+        >>> round(float(giou_loss(s, t, torch.tensor([True, False]), avg_factor=1.0)), 4)
         0.5
     """
     s_boxes, t_boxes = _up(s_boxes), _up(t_boxes)
     dist = 1.0 - bbox_iou(s_boxes, t_boxes, xywh=False, GIoU=True).squeeze(-1)
-    g = gate.to(dist.dtype)
-    return (dist * g).sum() / g.sum().clamp(min=1)
+    total = torch.where(gate, dist, torch.zeros_like(dist)).sum()
+    if avg_factor is None:
+        return total / max(dist.shape[0], 1)
+    if isinstance(avg_factor, torch.Tensor):
+        avg_factor = avg_factor.to(dtype=total.dtype, device=total.device).reshape(())
+    return total / avg_factor
 
 
 def _level_strides(inputs: DistillInputs) -> list[float]:
@@ -143,9 +155,9 @@ def _level_strides(inputs: DistillInputs) -> list[float]:
     return [h / f.shape[-2] for f in inputs.teacher_feats]
 
 
-def _at_positives(x: torch.Tensor, fg_mask: torch.Tensor) -> torch.Tensor:
-    """(N, K, A) head output -> (P, K) rows at the positives of the (N, A) ``fg_mask``."""
-    return x.permute(0, 2, 1)[fg_mask]
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """(N, K, A) head output -> (N * A, K) rows, one per anchor in (image, anchor) order."""
+    return x.permute(0, 2, 1).reshape(-1, x.shape[1])
 
 
 @register
@@ -220,9 +232,9 @@ class TARCls(Term):
         a = inputs.assigned
         if a is None:
             raise ValueError("tar_cls needs the TAL assignment (inputs.assigned)")
-        s = _at_positives(inputs.student_preds["scores"], a.fg_mask)
-        t = _at_positives(inputs.teacher_preds["scores"], a.fg_mask).detach()
-        return F.kd_qfl(s, t, beta=self.beta, avg_factor=a.num_pos)
+        s, t = _rows(inputs.student_preds["scores"]), _rows(inputs.teacher_preds["scores"]).detach()
+        w = a.fg_mask.reshape(-1).float()  # the positives as a 0/1 row weight: no boolean indexing, no host sync
+        return F.kd_qfl(s, t, beta=self.beta, weight=w, avg_factor=a.num_pos)
 
 
 @register
@@ -230,8 +242,10 @@ class TARBox(Term):
     """Adaptive box distillation at the shared positives: ``1 - GIoU(student, teacher)`` where the teacher is better.
 
     Both heads' boxes are decoded with their own ``reg_max`` into input pixels; the gate is open where
-    ``IoU(teacher, GT) > IoU(student, GT)`` (strict, Ultralytics' ``bbox_iou``); the loss is the mean over the open
-    positives (0, connected to the graph, when none). ``stats["teacher_better"]``: the fraction of open positives.
+    ``IoU(teacher, GT) > IoU(student, GT)`` (strict, Ultralytics' ``bbox_iou``); the loss is the sum over the open
+    positives divided by all the positives (the candidates: the loss per open positive does not swing with the
+    fraction of open gates; 0, connected to the graph, when none is open). ``stats["teacher_better"]``: the fraction
+    of open positives since the last reset.
     """
 
     type = "tar_box"
@@ -247,8 +261,8 @@ class TARBox(Term):
             b = preds["boxes"]
             reg_max = int(getattr(head, "reg_max", 0) or b.shape[1] // 4)
             boxes.append(decode_boxes(b, a.anchor_points, reg_max) * a.stride_tensor)  # (N, A, 4) pixels
-        s_box, t_box = boxes[0][a.fg_mask], boxes[1][a.fg_mask].detach()
-        gt = a.target_bboxes[a.fg_mask]
-        gate = teacher_better(s_box, t_box, gt)
-        self.stats = {"teacher_better": float(gate.float().mean()) if gate.numel() else 0.0}
-        return giou_loss(s_box, t_box, gate)
+        fg = a.fg_mask.bool().reshape(-1)  # every anchor is compared, the positives kept by the gate: no host sync
+        s_box, t_box = boxes[0].reshape(-1, 4), boxes[1].detach().reshape(-1, 4)
+        gate = fg & teacher_better(s_box, t_box, a.target_bboxes.reshape(-1, 4))
+        self.record("teacher_better", gate.sum(), fg.sum())
+        return giou_loss(s_box, t_box, gate, avg_factor=a.num_pos)
