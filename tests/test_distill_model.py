@@ -148,7 +148,7 @@ def test_composition_weights_schedules_and_global_multiplier(pico_yaml):
     assert kd.item_names() == ["cwd_loss", "tar_feat_loss", "tar_cls_loss", "tar_box_loss"]
     w = kd.term_weights(Progress(epoch=1, epochs=4))  # tar decays linearly: 0.75 of its weight at 1/4
     assert w == pytest.approx(
-        {"cwd": 2.5, "tar_feat": 0.09375 * 0.5 * 0.75, "tar_cls": 0.125 * 0.5 * 0.75, "tar_box": 0.46875 * 0.5 * 0.75}
+        {"cwd": 2.5, "tar_feat": 1.5 * 0.5 * 0.75, "tar_cls": 2.0 * 0.5 * 0.75, "tar_box": 7.5 * 0.5 * 0.75}
     )
     kd.progress = Progress(epoch=1, epochs=4)
     _, items = kd.loss(toy_batch())

@@ -472,7 +472,7 @@ def test_fgbg_yaml_defaults():
         ("fgbg_fg", "fgbg_fg", "constant"),
         ("fgbg_bg", "fgbg_bg", "constant"),
     ]
-    assert [s.weight for s in specs] == [1.0 * 0.0625, 1000.0 * 0.0625]  # chosen scales x the sweep's factor
+    assert [s.weight for s in specs] == [1.0, 1000.0]  # the documented choices
     assert specs[0].params == {"gate": True, "keep_unassigned": True}
     assert specs[1].params == {"gate": True}
     assert TERMS["fgbg_fg"].needs_targets and TERMS["fgbg_bg"].needs_targets

@@ -366,7 +366,7 @@ def test_tar_yaml_defaults_and_linear_decay(pico_yamls) -> None:
         ("tar_cls", "tar_cls", "linear"),
         ("tar_box", "tar_box", "linear"),
     ]
-    assert [s.weight for s in specs] == [1.5 * 0.0625, 2.0 * 0.0625, 7.5 * 0.0625]  # x the sweep's factor
+    assert [s.weight for s in specs] == [1.5, 2.0, 7.5]
     assert specs[0].params == {"sigma_scale": 0.5} and specs[1].params == {"beta": 1.0}
     assert all(TERMS[s.type].__name__ in {"TARFeat", "TARCls", "TARBox"} for s in specs)
 
@@ -374,7 +374,7 @@ def test_tar_yaml_defaults_and_linear_decay(pico_yamls) -> None:
     start = model.term_weights(Progress(epoch=0, epochs=10))
     mid = model.term_weights(Progress(epoch=5, epochs=10))
     end = model.term_weights(Progress(epoch=10, epochs=10))
-    assert start == {"tar_feat": 0.09375, "tar_cls": 0.125, "tar_box": 0.46875}
+    assert start == {"tar_feat": 1.5, "tar_cls": 2.0, "tar_box": 7.5}
     assert mid == pytest.approx({k: v / 2 for k, v in start.items()})
     assert end == {"tar_feat": 0.0, "tar_cls": 0.0, "tar_box": 0.0}
     model.progress = Progress(epoch=10, epochs=10)
