@@ -26,7 +26,7 @@ DEMO_DEFAULTS: dict[str, Any] = {
     "epochs": 8,  # student epochs
     "teacher_epochs": 20,  # teacher epochs (the teacher is reused when its stamp matches)
     "imgsz": 128,
-    "batch": 16,
+    "batch": 8,
     "n_train": 600,
     "n_val": 150,
     "n_test": 150,
@@ -41,7 +41,7 @@ DEMO_DEFAULTS: dict[str, Any] = {
 # benchmark's cpu preset: one optimizer step per batch, one warm-up epoch, AdamW at lr0=0.004, no per-epoch validation
 # or plots (every model is evaluated once at the end, on the test split).
 DEMO_TRAIN_DEFAULTS: dict[str, Any] = {
-    "nbs": 16,
+    "nbs": 8,
     "warmup_epochs": 1.0,
     "optimizer": "AdamW",
     "lr0": 0.004,
