@@ -68,6 +68,21 @@ def test_write_benchmarks_md_keeps_the_handwritten_part(tmp_path):
     assert text.count(MD_START) == 1 and text.count(MD_END) == 1
 
 
+def test_write_benchmarks_md_tagged_block_is_its_own_section(tmp_path):
+    from yolokd.bench.report import markers
+
+    md = tmp_path / "BENCHMARKS.md"
+    write_benchmarks_md(md, "main table")
+    write_benchmarks_md(md, "glyphs table", "glyphs")
+    write_benchmarks_md(md, "main table 2")
+    write_benchmarks_md(md, "glyphs table 2", "glyphs")
+    text = md.read_text()
+    start, end = markers("glyphs")
+    assert text.count("## Transfer: glyphs") == 1 and text.count(start) == 1 and text.count(end) == 1
+    assert "main table 2" in text and "glyphs table 2" in text and "table\n" not in text.replace("table 2\n", "")
+    assert text.index(MD_END) < text.index(start)  # the main block stays first
+
+
 def test_publish_report_writes_the_given_file_and_the_plot_beside_it(tmp_path):
     rows = fake_rows()
     cfg = merge_config({"preset": "micro"})[0]

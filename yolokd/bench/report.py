@@ -255,13 +255,43 @@ def replace_block(text: str, start: str, end: str, body: str) -> str | None:
     return f"{head}{start}\n{body.strip()}\n{end}{rest.split(end, 1)[1]}"
 
 
-def write_benchmarks_md(path: Path, generated: str) -> Path:
+def report_tag(cfg: dict[str, Any]) -> str:
+    """The name of a run's block and plot: '' for the built-in shapes or a given data set, else the synthetic style.
+
+    Examples:
+        >>> report_tag({"data": None, "style": "glyphs"}), report_tag({"data": None, "style": "shapes"})
+        ('glyphs', '')
+    """
+    return "" if cfg.get("data") or cfg.get("style", "shapes") == "shapes" else str(cfg["style"])
+
+
+def markers(tag: str = "") -> tuple[str, str]:
+    """The start and end markers of a block (`MD_START`, `MD_END` for the untagged one).
+
+    Examples:
+        >>> markers("glyphs")[1]
+        '<!-- yolokd-benchmark-glyphs:end -->'
+    """
+    if not tag:
+        return MD_START, MD_END
+    name = f"yolokd-benchmark-{tag}"
+    return f"<!-- {name}:start (written by yolokd benchmark) -->", f"<!-- {name}:end -->"
+
+
+def write_benchmarks_md(path: Path, generated: str, tag: str = "") -> Path:
     """Write the generated block between the markers of ``path``, keeping the hand-written rest (created if missing).
+
+    A tagged block (another data style, `report_tag`) has markers of its own; when ``path`` has none yet, it is
+    appended as a section ``## Transfer: <tag>``.
 
     Returns:
         (Path): ``path``.
     """
-    text = replace_block(path.read_text() if path.exists() else "", MD_START, MD_END, generated)
+    old = path.read_text() if path.exists() else ""
+    start, end = markers(tag)
+    text = replace_block(old, start, end, generated)
+    if text is None and tag and old:
+        text = old.rstrip("\n") + f"\n\n## Transfer: {tag}\n\n{start}\n{generated.strip()}\n{end}\n"
     if text is None:
         block = f"{MD_START}\n{generated.strip()}\n{MD_END}"
         text = (
@@ -275,7 +305,7 @@ def write_benchmarks_md(path: Path, generated: str) -> Path:
 
 
 def publish_report(results: dict[str, Any], plot: Path, path: str | Path) -> list[str]:
-    """Write the report into the Markdown file ``path`` and the plot to ``benchmarks/<preset>.png`` beside it.
+    """Write the report into the Markdown file ``path`` and the plot to ``benchmarks/<preset>[-<style>].png`` beside it.
 
     Args:
         results (dict): The benchmark's results (``config.preset`` names the plot).
@@ -286,8 +316,9 @@ def publish_report(results: dict[str, Any], plot: Path, path: str | Path) -> lis
         (list[str]): The two written files.
     """
     md = Path(path).resolve()
-    png = md.parent / "benchmarks" / f"{results['config']['preset']}.png"
+    tag = report_tag(results["config"])
+    png = md.parent / "benchmarks" / f"{results['config']['preset']}{'-' + tag if tag else ''}.png"
     png.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(plot, png)
-    write_benchmarks_md(md, render_report(results, f"benchmarks/{png.name}"))
+    write_benchmarks_md(md, render_report(results, f"benchmarks/{png.name}"), tag)
     return [str(md), str(png)]
