@@ -36,14 +36,18 @@ def toy_batch(n: int = 2, imgsz: int = IMGSZ) -> dict:
     }
 
 
-def kd_model(student_cfg, teacher_cfg, method: str, nc: int = 6, imgsz: int = IMGSZ):
-    """A `KDModel` (train mode) for two yamls and a method string or yaml path, teacher in eval mode."""
+def kd_model(student_cfg, teacher_cfg, method: str, nc: int = 6, imgsz: int = IMGSZ, balance: float | None = None):
+    """A `KDModel` (train mode) for two yamls and a method string or yaml path, teacher in eval mode.
+
+    ``balance`` is the run's key (None: as the method yaml says; 0: the yaml's fixed weights).
+    """
     from yolokd.config import build_config
     from yolokd.distill_model import KDModel
 
     student, teacher = build(student_cfg, nc), build(teacher_cfg, nc)
     teacher.eval()
-    model = KDModel(student, teacher, build_config({"teacher": "t.pt", "method": method}), imgsz=imgsz)
+    cfg = build_config({"teacher": "t.pt", "method": method, "balance": balance})
+    model = KDModel(student, teacher, cfg, imgsz=imgsz)
     return model.train()
 
 

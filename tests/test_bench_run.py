@@ -102,7 +102,7 @@ def test_benchmark_micro_end_to_end(tmp_path, tiny_data, teacher_pt):
     assert res["command"].startswith("yolokd benchmark preset=micro") and "published" not in res
     spec = json.loads((out / "rows" / "cwd-seed0" / "spec.json").read_text())
     assert spec["terms"] == [
-        {"type": "cwd", "name": "cwd", "weight": 5.0, "balance": 0.0, "schedule": "constant", "params": {"tau": 1.0}}
+        {"type": "cwd", "name": "cwd", "weight": 5.0, "balance": 0.25, "schedule": "constant", "params": {"tau": 1.0}}
     ]
     assert spec["versions"]["ultralytics"].startswith("8.4")
     publish = tmp_path / "pub" / "BENCH.md"

@@ -26,8 +26,8 @@ def test_scaled_method_multiplies_every_weight_and_keeps_the_rest(tmp_path):
     path = scaled_method("fgbg", 0.25, tmp_path)
     assert path.name == "fgbg-x0.25.yaml"
     base, scaled = resolve_method("fgbg"), resolve_method(str(path))
-    assert [s.weight for s in base] == [1.0, 1000.0]
-    assert [s.weight for s in scaled] == [0.25, 250.0]
+    assert [s.weight for s in base] == [0.25, 250.0]
+    assert [s.weight for s in scaled] == [0.0625, 62.5]
     for b, s in zip(base, scaled):  # same names (loss items), types, schedules and parameters
         assert (s.name, s.type, s.schedule, s.params) == (b.name, b.type, b.schedule, b.params)
     assert [s.weight for s in resolve_method(str(scaled_method("cwd", 4, tmp_path)))] == [20.0]

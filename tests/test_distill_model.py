@@ -21,7 +21,8 @@ from yolokd.losses import functional as F
 def kd(pico_yaml):
     student, teacher = build(pico_yaml), build("yolov8n.yaml")
     teacher.eval()
-    model = KDModel(student, teacher, build_config({"teacher": "t.pt", "method": "cwd"}), imgsz=64)
+    cfg = build_config({"teacher": "t.pt", "method": "cwd", "balance": 0})  # the fixed weight 5 (balance=0)
+    model = KDModel(student, teacher, cfg, imgsz=64)
     model.train()
     return model
 
@@ -142,7 +143,7 @@ def test_composition_weights_schedules_and_global_multiplier(pico_yaml):
 
     student, teacher = build(pico_yaml), build("yolov8n.yaml")
     teacher.eval()
-    cfg = build_config({"teacher": "t.pt", "method": "cwd+tar", "distill_weight": 0.5})
+    cfg = build_config({"teacher": "t.pt", "method": "cwd+tar", "distill_weight": 0.5, "balance": 0})
     kd = KDModel(student, teacher, cfg, imgsz=64).train()
     assert [t.type for t in kd.terms] == ["cwd", "tar_feat", "tar_cls", "tar_box"]
     assert kd.item_names() == ["cwd_loss", "tar_feat_loss", "tar_cls_loss", "tar_box_loss"]

@@ -472,7 +472,7 @@ def test_fgbg_yaml_defaults():
         ("fgbg_fg", "fgbg_fg", "constant"),
         ("fgbg_bg", "fgbg_bg", "constant"),
     ]
-    assert [s.weight for s in specs] == [1.0, 1000.0]  # the documented choices
+    assert [s.weight for s in specs] == [0.25, 250.0]  # the documented choices x the sweep's 0.25
     assert specs[0].params == {"gate": True, "keep_unassigned": True}
     assert specs[1].params == {"gate": True}
     assert TERMS["fgbg_fg"].needs_targets and TERMS["fgbg_bg"].needs_targets

@@ -367,10 +367,11 @@ def test_tar_yaml_defaults_and_linear_decay(pico_yamls) -> None:
         ("tar_box", "tar_box", "linear"),
     ]
     assert [s.weight for s in specs] == [1.5, 2.0, 7.5]
+    assert [s.balance for s in specs] == [0.25, 0.25, 0.25]  # automatic weights by default (the sweep's choice)
     assert specs[0].params == {"sigma_scale": 0.5} and specs[1].params == {"beta": 1.0}
     assert all(TERMS[s.type].__name__ in {"TARFeat", "TARCls", "TARBox"} for s in specs)
 
-    model = kd_model(pico_yamls["yolov8"], "yolov8n.yaml", "tar")
+    model = kd_model(pico_yamls["yolov8"], "yolov8n.yaml", "tar", balance=0)  # the fixed weights
     start = model.term_weights(Progress(epoch=0, epochs=10))
     mid = model.term_weights(Progress(epoch=5, epochs=10))
     end = model.term_weights(Progress(epoch=10, epochs=10))
