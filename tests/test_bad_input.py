@@ -31,6 +31,8 @@ def bad(session_dir, tiny_data, teacher_pt):
         return d / name
 
     (d / "corrupt.pt").write_bytes(b"\x00not a checkpoint")
+    data = teacher_pt.read_bytes()
+    (d / "truncated.pt").write_bytes(data[: len(data) // 3])  # what a kill mid-write used to leave
     cls = ClassificationModel("yolov8n-cls.yaml", nc=6, verbose=False)
     p2 = build("yolov8n-p2.yaml")
     strides = build("yolov8n.yaml")
@@ -54,6 +56,7 @@ def bad(session_dir, tiny_data, teacher_pt):
         "cls": save(cls, "cls.pt"),
         "p2": save(p2, "p2.pt"),
         "strides": save(strides, "strides.pt"),
+        "truncated": d / "truncated.pt",
     }
 
 
@@ -77,6 +80,8 @@ CASES = {  # id: (argument overrides, text the single error line must contain)
     "data missing": ({"data": "{dir}/none.yaml"}, "does not exist; pass data=path/to/data.yaml"),
     "data without labels": ({"data": "{unlabeled}"}, "has no labels; put one YOLO-format .txt per image"),
     "student offline name": ({"model": "yolov8s"}, "could not be downloaded; pass a local .pt, or a .yaml"),
+    "student corrupt": ({"model": "{dir}/corrupt.pt"}, "corrupt.pt' is not a readable Ultralytics checkpoint"),
+    "student truncated": ({"model": "{truncated}"}, "truncated.pt' is not a readable Ultralytics checkpoint"),
 }
 
 
@@ -142,3 +147,17 @@ def test_resume_errors_name_the_fix(tmp_path, teacher_pt):
 
     with pytest.raises(KDError, match="resume checkpoint '.*nope/last.pt' not found"):
         KDTrainer(overrides={"resume": str(missing), "model": str(missing)})
+
+
+@pytest.mark.parametrize("name", ["corrupt.pt", "truncated.pt"])
+def test_resume_from_a_corrupt_checkpoint_is_one_line(name, bad):
+    path = bad["dir"] / name
+    code, errors = _errors_of(["train", "resume", f"model={path}"])
+    assert code == 2 and len(errors) == 1, errors
+    assert "\n" not in errors[0] and "Traceback" not in errors[0]
+    assert f"'{path}' is not a readable Ultralytics checkpoint" in errors[0] and "intact .pt" in errors[0], errors[0]
+    from yolokd.config import KDError
+    from yolokd.trainer import KDTrainer
+
+    with pytest.raises(KDError, match=f"resume checkpoint '.*{name}' is not readable .*truncated by a crash"):
+        KDTrainer(overrides={"resume": str(path), "model": str(path)})

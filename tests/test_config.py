@@ -85,3 +85,18 @@ def test_schedules_hand_values():
     assert stop_at_close_mosaic(Progress(epoch=2, epochs=4, close_mosaic=2)) == 0.0
     assert stop_at_close_mosaic(Progress(epoch=3, epochs=4, close_mosaic=0)) == 1.0
     assert linear(Progress(epoch=9, epochs=4)) == 0.0  # clipped
+
+
+def test_run_config_chooses_ddp_worker_resume_or_new_run():
+    from yolokd.config import KDError, build_config, run_config
+
+    carried = build_config({"teacher": "t.pt", "method": "cwd", "distill_weight": 0.5})
+    saved = build_config({"teacher": "old/t.pt", "method": "cwd+crosskd"}).to_dict()
+    read = {"run/last.pt": saved, "plain.pt": {}}.__getitem__
+    assert run_config({}, {}, carried, read) is carried  # DDP worker: the parent's exact configuration
+    resumed = run_config({"teacher": "new/t.pt", "method": "tar"}, {"resume": "run/last.pt"}, None, read)
+    assert resumed.teacher == "new/t.pt" and resumed.terms == build_config(saved).terms  # method=tar is ignored
+    assert run_config({}, {"resume": True, "model": "run/last.pt"}, None, read).teacher == "old/t.pt"
+    with pytest.raises(KDError, match="holds no yolokd configuration"):
+        run_config({}, {"resume": "plain.pt"}, None, read)
+    assert run_config({"teacher": "t.pt", "method": "tar"}, {}, None, read).method == "tar"  # a new run

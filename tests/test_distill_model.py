@@ -13,8 +13,9 @@ from helpers import build, captured_logs, kd_model, no_host_sync, toy_batch
 from ultralytics.utils.torch_utils import ModelEMA
 
 from yolokd.config import KDError, build_config
-from yolokd.distill_model import KDModel, check_pair
+from yolokd.distill_model import KDModel
 from yolokd.losses import functional as F
+from yolokd.teacher import check_pair
 
 
 @pytest.fixture

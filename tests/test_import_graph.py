@@ -85,3 +85,27 @@ def test_bench_imports_nothing_that_imports_the_cli():
     edges, _ = _graph()
     assert not any(m.startswith("yolokd.bench") and "yolokd.cli" in e for m, e in edges.items())
     assert edges["yolokd.bench"] == set()  # the package file imports nothing: `python -m yolokd.bench.row` is clean
+
+
+def test_private_ultralytics_names_used_are_the_documented_ones():
+    """The private Ultralytics names yolokd uses (read from its code) are exactly the list in the trainer docstring."""
+    import re
+
+    import ultralytics
+
+    import yolokd.trainer
+
+    seams = ("engine/trainer.py", "engine/model.py", "engine/validator.py", "models/yolo/detect/train.py")
+    seams += ("nn/distill_model.py", "nn/tasks.py", "utils/torch_utils.py", "utils/loss.py", "utils/tal.py")
+    theirs = set()
+    for f in seams:
+        theirs |= set(re.findall(r"\b(_[a-z]\w*)", (Path(ultralytics.__file__).parent / f).read_text()))
+    used = set()
+    for p in (ROOT / "yolokd").rglob("*.py"):
+        for node in ast.walk(ast.parse(p.read_text())):
+            name = getattr(node, "attr", None) if isinstance(node, ast.Attribute) else getattr(node, "name", None)
+            if isinstance(name, str) and name.startswith("_") and not name.startswith("__"):
+                used.add(name)
+    doc = yolokd.trainer.__doc__.split("Private Ultralytics names")[1]
+    listed = set(re.findall(r"``(?:\w+\.)?(_[a-z]\w*)``", doc))
+    assert used & theirs == listed

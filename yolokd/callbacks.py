@@ -9,15 +9,15 @@ trainer's callbacks travel to DDP workers (``ultralytics/utils/dist.py`` pickles
 from __future__ import annotations
 
 import copy
+import logging
 from typing import Any
 
-from ultralytics.utils import LOGGER, RANK, colorstr
+from ultralytics.utils import LOGGER, RANK
 from ultralytics.utils.torch_utils import unwrap_model
 
-from yolokd.config import KDConfig
+from yolokd.config import PREFIX, KDConfig
 from yolokd.schedules import Progress
 
-PREFIX = colorstr("yolokd: ")
 EVENTS = (
     "on_pretrain_routine_end",
     "on_train_epoch_start",
@@ -26,6 +26,17 @@ EVENTS = (
     "on_fit_epoch_end",
     "teardown",
 )
+
+
+class _DropTeacherFreezeLines(logging.Filter):
+    """Drop Ultralytics' one 'Freezing layer' line per teacher parameter (hundreds); one summary line replaces them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep every record but the per-parameter teacher freeze lines."""
+        return "Freezing layer 'teacher_model." not in record.getMessage()
+
+
+QUIET_TEACHER_FREEZE = _DropTeacherFreezeLines()  # added when the KDModel is built, removed after the setup
 
 
 def _ultralytics_tensorboard_active() -> bool:
@@ -86,9 +97,12 @@ class KDCallbacks:
 
     # ------------------------------------------------------------------ events
     def on_pretrain_routine_end(self, trainer) -> None:
-        """Open the TensorBoard writer in the run folder and validate the teacher once (rank 0)."""
+        """Summarise the teacher freeze, open the TensorBoard writer and validate the teacher once (rank 0)."""
+        LOGGER.removeFilter(QUIET_TEACHER_FREEZE)
         if RANK not in {-1, 0}:
             return
+        n = sum(p.numel() for p in self._kd_model(trainer).teacher_model.parameters())
+        LOGGER.info(f"{PREFIX}teacher frozen ({n:,} parameters, eval mode, no gradients)")
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -148,7 +162,8 @@ class KDCallbacks:
         self._writer.flush()
 
     def teardown(self, trainer) -> None:
-        """Close the writer."""
+        """Close the writer (and drop the log filter if the setup failed before removing it)."""
+        LOGGER.removeFilter(QUIET_TEACHER_FREEZE)
         if self._writer is not None:
             self._writer.close()
             self._writer = None

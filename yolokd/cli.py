@@ -15,11 +15,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from ultralytics.cfg import CLI_HELP_MSG, check_dict_alignment, merge_equals_args, parse_key_value_pair
-from ultralytics.utils import DEFAULT_CFG_DICT, LOGGER, colorstr
+from ultralytics.utils import DEFAULT_CFG_DICT, LOGGER
 
-from yolokd.config import KD_DEFAULTS, KDError, available_methods, cfg_dir
+from yolokd.config import KD_DEFAULTS, PREFIX, KDError, available_methods, cfg_dir
 
-PREFIX = colorstr("yolokd: ")
 MODES = ("train", "demo", "benchmark", "sweep", "help", "version", "cfg", "methods")
 
 HELP = f"""

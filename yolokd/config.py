@@ -12,11 +12,13 @@ import inspect
 from dataclasses import asdict, dataclass, field
 from difflib import get_close_matches
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from ultralytics.utils import YAML
+from ultralytics.utils import YAML, colorstr
 
 from yolokd.schedules import SCHEDULES
+
+PREFIX = colorstr("yolokd: ")  # the one prefix of every yolokd log line
 
 
 class KDError(ValueError):
@@ -246,3 +248,37 @@ def build_config(kd_args: dict[str, Any]) -> KDConfig:
         teacher_val=args["teacher_val"],
         terms=terms,
     )
+
+
+def run_config(
+    kd_args: dict[str, Any],
+    overrides: dict[str, Any],
+    carried: KDConfig | None,
+    read_saved: Callable[[str | Path], dict[str, Any]],
+) -> KDConfig:
+    """Choose the configuration of a run: a DDP worker's carried one, a resumed run's saved one, or a new one.
+
+    Args:
+        kd_args (dict): The KD keys given to the trainer.
+        overrides (dict): The Ultralytics arguments (``resume``, ``model`` pick the checkpoint a resumed run reads).
+        carried (KDConfig | None): The configuration the parent's callbacks carried to a DDP worker.
+        read_saved (Callable): Returns the KD config dict saved in a checkpoint (`yolokd.checkpoint.saved_config`).
+
+    Returns:
+        (KDConfig): DDP worker (``carried`` and no KD keys): ``carried``. Resume: the checkpoint's configuration, whose
+        teacher an explicit ``teacher=`` may relocate (other KD keys are ignored with a warning). Otherwise the
+        validated ``kd_args``.
+    """
+    if carried is not None and not kd_args:
+        return carried
+    if not overrides.get("resume"):
+        return build_config(kd_args)
+    resume = overrides["resume"]
+    saved = read_saved(resume if isinstance(resume, (str, Path)) else overrides.get("model"))
+    if not saved and "teacher" not in kd_args:
+        raise KDError("resume checkpoint holds no yolokd configuration; pass teacher= and method=")
+    if ignored := sorted(k for k in kd_args if k != "teacher"):
+        from ultralytics.utils import LOGGER
+
+        LOGGER.warning(f"{PREFIX}resume ignores {ignored}, using the checkpoint's distillation configuration")
+    return build_config({**saved, **({"teacher": kd_args["teacher"]} if "teacher" in kd_args else {})})

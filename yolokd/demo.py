@@ -14,12 +14,11 @@ from typing import Any
 
 import ultralytics
 from ultralytics import YOLO
-from ultralytics.utils import LOGGER, YAML, colorstr
+from ultralytics.utils import LOGGER, YAML
 
+from yolokd.config import PREFIX
 from yolokd.data.synthetic import make_dataset
 from yolokd.model import YOLOKD
-
-PREFIX = colorstr("yolokd: ")
 
 DEMO_DEFAULTS: dict[str, Any] = {
     "method": "crosskd",  # distillation method for the student (the best single method on the benchmark's val split)

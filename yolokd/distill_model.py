@@ -13,62 +13,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 from ultralytics.nn.distill_model import DistillationModel, FeatureHook
-from ultralytics.utils import LOGGER, RANK, colorstr
+from ultralytics.utils import LOGGER, RANK
 from ultralytics.utils.loss import v8DetectionLoss
 from ultralytics.utils.torch_utils import copy_attr
 
 from yolokd.balance import AutoBalance
-from yolokd.config import KDConfig, KDError
+from yolokd.config import PREFIX, KDConfig, KDError
 from yolokd.losses import TERMS, DistillInputs, Probe
 from yolokd.schedules import SCHEDULES, Progress
-from yolokd.taps import detect_head, head_outputs, model_task, probe
+from yolokd.taps import detect_head, head_outputs, probe
 from yolokd.targets import Assigned, GroundTruth, ground_truth, recording_target_scores_sum
 
-PREFIX = colorstr("yolokd: ")
 _HEAD = "head"  # key of the Detect-output tap in the feature dicts
-
-
-def check_pair(student: nn.Module, teacher: nn.Module, names: dict | None = None) -> None:
-    """Raise `KDError` (one line, naming the fix) if teacher and student cannot be distilled together.
-
-    Args:
-        student (nn.Module): Student detection model (its head's ``nc`` already set to the data set's).
-        teacher (nn.Module): Teacher model.
-        names (dict, optional): The data set's class names; the teacher's must match when given.
-    """
-    task = model_task(teacher)
-    if task != "detect":
-        raise KDError(f"teacher is a '{task}' model, not a detection model; pass a detection checkpoint (task=detect)")
-    try:
-        th = detect_head(teacher)
-    except ValueError as e:
-        raise KDError(
-            f"teacher ({type(teacher).__name__}) has no Detect head, so it is not a detection model; "
-            f"pass a detection checkpoint (task=detect)"
-        ) from e
-    sh = detect_head(student)
-    if th.nc != sh.nc:
-        raise KDError(
-            f"teacher predicts {th.nc} classes but the student/data set has {sh.nc}; "
-            f"train or fine-tune the teacher on the same data set first"
-        )
-    if names is not None and getattr(teacher, "names", None) is not None:
-        t_names = {int(k): v for k, v in dict(teacher.names).items()}
-        d_names = {int(k): v for k, v in dict(names).items()}
-        if t_names != d_names:
-            diff = next((i for i in sorted(d_names) if t_names.get(i) != d_names[i]), None)
-            raise KDError(
-                f"teacher class names differ from the data set's (class {diff}: teacher "
-                f"{t_names.get(diff)!r} vs data {d_names.get(diff)!r}); use a teacher trained on this data"
-            )
-    if th.nl != sh.nl:
-        raise KDError(
-            f"teacher has {th.nl} detection levels but the student has {sh.nl}; "
-            f"use models with the same number of levels (e.g. both P3-P5)"
-        )
-    ts, ss = [int(s) for s in teacher.stride.tolist()], [int(s) for s in student.stride.tolist()]
-    if ts != ss:
-        raise KDError(f"teacher strides {ts} differ from student strides {ss}; use models with the same strides")
 
 
 class KDModel(DistillationModel):
@@ -88,7 +44,7 @@ class KDModel(DistillationModel):
 
         Args:
             student (nn.Module): Student detection model.
-            teacher (nn.Module): Teacher detection model (checked with `check_pair` by the caller).
+            teacher (nn.Module): Teacher detection model (checked with `yolokd.teacher.check_pair` by the caller).
             config (KDConfig): Validated distillation configuration.
             imgsz (int): Dummy input size for the shape probe (rounded up to a multiple of the largest stride).
         """

@@ -8,7 +8,7 @@ from typing import Any
 
 from ultralytics import YOLO
 
-from yolokd.config import KD_DEFAULTS, KDError, build_config
+from yolokd.config import KDError, build_config
 from yolokd.trainer import KDTrainer
 
 
@@ -48,18 +48,15 @@ class YOLOKD(YOLO):
                 f"student '{model}' is not a local file and could not be downloaded; pass a local .pt, "
                 f"or a .yaml such as yolov8n.yaml to train from scratch"
             ) from e
-        unknown = set(kd) - set(KD_DEFAULTS)
-        if unknown:
-            build_config(kd)  # raises KDError with a close-match hint
+        except Exception as e:
+            if not (Path(str(model)).suffix == ".pt" and Path(str(model)).is_file()):
+                raise
+            raise KDError(
+                f"student checkpoint '{model}' is not a readable Ultralytics checkpoint ({type(e).__name__}), e.g. "
+                f"truncated by a crash; pass an intact .pt (for a run: its best.pt or an epochN.pt) or a model .yaml"
+            ) from e
         self.kd_overrides = {"teacher": None if teacher is None else str(teacher), "method": method, **kd}
-        build_config({**self.kd_overrides, "teacher": None})  # validate the method now, not after data loading
-
-    @property
-    def task_map(self) -> dict[str, dict[str, Any]]:
-        """Ultralytics' task map with detection training routed to `KDTrainer`."""
-        tm = {k: dict(v) for k, v in super().task_map.items()}
-        tm["detect"]["trainer"] = KDTrainer
-        return tm
+        build_config({**self.kd_overrides, "teacher": None})  # unknown keys, method: fail now, not after data loading
 
     def train(self, trainer=None, **kwargs: Any):
         """Train with distillation; KD keys given here override those given to the constructor.

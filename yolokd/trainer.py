@@ -1,138 +1,49 @@
 # yolokd, AGPL-3.0 License
 """`KDTrainer`: Ultralytics' `DetectionTrainer` with a teacher, a stack of distillation terms and bare checkpoints.
 
-Overrides (each small, each calling Ultralytics):
-- ``__init__``: pop and validate the KD keys before Ultralytics' ``get_cfg`` sees them, load and check the teacher.
-- ``setup_model``: wrap the student built by Ultralytics into a `KDModel` (before the optimizer is built).
+Overrides (each short, each calling Ultralytics and delegating to the module that owns the concern):
+- ``__init__``: split the KD keys off before Ultralytics' ``get_cfg`` sees them, choose the run's configuration
+  (`yolokd.config.run_config`), load the teacher (`yolokd.teacher`).
+- ``get_dataset`` / ``build_dataset``: Ultralytics' data set errors as one line naming the fix.
+- ``setup_model``: wrap the student built by Ultralytics into a `KDModel` (before the optimizer is built); restore
+  the adapters on resume (`yolokd.checkpoint`).
 - ``set_model_attributes``: also set ``nc``/``names``/``args`` on the student, which builds the loss.
-- ``save_model``: every file is a bare student; adapters and KD config go under the extra ``yolokd`` key.
-- ``_load_checkpoint_state`` / ``_handle_nan_recovery``: read that layout back (resume, NaN recovery).
-- ``final_eval``: drop the adapters from the final files, keep the KD config as provenance.
+- ``train``: hold Ctrl-C back during checkpoint writes (`yolokd.checkpoint.SigintGuard`).
+- ``save_model`` / ``final_eval``: Ultralytics writes into a staging folder, yolokd adds its checkpoint key and
+  publishes each file atomically (`yolokd.checkpoint.staged`).
+- ``_load_checkpoint_state`` / ``_handle_nan_recovery``: read the bare-student layout back (resume, NaN recovery).
+
+Private Ultralytics names yolokd uses (all of them; tests/test_import_graph.py keeps this list true):
+- ``BaseTrainer._load_checkpoint_state``, ``BaseTrainer._handle_nan_recovery`` (overridden here: they read ``ema``
+  in the wrapper layout, and no public method reads a checkpoint back);
+- ``DistillationModel._remove_feature_hooks``, ``_register_feature_hooks``, ``_clear_feature_hooks``,
+  ``_freeze_teacher`` and the attributes ``_teacher_feats``, ``_student_feats``, ``_teacher_hooks``,
+  ``_student_hooks`` (the seam `KDModel` extends, yolokd/distill_model.py).
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import dataclasses
-import logging
-import os
-import signal
-import tempfile
-import threading
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from ultralytics.models.yolo.detect import DetectionTrainer
-from ultralytics.nn.tasks import load_checkpoint
-from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK, colorstr
-from ultralytics.utils.patches import torch_load
+from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK
 from ultralytics.utils.torch_utils import unwrap_model
 
-from yolokd.callbacks import KDCallbacks
-from yolokd.config import KDConfig, KDError, build_config, split_kd_args
-from yolokd.distill_model import KDModel, check_pair
-
-PREFIX = colorstr("yolokd: ")
-CKPT_KEY = "yolokd"  # extra checkpoint key; plain Ultralytics ignores it
-
-
-def load_teacher(path: str | Path | None) -> nn.Module:
-    """Load a teacher checkpoint (FP32, eval), raising `KDError` with the fix when that is impossible.
-
-    Args:
-        path (str | Path | None): A local ``.pt`` or an Ultralytics model name such as ``yolov8x.pt`` (downloaded when
-            online).
-
-    Returns:
-        (nn.Module): The teacher model.
-    """
-    if path is None or str(path).strip() == "":
-        raise KDError("no teacher given: pass teacher=path/to/teacher.pt (a trained detection checkpoint)")
-    p = Path(str(path))
-    if p.suffix.lower() in {".yaml", ".yml"}:
-        raise KDError(f"teacher '{p}' is a model yaml; the teacher must be a trained checkpoint (.pt)")
-    if p.suffix == "" and len(p.parts) == 1:
-        p = p.with_suffix(".pt")  # yolov8x -> yolov8x.pt, as Ultralytics resolves model names
-    if not p.exists() and len(p.parts) > 1:
-        raise KDError(f"teacher file '{p}' does not exist; check the path")
-    try:
-        teacher, _ = load_checkpoint(p if p.exists() else str(p))
-    except (ConnectionError, FileNotFoundError) as e:
-        raise KDError(
-            f"teacher '{p}' is not a local file and could not be downloaded ({type(e).__name__}); "
-            f"pass a local checkpoint, e.g. teacher=runs/detect/train/weights/best.pt"
-        ) from e
-    except Exception as e:
-        raise KDError(
-            f"teacher file '{p}' is not a readable Ultralytics checkpoint ({type(e).__name__}: "
-            f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); re-export or retrain it"
-        ) from e
-    return teacher.float()
+from yolokd import checkpoint
+from yolokd.callbacks import QUIET_TEACHER_FREEZE, KDCallbacks
+from yolokd.config import PREFIX, KDConfig, KDError, run_config, split_kd_args
+from yolokd.distill_model import KDModel
+from yolokd.teacher import check_pair, load_teacher
 
 
-def _resume_kd(resume: Any, model: Any) -> dict[str, Any]:
-    """Return the KD config dict stored in the checkpoint a resumed run continues from ({} if it holds none)."""
-    src = Path(str(resume if isinstance(resume, (str, Path)) else model))
-    if not src.is_file():
-        raise KDError(f"resume checkpoint '{src}' not found; pass model=path/to/weights/last.pt of the run")
-    try:
-        ckpt = torch_load(src, map_location="cpu")
-    except Exception as e:
-        raise KDError(f"resume checkpoint '{src}' is not readable ({type(e).__name__}); pass the run's last.pt") from e
-    return dict((ckpt.get(CKPT_KEY) or {}).get("config") or {})
-
-
-@contextlib.contextmanager
-def _defer_sigint():
-    """Hold a Ctrl-C (SIGINT) back until the block ends, so checkpoint files are never half-written."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if received:
-            raise KeyboardInterrupt
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _same_weights(a: nn.Module, b: nn.Module) -> bool:
+def _same_weights(a, b) -> bool:
     """True when two models have identical state-dict keys, shapes and values."""
     sa, sb = a.state_dict(), b.state_dict()
     if sa.keys() != sb.keys() or any(sa[k].shape != sb[k].shape for k in sa):
         return False
-    return all(torch.equal(sa[k].float().cpu(), sb[k].float().cpu()) for k in sa)
-
-
-class _EMAView(nn.Module):
-    """The state-dict layout of a `KDModel` EMA (student + projector), rebuilt from a bare-student checkpoint."""
-
-    def __init__(self, student_model: nn.Module, projector: nn.Module):
-        """Hold the two parts under the names `KDModel` uses."""
-        super().__init__()
-        self.student_model = student_model
-        self.projector = projector
-
-
-class _DropTeacherFreezeLines(logging.Filter):
-    """Drop Ultralytics' one 'Freezing layer' line per teacher parameter (hundreds); one summary line replaces them."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Keep every record but the per-parameter teacher freeze lines."""
-        return "Freezing layer 'teacher_model." not in record.getMessage()
+    return all(sa[k].float().cpu().equal(sb[k].float().cpu()) for k in sa)
 
 
 class KDTrainer(DetectionTrainer):
@@ -154,19 +65,10 @@ class KDTrainer(DetectionTrainer):
         """
         kd_args, overrides = split_kd_args(dict(overrides or {}))
         carried = KDCallbacks.find(_callbacks)
-        resuming = bool(overrides.get("resume"))
-        if carried is not None and not kd_args:  # DDP worker rebuild: the parent's exact configuration
-            self.kd: KDConfig = carried.config
-        elif resuming:  # the configuration saved with the checkpoint; an explicit teacher= may relocate the file
-            saved = _resume_kd(overrides.get("resume"), overrides.get("model"))
-            if not saved and "teacher" not in kd_args:
-                raise KDError("resume checkpoint holds no yolokd configuration; pass teacher= and method=")
-            ignored = sorted(k for k in kd_args if k != "teacher")
-            if ignored:
-                LOGGER.warning(f"{PREFIX}resume ignores {ignored}, using the checkpoint's distillation configuration")
-            self.kd = build_config({**saved, **({"teacher": kd_args["teacher"]} if "teacher" in kd_args else {})})
-        else:
-            self.kd = build_config(kd_args)
+        self.kd: KDConfig = run_config(
+            kd_args, overrides, None if carried is None else carried.config, checkpoint.saved_config
+        )
+        self.sigint = checkpoint.SigintGuard()
         if self.kd.teacher is None:
             raise KDError("no teacher given: pass teacher=path/to/teacher.pt (a trained detection checkpoint)")
         self.teacher = load_teacher(self.kd.teacher)  # before the data set: a bad teacher fails fast
@@ -218,27 +120,10 @@ class KDTrainer(DetectionTrainer):
                     f"cost without a better model to learn from; pass a larger, trained teacher"
                 )
             self.model = KDModel(student, self.teacher, self.kd, imgsz=min(int(self.args.imgsz), 128))
-        state = (ckpt or {}).get(CKPT_KEY) if self.resume else None
-        if state and state.get("projector") is not None:
-            model = unwrap_model(self.model)
-            model.projector.load_state_dict(state["projector"])
-            model.nonfinite_skips.update(state.get("nonfinite_skips") or {})
-            if model.balance is not None and state.get("balance"):
-                model.balance.load_state_dict(state["balance"])
+            LOGGER.addFilter(QUIET_TEACHER_FREEZE)  # until on_pretrain_routine_end: one line, not one per parameter
+        if self.resume and checkpoint.restore_kd_state(unwrap_model(self.model), ckpt):
             LOGGER.info(f"{PREFIX}restored adapters and term state from {self.args.model}")
         return ckpt
-
-    def _setup_train(self):
-        """Ultralytics' setup, with its per-parameter teacher freeze lines summarised in one line."""
-        quiet = _DropTeacherFreezeLines()
-        LOGGER.addFilter(quiet)
-        try:
-            super()._setup_train()
-        finally:
-            LOGGER.removeFilter(quiet)
-        if RANK in {-1, 0}:
-            n = sum(p.numel() for p in unwrap_model(self.model).teacher_model.parameters())
-            LOGGER.info(f"{PREFIX}teacher frozen ({n:,} parameters, eval mode, no gradients)")
 
     def set_model_attributes(self):
         """Set ``nc``, ``names`` and ``args`` on the wrapper (validator) and on the student (its loss reads them)."""
@@ -247,24 +132,18 @@ class KDTrainer(DetectionTrainer):
         student.nc, student.names, student.args = self.data["nc"], self.data["names"], self.args
 
     # ------------------------------------------------------------------ checkpoints
-    def _kd_state(self) -> dict[str, Any]:
-        """The extra checkpoint entry: KD config, live adapters (fp32) and schedule progress."""
-        model = unwrap_model(self.model)
-        return {
-            "config": self.kd.to_dict(),
-            "projector": {k: v.detach().float().cpu() for k, v in model.projector.state_dict().items()},
-            "progress": dataclasses.asdict(model.progress),
-            "nonfinite_skips": dict(model.nonfinite_skips),
-            "balance": None if model.balance is None else model.balance.state_dict(),
-        }
+    def train(self):
+        """Ultralytics' training, with one SIGINT handler for the run so that a Ctrl-C never cuts a checkpoint."""
+        with self.sigint:
+            return super().train()
 
     def save_model(self):
-        """Save as Ultralytics does, but with the bare student as the EMA and the adapters under ``yolokd``.
+        """Save as Ultralytics does, with the bare student as the EMA and the adapters under the ``yolokd`` key.
 
-        Ctrl-C is held back until every file is complete.
+        Every file is written in a staging folder and published atomically; Ctrl-C waits until all are published.
         """
-        with _defer_sigint():
-            wrapper = self.ema.ema
+        wrapper = self.ema.ema
+        with self.sigint.hold(), checkpoint.staged(self) as stage:
             wrapper._remove_feature_hooks()  # no hook objects inside saved modules
             self.ema.ema = wrapper.student_model
             try:
@@ -272,36 +151,22 @@ class KDTrainer(DetectionTrainer):
             finally:
                 self.ema.ema = wrapper
                 wrapper._register_feature_hooks()
-            ckpt = torch_load(self.last, map_location="cpu")
-            ckpt[CKPT_KEY] = self._kd_state()
-            _atomic_save(ckpt, self.last)
-            written = [self.best] if self.best_fitness == self.fitness else []  # the files Ultralytics just wrote
-            if self.save_period > 0 and self.epoch % self.save_period == 0:
-                written.append(self.wdir / f"epoch{self.epoch}.pt")
-            data = self.last.read_bytes()
-            for f in written:
-                tmp = f.with_name(f".{f.name}.tmp")
-                tmp.write_bytes(data)
-                os.replace(tmp, f)
+            state = checkpoint.kd_state(unwrap_model(self.model))
+            files = sorted(stage.iterdir(), key=lambda p: p.name != self.last.name)  # the files Ultralytics wrote
+            checkpoint.rewrite(files, lambda ckpt: {**ckpt, checkpoint.CKPT_KEY: state})
         return saved
-
-    def _as_wrapper_ckpt(self, ckpt: dict) -> dict:
-        """Return ``ckpt`` with ``ema`` reshaped to the `KDModel` EMA layout (student + projector)."""
-        ema = ckpt.get("ema")
-        if ema is None or hasattr(ema, "student_model"):
-            return ckpt
-        view_projector = copy.deepcopy(unwrap_model(self.model).projector).cpu()
-        state = (ckpt.get(CKPT_KEY) or {}).get("projector")
-        if state:
-            view_projector.load_state_dict(state)
-        return {**ckpt, "ema": _EMAView(ema, view_projector)}
 
     def _load_checkpoint_state(self, ckpt):
         """Load optimizer/EMA/fitness state from a bare-student checkpoint."""
-        super()._load_checkpoint_state(self._as_wrapper_ckpt(ckpt))
+        projector = unwrap_model(self.model).projector
+        super()._load_checkpoint_state(checkpoint.as_wrapper_ckpt(ckpt, projector))
 
     def _handle_nan_recovery(self, epoch):
-        """Run Ultralytics' NaN recovery against a wrapper-layout copy of ``last.pt`` when it is going to reload it."""
+        """Ultralytics' NaN recovery; when it is going to reload ``last.pt``, it reads a wrapper-layout copy of it.
+
+        The copy is made only when the loss or fitness is non-finite (rank 0 decides and broadcasts, as Ultralytics
+        does), not every epoch.
+        """
         loss_bad = self.loss is not None and not torch.isfinite(self.loss).all()
         fit_bad = self.fitness is not None and not np.isfinite(self.fitness)
         suspect = [bool(RANK in {-1, 0} and (loss_bad or fit_bad))]
@@ -310,23 +175,17 @@ class KDTrainer(DetectionTrainer):
         if not suspect[0] or not self.last.exists() or epoch == self.start_epoch:
             return super()._handle_nan_recovery(epoch)
         last = self.last
-        with tempfile.TemporaryDirectory() as d:
-            tmp = Path(d) / "last.pt"
-            torch.save(self._as_wrapper_ckpt(torch_load(last, map_location="cpu")), tmp)
-            self.last = tmp
+        with checkpoint.wrapper_view(last, unwrap_model(self.model).projector) as self.last:
             try:
                 return super()._handle_nan_recovery(epoch)
             finally:
                 self.last = last
 
     def final_eval(self):
-        """Ultralytics' final evaluation; then the final files keep the KD config but no adapter weights."""
-        super().final_eval()
-        if RANK in {-1, 0}:
-            for f in (self.last, self.best):
-                if f.exists():
-                    with contextlib.suppress(Exception):
-                        ckpt = torch_load(f, map_location="cpu")
-                        if isinstance(ckpt.get(CKPT_KEY), dict):
-                            ckpt[CKPT_KEY] = {"config": ckpt[CKPT_KEY].get("config")}
-                            _atomic_save(ckpt, f)
+        """Ultralytics' final evaluation on staged copies of the files; they keep the KD config but no adapters."""
+        if RANK not in {-1, 0}:
+            return super().final_eval()
+        with checkpoint.staged(self, carry=(self.last, self.best)) as stage:
+            super().final_eval()
+            for f in stage.iterdir():
+                checkpoint.rewrite([f], checkpoint.final_entry)

@@ -6,11 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ultralytics.utils import DEFAULT_CFG_DICT, colorstr
+from ultralytics.utils import DEFAULT_CFG_DICT
 
 from yolokd.config import KD_DEFAULTS, KDError, available_methods, resolve_method, suggest
-
-PREFIX = colorstr("yolokd: ")
 
 # Every benchmark key with its default (the ``cpu`` preset); any other key must be an Ultralytics train argument, and
 # is passed to every training (teacher and students).

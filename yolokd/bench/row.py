@@ -17,8 +17,8 @@ from typing import Any
 
 from ultralytics.utils import LOGGER
 
-from yolokd.bench.config import PREFIX
 from yolokd.bench.stats import summarize
+from yolokd.config import PREFIX
 
 ROW_MODULE = "yolokd.bench.row"  # run with ``python -m`` by `launch_row`
 

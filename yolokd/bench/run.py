@@ -18,12 +18,12 @@ from typing import Any
 
 from ultralytics.utils import LOGGER, TQDM
 
-from yolokd.bench.config import PREFIX, format_command, merge_config
+from yolokd.bench.config import format_command, merge_config
 from yolokd.bench.plan import Setup, model_name, plan_combo, plan_rows, row_spec
 from yolokd.bench.report import format_table, format_targets, machine_info, publish_report, render_report, write_plot
 from yolokd.bench.row import evaluate, launch_row
 from yolokd.bench.stats import check_targets, summarize, summarize_row
-from yolokd.config import KDError
+from yolokd.config import PREFIX, KDError
 from yolokd.demo import resolve_model, train_teacher
 
 

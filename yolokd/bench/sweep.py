@@ -21,11 +21,11 @@ from typing import Any
 
 from ultralytics.utils import LOGGER, YAML
 
-from yolokd.bench.config import BENCH_DEFAULTS, PREFIX, as_list, format_command, publish_path
+from yolokd.bench.config import BENCH_DEFAULTS, as_list, format_command, publish_path
 from yolokd.bench.report import fmt_stat, replace_block
 from yolokd.bench.run import run_benchmark
 from yolokd.bench.stats import summarize
-from yolokd.config import KDError, available_methods, cfg_dir
+from yolokd.config import PREFIX, KDError, available_methods, cfg_dir
 
 SWEEP_DEFAULTS: dict[str, Any] = {
     "scales": [0.25, 1.0, 4.0],  # (list[float]) factors applied to every term weight of a method

@@ -43,7 +43,9 @@ from typing import Callable
 import cv2
 import numpy as np
 import yaml
-from ultralytics.utils import LOGGER, TQDM, colorstr
+from ultralytics.utils import LOGGER, TQDM
+
+from yolokd.config import PREFIX
 
 __all__ = ["GLYPHS", "SHAPES", "STYLES", "Style", "class_names", "make_dataset"]
 
@@ -149,7 +151,6 @@ def make_dataset(
         raise ValueError(f"max_objects must be >= 1, got {max_objects}")
 
     root = Path(root).expanduser().resolve()
-    prefix = colorstr("yolokd: ")
     counts = {"train": n_train, "val": n_val, "test": n_test}
     stamp = {
         "generator": "yolokd.data.synthetic",
@@ -172,7 +173,7 @@ def make_dataset(
         if yaml_path.read_text(encoding="utf-8") != data_yaml:  # e.g. the folder was moved: fix the absolute path
             yaml_path.write_text(data_yaml, encoding="utf-8")
         if progress:
-            LOGGER.info(f"{prefix}reusing synthetic data set in {root}")
+            LOGGER.info(f"{PREFIX}reusing synthetic data set in {root}")
         return yaml_path
 
     # (Re)generate cleanly: drop the stamp first so that an interruption can never leave a stamp claiming a full set.
@@ -191,7 +192,7 @@ def make_dataset(
         img_dir, lbl_dir = root / "images" / split, root / "labels" / split
         img_dir.mkdir(parents=True, exist_ok=True)
         lbl_dir.mkdir(parents=True, exist_ok=True)
-        for i in TQDM(range(n), desc=f"{prefix}{split}", total=n, disable=not progress, unit="img"):
+        for i in TQDM(range(n), desc=f"{PREFIX}{split}", total=n, disable=not progress, unit="img"):
             rng = np.random.default_rng([seed, split_id, i])
             img, labels = _render(rng, imgsz, nc, max_objects, STYLES[style])
             stem = f"{split}_{i:06d}"
@@ -207,7 +208,7 @@ def make_dataset(
     os.replace(tmp, stamp_path)  # atomic: the stamp appears only once every file is in place
     if progress:
         total = n_train + n_val + n_test
-        LOGGER.info(f"{prefix}wrote {total} synthetic images ({nc} classes, {imgsz} px) to {root}, config {yaml_path}")
+        LOGGER.info(f"{PREFIX}wrote {total} synthetic images ({nc} classes, {imgsz} px) to {root}, config {yaml_path}")
     return yaml_path
 
 

@@ -1,0 +1,300 @@
+# yolokd, AGPL-3.0 License
+"""The bare-student checkpoint layout, crash-safe writes and Ctrl-C deferral: everything yolokd does to ``.pt`` files.
+
+Layout. Every file a run writes is a plain Ultralytics checkpoint whose ``ema`` (mid-training) and ``model`` (final)
+are the bare student, loadable without yolokd. What resume needs besides travels under the extra key `CKPT_KEY`,
+which plain Ultralytics ignores::
+
+    ckpt["yolokd"] = {
+        "config": KDConfig.to_dict(),        # kept in the final files as provenance
+        "projector": {name: fp32 tensor},    # the adapters (mid-training files only)
+        "progress": dataclasses.asdict(Progress),
+        "nonfinite_skips": {term: count},
+        "balance": AutoBalance.state_dict() | None,
+    }
+
+Crash safety. Ultralytics' ``save_model`` and ``final_eval`` write in place (``write_bytes``, ``torch.save``), so a
+kill mid-write would leave a truncated file. `staged` points the trainer's ``wdir``/``last``/``best`` at a hidden
+folder beside ``weights/`` while Ultralytics writes, then `publish` moves each complete, fsync'ed file over its
+target with ``os.replace``: at any instant each file is either the previous complete one or the new complete one,
+even under SIGKILL or power loss.
+
+Ctrl-C. `SigintGuard` keeps one SIGINT handler for the whole run; inside `SigintGuard.hold` a SIGINT is recorded and
+raised when the block ends. There is no handler swap per save, so no window in which a signal can be dropped, and an
+ignored SIGINT (``nohup``, a background job) stays ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import os
+import shutil
+import signal
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from ultralytics.utils.patches import torch_load
+
+from yolokd.config import KDError
+
+CKPT_KEY = "yolokd"  # extra checkpoint key; plain Ultralytics ignores it
+STAGE = ".yolokd-partial"  # hidden folder beside the files, on the same file system (os.replace is atomic there)
+
+
+# ---------------------------------------------------------------------------------------------- layout
+def kd_state(model: nn.Module) -> dict[str, Any]:
+    """The extra checkpoint entry of a live `KDModel`: KD config, adapters (fp32), schedule progress, term state.
+
+    Args:
+        model (KDModel): The unwrapped training model.
+
+    Returns:
+        (dict): The value stored under `CKPT_KEY`.
+    """
+    return {
+        "config": model.kd_config.to_dict(),
+        "projector": {k: v.detach().float().cpu() for k, v in model.projector.state_dict().items()},
+        "progress": dataclasses.asdict(model.progress),
+        "nonfinite_skips": dict(model.nonfinite_skips),
+        "balance": None if model.balance is None else model.balance.state_dict(),
+    }
+
+
+def restore_kd_state(model: nn.Module, ckpt: dict | None) -> bool:
+    """Load the adapters and term state of ``ckpt[CKPT_KEY]`` into a `KDModel`; False when the entry holds none.
+
+    Args:
+        model (KDModel): The unwrapped training model.
+        ckpt (dict | None): A checkpoint (as Ultralytics loaded it for resume).
+
+    Returns:
+        (bool): Whether adapters were restored.
+    """
+    state = (ckpt or {}).get(CKPT_KEY) or {}
+    if state.get("projector") is None:
+        return False
+    model.projector.load_state_dict(state["projector"])
+    model.nonfinite_skips.update(state.get("nonfinite_skips") or {})
+    if model.balance is not None and state.get("balance"):
+        model.balance.load_state_dict(state["balance"])
+    return True
+
+
+def final_entry(ckpt: dict) -> dict:
+    """``ckpt`` with its `CKPT_KEY` entry reduced to the config (provenance): a final file has no adapters."""
+    if isinstance(ckpt.get(CKPT_KEY), dict):
+        ckpt = {**ckpt, CKPT_KEY: {"config": ckpt[CKPT_KEY].get("config")}}
+    return ckpt
+
+
+def saved_config(path: str | Path) -> dict[str, Any]:
+    """The KD config dict stored in a checkpoint ({} if it holds none), or a one-line `KDError` naming the fix.
+
+    Args:
+        path (str | Path): The checkpoint a resumed run continues from.
+
+    Returns:
+        (dict): ``ckpt[CKPT_KEY]["config"]`` or {}.
+    """
+    src = Path(str(path))
+    if not src.is_file():
+        raise KDError(f"resume checkpoint '{src}' not found; pass model=path/to/weights/last.pt of the run")
+    try:
+        ckpt = torch_load(src, map_location="cpu")
+    except Exception as e:
+        raise KDError(
+            f"resume checkpoint '{src}' is not readable ({type(e).__name__}), e.g. truncated by a crash; pass the "
+            f"run's intact last.pt, or start a new run from its best.pt or an epochN.pt"
+        ) from e
+    return dict(((ckpt if isinstance(ckpt, dict) else {}).get(CKPT_KEY) or {}).get("config") or {})
+
+
+class _EMAView(nn.Module):
+    """The state-dict layout of a `KDModel` EMA (student + projector), rebuilt from a bare-student checkpoint."""
+
+    def __init__(self, student_model: nn.Module, projector: nn.Module):
+        """Hold the two parts under the names `KDModel` uses."""
+        super().__init__()
+        self.student_model = student_model
+        self.projector = projector
+
+
+def as_wrapper_ckpt(ckpt: dict, projector: nn.Module) -> dict:
+    """``ckpt`` with ``ema`` reshaped to the `KDModel` EMA layout (student + projector), as Ultralytics reads it back.
+
+    Args:
+        ckpt (dict): A bare-student checkpoint.
+        projector (nn.Module): The live adapters (copied; the copy takes the saved adapter weights).
+
+    Returns:
+        (dict): A shallow copy of ``ckpt`` whose ``ema`` has ``student_model`` and ``projector``.
+    """
+    ema = ckpt.get("ema")
+    if ema is None or hasattr(ema, "student_model"):
+        return ckpt
+    view_projector = copy.deepcopy(projector).cpu()
+    state = (ckpt.get(CKPT_KEY) or {}).get("projector")
+    if state:
+        view_projector.load_state_dict(state)
+    return {**ckpt, "ema": _EMAView(ema, view_projector)}
+
+
+@contextlib.contextmanager
+def wrapper_view(path: Path, projector: nn.Module) -> Iterator[Path]:
+    """A temporary copy of checkpoint ``path`` in the wrapper layout (`as_wrapper_ckpt`), for code that reads a path.
+
+    Args:
+        path (Path): A bare-student checkpoint (e.g. ``last.pt`` for Ultralytics' NaN recovery).
+        projector (nn.Module): The live adapters.
+
+    Yields:
+        (Path): The copy, removed when the block ends.
+    """
+    with tempfile.TemporaryDirectory() as d:
+        view = Path(d) / path.name
+        torch.save(as_wrapper_ckpt(torch_load(path, map_location="cpu"), projector), view)
+        yield view
+
+
+# ---------------------------------------------------------------------------------------------- crash-safe writes
+def _fsync_dir(d: Path) -> None:
+    """Make a rename in ``d`` durable (no-op where directories cannot be opened, e.g. Windows)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def publish(src: Path, dst: Path) -> None:
+    """Flush ``src`` to disk and rename it over ``dst`` (atomic on one file system)."""
+    with open(src, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(src, dst)
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then `publish` it over ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    publish(tmp, path)
+    _fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def staged(trainer: Any, carry: tuple[Path, ...] = ()) -> Iterator[Path]:
+    """Let Ultralytics write the trainer's checkpoint files into a hidden folder; publish them when the block ends.
+
+    The trainer's ``wdir``, ``last`` and ``best`` point into the folder for the duration of the block, so every file
+    Ultralytics writes there (``last.pt``, ``best.pt``, ``epochN.pt``) lands beside ``weights/`` only complete. A block
+    that raises publishes nothing: the previous files stay.
+
+    Args:
+        trainer (BaseTrainer): The trainer (its ``wdir``, ``last`` and ``best`` attributes are redirected).
+        carry (tuple[Path, ...]): Existing files to copy into the folder first, for code that rewrites them in place.
+
+    Yields:
+        (Path): The staging folder; the caller may still edit the files in it.
+    """
+    wdir, last, best = trainer.wdir, trainer.last, trainer.best
+    stage = wdir / STAGE
+    shutil.rmtree(stage, ignore_errors=True)  # leftovers of a killed save
+    stage.mkdir(parents=True)
+    for f in carry:
+        if f.exists():
+            shutil.copyfile(f, stage / f.name)
+    trainer.wdir, trainer.last, trainer.best = stage, stage / last.name, stage / best.name
+    try:
+        yield stage
+    finally:
+        trainer.wdir, trainer.last, trainer.best = wdir, last, best
+    for f in sorted(stage.iterdir(), key=lambda p: p.name != last.name):  # last.pt first
+        publish(f, wdir / f.name)
+    _fsync_dir(wdir)
+    stage.rmdir()
+
+
+def rewrite(files: list[Path], edit) -> None:
+    """Load each checkpoint, apply ``edit`` (dict -> dict) and write the result back to every file.
+
+    All files must hold the same checkpoint (what one Ultralytics save writes); it is serialised once.
+    """
+    if not files:
+        return
+    ckpt = edit(torch_load(files[0], map_location="cpu"))
+    torch.save(ckpt, files[0])
+    data = files[0].read_bytes()
+    for f in files[1:]:
+        f.write_bytes(data)
+
+
+# ---------------------------------------------------------------------------------------------- Ctrl-C
+class SigintGuard:
+    """One SIGINT handler for a whole run; inside `hold` a Ctrl-C is recorded and raised when the block ends.
+
+    Installed once (``with guard:``), it forwards a SIGINT at once to the previous handler (Python's
+    ``default_int_handler`` raises `KeyboardInterrupt`) outside `hold`, and holds it back inside. No handler is swapped
+    per save, so no signal can arrive between two handlers. If SIGINT was ignored when the run started (``nohup``, a
+    background job), nothing is installed and it stays ignored. Off the main thread the guard does nothing.
+
+    Examples:
+        >>> guard = SigintGuard()
+        >>> with guard, guard.hold():
+        ...     pass  # a checkpoint write that a Ctrl-C cannot cut
+    """
+
+    def __init__(self):
+        """Start uninstalled, with nothing pending."""
+        self.previous: Any = None
+        self.installed = False
+        self.depth = 0
+        self.pending = False
+
+    def __enter__(self) -> SigintGuard:
+        """Install the handler (main thread, SIGINT not ignored)."""
+        if threading.current_thread() is threading.main_thread():
+            current = signal.getsignal(signal.SIGINT)
+            if current not in (signal.SIG_IGN, None):
+                self.previous = signal.signal(signal.SIGINT, self._handle)
+                self.installed = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """Give the previous handler back (a SIGINT pending at that instant is handled by CPython before the swap)."""
+        if self.installed:
+            self.installed = False
+            signal.signal(signal.SIGINT, self.previous)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        """Record the signal inside `hold`, forward it otherwise."""
+        if self.depth:
+            self.pending = True
+        else:
+            self._pass_on(signum, frame)
+
+    def _pass_on(self, signum: int, frame: Any) -> None:
+        """Act as the previous handler would have."""
+        if callable(self.previous):
+            self.previous(signum, frame)
+        elif self.previous != signal.SIG_IGN:  # SIG_DFL: Python's default for SIGINT is to raise KeyboardInterrupt
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Hold a SIGINT back until the block ends (nested blocks: until the outermost ends)."""
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+            if not self.depth and self.pending:
+                self.pending = False
+                self._pass_on(signal.SIGINT, None)
