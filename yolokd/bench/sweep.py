@@ -124,6 +124,35 @@ def best_scales(table: dict[str, dict[float, float | None]], min_gain: float = 0
     return out
 
 
+def choose_variants(
+    means: dict[str, dict[str, float | None]], scales: list[float], balances: list[float], min_gain: float = 0.0
+) -> dict[str, str | None]:
+    """Per method, the variant tag to ship.
+
+    `best_scales` among the fixed weights, then an automatic-weight variant (``bR``) instead where its mean is higher
+    still and beats x1 by more than ``min_gain``.
+
+    Examples:
+        >>> m = {"cwd": {"x1": 0.22, "x0.25": 0.20, "b0.25": 0.24}, "crosskd": {"x1": 0.23, "b0.25": 0.19}}
+        >>> choose_variants(m, [0.25, 1.0], [0.25], min_gain=0.002)
+        {'cwd': 'b0.25', 'crosskd': 'x1'}
+        >>> choose_variants({"a": {"x1": 0.22, "b0.5": 0.221}}, [1.0], [0.5], min_gain=0.002)  # within min_gain
+        {'a': 'x1'}
+    """
+    fixed = best_scales({m: {s: v.get(scale_tag(s)) for s in scales} for m, v in means.items()}, min_gain)
+    out: dict[str, str | None] = {}
+    for m, by_tag in means.items():
+        tag = None if fixed[m] is None else scale_tag(fixed[m])
+        best = by_tag.get(tag) if tag else None
+        x1 = by_tag.get(scale_tag(1.0))
+        for b in balances:
+            v = by_tag.get(balance_tag(b))
+            if v is not None and (best is None or v > best) and (x1 is None or v - x1 > min_gain):
+                tag, best = balance_tag(b), v
+        out[m] = tag
+    return out
+
+
 def render_sweep(results: dict[str, Any]) -> str:
     """Markdown of a sweep: the command, the val table (points, mean (min-max) over seeds) and the chosen factors."""
     scales = results["scales"]
@@ -155,17 +184,13 @@ def render_sweep(results: dict[str, Any]) -> str:
         tags = [scale_tag(s) for s in scales] + [balance_tag(b) for b in balances]
         row = [fmt_stat(cells.get(t), 100, 2) for t in tags]
         chosen = results["chosen"].get(m)
-        lines.append(f"| {m} | " + " | ".join(row) + f" | {scale_tag(chosen) if chosen else '—'} |")
+        chosen = scale_tag(chosen) if isinstance(chosen, (int, float)) else chosen  # a factor or a variant tag
+        lines.append(f"| {m} | " + " | ".join(row) + f" | {chosen or '—'} |")
     lines += [
         "",
-        f"Chosen: the factor with the best mean, unless it beats x1 (the documented weights) by "
+        f"Chosen: the variant with the best mean, unless it beats x1 (the documented weights) by "
         f"{100 * results['min_gain']:.2f} points or less."
-        + (
-            " `auto bR` columns: every term with automatic weights at balance R (`balance=R`), shown beside the "
-            "fixed weights, not part of the choice."
-            if balances
-            else ""
-        ),
+        + (" `auto bR`: every term with automatic weights, balance R (`yolokd.balance`)." if balances else ""),
     ]
     return "\n".join(lines)
 
@@ -237,7 +262,7 @@ def run_sweep(**overrides: Any) -> dict[str, Any]:
     by_label = {r["label"]: r for r in res["rows"]}
     names = {m: method_name(m) for m in methods}
     table = {n: {t: val_stats(by_label.get(f"{n}-{t}")) for mm, t in variants if mm == m} for m, n in names.items()}
-    means = {names[m]: {s: (table[names[m]][scale_tag(s)] or {}).get("mean") for s in scales} for m in methods}
+    means = {n: {t: (stats or {}).get("mean") for t, stats in table[n].items()} for n in names.values()}
     out = {
         "command": format_command(overrides, mode="sweep"),
         "date": res["date"],
@@ -250,7 +275,7 @@ def run_sweep(**overrides: Any) -> dict[str, Any]:
         "student": val_stats(by_label.get("student (no KD)")),
         "table": table,
         "min_gain": cfg["min_gain"],
-        "chosen": best_scales(means, float(cfg["min_gain"])),
+        "chosen": choose_variants(means, scales, cfg["balances"], float(cfg["min_gain"])),
         "reused_rows": sum(bool(r.get("reused")) for row in res["rows"] for r in row["runs"].values()),
         "benchmark": str(project / "results.json"),
     }
