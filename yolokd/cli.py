@@ -30,18 +30,20 @@ yolokd: knowledge distillation for Ultralytics YOLO.
     train    every 'yolo train' argument, plus the distillation keys (see 'yolokd cfg'):
                yolokd train model=yolov8s.yaml teacher=path/to/teacher.pt method=cwd data=data.yaml epochs=100
                yolokd train resume model=runs/detect/train/weights/last.pt
-    demo     offline: synthetic data, a YOLOv8n teacher, a distilled narrow YOLOv8 student, a results table:
+    demo     offline: synthetic data, a YOLOv8n teacher, a narrow YOLOv8 student alone and distilled, the gain:
                yolokd demo
-               yolokd demo method=cwd epochs=15 teacher_epochs=15 imgsz=128 baseline=True
+               yolokd demo method=crosskd epochs=8 teacher_epochs=20 baseline=False   # the distilled student only
     benchmark  every method vs no distillation vs Ultralytics' built-in (distill_model=, dis=): test mAP, gap
                recovered, time per iteration, peak memory; writes results.json, a table and a plot in project=:
-               yolokd benchmark                         # preset=cpu: the whole table, ~28 min on 2 CPU cores
+               yolokd benchmark                         # preset=cpu: the whole table, 3 seeds, on 2 CPU cores
+               yolokd benchmark jobs=2 style=glyphs     # two rows at once; the second synthetic look (transfer)
                yolokd benchmark preset=micro            # a smoke test in about a minute
                yolokd benchmark publish=BENCHMARKS.md   # also the report in that file, its plot in benchmarks/
                yolokd benchmark reuse=True              # go on where an interrupted run stopped
                yolokd benchmark seeds=[0,1,2] methods=[cwd,tar] combo=cwd+tar teacher=path/to/teacher.pt
-    sweep    the benchmark's rows with every term weight of each method scaled, scored on the val split only:
-               yolokd sweep scales=[0.25,1,4] seeds=[0] teacher=runs/yolokd-benchmark/teacher/weights/best.pt
+    sweep    the benchmark's rows with every term weight of each method scaled (or automatic: balances=), scored on
+             the val split only:
+               yolokd sweep scales=[0.25,1] balances=[0.25] seeds=[0,1] teacher=path/to/teacher.pt
     methods  built-in methods: {", ".join(available_methods())} (combine with '+', or pass a method .yaml)
 
 Docs: README.md and cfg/default.yaml. Ultralytics' own arguments: https://docs.ultralytics.com/usage/cfg/
