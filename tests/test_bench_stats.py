@@ -89,6 +89,8 @@ def test_check_targets():
     assert {t["met"] for t in check_targets(fake_rows(kd_step=1.5), 0.40)} >= {False}
     no_builtin = [r for r in fake_rows() if r["kind"] != "builtin"]
     assert check_targets(no_builtin, 0.40)[2]["met"] is None  # not measurable, not "met"
+    parallel = check_targets(fake_rows(kd_step=1.5), 0.40, jobs=2)[3]  # rows trained at once: timings not valid
+    assert parallel["met"] is None and "jobs=2" in parallel["detail"]
 
 
 def test_check_targets_issue_9_thresholds():

@@ -32,7 +32,7 @@ yolokd: knowledge distillation for Ultralytics YOLO.
                yolokd train resume model=runs/detect/train/weights/last.pt
     demo     offline: synthetic data, a YOLOv8n teacher, a narrow YOLOv8 student alone and distilled, the gain:
                yolokd demo
-               yolokd demo method=crosskd epochs=8 teacher_epochs=20 baseline=False   # the distilled student only
+               yolokd demo method=crosskd baseline=False   # another method, without the undistilled student
     benchmark  every method vs no distillation vs Ultralytics' built-in (distill_model=, dis=): test mAP, gap
                recovered, time per iteration, peak memory; writes results.json, a table and a plot in project=:
                yolokd benchmark                         # preset=cpu: the whole table, 3 seeds, on 2 CPU cores

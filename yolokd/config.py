@@ -81,7 +81,7 @@ class KDConfig:
     """The whole distillation configuration of a run (what travels in checkpoints and to DDP workers)."""
 
     teacher: str | None = None
-    method: str = "cwd"
+    method: str = "tar+cwd"
     distill_weight: float = 1.0
     balance: float | None = None
     teacher_val: bool = True

@@ -137,7 +137,7 @@ def summarize_run(results: dict[str, Any]) -> None:
     fwd = [(r.get("teacher_forward") or {}).get("mean_s") for r in student_runs.values() if r.get("ok")]
     teacher["forward"] = summarize(fwd)
     teacher["forward_n"] = cfg["teacher_batches"]
-    results["targets"] = check_targets(rows, teacher["test"]["map"])
+    results["targets"] = check_targets(rows, teacher["test"]["map"], cfg.get("jobs", 1))
 
 
 def write_outputs(results: dict[str, Any], setup: Setup) -> Path:

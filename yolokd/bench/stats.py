@@ -241,8 +241,10 @@ def _builtin_target(best: dict | None, builtin: dict | None) -> dict[str, Any]:
     return _target("builtin", d >= 2.0, f"{best['label']} - built-in = {d:+.2f} points")
 
 
-def _cost_target(kd: list[dict], best: dict | None) -> dict[str, Any]:
+def _cost_target(kd: list[dict], best: dict | None, jobs: int = 1) -> dict[str, Any]:
     """Every distilled row's iteration within 1.10x the floor (student step + teacher forward)."""
+    if jobs > 1:
+        return _target("cost", None, f"not measured: jobs={jobs} trained rows at once")
     measured = {r["label"]: _mean(r, "x_floor") for r in kd if _mean(r, "x_floor") is not None}
     if not measured:
         return _target("cost", None, "not measured")
@@ -276,7 +278,7 @@ def _regime_target(noise: dict[str, Any], base: dict | None, teacher_test: float
     return _target("regime", all(ok for ok, _ in checks), detail)
 
 
-def check_targets(rows: list[dict], teacher_test: float | None) -> list[dict[str, Any]]:
+def check_targets(rows: list[dict], teacher_test: float | None, jobs: int = 1) -> list[dict[str, Any]]:
     """The project's targets against the summarised rows: met (True/False) or not measurable (None), with details.
 
     Targets (issue 9): every method (and the combination) above the undistilled student on every seed; the best single
@@ -288,6 +290,7 @@ def check_targets(rows: list[dict], teacher_test: float | None) -> list[dict[str
     Args:
         rows (list[dict]): Rows summarised by `summarize_row`.
         teacher_test (float | None): Teacher mAP50-95 on the test split (None: no gap, so no accuracy verdict).
+        jobs (int): Rows trained at once; above 1 the timings are not valid and the cost target is not measured.
 
     Returns:
         (list[dict]): ``target``, ``met``, ``status`` and ``detail`` per target.
@@ -302,4 +305,4 @@ def check_targets(rows: list[dict], teacher_test: float | None) -> list[dict[str
     if noise["refusal"] is not None:
         status = "no verdict" if noise["refusal"].startswith("no verdict") else "not measured"
         accuracy = [{**t, "met": None, "status": status, "detail": noise["refusal"]} for t in accuracy]
-    return [*accuracy, _cost_target(kd, best), _regime_target(noise, base, teacher_test)]
+    return [*accuracy, _cost_target(kd, best, jobs), _regime_target(noise, base, teacher_test)]
