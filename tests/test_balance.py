@@ -69,7 +69,9 @@ def test_kdmodel_balance_makes_each_term_ratio_times_detection_loss(pico_yaml):
 
 
 def test_balance_key_validation_and_per_term_yaml(tmp_path):
-    assert build_config({"method": "cwd"}).balance is None and build_config({"method": "cwd"}).terms[0].balance == 0
+    assert build_config({"method": "crosskd"}).balance is None
+    assert [t.balance for t in build_config({"method": "crosskd"}).terms] == [0.0, 0.0]  # fixed weights in its yaml
+    assert build_config({"method": "cwd"}).terms[0].balance == 0.25  # automatic weight in its yaml
     cfg = build_config({"method": "cwd+hint", "balance": 1})
     assert cfg.balance == 1.0 and all(t.balance == 1.0 for t in cfg.terms)  # the run's key sets every term
     for bad in (-0.5, "x", True):

@@ -99,7 +99,7 @@ def test_sweep_micro_end_to_end(tmp_path, tiny_data, teacher_pt):
     assert saved["table"].keys() == {"cwd"} and saved["table"]["cwd"].keys() == {"x0.5", "x1"}
     for cell in saved["table"]["cwd"].values():
         assert cell["n"] == 1 and 0.0 <= cell["mean"] <= 1.0
-    assert saved["chosen"]["cwd"] in (0.5, 1.0) and saved["val_split"] == "val"
+    assert saved["chosen"]["cwd"] in ("x0.5", "x1") and saved["val_split"] == "val"
     bench = json.loads((out / "results.json").read_text())
     assert [r["label"] for r in bench["rows"]] == ["student (no KD)", "cwd-x0.5", "cwd-x1"]
     assert bench["config"]["test_split"] == "val" and bench["config"]["builtin"] is False

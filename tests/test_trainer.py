@@ -61,6 +61,7 @@ def test_train_cli_end_to_end_logs_terms_to_csv_and_tensorboard(tmp_path, tiny_d
         f"model={pico_yaml}",
         f"teacher={teacher_pt}",
         "method=cwd",
+        "balance=0",  # the yaml's fixed weight 5 (cwd ships automatic weights)
         f"data={tiny_data}",
         "epochs=1",
         f"project={tmp_path}",
