@@ -32,13 +32,12 @@ HANDWRITTEN = """## How to read / what was tried
   any feature distillation can cost; the target is <= 1.10. Both are noisy by several percent on a shared CPU.
 - Peak memory is the row process's own peak resident size (`VmHWM`): `ru_maxrss` was tried first, but a child
   process reports at least its parent's size at the fork (a child of a 300 MB process reported 312 MB).
-- The cpu preset is sized for 40 minutes on 2 cores: 96 px and batch 8 (nbs 8) give twice the optimizer steps of
-  128 px / batch 16 in the same time, and every training (teacher and students) uses AdamW at `lr0=0.004` instead of
-  Ultralytics' `optimizer=auto` (which picks AdamW at 0.001 for 6 classes and few steps): see "What was tried".
-  7 epochs (350 steps) are early training on a toy data set, not converged COCO accuracy (`preset=gpu` is that
-  setting). The seed spread is wide; differences smaller than it are ties.
-- Method weights: the papers' values or the documented choices in `cfg/methods/`, then one factor per method chosen
-  by `yolokd sweep` on the val split (below); the test split was not looked at for any choice.
+- The cpu preset: shapes of 12-50% of a 128 px image (600 train images), a 20-epoch yolov8n teacher, the pico
+  student for 8 epochs at batch 8 (nbs 8), AdamW at `lr0=0.004`, 3 seeds: a regime where the teacher-student gap is
+  several times the seed spread. 600 steps are early training on a toy data set, not converged COCO accuracy
+  (`preset=gpu` is that setting).
+- Method weights: the papers' values or the documented choices in `cfg/methods/`, then one variant per method chosen
+  by `yolokd sweep` on the val split; the test split was not looked at for any choice.
 """
 
 
