@@ -110,6 +110,9 @@ class KDModel(DistillationModel):
     def term_weights(self, progress: Progress | None = None) -> dict[str, float]:
         """Current effective weight of each term: ``weight x distill_weight x schedule(progress)``.
 
+        ``weight`` is the yaml's, or for a term with ``balance > 0`` its automatic weight (`yolokd.balance`: running
+        during the first steps, then frozen; 0 before its first measurement).
+
         Args:
             progress (Progress, optional): Progress to evaluate at; defaults to ``self.progress``.
 
