@@ -183,7 +183,8 @@ class KDModel(DistillationModel):
         factors = self.schedule_factors()
         raws: list[torch.Tensor | None] = []
         for spec, term, f in zip(self.kd_config.terms, self.terms, factors):
-            if f == 0:  # scheduled off: skip the computation (DDP runs with find_unused_parameters=True)
+            # scheduled off, or a fixed weight of 0: skip the computation (DDP runs with find_unused_parameters=True)
+            if f == 0 or (spec.balance == 0 and spec.weight == 0):
                 raws.append(None)
                 continue
             raws.append(term(inputs, self.projector[spec.name] if spec.name in self.projector else None))
