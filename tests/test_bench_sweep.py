@@ -34,6 +34,13 @@ def test_scaled_method_multiplies_every_weight_and_keeps_the_rest(tmp_path):
     assert [s.weight for s in resolve_method(str(scaled_method("crosskd", 1.0, tmp_path)))] == [1.0, 4.0]
 
 
+def test_scaled_method_uses_fixed_weights_even_when_the_yaml_balances(tmp_path):
+    """cwd ships automatic weights (balance 0.25): its x<scale> variants must train the scaled fixed weight."""
+    assert [s.balance for s in resolve_method("cwd")] == [0.25]
+    fixed = resolve_method(str(scaled_method("cwd", 0.5, tmp_path)))
+    assert [(s.weight, s.balance) for s in fixed] == [(2.5, 0.0)]
+
+
 @pytest.mark.parametrize(
     "method, scale, match",
     [("cdw", 1.0, "unknown method 'cdw'"), ("cwd", 0.0, "> 0"), ("cwd", -1.0, "> 0"), ("cwd", True, "> 0")],

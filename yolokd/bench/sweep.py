@@ -67,7 +67,8 @@ def scaled_method(method: str, scale: float, out_dir: Path, balance: float | Non
         scale (float): Factor on every term's ``weight`` (> 0).
         out_dir (Path): Folder for the variant.
         balance (float, optional): When given (> 0), every term gets ``balance: <balance>`` (automatic weights,
-            `yolokd.balance`) and the file is ``<name>-b<balance>.yaml``; otherwise ``<name>-x<scale>.yaml``.
+            `yolokd.balance`) and the file is ``<name>-b<balance>.yaml``; otherwise ``<name>-x<scale>.yaml`` with fixed
+            weights (``balance: 0``, even where the method's yaml balances its terms).
 
     Returns:
         (Path): The written yaml.
@@ -81,8 +82,7 @@ def scaled_method(method: str, scale: float, out_dir: Path, balance: float | Non
     data = YAML.load(src)
     for term in data["terms"]:
         term["weight"] = float(term.get("weight", 1.0)) * float(scale)
-        if balance is not None:
-            term["balance"] = float(balance)
+        term["balance"] = 0.0 if balance is None else float(balance)  # x<scale>: fixed weights, whatever the yaml's
         term.setdefault("name", term["type"])  # keep the loss-item names of the built-in method
     out_dir.mkdir(parents=True, exist_ok=True)
     tag = scale_tag(scale) if balance is None else balance_tag(balance)
