@@ -16,7 +16,7 @@ from ultralytics.utils.tal import bbox2dist as ultralytics_bbox2dist
 
 from yolokd.config import resolve_method
 from yolokd.losses import TERMS, DistillInputs, Probe
-from yolokd.losses.hint import positive_distances, weighted_soft_bce
+from yolokd.losses.functional import positive_distances, weighted_soft_bce
 from yolokd.taps import head_outputs
 from yolokd.targets import Assigned
 

@@ -14,7 +14,8 @@ from torch import nn
 from yolokd.config import resolve_method
 from yolokd.losses import TERMS, DistillInputs
 from yolokd.losses import functional as F
-from yolokd.losses.tar import TARBox, TARCls, TARFeat, gaussian_imitation, giou_loss, teacher_better
+from yolokd.losses.functional import gaussian_imitation, giou_loss, teacher_better
+from yolokd.losses.tar import TARBox, TARCls, TARFeat
 from yolokd.schedules import Progress
 from yolokd.targets import Assigned
 

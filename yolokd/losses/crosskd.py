@@ -63,19 +63,6 @@ def _frozen_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.func.functional_call(module, params, (x,))
 
 
-def _proper(boxes: torch.Tensor) -> torch.Tensor:
-    """Sort the corners of xyxy boxes so that ``x1 <= x2`` and ``y1 <= y2``.
-
-    Raw YOLO26 distances may be negative; when ``l + r < 0`` the decoded box is inverted, and the GIoU of an inverted
-    box can exceed 1 without bound (its negative width times negative height counts as area in the union), which would
-    let the loss ``1 - GIoU`` be driven towards minus infinity. Sorting keeps the GIoU in ``[-1, 1]`` and the gradient.
-    The price is a mirror symmetry per axis, ``(l, r) -> (-r, -l)``: far from the start, since the cross distances come
-    from the teacher's own final conv on features re-standardised to the teacher's statistics.
-    """
-    x1, y1, x2, y2 = boxes.unbind(-1)
-    return torch.stack((torch.minimum(x1, x2), torch.minimum(y1, y2), torch.maximum(x1, x2), torch.maximum(y1, y2)), -1)
-
-
 def cross_head_predictions(inputs: DistillInputs, branch: str, stage: int, adapters: nn.Module | None) -> torch.Tensor:
     """Feed the student's stage-``stage`` features of ``branch`` through the teacher's remaining layers.
 
@@ -257,7 +244,7 @@ class CrossKDBox(_CrossKD):
         # both boxes of an anchor share its centre and GIoU is translation (and scale) invariant, so decoding around
         # the origin gives the same GIoU; make_anchors would read the head's stride tensor on the host at every step
         origin = cross.new_zeros(cross.shape[-1], 2)
-        box_s = _proper(decode_boxes(cross, origin, 1))  # (N, A, 4) xyxy, grid units, relative to the anchor
-        box_t = _proper(decode_boxes(teacher, origin, 1))
+        box_s = F.sort_corners(decode_boxes(cross, origin, 1))  # (N, A, 4) xyxy, grid units, relative to the anchor
+        box_t = F.sort_corners(decode_boxes(teacher, origin, 1))
         giou = bbox_iou(box_s, box_t, xywh=False, GIoU=True).squeeze(-1)  # (N, A)
         return self.giou_scale * (w * (1.0 - giou)).sum() / w.sum().clamp(min=_EPS)

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from ultralytics.utils.metrics import bbox_iou
 
 from yolokd.adapters import per_level
 from yolokd.losses import functional as F
 from yolokd.losses import register
 from yolokd.losses.base import DistillInputs, Probe, Term
-from yolokd.targets import Assigned, decode_boxes, foreground_masks, level_sizes
+from yolokd.targets import foreground_masks, level_sizes
 
 
 def _level_strides(inputs: DistillInputs) -> list[float]:
@@ -53,38 +52,6 @@ def _reg_max(head: nn.Module | None, preds: dict) -> int:
     return int(head.reg_max) if head is not None else preds["boxes"].shape[1] // 4
 
 
-@torch.no_grad()
-def log_quality(preds: dict, reg_max: int, assigned: Assigned) -> torch.Tensor:
-    r"""Log of the TAL alignment quality of one model's predictions against the assigned ground truth, per anchor.
-
-    .. math::
-
-        \log q = \alpha \log \sigma(x_{\text{label}}) + \beta \log \operatorname{IoU}(\hat b, b_{\text{gt}})
-
-    with :math:`x_{\text{label}}` the model's logit for the assigned class, :math:`\hat b` its decoded box in pixels
-    and :math:`\alpha, \beta` the assigner's exponents. The log form orders anchors exactly as
-    :math:`q = \text{score}^\alpha \text{IoU}^\beta` does without float32 underflow (IoU 0 gives ``-inf``).
-    Meaningful only where ``assigned.fg_mask`` is true.
-
-    Args:
-        preds (dict): Head outputs with ``scores`` (N, nc, A) logits and ``boxes`` (N, 4*reg_max, A).
-        reg_max (int): The model's own DFL bins per side.
-        assigned (Assigned): The TAL assignment (labels, target boxes, anchors, strides, alpha, beta).
-
-    Returns:
-        (torch.Tensor): (N, A) float32 log quality.
-    """
-    scores = preds["scores"].float()
-    labels = assigned.target_labels.long().clamp(0, scores.shape[1] - 1)
-    log_score = torch.nn.functional.logsigmoid(scores.gather(1, labels.unsqueeze(1)).squeeze(1))  # (N, A)
-    boxes = decode_boxes(preds["boxes"], assigned.anchor_points, reg_max) * assigned.stride_tensor.float()
-    iou = bbox_iou(boxes, assigned.target_bboxes.float(), xywh=False).squeeze(-1).clamp(0, 1)  # (N, A)
-    out = assigned.alpha * log_score
-    if assigned.beta != 0:
-        out = out + assigned.beta * iou.log()
-    return out
-
-
 @register
 class FGBGForeground(Term):
     """Foreground term: sum over levels of ``cosine_fg(adapter(student), teacher, fg_mask, gate=open cells)``.
@@ -95,8 +62,8 @@ class FGBGForeground(Term):
     Foreground cells are the neck cells whose centre lies inside a ground-truth box. With ``gate``, the teacher-better
     gate is decided per ground-truth object, over that object's TAL positives (TAL's ``target_gt_idx`` groups them):
     the object's gate is open when the teacher's mean quality over its positives is strictly above the student's,
-    quality ``q = score^alpha * IoU^beta`` against the object's box (`log_quality`: the assigner's alpha and beta,
-    each model decoding its boxes with its own ``reg_max``; `yolokd.losses.functional.object_gate`). An open gate
+    quality ``q = score^alpha * IoU^beta`` against the object's box (`functional.log_quality`: the assigner's alpha
+    and beta, each model decoding its boxes with its own ``reg_max``; `functional.object_gate`). An open gate
     opens *all* of the object's foreground cells at every level, not only its positives (TAL's top-k positives are a
     few cells per object, 3-4 % of the foreground cells at 640 px), because the thesis defines the foreground region
     by the boxes. A cell inside several boxes counts if any of their gates is open: each of those objects would have
@@ -142,8 +109,9 @@ class FGBGForeground(Term):
         idx = a.target_gt_idx.long().clamp(0, m - 1)
         assigned = torch.zeros(n, m, device=pos.device).scatter_add(1, idx, pos.float()) > 0  # objects with positives
         if self.gate:
-            lq_s = log_quality(inputs.student_preds, _reg_max(inputs.student_head, inputs.student_preds), a)
-            lq_t = log_quality(inputs.teacher_preds, _reg_max(inputs.teacher_head, inputs.teacher_preds), a)
+            s, t = inputs.student_preds, inputs.teacher_preds
+            lq_s = F.log_quality(s["scores"], s["boxes"], _reg_max(inputs.student_head, s), a)
+            lq_t = F.log_quality(t["scores"], t["boxes"], _reg_max(inputs.teacher_head, t), a)
             open_ = F.object_gate(lq_t, lq_s, pos, idx, m)
         else:
             open_ = assigned
