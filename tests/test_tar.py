@@ -13,7 +13,7 @@ from torch import nn
 
 from yolokd.config import resolve_method
 from yolokd.losses import TERMS, DistillInputs
-from yolokd.losses import functional as F
+from yolokd.losses import functional as kdf
 from yolokd.losses.functional import gaussian_imitation, giou_loss, teacher_better
 from yolokd.losses.tar import TARBox, TARCls, TARFeat
 from yolokd.schedules import Progress
@@ -158,7 +158,7 @@ def test_tar_cls_equals_kd_qfl_on_positives_only() -> None:
     rows = [(0, 0), (0, 3), (1, 2)]
     s_pos = torch.stack([s[n, :, i] for n, i in rows])
     t_pos = torch.stack([t[n, :, i] for n, i in rows])
-    assert got.item() == pytest.approx(float(F.kd_qfl(s_pos, t_pos, beta=1.0, avg_factor=3.0)), rel=1e-6)
+    assert got.item() == pytest.approx(float(kdf.kd_qfl(s_pos, t_pos, beta=1.0, avg_factor=3.0)), rel=1e-6)
     # and by hand: sum over positives and classes of BCE(s, q) |sigmoid(s) - q|, over 3 positives
     sn, q = s_pos.double().numpy(), 1 / (1 + np.exp(-t_pos.double().numpy()))
     ps = 1 / (1 + np.exp(-sn))

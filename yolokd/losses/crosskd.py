@@ -41,7 +41,7 @@ from torch import nn
 from ultralytics.utils.metrics import bbox_iou
 
 from yolokd.adapters import conv1x1
-from yolokd.losses import functional as F
+from yolokd.losses import functional as kdf
 from yolokd.losses import register
 from yolokd.losses.base import DistillInputs, Probe, Term
 from yolokd.targets import decode_boxes
@@ -90,7 +90,7 @@ def cross_head_predictions(inputs: DistillInputs, branch: str, stage: int, adapt
             raise KeyError(f"crosskd: head stage {key} was not tapped; taps() must list ({branch!r}, {stage})")
         h_s, h_t = inputs.student_stages[key], inputs.teacher_stages[key].detach()
         h_s = adapters[level](h_s) if adapters is not None else h_s
-        x = F.align_scale(h_s, h_t)
+        x = kdf.align_scale(h_s, h_t)
         outs.append(_frozen_forward(seq[stage + 1 :], x).float().flatten(2))
     return torch.cat(outs, dim=2)
 
@@ -187,7 +187,7 @@ class CrossKDCls(_CrossKD):
         nc = cross.shape[1]
         s = cross.permute(0, 2, 1).reshape(-1, nc)
         t = teacher.permute(0, 2, 1).reshape(-1, nc)
-        return F.kd_qfl(s, t, beta=self.beta, avg_factor=inputs.assigned.num_pos)
+        return kdf.kd_qfl(s, t, beta=self.beta, avg_factor=inputs.assigned.num_pos)
 
 
 @register
@@ -240,11 +240,11 @@ class CrossKDBox(_CrossKD):
             s = cross.permute(0, 2, 1).reshape(-1, reg_max)  # (N*A*4, reg_max), sides in Ultralytics' (4, R) order
             t = teacher.permute(0, 2, 1).reshape(-1, reg_max)
             w4 = w.unsqueeze(-1).expand(n, a, 4).reshape(-1)
-            return F.ld(s, t, T=self.T, weight=w4, avg_factor=(4.0 * w.sum()).clamp(min=_EPS))
+            return kdf.ld(s, t, T=self.T, weight=w4, avg_factor=(4.0 * w.sum()).clamp(min=_EPS))
         # both boxes of an anchor share its centre and GIoU is translation (and scale) invariant, so decoding around
         # the origin gives the same GIoU; make_anchors would read the head's stride tensor on the host at every step
         origin = cross.new_zeros(cross.shape[-1], 2)
-        box_s = F.sort_corners(decode_boxes(cross, origin, 1))  # (N, A, 4) xyxy, grid units, relative to the anchor
-        box_t = F.sort_corners(decode_boxes(teacher, origin, 1))
+        box_s = kdf.sort_corners(decode_boxes(cross, origin, 1))  # (N, A, 4) xyxy, grid units, relative to the anchor
+        box_t = kdf.sort_corners(decode_boxes(teacher, origin, 1))
         giou = bbox_iou(box_s, box_t, xywh=False, GIoU=True).squeeze(-1)  # (N, A)
         return self.giou_scale * (w * (1.0 - giou)).sum() / w.sum().clamp(min=_EPS)

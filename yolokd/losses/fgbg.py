@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from yolokd.adapters import per_level
-from yolokd.losses import functional as F
+from yolokd.losses import functional as kdf
 from yolokd.losses import register
 from yolokd.losses.base import DistillInputs, Probe, Term
 from yolokd.targets import foreground_masks, level_sizes
@@ -110,9 +110,9 @@ class FGBGForeground(Term):
         assigned = torch.zeros(n, m, device=pos.device).scatter_add(1, idx, pos.float()) > 0  # objects with positives
         if self.gate:
             s, t = inputs.student_preds, inputs.teacher_preds
-            lq_s = F.log_quality(s["scores"], s["boxes"], _reg_max(inputs.student_head, s), a)
-            lq_t = F.log_quality(t["scores"], t["boxes"], _reg_max(inputs.teacher_head, t), a)
-            open_ = F.object_gate(lq_t, lq_s, pos, idx, m)
+            lq_s = kdf.log_quality(s["scores"], s["boxes"], _reg_max(inputs.student_head, s), a)
+            lq_t = kdf.log_quality(t["scores"], t["boxes"], _reg_max(inputs.teacher_head, t), a)
+            open_ = kdf.object_gate(lq_t, lq_s, pos, idx, m)
         else:
             open_ = assigned
         self.record("fg_gate_open", (open_ & assigned).sum(), assigned.sum())
@@ -129,7 +129,7 @@ class FGBGForeground(Term):
         self.record("fg_cell_open", sum(c.sum() for c in cells), sum(m.sum() for m in masks))
         loss = 0.0
         for ad, s, t, m, c in zip(adapters, inputs.student_feats, inputs.teacher_feats, masks, cells):
-            loss = loss + F.cosine_fg(ad(s), t, m, gate=c)  # over all the level's foreground cells, not the open ones
+            loss = loss + kdf.cosine_fg(ad(s), t, m, gate=c)  # over all the level's foreground cells, not the open ones
         return loss.float().reshape(())
 
 
@@ -173,7 +173,7 @@ class FGBGBackground(Term):
         open_ = bg & (t.detach().amax(-1) < s.detach().amax(-1)) if self.gate else bg
         self.record("bg_gate_open", open_.sum(), bg.sum())
         w = open_.reshape(-1).float()  # a 0/1 weight over every anchor: no boolean indexing, no host sync
-        kl = F.binary_kl(
+        kl = kdf.binary_kl(
             s.reshape(-1, s.shape[-1]), t.reshape(-1, t.shape[-1]), weight=w, avg_factor=bg.sum().clamp(min=1)
         )
         return kl.float().reshape(())

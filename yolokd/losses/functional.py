@@ -7,6 +7,9 @@ inputs are treated as targets but are *not* detached here: callers decide whethe
 Precision policy: float16/bfloat16 (and other non-float64) inputs are upcast with ``.float()`` and the computation runs
 in float32; float64 inputs are kept in float64 (so ``torch.autograd.gradcheck`` works). Loss functions return a 0-dim
 tensor. Empty inputs (no rows, empty mask) give a zero that is still connected to the autograd graph.
+
+Imported as ``from yolokd.losses import functional as kdf`` (in yolokd and its tests ``F`` always means
+``torch.nn.functional``, as here).
 """
 
 from __future__ import annotations

@@ -19,12 +19,12 @@ The paper distils a Faster R-CNN three ways; each is one term here, with its own
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as TF
+import torch.nn.functional as F
 from torch import nn
 from ultralytics.utils.tal import bbox2dist
 
 from yolokd.adapters import per_level
-from yolokd.losses import functional as F
+from yolokd.losses import functional as kdf
 from yolokd.losses import register
 from yolokd.losses.base import DistillInputs, Probe, Term
 from yolokd.targets import Assigned
@@ -63,7 +63,7 @@ class Hint(Term):
             s = a(s)
             if s.shape != t.shape:
                 raise ValueError(f"hint: adapted student {tuple(s.shape)} and teacher {tuple(t.shape)} shapes differ")
-            v = TF.mse_loss(s.float(), t.float())
+            v = F.mse_loss(s.float(), t.float())
             total = v if total is None else total + v
         return total
 
@@ -103,7 +103,7 @@ class HintSoft(Term):
         fg = asg.fg_mask.bool()
         s, t = inputs.student_preds["scores"].float(), inputs.teacher_preds["scores"].float()
         weight = torch.where(fg, torch.full_like(s[:, 0], self.w_fg), torch.full_like(s[:, 0], self.w_bg))
-        return F.weighted_soft_bce(s, t, weight, avg_factor=asg.score_sum)
+        return kdf.weighted_soft_bce(s, t, weight, avg_factor=asg.score_sum)
 
 
 @register
@@ -148,8 +148,8 @@ class HintBounded(Term):
         if inputs.student_head is None or inputs.teacher_head is None:
             raise ValueError("hint_bounded: needs student_head and teacher_head (for their reg_max)")
         s_reg = int(inputs.student_head.reg_max)
-        r_s = F.anchor_distances(inputs.student_preds["boxes"], s_reg, asg.anchor_points)  # (N, A, 4)
-        r_t = F.anchor_distances(inputs.teacher_preds["boxes"], int(inputs.teacher_head.reg_max), asg.anchor_points)
+        r_s = kdf.anchor_distances(inputs.student_preds["boxes"], s_reg, asg.anchor_points)  # (N, A, 4)
+        r_t = kdf.anchor_distances(inputs.teacher_preds["boxes"], int(inputs.teacher_head.reg_max), asg.anchor_points)
         points = asg.anchor_points.float()
         target = asg.target_bboxes.float() / asg.stride_tensor.float()  # (N, A, 4) xyxy, grid units
         if s_reg > 1:  # the student's DFL range, as Ultralytics' BboxLoss: bbox2dist clamps to [0, reg_max - 1.01]
@@ -162,4 +162,4 @@ class HintBounded(Term):
         with torch.no_grad():
             d_s, d_t = (r_s - y).pow(2).sum(-1), (r_t - y).pow(2).sum(-1)
             self.record("open", ((d_s + self.margin > d_t).float() * w).sum(), w.sum())
-        return F.bounded_regression(r_s, r_t, y, self.margin, weight=w, avg_factor=asg.num_pos)
+        return kdf.bounded_regression(r_s, r_t, y, self.margin, weight=w, avg_factor=asg.num_pos)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from yolokd.adapters import per_level
-from yolokd.losses import functional as F
+from yolokd.losses import functional as kdf
 from yolokd.losses import register
 from yolokd.losses.base import DistillInputs, Probe, Term
 from yolokd.targets import decode_boxes, gaussian_masks
@@ -79,7 +79,7 @@ class TARFeat(Term):
         gt = inputs.ground_truth()
         masks = gaussian_masks(gt, inputs.teacher_feats, _level_strides(inputs), self.sigma_scale)
         return sum(
-            F.gaussian_imitation(a(s), t, m)
+            kdf.gaussian_imitation(a(s), t, m)
             for a, s, t, m in zip(adapters, inputs.student_feats, inputs.teacher_feats, masks)
         )
 
@@ -115,7 +115,7 @@ class TARCls(Term):
             raise ValueError("tar_cls needs the TAL assignment (inputs.assigned)")
         s, t = _rows(inputs.student_preds["scores"]), _rows(inputs.teacher_preds["scores"]).detach()
         w = a.fg_mask.reshape(-1).float()  # the positives as a 0/1 row weight: no boolean indexing, no host sync
-        return F.kd_qfl(s, t, beta=self.beta, weight=w, avg_factor=a.num_pos)
+        return kdf.kd_qfl(s, t, beta=self.beta, weight=w, avg_factor=a.num_pos)
 
 
 @register
@@ -144,6 +144,6 @@ class TARBox(Term):
             boxes.append(decode_boxes(b, a.anchor_points, reg_max) * a.stride_tensor)  # (N, A, 4) pixels
         fg = a.fg_mask.bool().reshape(-1)  # every anchor is compared, the positives kept by the gate: no host sync
         s_box, t_box = boxes[0].reshape(-1, 4), boxes[1].detach().reshape(-1, 4)
-        gate = fg & F.teacher_better(s_box, t_box, a.target_bboxes.reshape(-1, 4))
+        gate = fg & kdf.teacher_better(s_box, t_box, a.target_bboxes.reshape(-1, 4))
         self.record("teacher_better", gate.sum(), fg.sum())
-        return F.giou_loss(s_box, t_box, gate, avg_factor=a.num_pos)
+        return kdf.giou_loss(s_box, t_box, gate, avg_factor=a.num_pos)
