@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -152,8 +151,9 @@ def make_inputs(t_logit=None, s_logit=None, t_box=None, s_box=None, same_feats=F
         student_preds={"boxes": s_boxes, "scores": s_sc, "feats": s_feats},
         teacher_preds={"boxes": t_boxes, "scores": t_sc, "feats": t_feats},
         batch=batch,
-        student_head=SimpleNamespace(reg_max=1),
-        teacher_head=SimpleNamespace(reg_max=16),
+        strides=[4, 8],
+        student_reg_max=1,
+        teacher_reg_max=16,
         assigned=assigned,
     )
 
@@ -453,8 +453,8 @@ def test_fgbg_kd_model_items_equal_functional(pico_yamls, tmp_path):
         t_out = kd._teacher_feats.pop("head")[1]
         kd.student_model(batch["img"])
         s_out = kd._student_feats.pop("head")
-        inputs = DistillInputs(s_out["feats"], t_out["feats"], s_out, t_out, batch)
-        masks = fg_masks(inputs)  # strides from input size / feature size (no assignment given)
+        inputs = DistillInputs(s_out["feats"], t_out["feats"], s_out, t_out, batch, strides=kd.probe.strides)
+        masks = fg_masks(inputs)  # the probe's strides (no assignment given)
         fg = sum(
             kdf.cosine_fg(a(s), t, m)
             for a, s, t, m in zip(kd.projector["fgbg_fg"], s_out["feats"], t_out["feats"], masks)

@@ -29,14 +29,6 @@ def _bce(x: float, q: float) -> float:
     return -q * math.log(p) - (1.0 - q) * math.log(1.0 - p)
 
 
-class FakeHead(nn.Module):
-    """Stands in for a Detect head: the terms only read ``reg_max``."""
-
-    def __init__(self, reg_max: int) -> None:
-        super().__init__()
-        self.reg_max = reg_max
-
-
 def _assigned(fg: list[list[bool]], points, strides, boxes_px) -> Assigned:
     """A hand-made TAL assignment: fg (N, A), anchor points (A, 2), strides (A,), target boxes (N, A, 4) in pixels."""
     fg_mask = torch.tensor(fg)
@@ -52,15 +44,15 @@ def _assigned(fg: list[list[bool]], points, strides, boxes_px) -> Assigned:
 
 
 def _inputs(s_preds: dict, t_preds: dict, assigned: Assigned | None = None, s_reg: int = 1, t_reg: int = 1, **kw):
-    """DistillInputs with fake heads of the given reg_max."""
+    """DistillInputs with the given reg_max of each model (the probe's)."""
     return DistillInputs(
         student_feats=kw.pop("student_feats", []),
         teacher_feats=kw.pop("teacher_feats", []),
         student_preds=s_preds,
         teacher_preds=t_preds,
         batch={},
-        student_head=FakeHead(s_reg),
-        teacher_head=FakeHead(t_reg),
+        student_reg_max=s_reg,
+        teacher_reg_max=t_reg,
         assigned=assigned,
     )
 

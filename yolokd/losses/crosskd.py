@@ -40,7 +40,7 @@ import torch
 from torch import nn
 from ultralytics.utils.metrics import bbox_iou
 
-from yolokd.adapters import conv1x1
+from yolokd.adapters import per_level
 from yolokd.losses import functional as kdf
 from yolokd.losses import register
 from yolokd.losses.base import DistillInputs, Probe, Term
@@ -130,13 +130,14 @@ class _CrossKD(Term):
         Returns:
             (nn.ModuleList): Adapters in level order.
         """
-        adapters = []
-        for level in range(len(probe.strides)):
-            key = (self.branch, level, self.stage)
-            cs, ct = probe.student_stage_channels[key], probe.teacher_stage_channels[key]
-            # no bias: align_scale removes every per-channel offset, so a bias would get exactly zero gradient
-            adapters.append(nn.Identity() if cs == ct else conv1x1(cs, ct, bias=False))
-        return nn.ModuleList(adapters)
+        keys = [(self.branch, level, self.stage) for level in range(len(probe.strides))]
+        # no bias: align_scale removes every per-channel offset, so a bias would get exactly zero gradient
+        return per_level(
+            [probe.student_stage_channels[k] for k in keys],
+            [probe.teacher_stage_channels[k] for k in keys],
+            bias=False,
+            identity_if_equal=True,
+        )
 
     def cross(self, inputs: DistillInputs, adapters: nn.Module | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the cross predictions and the teacher's predictions of this branch, both (N, C, A) float32."""
@@ -181,13 +182,12 @@ class CrossKDCls(_CrossKD):
 
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
         """Return the unweighted class-branch CrossKD loss."""
-        if inputs.assigned is None:
-            raise ValueError("crosskd_cls: needs the TAL assignment (inputs.assigned) for its avg_factor")
+        num_pos = self.assigned(inputs).num_pos  # the avg_factor
         cross, teacher = self.cross(inputs, adapters)
         nc = cross.shape[1]
         s = cross.permute(0, 2, 1).reshape(-1, nc)
         t = teacher.permute(0, 2, 1).reshape(-1, nc)
-        return kdf.kd_qfl(s, t, beta=self.beta, avg_factor=inputs.assigned.num_pos)
+        return kdf.kd_qfl(s, t, beta=self.beta, avg_factor=num_pos)
 
 
 @register
@@ -232,8 +232,7 @@ class CrossKDBox(_CrossKD):
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
         """Return the unweighted box-branch CrossKD loss."""
         cross, teacher = self.cross(inputs, adapters)
-        head = inputs.teacher_head
-        reg_max = int(head.reg_max)
+        reg_max = inputs.reg_max()[1]  # the teacher's: the cross predictions come out of its final conv
         w = inputs.teacher_preds["scores"].detach().float().amax(1).sigmoid()  # (N, A)
         if reg_max > 1:
             n, _, a = cross.shape

@@ -29,27 +29,11 @@ from yolokd.losses.base import DistillInputs, Probe, Term
 from yolokd.targets import foreground_masks, level_sizes
 
 
-def _level_strides(inputs: DistillInputs) -> list[float]:
-    """Stride of each neck level: the model's (``inputs.strides``) when given, else input height / feature height.
-
-    Both are host numbers: reading the strides from the TAL anchors' device tensor would wait for the device.
-    """
-    if len(inputs.strides) == len(inputs.teacher_feats):
-        return [float(s) for s in inputs.strides]
-    img_h = inputs.batch["img"].shape[-2]
-    return [img_h / f.shape[-2] for f in inputs.teacher_feats]
-
-
 def fg_masks(inputs: DistillInputs) -> list[torch.Tensor]:
     """Per level, the (N, H, W) bool mask of neck cells whose centre lies inside a ground-truth box of the image."""
     return inputs.memo(
-        "fg_masks", lambda: foreground_masks(inputs.ground_truth(), inputs.teacher_feats, _level_strides(inputs))
+        "fg_masks", lambda: foreground_masks(inputs.ground_truth(), inputs.teacher_feats, inputs.level_strides())
     )
-
-
-def _reg_max(head: nn.Module | None, preds: dict) -> int:
-    """The head's DFL bins per side (``head.reg_max``), or the one implied by the box output if no head is given."""
-    return int(head.reg_max) if head is not None else preds["boxes"].shape[1] // 4
 
 
 @register
@@ -98,9 +82,7 @@ class FGBGForeground(Term):
 
     def open_objects(self, inputs: DistillInputs) -> torch.Tensor:
         """The (N, M) objects whose foreground cells count, and record ``fg_gate_open`` (no host sync)."""
-        a = inputs.assigned
-        if a is None:
-            raise ValueError("fgbg_fg needs the TAL assignment (inputs.assigned); the model sets it for needs_targets")
+        a = self.assigned(inputs)
         gt = inputs.ground_truth()
         n, m = gt.mask.shape
         pos = a.fg_mask.bool()
@@ -109,9 +91,9 @@ class FGBGForeground(Term):
         idx = a.target_gt_idx.long().clamp(0, m - 1)
         assigned = torch.zeros(n, m, device=pos.device).scatter_add(1, idx, pos.float()) > 0  # objects with positives
         if self.gate:
-            s, t = inputs.student_preds, inputs.teacher_preds
-            lq_s = kdf.log_quality(s["scores"], s["boxes"], _reg_max(inputs.student_head, s), a)
-            lq_t = kdf.log_quality(t["scores"], t["boxes"], _reg_max(inputs.teacher_head, t), a)
+            (s_reg, t_reg), s, t = inputs.reg_max(), inputs.student_preds, inputs.teacher_preds
+            lq_s = kdf.log_quality(s["scores"], s["boxes"], s_reg, a)
+            lq_t = kdf.log_quality(t["scores"], t["boxes"], t_reg, a)
             open_ = kdf.object_gate(lq_t, lq_s, pos, idx, m)
         else:
             open_ = assigned
@@ -124,7 +106,7 @@ class FGBGForeground(Term):
         """Return the unweighted foreground cosine loss summed over levels; record the open fractions."""
         masks = fg_masks(inputs)
         cells = foreground_masks(
-            inputs.ground_truth(), inputs.teacher_feats, _level_strides(inputs), self.open_objects(inputs)
+            inputs.ground_truth(), inputs.teacher_feats, inputs.level_strides(), self.open_objects(inputs)
         )
         self.record("fg_cell_open", sum(c.sum() for c in cells), sum(m.sum() for m in masks))
         loss = 0.0

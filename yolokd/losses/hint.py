@@ -27,18 +27,10 @@ from yolokd.adapters import per_level
 from yolokd.losses import functional as kdf
 from yolokd.losses import register
 from yolokd.losses.base import DistillInputs, Probe, Term
-from yolokd.targets import Assigned
 
 __all__ = ["Hint", "HintBounded", "HintSoft"]
 
 _DFL_MARGIN = 0.01  # Ultralytics' DFL targets stop 0.01 below the last bin: bbox2dist(..., reg_max - 1), DFLoss
-
-
-def _assigned(inputs: DistillInputs, name: str) -> Assigned:
-    """Return ``inputs.assigned`` or raise a clear error if the model did not compute the TAL assignment."""
-    if inputs.assigned is None:
-        raise ValueError(f"{name}: needs the TAL assignment (inputs.assigned), which is None")
-    return inputs.assigned
 
 
 @register
@@ -99,7 +91,7 @@ class HintSoft(Term):
 
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
         """Return the unweighted, anchor-weighted soft BCE over the TAL target-score sum."""
-        asg = _assigned(inputs, self.type)
+        asg = self.assigned(inputs)
         fg = asg.fg_mask.bool()
         s, t = inputs.student_preds["scores"].float(), inputs.teacher_preds["scores"].float()
         weight = torch.where(fg, torch.full_like(s[:, 0], self.w_fg), torch.full_like(s[:, 0], self.w_bg))
@@ -143,13 +135,11 @@ class HintBounded(Term):
 
         Every anchor is decoded and the positives are selected by a 0/1 weight (no boolean indexing, no host sync).
         """
-        asg = _assigned(inputs, self.type)
+        asg = self.assigned(inputs)
         fg = asg.fg_mask.bool()
-        if inputs.student_head is None or inputs.teacher_head is None:
-            raise ValueError("hint_bounded: needs student_head and teacher_head (for their reg_max)")
-        s_reg = int(inputs.student_head.reg_max)
+        s_reg, t_reg = inputs.reg_max()
         r_s = kdf.anchor_distances(inputs.student_preds["boxes"], s_reg, asg.anchor_points)  # (N, A, 4)
-        r_t = kdf.anchor_distances(inputs.teacher_preds["boxes"], int(inputs.teacher_head.reg_max), asg.anchor_points)
+        r_t = kdf.anchor_distances(inputs.teacher_preds["boxes"], t_reg, asg.anchor_points)
         points = asg.anchor_points.float()
         target = asg.target_bboxes.float() / asg.stride_tensor.float()  # (N, A, 4) xyxy, grid units
         if s_reg > 1:  # the student's DFL range, as Ultralytics' BboxLoss: bbox2dist clamps to [0, reg_max - 1.01]

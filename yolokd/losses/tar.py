@@ -30,12 +30,6 @@ from yolokd.targets import decode_boxes, gaussian_masks
 __all__ = ["TARBox", "TARCls", "TARFeat"]
 
 
-def _level_strides(inputs: DistillInputs) -> list[float]:
-    """Stride of each neck level: the input height over the level height (exact: inputs are stride multiples)."""
-    h = inputs.batch["img"].shape[-2]
-    return [h / f.shape[-2] for f in inputs.teacher_feats]
-
-
 def _rows(x: torch.Tensor) -> torch.Tensor:
     """(N, K, A) head output -> (N * A, K) rows, one per anchor in (image, anchor) order."""
     return x.permute(0, 2, 1).reshape(-1, x.shape[1])
@@ -50,8 +44,8 @@ class TARFeat(Term):
     ``sy = sigma_scale * h / 2``, maximum over the image's boxes. The paper sets sigma proportional to the box width
     and height; ``sigma_scale`` is that proportion relative to the half size: 0.5 gives ``sigma = w / 4`` (the box
     border lies 2 sigma from the centre, mask ``exp(-2) ~ 0.14`` at the middle of each edge), 1.0 gives
-    ``sigma = w / 2`` (border at 1 sigma, mask ``exp(-1/2) ~ 0.61``). The level strides are the input height over
-    the level height.
+    ``sigma = w / 2`` (border at 1 sigma, mask ``exp(-1/2) ~ 0.61``). The level strides are the model's
+    (`DistillInputs.level_strides`).
 
     Args:
         sigma_scale (float): Gaussian sigma as a fraction of the box half width/height.
@@ -77,7 +71,7 @@ class TARFeat(Term):
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
         """Return the unweighted Gaussian-mask imitation loss summed over levels."""
         gt = inputs.ground_truth()
-        masks = gaussian_masks(gt, inputs.teacher_feats, _level_strides(inputs), self.sigma_scale)
+        masks = gaussian_masks(gt, inputs.teacher_feats, inputs.level_strides(), self.sigma_scale)
         return sum(
             kdf.gaussian_imitation(a(s), t, m)
             for a, s, t, m in zip(adapters, inputs.student_feats, inputs.teacher_feats, masks)
@@ -110,9 +104,7 @@ class TARCls(Term):
 
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
         """Return the unweighted soft-target classification loss at the positives."""
-        a = inputs.assigned
-        if a is None:
-            raise ValueError("tar_cls needs the TAL assignment (inputs.assigned)")
+        a = self.assigned(inputs)
         s, t = _rows(inputs.student_preds["scores"]), _rows(inputs.teacher_preds["scores"]).detach()
         w = a.fg_mask.reshape(-1).float()  # the positives as a 0/1 row weight: no boolean indexing, no host sync
         return kdf.kd_qfl(s, t, beta=self.beta, weight=w, avg_factor=a.num_pos)
@@ -134,14 +126,11 @@ class TARBox(Term):
 
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
         """Return the unweighted gated GIoU loss."""
-        a = inputs.assigned
-        if a is None:
-            raise ValueError("tar_box needs the TAL assignment (inputs.assigned)")
-        boxes = []
-        for preds, head in ((inputs.student_preds, inputs.student_head), (inputs.teacher_preds, inputs.teacher_head)):
-            b = preds["boxes"]
-            reg_max = int(getattr(head, "reg_max", 0) or b.shape[1] // 4)
-            boxes.append(decode_boxes(b, a.anchor_points, reg_max) * a.stride_tensor)  # (N, A, 4) pixels
+        a = self.assigned(inputs)
+        boxes = [  # (N, A, 4) pixels, each model's boxes decoded with its own reg_max
+            decode_boxes(preds["boxes"], a.anchor_points, reg_max) * a.stride_tensor
+            for preds, reg_max in zip((inputs.student_preds, inputs.teacher_preds), inputs.reg_max())
+        ]
         fg = a.fg_mask.bool().reshape(-1)  # every anchor is compared, the positives kept by the gate: no host sync
         s_box, t_box = boxes[0].reshape(-1, 4), boxes[1].detach().reshape(-1, 4)
         gate = fg & kdf.teacher_better(s_box, t_box, a.target_bboxes.reshape(-1, 4))
