@@ -181,14 +181,6 @@ def publish(src: Path, dst: Path) -> None:
     os.replace(src, dst)
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then `publish` it over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    publish(tmp, path)
-    _fsync_dir(path.parent)
-
-
 @contextlib.contextmanager
 def staged(trainer: Any, carry: tuple[Path, ...] = ()) -> Iterator[Path]:
     """Let Ultralytics write the trainer's checkpoint files into a hidden folder; publish them when the block ends.
