@@ -8,6 +8,7 @@ Overrides (each short, each calling Ultralytics and delegating to the module tha
 - ``setup_model``: wrap the student built by Ultralytics into a `KDModel` (before the optimizer is built); restore
   the adapters on resume (`yolokd.checkpoint`).
 - ``set_model_attributes``: also set ``nc``/``names``/``args`` on the student, which builds the loss.
+- ``label_loss_items``: the validation items are the detection ones only (the terms are not computed there).
 - ``train``: hold Ctrl-C back during checkpoint writes (`yolokd.checkpoint.SigintGuard`).
 - ``save_model`` / ``final_eval``: Ultralytics writes into a staging folder, yolokd adds its checkpoint key and
   publishes each file atomically (`yolokd.checkpoint.staged`).
@@ -134,6 +135,21 @@ class KDTrainer(DetectionTrainer):
         super().set_model_attributes()
         student = unwrap_model(self.model).student_model
         student.nc, student.names, student.args = self.data["nc"], self.data["names"], self.args
+
+    def label_loss_items(self, loss_items=None, prefix="train"):
+        """Ultralytics' labelled loss items, without the distillation items under the ``val`` prefix.
+
+        Validation runs the EMA, which Ultralytics keeps without the teacher, so no term is computed there: a
+        ``val/<term>_loss`` column would hold zeros in ``results.csv``, ``results.png`` and TensorBoard, which reads
+        as a term that does nothing. The training items keep every term.
+        """
+        items = super().label_loss_items(loss_items, prefix)
+        if prefix != "val":
+            return items
+        kd = {f"{prefix}/{name}" for name in unwrap_model(self.model).item_names()}
+        if loss_items is None:
+            return [k for k in items if k not in kd]
+        return {k: v for k, v in items.items() if k not in kd}
 
     # ------------------------------------------------------------------ checkpoints
     def train(self):
