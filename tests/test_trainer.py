@@ -10,10 +10,10 @@ import textwrap
 
 import pytest
 import torch
-from helpers import IMGSZ
+from helpers import IMGSZ, captured_logs
 
 from yolokd import YOLOKD
-from yolokd.checkpoint import CKPT_KEY
+from yolokd.checkpoint import CKPT_KEY, STAGE
 from yolokd.cli import main
 from yolokd.config import KDError
 from yolokd.trainer import KDTrainer
@@ -98,7 +98,11 @@ def test_validation_columns_hold_no_distillation_items(tmp_path, tiny_data, pico
             **TRAIN,
         )
     )
-    trainer.train()
+    with captured_logs() as logs:
+        trainer.train()
+    final = [r.getMessage() for r in logs if "Validating" in r.getMessage()]
+    best = tmp_path / "val" / "weights" / "best.pt"
+    assert any(str(best) in m for m in final) and not any(STAGE in m for m in final)  # not the staging folder
     rows = [r.split(",") for r in (tmp_path / "val" / "results.csv").read_text().splitlines()]
     header, body = rows[0], rows[1:]
     assert body and all(len(r) == len(header) for r in body)  # well-formed
