@@ -74,6 +74,8 @@ def fake_inputs(head: FakeHead, stage: int = 1, same: bool = False, num_fg: int 
         student_stages=s_stages,
         teacher_stages=t_stages,
         assigned=_assigned(a, num_fg),
+        student_reg_max=head.reg_max,
+        teacher_reg_max=head.reg_max,
     )
 
 

@@ -101,7 +101,7 @@ def test_ddp_worker_rebuild_reproduces_the_kd_configuration(tmp_path, tiny_data,
         ("cwd_a", 2.5, "cosine", {"tau": 2.0}),
     ]
     assert worker.kd.distill_weight == 0.5 and worker.kd.teacher == str(teacher_pt)
-    p_sd, w_sd = parent.teacher.state_dict(), worker.teacher.state_dict()
+    p_sd, w_sd = parent.teacher_model.state_dict(), worker.teacher_model.state_dict()
     assert p_sd.keys() == w_sd.keys() and all(torch.equal(p_sd[k], w_sd[k]) for k in p_sd)
     # the callbacks travelled once: no second KDCallbacks was attached in the worker
     owners = {

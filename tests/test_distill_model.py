@@ -14,7 +14,7 @@ from ultralytics.utils.torch_utils import ModelEMA
 
 from yolokd.config import KDError, build_config
 from yolokd.distill_model import KDModel
-from yolokd.losses import functional as F
+from yolokd.losses import functional as kdf
 from yolokd.teacher import check_pair
 
 
@@ -41,13 +41,13 @@ def test_kdmodel_loss_items_equal_weighted_functional(kd):
     loss, items = kd.loss(batch)
     assert list(items) == ["box_loss", "cls_loss", "dfl_loss", "cwd_loss"]
     assert loss.shape == (4,)
-    # the cwd item is 5 x sum over levels of F.cwd(adapter(s), t), recomputed here from fresh forwards
+    # the cwd item is 5 x sum over levels of kdf.cwd(adapter(s), t), recomputed here from fresh forwards
     with torch.no_grad():
         kd.teacher_model(batch["img"])
         t_feats = kd._teacher_feats.pop("head")[1]["feats"]
         kd.student_model(batch["img"])
         s_feats = kd._student_feats.pop("head")["feats"]
-        expected = 5.0 * sum(F.cwd(a(s), t, 1.0) for a, s, t in zip(kd.projector["cwd"], s_feats, t_feats))
+        expected = 5.0 * sum(kdf.cwd(a(s), t, 1.0) for a, s, t in zip(kd.projector["cwd"], s_feats, t_feats))
     assert items["cwd_loss"].item() == pytest.approx(expected.item(), rel=1e-5)
     assert loss[3].item() == pytest.approx(expected.item() * 2, rel=1e-5)  # x batch size, like Ultralytics' items
     assert items["cwd_loss"].item() > 0

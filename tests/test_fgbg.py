@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ from ultralytics.utils.tal import make_anchors
 
 from yolokd.config import resolve_method
 from yolokd.losses import TERMS, DistillInputs
-from yolokd.losses import functional as F
+from yolokd.losses import functional as kdf
 from yolokd.losses.fgbg import fg_masks
 from yolokd.targets import Assigned
 
@@ -31,10 +30,10 @@ def test_binary_kl_equals_hand_computation():
     s = torch.tensor([[0.0, 1.0], [-2.0, 0.5]])
     t = torch.tensor([[math.log(3.0), -1.0], [1.0, 0.5]])
     rows = [_bkl(0.0, math.log(3.0)) + _bkl(1.0, -1.0), _bkl(-2.0, 1.0) + _bkl(0.5, 0.5)]
-    assert F.binary_kl(s, t).item() == pytest.approx(sum(rows) / 2, rel=1e-6)  # mean over rows, summed over classes
+    assert kdf.binary_kl(s, t).item() == pytest.approx(sum(rows) / 2, rel=1e-6)  # mean over rows, summed over classes
     w = torch.tensor([2.0, 0.5])
-    assert F.binary_kl(s, t, weight=w).item() == pytest.approx((2 * rows[0] + 0.5 * rows[1]) / 2, rel=1e-6)
-    assert F.binary_kl(s, t, weight=w, avg_factor=3.0).item() == pytest.approx(
+    assert kdf.binary_kl(s, t, weight=w).item() == pytest.approx((2 * rows[0] + 0.5 * rows[1]) / 2, rel=1e-6)
+    assert kdf.binary_kl(s, t, weight=w, avg_factor=3.0).item() == pytest.approx(
         (2 * rows[0] + 0.5 * rows[1]) / 3, rel=1e-6
     )
     assert _bkl(0.0, math.log(3.0)) == pytest.approx(0.75 * math.log(1.5) + 0.25 * math.log(0.5))
@@ -42,9 +41,9 @@ def test_binary_kl_equals_hand_computation():
 
 def test_binary_kl_zero_at_equal_logits_and_empty():
     x = torch.randn(7, 4) * 5
-    assert F.binary_kl(x, x).item() == 0.0
+    assert kdf.binary_kl(x, x).item() == 0.0
     e = torch.zeros(0, 3, requires_grad=True)
-    z = F.binary_kl(e, torch.zeros(0, 3))
+    z = kdf.binary_kl(e, torch.zeros(0, 3))
     z.backward()
     assert z.item() == 0.0 and e.grad is not None
 
@@ -53,13 +52,13 @@ def test_binary_kl_gradcheck_float64():
     s = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
     t = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
     w = torch.rand(4, dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda a, b: F.binary_kl(a, b, weight=w, avg_factor=2.5), (s, t))
+    assert torch.autograd.gradcheck(lambda a, b: kdf.binary_kl(a, b, weight=w, avg_factor=2.5), (s, t))
 
 
 def test_binary_kl_large_logits_finite():
     s = torch.tensor([[-1e4, 1e4, 1e4, -1e4]], requires_grad=True)
     t = torch.tensor([[1e4, -1e4, 1e4, -1e4]], requires_grad=True)
-    loss = F.binary_kl(s, t)
+    loss = kdf.binary_kl(s, t)
     loss.backward()
     assert loss.item() == pytest.approx(2e4, rel=1e-6)  # two classes with KL ~ 1e4 each, two with 0
     assert torch.isfinite(s.grad).all() and torch.isfinite(t.grad).all()
@@ -68,9 +67,9 @@ def test_binary_kl_large_logits_finite():
 
 def test_binary_kl_rejects_bad_shapes():
     with pytest.raises(ValueError, match="shapes differ"):
-        F.binary_kl(torch.zeros(2, 3), torch.zeros(2, 4))
+        kdf.binary_kl(torch.zeros(2, 3), torch.zeros(2, 4))
     with pytest.raises(ValueError, match="weight must have shape"):
-        F.binary_kl(torch.zeros(2, 3), torch.zeros(2, 3), weight=torch.ones(3))
+        kdf.binary_kl(torch.zeros(2, 3), torch.zeros(2, 3), weight=torch.ones(3))
 
 
 # ---------------------------------------------------------------------------------------------------- hand-made inputs
@@ -152,8 +151,9 @@ def make_inputs(t_logit=None, s_logit=None, t_box=None, s_box=None, same_feats=F
         student_preds={"boxes": s_boxes, "scores": s_sc, "feats": s_feats},
         teacher_preds={"boxes": t_boxes, "scores": t_sc, "feats": t_feats},
         batch=batch,
-        student_head=SimpleNamespace(reg_max=1),
-        teacher_head=SimpleNamespace(reg_max=16),
+        strides=[4, 8],
+        student_reg_max=1,
+        teacher_reg_max=16,
         assigned=assigned,
     )
 
@@ -353,10 +353,10 @@ def test_object_gate_tiny_qualities_and_objects_without_positives():
     idx = torch.tensor([[0, 0, 1, 2]])
     lq_t = torch.tensor([[-500.0, -900.0, float("-inf"), 0.0]])  # object 0: mean ~ e^-500 / 2; object 1: quality 0
     lq_s = torch.tensor([[-501.0, -501.0, -700.0, -1.0]])  # object 0: mean ~ e^-501 < e^-500 / 2
-    assert F.object_gate(lq_t, lq_s, fg, idx, 3).tolist() == [[True, False, False]]
-    assert F.object_gate(lq_s, lq_t, fg, idx, 3).tolist() == [[False, True, False]]
+    assert kdf.object_gate(lq_t, lq_s, fg, idx, 3).tolist() == [[True, False, False]]
+    assert kdf.object_gate(lq_s, lq_t, fg, idx, 3).tolist() == [[False, True, False]]
     with pytest.raises(ValueError, match="one \\(N, A\\) shape"):
-        F.object_gate(lq_t, lq_s, fg, idx[:, :2], 3)
+        kdf.object_gate(lq_t, lq_s, fg, idx[:, :2], 3)
 
 
 # ---------------------------------------------------------------------------------------------------- fgbg_bg
@@ -453,14 +453,14 @@ def test_fgbg_kd_model_items_equal_functional(pico_yamls, tmp_path):
         t_out = kd._teacher_feats.pop("head")[1]
         kd.student_model(batch["img"])
         s_out = kd._student_feats.pop("head")
-        inputs = DistillInputs(s_out["feats"], t_out["feats"], s_out, t_out, batch)
-        masks = fg_masks(inputs)  # strides from input size / feature size (no assignment given)
+        inputs = DistillInputs(s_out["feats"], t_out["feats"], s_out, t_out, batch, strides=kd.probe.strides)
+        masks = fg_masks(inputs)  # the probe's strides (no assignment given)
         fg = sum(
-            F.cosine_fg(a(s), t, m)
+            kdf.cosine_fg(a(s), t, m)
             for a, s, t, m in zip(kd.projector["fgbg_fg"], s_out["feats"], t_out["feats"], masks)
         )
         bg = ~torch.cat([m.flatten(1) for m in masks], 1)
-        kl = F.binary_kl(s_out["scores"].transpose(1, 2)[bg], t_out["scores"].transpose(1, 2)[bg])
+        kl = kdf.binary_kl(s_out["scores"].transpose(1, 2)[bg], t_out["scores"].transpose(1, 2)[bg])
     assert 0 < bg.sum() < bg.numel()
     assert items["fgbg_fg_loss"].item() == pytest.approx(2.0 * fg.item(), rel=1e-5)
     assert items["fgbg_bg_loss"].item() == pytest.approx(3.0 * kl.item(), rel=1e-5)

@@ -16,7 +16,7 @@ from ultralytics.utils.tal import bbox2dist as ultralytics_bbox2dist
 
 from yolokd.config import resolve_method
 from yolokd.losses import TERMS, DistillInputs, Probe
-from yolokd.losses.hint import positive_distances, weighted_soft_bce
+from yolokd.losses.functional import positive_distances, weighted_soft_bce
 from yolokd.taps import head_outputs
 from yolokd.targets import Assigned
 
@@ -27,14 +27,6 @@ def _bce(x: float, q: float) -> float:
     """Plain-python BCE of logit ``x`` against probability ``q``."""
     p = 1.0 / (1.0 + math.exp(-x))
     return -q * math.log(p) - (1.0 - q) * math.log(1.0 - p)
-
-
-class FakeHead(nn.Module):
-    """Stands in for a Detect head: the terms only read ``reg_max``."""
-
-    def __init__(self, reg_max: int) -> None:
-        super().__init__()
-        self.reg_max = reg_max
 
 
 def _assigned(fg: list[list[bool]], points, strides, boxes_px) -> Assigned:
@@ -52,15 +44,15 @@ def _assigned(fg: list[list[bool]], points, strides, boxes_px) -> Assigned:
 
 
 def _inputs(s_preds: dict, t_preds: dict, assigned: Assigned | None = None, s_reg: int = 1, t_reg: int = 1, **kw):
-    """DistillInputs with fake heads of the given reg_max."""
+    """DistillInputs with the given reg_max of each model (the probe's)."""
     return DistillInputs(
         student_feats=kw.pop("student_feats", []),
         teacher_feats=kw.pop("teacher_feats", []),
         student_preds=s_preds,
         teacher_preds=t_preds,
         batch={},
-        student_head=FakeHead(s_reg),
-        teacher_head=FakeHead(t_reg),
+        student_reg_max=s_reg,
+        teacher_reg_max=t_reg,
         assigned=assigned,
     )
 

@@ -13,8 +13,9 @@ from torch import nn
 
 from yolokd.config import resolve_method
 from yolokd.losses import TERMS, DistillInputs
-from yolokd.losses import functional as F
-from yolokd.losses.tar import TARBox, TARCls, TARFeat, gaussian_imitation, giou_loss, teacher_better
+from yolokd.losses import functional as kdf
+from yolokd.losses.functional import gaussian_imitation, giou_loss, teacher_better
+from yolokd.losses.tar import TARBox, TARCls, TARFeat
 from yolokd.schedules import Progress
 from yolokd.targets import Assigned
 
@@ -27,9 +28,10 @@ def _seed() -> None:
 
 
 def _inputs(
-    s_feats=(), t_feats=(), s_preds=None, t_preds=None, batch=None, assigned=None, s_head=None, t_head=None
+    s_feats=(), t_feats=(), s_preds=None, t_preds=None, batch=None, assigned=None, s_reg=0, t_reg=0
 ) -> DistillInputs:
-    """A hand-built `DistillInputs` (only the fields a TAR term reads)."""
+    """A hand-built `DistillInputs` (only the fields a TAR term reads); strides as the probe finds them."""
+    img_h = (batch or {}).get("img", torch.zeros(0, 0, 0, 0)).shape[-2]
     return DistillInputs(
         student_feats=list(s_feats),
         teacher_feats=list(t_feats),
@@ -37,8 +39,9 @@ def _inputs(
         teacher_preds=t_preds or {},
         batch=batch or {},
         assigned=assigned,
-        student_head=s_head,
-        teacher_head=t_head,
+        strides=[img_h / f.shape[-2] for f in t_feats] if img_h else [],
+        student_reg_max=s_reg,
+        teacher_reg_max=t_reg,
     )
 
 
@@ -54,14 +57,6 @@ def _assigned(fg: list[list[bool]], anchor_points=None, stride_tensor=None, targ
         stride_tensor=torch.full((a, 1), 8.0) if stride_tensor is None else stride_tensor,
         target_labels=torch.zeros(n, a, dtype=torch.long),
     )
-
-
-class _Head(nn.Module):
-    """A stand-in Detect head: only ``reg_max`` is read."""
-
-    def __init__(self, reg_max: int) -> None:
-        super().__init__()
-        self.reg_max = reg_max
 
 
 # ----------------------------------------------------------------------------------------------------------- tar_feat
@@ -157,7 +152,7 @@ def test_tar_cls_equals_kd_qfl_on_positives_only() -> None:
     rows = [(0, 0), (0, 3), (1, 2)]
     s_pos = torch.stack([s[n, :, i] for n, i in rows])
     t_pos = torch.stack([t[n, :, i] for n, i in rows])
-    assert got.item() == pytest.approx(float(F.kd_qfl(s_pos, t_pos, beta=1.0, avg_factor=3.0)), rel=1e-6)
+    assert got.item() == pytest.approx(float(kdf.kd_qfl(s_pos, t_pos, beta=1.0, avg_factor=3.0)), rel=1e-6)
     # and by hand: sum over positives and classes of BCE(s, q) |sigmoid(s) - q|, over 3 positives
     sn, q = s_pos.double().numpy(), 1 / (1 + np.exp(-t_pos.double().numpy()))
     ps = 1 / (1 + np.exp(-sn))
@@ -202,8 +197,8 @@ def _box_inputs(s_dist: torch.Tensor, t_boxes: torch.Tensor, t_reg_max: int = 1,
         s_preds={"boxes": s_dist.T.unsqueeze(0)},  # (1, 4, A)
         t_preds={"boxes": t_boxes},
         assigned=a,
-        s_head=_Head(1),
-        t_head=_Head(t_reg_max),
+        s_reg=1,
+        t_reg=t_reg_max,
     )
 
 
@@ -314,8 +309,8 @@ def test_tar_terms_large_logits_finite() -> None:
         s_preds={"boxes": s_box},
         t_preds={"boxes": t_box},
         assigned=_assigned([[True, True]], anchor_points=_AP, target_bboxes=gt),
-        s_head=_Head(16),
-        t_head=_Head(16),
+        s_reg=16,
+        t_reg=16,
     )
     term = TARBox()
     loss = term(inp, None)

@@ -10,10 +10,10 @@ import textwrap
 
 import pytest
 import torch
-from helpers import IMGSZ
+from helpers import IMGSZ, captured_logs
 
 from yolokd import YOLOKD
-from yolokd.checkpoint import CKPT_KEY
+from yolokd.checkpoint import CKPT_KEY, STAGE
 from yolokd.cli import main
 from yolokd.config import KDError
 from yolokd.trainer import KDTrainer
@@ -72,7 +72,7 @@ def test_train_cli_end_to_end_logs_terms_to_csv_and_tensorboard(tmp_path, tiny_d
     header, row = (run / "results.csv").read_text().splitlines()[:2]
     values = dict(zip(header.split(","), row.split(",")))
     assert float(values["train/cwd_loss"]) > 0
-    assert "val/cwd_loss" in values
+    assert "val/cwd_loss" not in values and "val/box_loss" in values  # the terms are not computed on validation
     tags = _tags(run)
     assert tags["train/cwd_loss"][0] > 0
     assert tags["kd_weight/cwd"] == [5.0]
@@ -81,6 +81,38 @@ def test_train_cli_end_to_end_logs_terms_to_csv_and_tensorboard(tmp_path, tiny_d
     ckpt = torch.load(run / "weights" / "best.pt", map_location="cpu", weights_only=False)
     assert ckpt[CKPT_KEY] == {"config": ckpt[CKPT_KEY]["config"]}  # final files: config only, no adapters
     assert ckpt[CKPT_KEY]["config"]["terms"][0]["type"] == "cwd"
+
+
+def test_validation_columns_hold_no_distillation_items(tmp_path, tiny_data, pico_yaml, teacher_pt):
+    """results.csv and TensorBoard val/*: detection items only, never a distillation column of zeros."""
+    trainer = KDTrainer(
+        overrides=dict(
+            model=str(pico_yaml),
+            teacher=str(teacher_pt),
+            method="cwd+hint",
+            balance=0,
+            data=str(tiny_data),
+            epochs=1,
+            project=str(tmp_path),
+            name="val",
+            **TRAIN,
+        )
+    )
+    with captured_logs() as logs:
+        trainer.train()
+    final = [r.getMessage() for r in logs if "Validating" in r.getMessage()]
+    best = tmp_path / "val" / "weights" / "best.pt"
+    assert any(str(best) in m for m in final) and not any(STAGE in m for m in final)  # not the staging folder
+    rows = [r.split(",") for r in (tmp_path / "val" / "results.csv").read_text().splitlines()]
+    header, body = rows[0], rows[1:]
+    assert body and all(len(r) == len(header) for r in body)  # well-formed
+    columns = {k: [float(r[i]) for r in body] for i, k in enumerate(header)}
+    assert columns["train/cwd_loss"][0] > 0 and columns["train/hint_loss"][0] > 0
+    assert {"val/box_loss", "val/cls_loss", "val/dfl_loss"} <= set(columns)
+    kd_items = {f"{p}/{n}_loss" for p in ("train", "val") for n in ("cwd", "hint")}
+    assert not [k for k, v in columns.items() if k.startswith("val/") and (k in kd_items or not any(v))]
+    tags = _tags(tmp_path / "val")
+    assert "train/hint_loss" in tags and not any(t in tags for t in ("val/cwd_loss", "val/hint_loss"))
 
 
 def test_train_python_api_and_checkpoint_is_plain_ultralytics(tmp_path, tiny_data, pico_yaml, teacher_pt):

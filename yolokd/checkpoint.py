@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import logging
 import os
 import shutil
 import signal
@@ -40,6 +41,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from ultralytics.utils import LOGGER
 from ultralytics.utils.patches import torch_load
 
 from yolokd.config import KDError
@@ -181,12 +183,19 @@ def publish(src: Path, dst: Path) -> None:
     os.replace(src, dst)
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then `publish` it over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    publish(tmp, path)
-    _fsync_dir(path.parent)
+class _PublishedPaths(logging.Filter):
+    """Rewrite the staging folder to the folder the files are published in, in the log lines of a `staged` block."""
+
+    def __init__(self, stage: Path, wdir: Path):
+        """Remember both folders."""
+        super().__init__()
+        self.stage, self.wdir = str(stage), str(wdir)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep every record; name the published file (e.g. Ultralytics' final 'Validating .../best.pt...')."""
+        if isinstance(record.msg, str) and self.stage in record.msg:
+            record.msg = record.msg.replace(self.stage, self.wdir)
+        return True
 
 
 @contextlib.contextmanager
@@ -195,7 +204,7 @@ def staged(trainer: Any, carry: tuple[Path, ...] = ()) -> Iterator[Path]:
 
     The trainer's ``wdir``, ``last`` and ``best`` point into the folder for the duration of the block, so every file
     Ultralytics writes there (``last.pt``, ``best.pt``, ``epochN.pt``) lands beside ``weights/`` only complete. A block
-    that raises publishes nothing: the previous files stay.
+    that raises publishes nothing: the previous files stay. Log lines of the block name the published files.
 
     Args:
         trainer (BaseTrainer): The trainer (its ``wdir``, ``last`` and ``best`` attributes are redirected).
@@ -212,10 +221,13 @@ def staged(trainer: Any, carry: tuple[Path, ...] = ()) -> Iterator[Path]:
         if f.exists():
             shutil.copyfile(f, stage / f.name)
     trainer.wdir, trainer.last, trainer.best = stage, stage / last.name, stage / best.name
+    names = _PublishedPaths(stage, wdir)
+    LOGGER.addFilter(names)
     try:
         yield stage
     finally:
         trainer.wdir, trainer.last, trainer.best = wdir, last, best
+        LOGGER.removeFilter(names)
     for f in sorted(stage.iterdir(), key=lambda p: p.name != last.name):  # last.pt first
         publish(f, wdir / f.name)
     _fsync_dir(wdir)

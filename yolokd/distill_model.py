@@ -78,6 +78,8 @@ class KDModel(DistillationModel):
             student_channels=[f.shape[1] for f in s_feats],
             teacher_channels=[f.shape[1] for f in t_feats],
             strides=[int(s) for s in student.stride.tolist()],
+            student_reg_max=int(detect_head(student).reg_max),
+            teacher_reg_max=int(detect_head(self.teacher_model).reg_max),
             student_stage_channels={k: v.shape[1] for k, v in s_stages.items()},
             teacher_stage_channels={k: v.shape[1] for k, v in t_stages.items()},
         )
@@ -177,6 +179,8 @@ class KDModel(DistillationModel):
             assigned=assigned,
             cache={"ground_truth": gt} if gt is not None else {},
             strides=list(self.probe.strides),
+            student_reg_max=self.probe.student_reg_max,
+            teacher_reg_max=self.probe.teacher_reg_max,
         )
         self._student_feats.clear()
         self._teacher_feats.clear()

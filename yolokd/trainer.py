@@ -8,6 +8,7 @@ Overrides (each short, each calling Ultralytics and delegating to the module tha
 - ``setup_model``: wrap the student built by Ultralytics into a `KDModel` (before the optimizer is built); restore
   the adapters on resume (`yolokd.checkpoint`).
 - ``set_model_attributes``: also set ``nc``/``names``/``args`` on the student, which builds the loss.
+- ``label_loss_items``: the validation items are the detection ones only (the terms are not computed there).
 - ``train``: hold Ctrl-C back during checkpoint writes (`yolokd.checkpoint.SigintGuard`).
 - ``save_model`` / ``final_eval``: Ultralytics writes into a staging folder, yolokd adds its checkpoint key and
   publishes each file atomically (`yolokd.checkpoint.staged`).
@@ -49,6 +50,10 @@ def _same_weights(a, b) -> bool:
 class KDTrainer(DetectionTrainer):
     """Knowledge-distillation trainer: every ``yolo train`` argument plus the KD keys of ``cfg/default.yaml``.
 
+    Attributes:
+        kd (KDConfig): The run's distillation configuration (``kd.teacher`` is the teacher checkpoint's path).
+        teacher_model (nn.Module): The loaded teacher; it becomes the `KDModel`'s ``teacher_model``.
+
     Examples:
         >>> from yolokd import KDTrainer
         >>> args = dict(model="yolov8n.yaml", teacher="teacher.pt", method="cwd", data="data.yaml", epochs=1)
@@ -71,7 +76,7 @@ class KDTrainer(DetectionTrainer):
         self.sigint = checkpoint.SigintGuard()
         if self.kd.teacher is None:
             raise KDError("no teacher given: pass teacher=path/to/teacher.pt (a trained detection checkpoint)")
-        self.teacher = load_teacher(self.kd.teacher)  # before the data set: a bad teacher fails fast
+        self.teacher_model = load_teacher(self.kd.teacher)  # before the data set: a bad teacher fails fast
         super().__init__(cfg, overrides, _callbacks)
         if self.args.compile:
             LOGGER.warning(f"{PREFIX}'compile' is not supported with distillation and is disabled")
@@ -113,13 +118,13 @@ class KDTrainer(DetectionTrainer):
         if not isinstance(unwrap_model(self.model), KDModel):
             student = self.model
             student.args = self.args
-            check_pair(student, self.teacher, self.data.get("names"))
-            if _same_weights(student, self.teacher) and RANK in {-1, 0}:
+            check_pair(student, self.teacher_model, self.data.get("names"))
+            if _same_weights(student, self.teacher_model) and RANK in {-1, 0}:
                 LOGGER.warning(
                     f"{PREFIX}the teacher has the student's architecture and weights: distillation adds "
                     f"cost without a better model to learn from; pass a larger, trained teacher"
                 )
-            self.model = KDModel(student, self.teacher, self.kd, imgsz=min(int(self.args.imgsz), 128))
+            self.model = KDModel(student, self.teacher_model, self.kd, imgsz=min(int(self.args.imgsz), 128))
             LOGGER.addFilter(QUIET_TEACHER_FREEZE)  # until on_pretrain_routine_end: one line, not one per parameter
         if self.resume and checkpoint.restore_kd_state(unwrap_model(self.model), ckpt):
             LOGGER.info(f"{PREFIX}restored adapters and term state from {self.args.model}")
@@ -130,6 +135,21 @@ class KDTrainer(DetectionTrainer):
         super().set_model_attributes()
         student = unwrap_model(self.model).student_model
         student.nc, student.names, student.args = self.data["nc"], self.data["names"], self.args
+
+    def label_loss_items(self, loss_items=None, prefix="train"):
+        """Ultralytics' labelled loss items, without the distillation items under the ``val`` prefix.
+
+        Validation runs the EMA, which Ultralytics keeps without the teacher, so no term is computed there: a
+        ``val/<term>_loss`` column would hold zeros in ``results.csv``, ``results.png`` and TensorBoard, which reads
+        as a term that does nothing. The training items keep every term.
+        """
+        items = super().label_loss_items(loss_items, prefix)
+        if prefix != "val":
+            return items
+        kd = {f"{prefix}/{name}" for name in unwrap_model(self.model).item_names()}
+        if loss_items is None:
+            return [k for k in items if k not in kd]
+        return {k: v for k, v in items.items() if k not in kd}
 
     # ------------------------------------------------------------------ checkpoints
     def train(self):

@@ -21,6 +21,9 @@ class Probe:
         student_channels (list[int]): Channels of each student neck level (inputs of the Detect head).
         teacher_channels (list[int]): Channels of each teacher neck level.
         strides (list[int]): Stride of each level (identical for teacher and student).
+        student_reg_max (int): DFL bins per box side of the student's head (1: plain distances, e.g. YOLO26; 0: not
+            measured).
+        teacher_reg_max (int): The same for the teacher.
         student_stage_channels (dict): Output channels of each tapped student head stage, keyed like
             `DistillInputs.student_stages` (``(branch, level, stage)``).
         teacher_stage_channels (dict): The same for the teacher.
@@ -29,6 +32,8 @@ class Probe:
     student_channels: list[int]
     teacher_channels: list[int]
     strides: list[int]
+    student_reg_max: int = 0
+    teacher_reg_max: int = 0
     student_stage_channels: dict[tuple, int] = field(default_factory=dict)
     teacher_stage_channels: dict[tuple, int] = field(default_factory=dict)
 
@@ -54,8 +59,10 @@ class DistillInputs:
         assigned (Assigned | None): The student's TAL assignment, when a term sets ``needs_targets``.
         cache (dict): Per-step memo shared by the terms (see `memo`), e.g. the ground truth and masks that several
             terms derive from the same batch.
-        strides (list[int]): Stride of each neck level (the model's probe); empty when unknown, then terms derive it
-            from the input and feature sizes.
+        strides (list[int]): Stride of each neck level, from the model's `Probe` (read through `level_strides`).
+        student_reg_max (int): DFL bins per box side of the student's head, from the `Probe` (read through
+            `reg_max`); 0 when not given.
+        teacher_reg_max (int): The same for the teacher.
     """
 
     student_feats: list[torch.Tensor]
@@ -71,6 +78,36 @@ class DistillInputs:
     assigned: Assigned | None = None
     cache: dict[str, Any] = field(default_factory=dict)
     strides: list[int] = field(default_factory=list)
+    student_reg_max: int = 0
+    teacher_reg_max: int = 0
+
+    def level_strides(self) -> list[float]:
+        """The stride of each neck level as host numbers (no device sync), checked against the neck levels.
+
+        Examples:
+            >>> DistillInputs([], [torch.zeros(1, 1, 8, 8)], {}, {}, {}, strides=[8]).level_strides()
+            [8.0]
+        """
+        if len(self.strides) != len(self.teacher_feats):
+            raise ValueError(
+                f"DistillInputs.strides {self.strides} must give one stride per neck level "
+                f"({len(self.teacher_feats)}); the model passes its probe's"
+            )
+        return [float(s) for s in self.strides]
+
+    def reg_max(self) -> tuple[int, int]:
+        """The student's and the teacher's DFL bins per box side (each model decodes its boxes with its own).
+
+        Examples:
+            >>> DistillInputs([], [], {}, {}, {}, student_reg_max=1, teacher_reg_max=16).reg_max()
+            (1, 16)
+        """
+        if self.student_reg_max < 1 or self.teacher_reg_max < 1:
+            raise ValueError(
+                f"DistillInputs.student_reg_max/teacher_reg_max must be >= 1, got {self.student_reg_max}, "
+                f"{self.teacher_reg_max}; the model passes its probe's"
+            )
+        return self.student_reg_max, self.teacher_reg_max
 
     def memo(self, key: str, make: Callable[[], Any]) -> Any:
         """Return ``cache[key]``, computing it with ``make()`` the first time in this step.
@@ -150,6 +187,18 @@ class Term(nn.Module):
     def reset_stats(self) -> None:
         """Forget the recorded statistics (start a new epoch's means)."""
         self._stat_sums.clear()
+
+    def assigned(self, inputs: DistillInputs) -> Assigned:
+        """``inputs.assigned``, the student's TAL assignment, or the one error a term without it raises.
+
+        The model computes the assignment only when a term sets ``needs_targets``; a term that reads it calls this.
+        """
+        if inputs.assigned is None:
+            raise ValueError(
+                f"{self.type or type(self).__name__}: needs the TAL assignment (inputs.assigned), which is None; the "
+                f"model computes it when a term sets needs_targets = True"
+            )
+        return inputs.assigned
 
     def taps(self) -> list[tuple[str, int]]:
         """Head stages whose outputs this term reads: ``(branch attribute, stage index)``, e.g. ``("cv3", 1)``.

@@ -40,8 +40,8 @@ import torch
 from torch import nn
 from ultralytics.utils.metrics import bbox_iou
 
-from yolokd.adapters import conv1x1
-from yolokd.losses import functional as F
+from yolokd.adapters import per_level
+from yolokd.losses import functional as kdf
 from yolokd.losses import register
 from yolokd.losses.base import DistillInputs, Probe, Term
 from yolokd.targets import decode_boxes
@@ -61,19 +61,6 @@ def _frozen_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if params:
         x = x.to(next(iter(params.values())).dtype)
     return torch.func.functional_call(module, params, (x,))
-
-
-def _proper(boxes: torch.Tensor) -> torch.Tensor:
-    """Sort the corners of xyxy boxes so that ``x1 <= x2`` and ``y1 <= y2``.
-
-    Raw YOLO26 distances may be negative; when ``l + r < 0`` the decoded box is inverted, and the GIoU of an inverted
-    box can exceed 1 without bound (its negative width times negative height counts as area in the union), which would
-    let the loss ``1 - GIoU`` be driven towards minus infinity. Sorting keeps the GIoU in ``[-1, 1]`` and the gradient.
-    The price is a mirror symmetry per axis, ``(l, r) -> (-r, -l)``: far from the start, since the cross distances come
-    from the teacher's own final conv on features re-standardised to the teacher's statistics.
-    """
-    x1, y1, x2, y2 = boxes.unbind(-1)
-    return torch.stack((torch.minimum(x1, x2), torch.minimum(y1, y2), torch.maximum(x1, x2), torch.maximum(y1, y2)), -1)
 
 
 def cross_head_predictions(inputs: DistillInputs, branch: str, stage: int, adapters: nn.Module | None) -> torch.Tensor:
@@ -103,7 +90,7 @@ def cross_head_predictions(inputs: DistillInputs, branch: str, stage: int, adapt
             raise KeyError(f"crosskd: head stage {key} was not tapped; taps() must list ({branch!r}, {stage})")
         h_s, h_t = inputs.student_stages[key], inputs.teacher_stages[key].detach()
         h_s = adapters[level](h_s) if adapters is not None else h_s
-        x = F.align_scale(h_s, h_t)
+        x = kdf.align_scale(h_s, h_t)
         outs.append(_frozen_forward(seq[stage + 1 :], x).float().flatten(2))
     return torch.cat(outs, dim=2)
 
@@ -143,13 +130,14 @@ class _CrossKD(Term):
         Returns:
             (nn.ModuleList): Adapters in level order.
         """
-        adapters = []
-        for level in range(len(probe.strides)):
-            key = (self.branch, level, self.stage)
-            cs, ct = probe.student_stage_channels[key], probe.teacher_stage_channels[key]
-            # no bias: align_scale removes every per-channel offset, so a bias would get exactly zero gradient
-            adapters.append(nn.Identity() if cs == ct else conv1x1(cs, ct, bias=False))
-        return nn.ModuleList(adapters)
+        keys = [(self.branch, level, self.stage) for level in range(len(probe.strides))]
+        # no bias: align_scale removes every per-channel offset, so a bias would get exactly zero gradient
+        return per_level(
+            [probe.student_stage_channels[k] for k in keys],
+            [probe.teacher_stage_channels[k] for k in keys],
+            bias=False,
+            identity_if_equal=True,
+        )
 
     def cross(self, inputs: DistillInputs, adapters: nn.Module | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the cross predictions and the teacher's predictions of this branch, both (N, C, A) float32."""
@@ -194,13 +182,12 @@ class CrossKDCls(_CrossKD):
 
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
         """Return the unweighted class-branch CrossKD loss."""
-        if inputs.assigned is None:
-            raise ValueError("crosskd_cls: needs the TAL assignment (inputs.assigned) for its avg_factor")
+        num_pos = self.assigned(inputs).num_pos  # the avg_factor
         cross, teacher = self.cross(inputs, adapters)
         nc = cross.shape[1]
         s = cross.permute(0, 2, 1).reshape(-1, nc)
         t = teacher.permute(0, 2, 1).reshape(-1, nc)
-        return F.kd_qfl(s, t, beta=self.beta, avg_factor=inputs.assigned.num_pos)
+        return kdf.kd_qfl(s, t, beta=self.beta, avg_factor=num_pos)
 
 
 @register
@@ -245,19 +232,18 @@ class CrossKDBox(_CrossKD):
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
         """Return the unweighted box-branch CrossKD loss."""
         cross, teacher = self.cross(inputs, adapters)
-        head = inputs.teacher_head
-        reg_max = int(head.reg_max)
+        reg_max = inputs.reg_max()[1]  # the teacher's: the cross predictions come out of its final conv
         w = inputs.teacher_preds["scores"].detach().float().amax(1).sigmoid()  # (N, A)
         if reg_max > 1:
             n, _, a = cross.shape
             s = cross.permute(0, 2, 1).reshape(-1, reg_max)  # (N*A*4, reg_max), sides in Ultralytics' (4, R) order
             t = teacher.permute(0, 2, 1).reshape(-1, reg_max)
             w4 = w.unsqueeze(-1).expand(n, a, 4).reshape(-1)
-            return F.ld(s, t, T=self.T, weight=w4, avg_factor=(4.0 * w.sum()).clamp(min=_EPS))
+            return kdf.ld(s, t, T=self.T, weight=w4, avg_factor=(4.0 * w.sum()).clamp(min=_EPS))
         # both boxes of an anchor share its centre and GIoU is translation (and scale) invariant, so decoding around
         # the origin gives the same GIoU; make_anchors would read the head's stride tensor on the host at every step
         origin = cross.new_zeros(cross.shape[-1], 2)
-        box_s = _proper(decode_boxes(cross, origin, 1))  # (N, A, 4) xyxy, grid units, relative to the anchor
-        box_t = _proper(decode_boxes(teacher, origin, 1))
+        box_s = kdf.sort_corners(decode_boxes(cross, origin, 1))  # (N, A, 4) xyxy, grid units, relative to the anchor
+        box_t = kdf.sort_corners(decode_boxes(teacher, origin, 1))
         giou = bbox_iou(box_s, box_t, xywh=False, GIoU=True).squeeze(-1)  # (N, A)
         return self.giou_scale * (w * (1.0 - giou)).sum() / w.sum().clamp(min=_EPS)

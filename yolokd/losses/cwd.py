@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from yolokd.adapters import per_level
-from yolokd.losses import functional as F
+from yolokd.losses import functional as kdf
 from yolokd.losses import register
 from yolokd.losses.base import DistillInputs, Probe, Term
 
@@ -39,4 +39,4 @@ class CWD(Term):
 
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
         """Return the unweighted CWD loss summed over levels."""
-        return sum(F.cwd(a(s), t, self.tau) for a, s, t in zip(adapters, inputs.student_feats, inputs.teacher_feats))
+        return sum(kdf.cwd(a(s), t, self.tau) for a, s, t in zip(adapters, inputs.student_feats, inputs.teacher_feats))

@@ -21,68 +21,19 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from ultralytics.utils.metrics import bbox_iou
 
 from yolokd.adapters import per_level
-from yolokd.losses import functional as F
+from yolokd.losses import functional as kdf
 from yolokd.losses import register
 from yolokd.losses.base import DistillInputs, Probe, Term
-from yolokd.targets import Assigned, decode_boxes, foreground_masks, level_sizes
-
-
-def _level_strides(inputs: DistillInputs) -> list[float]:
-    """Stride of each neck level: the model's (``inputs.strides``) when given, else input height / feature height.
-
-    Both are host numbers: reading the strides from the TAL anchors' device tensor would wait for the device.
-    """
-    if len(inputs.strides) == len(inputs.teacher_feats):
-        return [float(s) for s in inputs.strides]
-    img_h = inputs.batch["img"].shape[-2]
-    return [img_h / f.shape[-2] for f in inputs.teacher_feats]
+from yolokd.targets import foreground_masks, level_sizes
 
 
 def fg_masks(inputs: DistillInputs) -> list[torch.Tensor]:
     """Per level, the (N, H, W) bool mask of neck cells whose centre lies inside a ground-truth box of the image."""
     return inputs.memo(
-        "fg_masks", lambda: foreground_masks(inputs.ground_truth(), inputs.teacher_feats, _level_strides(inputs))
+        "fg_masks", lambda: foreground_masks(inputs.ground_truth(), inputs.teacher_feats, inputs.level_strides())
     )
-
-
-def _reg_max(head: nn.Module | None, preds: dict) -> int:
-    """The head's DFL bins per side (``head.reg_max``), or the one implied by the box output if no head is given."""
-    return int(head.reg_max) if head is not None else preds["boxes"].shape[1] // 4
-
-
-@torch.no_grad()
-def log_quality(preds: dict, reg_max: int, assigned: Assigned) -> torch.Tensor:
-    r"""Log of the TAL alignment quality of one model's predictions against the assigned ground truth, per anchor.
-
-    .. math::
-
-        \log q = \alpha \log \sigma(x_{\text{label}}) + \beta \log \operatorname{IoU}(\hat b, b_{\text{gt}})
-
-    with :math:`x_{\text{label}}` the model's logit for the assigned class, :math:`\hat b` its decoded box in pixels
-    and :math:`\alpha, \beta` the assigner's exponents. The log form orders anchors exactly as
-    :math:`q = \text{score}^\alpha \text{IoU}^\beta` does without float32 underflow (IoU 0 gives ``-inf``).
-    Meaningful only where ``assigned.fg_mask`` is true.
-
-    Args:
-        preds (dict): Head outputs with ``scores`` (N, nc, A) logits and ``boxes`` (N, 4*reg_max, A).
-        reg_max (int): The model's own DFL bins per side.
-        assigned (Assigned): The TAL assignment (labels, target boxes, anchors, strides, alpha, beta).
-
-    Returns:
-        (torch.Tensor): (N, A) float32 log quality.
-    """
-    scores = preds["scores"].float()
-    labels = assigned.target_labels.long().clamp(0, scores.shape[1] - 1)
-    log_score = torch.nn.functional.logsigmoid(scores.gather(1, labels.unsqueeze(1)).squeeze(1))  # (N, A)
-    boxes = decode_boxes(preds["boxes"], assigned.anchor_points, reg_max) * assigned.stride_tensor.float()
-    iou = bbox_iou(boxes, assigned.target_bboxes.float(), xywh=False).squeeze(-1).clamp(0, 1)  # (N, A)
-    out = assigned.alpha * log_score
-    if assigned.beta != 0:
-        out = out + assigned.beta * iou.log()
-    return out
 
 
 @register
@@ -95,8 +46,8 @@ class FGBGForeground(Term):
     Foreground cells are the neck cells whose centre lies inside a ground-truth box. With ``gate``, the teacher-better
     gate is decided per ground-truth object, over that object's TAL positives (TAL's ``target_gt_idx`` groups them):
     the object's gate is open when the teacher's mean quality over its positives is strictly above the student's,
-    quality ``q = score^alpha * IoU^beta`` against the object's box (`log_quality`: the assigner's alpha and beta,
-    each model decoding its boxes with its own ``reg_max``; `yolokd.losses.functional.object_gate`). An open gate
+    quality ``q = score^alpha * IoU^beta`` against the object's box (`functional.log_quality`: the assigner's alpha
+    and beta, each model decoding its boxes with its own ``reg_max``; `functional.object_gate`). An open gate
     opens *all* of the object's foreground cells at every level, not only its positives (TAL's top-k positives are a
     few cells per object, 3-4 % of the foreground cells at 640 px), because the thesis defines the foreground region
     by the boxes. A cell inside several boxes counts if any of their gates is open: each of those objects would have
@@ -131,9 +82,7 @@ class FGBGForeground(Term):
 
     def open_objects(self, inputs: DistillInputs) -> torch.Tensor:
         """The (N, M) objects whose foreground cells count, and record ``fg_gate_open`` (no host sync)."""
-        a = inputs.assigned
-        if a is None:
-            raise ValueError("fgbg_fg needs the TAL assignment (inputs.assigned); the model sets it for needs_targets")
+        a = self.assigned(inputs)
         gt = inputs.ground_truth()
         n, m = gt.mask.shape
         pos = a.fg_mask.bool()
@@ -142,9 +91,10 @@ class FGBGForeground(Term):
         idx = a.target_gt_idx.long().clamp(0, m - 1)
         assigned = torch.zeros(n, m, device=pos.device).scatter_add(1, idx, pos.float()) > 0  # objects with positives
         if self.gate:
-            lq_s = log_quality(inputs.student_preds, _reg_max(inputs.student_head, inputs.student_preds), a)
-            lq_t = log_quality(inputs.teacher_preds, _reg_max(inputs.teacher_head, inputs.teacher_preds), a)
-            open_ = F.object_gate(lq_t, lq_s, pos, idx, m)
+            (s_reg, t_reg), s, t = inputs.reg_max(), inputs.student_preds, inputs.teacher_preds
+            lq_s = kdf.log_quality(s["scores"], s["boxes"], s_reg, a)
+            lq_t = kdf.log_quality(t["scores"], t["boxes"], t_reg, a)
+            open_ = kdf.object_gate(lq_t, lq_s, pos, idx, m)
         else:
             open_ = assigned
         self.record("fg_gate_open", (open_ & assigned).sum(), assigned.sum())
@@ -156,12 +106,12 @@ class FGBGForeground(Term):
         """Return the unweighted foreground cosine loss summed over levels; record the open fractions."""
         masks = fg_masks(inputs)
         cells = foreground_masks(
-            inputs.ground_truth(), inputs.teacher_feats, _level_strides(inputs), self.open_objects(inputs)
+            inputs.ground_truth(), inputs.teacher_feats, inputs.level_strides(), self.open_objects(inputs)
         )
         self.record("fg_cell_open", sum(c.sum() for c in cells), sum(m.sum() for m in masks))
         loss = 0.0
         for ad, s, t, m, c in zip(adapters, inputs.student_feats, inputs.teacher_feats, masks, cells):
-            loss = loss + F.cosine_fg(ad(s), t, m, gate=c)  # over all the level's foreground cells, not the open ones
+            loss = loss + kdf.cosine_fg(ad(s), t, m, gate=c)  # over all the level's foreground cells, not the open ones
         return loss.float().reshape(())
 
 
@@ -205,7 +155,7 @@ class FGBGBackground(Term):
         open_ = bg & (t.detach().amax(-1) < s.detach().amax(-1)) if self.gate else bg
         self.record("bg_gate_open", open_.sum(), bg.sum())
         w = open_.reshape(-1).float()  # a 0/1 weight over every anchor: no boolean indexing, no host sync
-        kl = F.binary_kl(
+        kl = kdf.binary_kl(
             s.reshape(-1, s.shape[-1]), t.reshape(-1, t.shape[-1]), weight=w, avg_factor=bg.sum().clamp(min=1)
         )
         return kl.float().reshape(())

@@ -7,23 +7,43 @@ inputs are treated as targets but are *not* detached here: callers decide whethe
 Precision policy: float16/bfloat16 (and other non-float64) inputs are upcast with ``.float()`` and the computation runs
 in float32; float64 inputs are kept in float64 (so ``torch.autograd.gradcheck`` works). Loss functions return a 0-dim
 tensor. Empty inputs (no rows, empty mask) give a zero that is still connected to the autograd graph.
+
+Imported as ``from yolokd.losses import functional as kdf`` (in yolokd and its tests ``F`` always means
+``torch.nn.functional``, as here).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
+from ultralytics.utils.metrics import bbox_iou
+from ultralytics.utils.tal import bbox2dist
+
+from yolokd.targets import decode_boxes
+
+if TYPE_CHECKING:
+    from yolokd.targets import Assigned
 
 __all__ = [
     "align_scale",
+    "anchor_distances",
     "balance_weights",
     "binary_kl",
     "bounded_regression",
     "cosine_fg",
     "cwd",
+    "gaussian_imitation",
+    "giou_loss",
     "kd_qfl",
     "ld",
+    "log_quality",
     "object_gate",
+    "positive_distances",
+    "sort_corners",
+    "teacher_better",
+    "weighted_soft_bce",
 ]
 
 
@@ -168,6 +188,69 @@ def kd_qfl(
     q = t.sigmoid()
     loss = F.binary_cross_entropy_with_logits(s, q, reduction="none") * (s.sigmoid() - q).abs().pow(beta)
     return _reduce(loss, weight, avg_factor, "kd_qfl")
+
+
+def weighted_soft_bce(
+    s: torch.Tensor, t: torch.Tensor, weight: torch.Tensor, avg_factor: float | torch.Tensor | None = None
+) -> torch.Tensor:
+    r"""Anchor-weighted soft binary cross-entropy of student logits against the teacher's sigmoid probabilities.
+
+    .. math::
+
+        L = \frac{1}{Z} \sum_{n,a} w_{n,a} \sum_c \mathrm{BCE}\left(s_{n,c,a}, \sigma(t_{n,c,a})\right), \qquad
+        \mathrm{BCE}(x, q) = -q \log \sigma(x) - (1 - q) \log (1 - \sigma(x))
+
+    summed over classes and anchors and divided by ``Z = avg_factor`` when given, else by the ``N * A`` anchors (the
+    weights are not renormalised). `HintSoft` passes Ultralytics' classification normaliser (the TAL target-score
+    sum), so the soft loss has the hard classification loss's scale. With soft targets the loss is not zero at
+    ``s == t``: its minimum over ``s`` is the binary entropy of ``sigmoid(t)``. Computed with
+    ``binary_cross_entropy_with_logits`` (log-sigmoid form, finite for large logits); float64 inputs stay float64,
+    everything else runs in float32. Teacher logits are not detached here.
+
+    Shape:
+        - s: :math:`(N, C, A)` student logits
+        - t: :math:`(N, C, A)` teacher logits
+        - weight: :math:`(N, A)` per-anchor weight
+        - avg_factor: scalar
+        - output: :math:`()`
+
+    Args:
+        s (torch.Tensor): Student class logits.
+        t (torch.Tensor): Teacher class logits.
+        weight (torch.Tensor): Weight of each anchor (broadcast over classes).
+        avg_factor (float | torch.Tensor | None): Normaliser ``Z`` (callers clamp it to ``>= 1``); None: ``N * A``.
+
+    Returns:
+        (torch.Tensor): Scalar loss; a zero connected to the graph when there are no anchors.
+
+    Raises:
+        ValueError: If the shapes do not match.
+
+    Examples:
+        >>> s = t = torch.zeros(1, 2, 2)  # BCE(0, 0.5) = ln 2 per class and anchor, two classes
+        >>> round(float(weighted_soft_bce(s, t, torch.ones(1, 2))), 4)  # 2 anchors x 2 ln 2 / (N * A = 2)
+        1.3863
+        >>> round(float(weighted_soft_bce(s, t, torch.tensor([[1.0, 1.5]]), avg_factor=0.5)), 4)  # 2.5 x 2 ln 2 / 0.5
+        6.9315
+    """
+    if s.dim() != 3 or s.shape != t.shape:
+        raise ValueError(
+            f"weighted_soft_bce: s and t must share one (N, C, A) shape, got {tuple(s.shape)}, {tuple(t.shape)}"
+        )
+    if weight.shape != (s.shape[0], s.shape[2]):
+        raise ValueError(
+            f"weighted_soft_bce: weight must have shape {(s.shape[0], s.shape[2])}, got {tuple(weight.shape)}"
+        )
+    s, t = _up(s), _up(t)
+    if s.numel() == 0:
+        return s.sum() * 0.0
+    bce = F.binary_cross_entropy_with_logits(s, t.sigmoid(), reduction="none")  # (N, C, A)
+    total = (bce.sum(1) * weight.to(bce.dtype)).sum()
+    if avg_factor is None:
+        return total / (s.shape[0] * s.shape[2])
+    if isinstance(avg_factor, torch.Tensor):
+        avg_factor = avg_factor.to(dtype=total.dtype, device=total.device).reshape(())
+    return total / avg_factor
 
 
 def ld(
@@ -336,6 +419,206 @@ def bounded_regression(
     return _reduce(d_s * gate, weight, avg_factor, "bounded_regression")
 
 
+def anchor_distances(boxes: torch.Tensor, reg_max: int, anchor_points: torch.Tensor) -> torch.Tensor:
+    r"""Decoded ltrb distances (grid units of each anchor's level) of a Detect head's box output at every anchor.
+
+    DFL expectation ``softmax over bins @ arange(reg_max)`` when ``reg_max > 1``, raw values when ``reg_max == 1``
+    (`yolokd.targets.decode_boxes`), then back from xyxy to ltrb with Ultralytics' ``bbox2dist``. Output is float32
+    (``decode_boxes`` computes in float32; autocast is off here).
+
+    .. math::
+
+        d_{n,a,k} = \sum_{b=0}^{R-1} b \, \operatorname{softmax}_b(x_{n,k,b,a}) \quad (R > 1), \qquad
+        d_{n,a,k} = x_{n,k,a} \quad (R = 1)
+
+    for the sides :math:`k \in` (left, top, right, bottom), ``R = reg_max``.
+
+    Shape:
+        - boxes: :math:`(N, 4R, A)`
+        - anchor_points: :math:`(A, 2)`
+        - output: :math:`(N, A, 4)`, float32
+
+    Args:
+        boxes (torch.Tensor): (N, 4 * reg_max, A) head box output.
+        reg_max (int): DFL bins per side of that head.
+        anchor_points (torch.Tensor): (A, 2) anchor centres in grid units.
+
+    Returns:
+        (torch.Tensor): (N, A, 4) ltrb distances.
+
+    Raises:
+        ValueError: If ``boxes`` does not have ``4 * reg_max`` channels or ``A`` anchors.
+
+    Examples:
+        >>> b = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0986]).view(1, 8, 1)  # reg_max 2; last: 1/4, 3/4
+        >>> [round(v, 2) for v in anchor_distances(b, 2, torch.tensor([[0.5, 0.5]]))[0, 0].tolist()]
+        [0.5, 0.5, 0.5, 0.75]
+    """
+    n, c, a = boxes.shape
+    if c != 4 * reg_max:
+        raise ValueError(f"anchor_distances: boxes have {c} channels, expected 4 * reg_max = {4 * reg_max}")
+    if anchor_points.shape != (a, 2):
+        raise ValueError(f"anchor_distances: anchor_points shape {tuple(anchor_points.shape)}, expected {(a, 2)}")
+    points = anchor_points.float()
+    with torch.autocast(boxes.device.type, enabled=False):  # keep the DFL expectation in float32 under AMP
+        xyxy = decode_boxes(boxes, points, reg_max)  # (N, A, 4)
+    return bbox2dist(points, xyxy)
+
+
+def positive_distances(
+    boxes: torch.Tensor, reg_max: int, anchor_points: torch.Tensor, fg_mask: torch.Tensor
+) -> torch.Tensor:
+    r"""`anchor_distances` at the positives only: (P, 4), positives in (image, anchor) row-major order.
+
+    Selecting the positives by a boolean mask waits for the device (the count decides the shape); the terms use
+    `anchor_distances` with a 0/1 weight instead.
+
+    .. math::
+
+        r_p = d_{n,a,:} \quad \text{for the positives } (n, a) \text{ with } \text{fg}_{n,a}, \text{ in row-major order}
+
+    Shape:
+        - boxes: :math:`(N, 4R, A)`
+        - anchor_points: :math:`(A, 2)`
+        - fg_mask: :math:`(N, A)`, bool
+        - output: :math:`(P, 4)`, ``P`` positives
+
+    Args:
+        boxes (torch.Tensor): (N, 4 * reg_max, A) head box output.
+        reg_max (int): DFL bins per side of that head.
+        anchor_points (torch.Tensor): (A, 2) anchor centres in grid units.
+        fg_mask (torch.Tensor): (N, A) bool, the positives.
+
+    Returns:
+        (torch.Tensor): (P, 4) ltrb distances.
+
+    Raises:
+        ValueError: If ``boxes`` does not have ``4 * reg_max`` channels or its anchors differ from ``fg_mask``'s.
+
+    Examples:
+        >>> b = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0986]).view(1, 8, 1)  # reg_max 2; last: 1/4, 3/4
+        >>> r = positive_distances(b, 2, torch.tensor([[0.5, 0.5]]), torch.ones(1, 1, dtype=torch.bool))
+        >>> [round(v, 2) for v in r[0].tolist()]
+        [0.5, 0.5, 0.5, 0.75]
+    """
+    n, _, a = boxes.shape
+    if fg_mask.shape != (n, a):
+        raise ValueError(f"positive_distances: fg_mask shape {tuple(fg_mask.shape)} differs from (N, A) = {(n, a)}")
+    return anchor_distances(boxes, reg_max, anchor_points)[fg_mask]
+
+
+def sort_corners(boxes: torch.Tensor) -> torch.Tensor:
+    r"""Sort the corners of xyxy boxes so that ``x1 <= x2`` and ``y1 <= y2``.
+
+    .. math::
+
+        (x_1, y_1, x_2, y_2) \mapsto (\min(x_1, x_2), \min(y_1, y_2), \max(x_1, x_2), \max(y_1, y_2))
+
+    Raw YOLO26 distances may be negative; when ``l + r < 0`` the decoded box is inverted, and the GIoU of an inverted
+    box can exceed 1 without bound (its negative width times negative height counts as area in the union), which would
+    let the loss ``1 - GIoU`` be driven towards minus infinity. Sorting keeps the GIoU in ``[-1, 1]`` and the gradient.
+    The price is a mirror symmetry per axis, ``(l, r) -> (-r, -l)``: far from the start in CrossKD, since the cross
+    distances come from the teacher's own final conv on features re-standardised to the teacher's statistics.
+
+    Shape:
+        - boxes: :math:`(*, 4)`
+        - output: :math:`(*, 4)`
+
+    Args:
+        boxes (torch.Tensor): Boxes, xyxy, possibly inverted.
+
+    Returns:
+        (torch.Tensor): The same boxes with sorted corners.
+
+    Examples:
+        >>> sort_corners(torch.tensor([[3.0, 0.0, 1.0, 2.0]])).tolist()  # x inverted, y in order
+        [[1.0, 0.0, 3.0, 2.0]]
+    """
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    return torch.stack((torch.minimum(x1, x2), torch.minimum(y1, y2), torch.maximum(x1, x2), torch.maximum(y1, y2)), -1)
+
+
+def teacher_better(s_boxes: torch.Tensor, t_boxes: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    r"""TAR's regression gate: True where IoU(teacher box, GT) > IoU(student box, GT) (strict).
+
+    .. math::
+
+        g_i = \left[\operatorname{IoU}(b^T_i, y_i) > \operatorname{IoU}(b^S_i, y_i)\right]
+
+    Uses Ultralytics' ``bbox_iou`` (xyxy); no gradient flows through the gate.
+
+    Shape:
+        - s_boxes, t_boxes, gt: :math:`(n, 4)`
+        - output: :math:`(n,)`, bool
+
+    Args:
+        s_boxes (torch.Tensor): (n, 4) student boxes, xyxy.
+        t_boxes (torch.Tensor): (n, 4) teacher boxes, xyxy, same units.
+        gt (torch.Tensor): (n, 4) assigned ground-truth boxes, xyxy, same units.
+
+    Returns:
+        (torch.Tensor): (n,) bool gate.
+
+    Examples:
+        >>> gt = torch.tensor([[0.0, 0.0, 4.0, 4.0], [0.0, 0.0, 4.0, 4.0]])
+        >>> s = torch.tensor([[0.0, 0.0, 2.0, 4.0], [0.0, 0.0, 4.0, 4.0]])
+        >>> teacher_better(s, gt.flip(0), gt).tolist()  # teacher == GT beats a half box; a tie is not strict
+        [True, False]
+    """
+    with torch.no_grad():
+        s_boxes, t_boxes, gt = _up(s_boxes), _up(t_boxes), _up(gt)
+        iou_t = bbox_iou(t_boxes, gt, xywh=False).squeeze(-1)
+        iou_s = bbox_iou(s_boxes, gt, xywh=False).squeeze(-1)
+        return iou_t > iou_s
+
+
+def giou_loss(
+    s_boxes: torch.Tensor, t_boxes: torch.Tensor, gate: torch.Tensor, avg_factor: float | torch.Tensor | None = None
+) -> torch.Tensor:
+    r"""Gated ``1 - GIoU(student box, teacher box)`` (Ultralytics' ``bbox_iou``, xyxy) over the candidate rows.
+
+    .. math::
+
+        L = \frac{1}{Z} \sum_i g_i \left(1 - \operatorname{GIoU}(b^S_i, b^T_i)\right), \qquad
+        Z = \text{avg\_factor} \text{ if given, else } \max(n, 1)
+
+    The divisor is the number of candidates (the ``n`` rows, or ``avg_factor`` when the rows hold more than the
+    candidates, e.g. every anchor with the positives as candidates), not the number of open gates, so the loss per
+    open row (and its gradient) does not swing with the fraction of open gates. A zero connected to the graph of
+    ``s_boxes`` when no row is gated. The teacher boxes are targets; they are not detached here (callers detach them).
+
+    Shape:
+        - s_boxes, t_boxes: :math:`(n, 4)`
+        - gate: :math:`(n,)`, bool
+        - output: :math:`()`
+
+    Args:
+        s_boxes (torch.Tensor): (n, 4) student boxes, xyxy.
+        t_boxes (torch.Tensor): (n, 4) teacher boxes, xyxy.
+        gate (torch.Tensor): (n,) bool, rows that count.
+        avg_factor (float | torch.Tensor | None): Number of candidates ``Z`` (callers clamp it to ``>= 1``).
+
+    Returns:
+        (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs).
+
+    Examples:
+        >>> s = torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 1.0, 1.0]])
+        >>> t = torch.tensor([[0.0, 0.0, 2.0, 4.0], [5.0, 5.0, 6.0, 6.0]])
+        >>> round(float(giou_loss(s, t, torch.tensor([True, False]))), 4)  # IoU 1/2, hull = union: (1 - 0.5) / 2
+        0.25
+        >>> round(float(giou_loss(s, t, torch.tensor([True, False]), avg_factor=1.0)), 4)
+        0.5
+    """
+    s_boxes, t_boxes = _up(s_boxes), _up(t_boxes)
+    dist = 1.0 - bbox_iou(s_boxes, t_boxes, xywh=False, GIoU=True).squeeze(-1)
+    total = torch.where(gate, dist, torch.zeros_like(dist)).sum()
+    if avg_factor is None:
+        return total / max(dist.shape[0], 1)
+    if isinstance(avg_factor, torch.Tensor):
+        avg_factor = avg_factor.to(dtype=total.dtype, device=total.device).reshape(())
+    return total / avg_factor
+
+
 def cosine_fg(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
     r"""Foreground cosine feature-distillation loss, optionally gated, normalised by all the foreground positions.
 
@@ -391,6 +674,52 @@ def cosine_fg(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, gate: torch.
     counted = mask if gate is None else mask & gate
     total = torch.where(counted, dist, torch.zeros_like(dist)).sum()
     return total / mask.sum().clamp(min=1).to(total.dtype)
+
+
+def gaussian_imitation(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    r"""Gaussian-mask weighted feature imitation (TAR's feature term on one level).
+
+    .. math::
+
+        L = \frac{\sum_{n,c,h,w} M_{n,h,w} \, (s_{n,c,h,w} - t_{n,c,h,w})^2}{C \sum_{n,h,w} M_{n,h,w}}
+
+    i.e. the mask-weighted mean over positions of the per-channel mean squared error. The mask is normalised first
+    (``M / sum M``), so a mask whose sum is tiny but positive still gives the weighted mean; when ``sum M == 0``
+    (no boxes) the loss is a zero still connected to the graph of ``s``.
+
+    Shape:
+        - s: :math:`(N, C, H, W)`, the adapted student feature
+        - t: :math:`(N, C, H, W)`, same as ``s``
+        - mask: :math:`(N, H, W)`, non-negative weights (broadcast over ``C``)
+        - output: :math:`()`
+
+    Args:
+        s (torch.Tensor): Adapted student feature map.
+        t (torch.Tensor): Teacher feature map, the target; not detached here.
+        mask (torch.Tensor): Gaussian mask ``M``.
+
+    Returns:
+        (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs).
+
+    Raises:
+        ValueError: If ``s`` is not 4-D, ``s`` and ``t`` differ in shape, or ``mask`` is not ``(N, H, W)``.
+
+    Examples:
+        >>> s = torch.tensor([[1.0, 3.0], [0.0, 0.0]]).view(1, 2, 1, 2)  # C = 2, two positions
+        >>> t = torch.zeros(1, 2, 1, 2)
+        >>> m = torch.tensor([[[1.0, 0.5]]])
+        >>> round(float(gaussian_imitation(s, t, m)), 6)  # (1 * 1 + 0.5 * 9) / (2 * 1.5)
+        1.833333
+        >>> float(gaussian_imitation(s, t, torch.zeros(1, 1, 2)))
+        0.0
+    """
+    if s.dim() != 4 or s.shape != t.shape:
+        raise ValueError(f"gaussian_imitation: s and t must share an (N, C, H, W) shape, got {s.shape}, {t.shape}")
+    if mask.shape != (s.shape[0], *s.shape[2:]):
+        raise ValueError(f"gaussian_imitation: mask must be (N, H, W) = {(s.shape[0], *s.shape[2:])}, got {mask.shape}")
+    s, t, mask = _up(s), _up(t), _up(mask).to(_up(s).dtype)
+    w = mask / mask.sum().clamp(min=torch.finfo(mask.dtype).tiny)  # all zero when sum M == 0
+    return (w.unsqueeze(1) * (s - t).pow(2)).sum() / max(s.shape[1], 1)
 
 
 def binary_kl(
@@ -451,6 +780,53 @@ def binary_kl(
     q = t.sigmoid()
     loss = (q * (log_q - log_p) + (1.0 - q) * (log_1q - log_1p)).sum(dim=-1)
     return _reduce(loss, weight, avg_factor, "binary_kl")
+
+
+@torch.no_grad()
+def log_quality(scores: torch.Tensor, boxes: torch.Tensor, reg_max: int, assigned: Assigned) -> torch.Tensor:
+    r"""Log of the TAL alignment quality of one model's predictions against the assigned ground truth, per anchor.
+
+    .. math::
+
+        \log q = \alpha \log \sigma(x_{\text{label}}) + \beta \log \operatorname{IoU}(\hat b, b_{\text{gt}})
+
+    with :math:`x_{\text{label}}` the model's logit for the assigned class, :math:`\hat b` its decoded box in pixels
+    and :math:`\alpha, \beta` the assigner's exponents. The log form orders anchors exactly as
+    :math:`q = \text{score}^\alpha \text{IoU}^\beta` does without float32 underflow (IoU 0 gives ``-inf``).
+    Meaningful only where ``assigned.fg_mask`` is true. No gradient.
+
+    Shape:
+        - scores: :math:`(N, nc, A)` logits
+        - boxes: :math:`(N, 4R, A)`, ``R = reg_max``
+        - output: :math:`(N, A)`, float32
+
+    Args:
+        scores (torch.Tensor): The model's class logits.
+        boxes (torch.Tensor): The model's box output (DFL logits, or distances when ``reg_max == 1``).
+        reg_max (int): The model's own DFL bins per side.
+        assigned (Assigned): The TAL assignment (labels, target boxes, anchors, strides, alpha, beta).
+
+    Returns:
+        (torch.Tensor): Log quality per anchor.
+
+    Examples:
+        >>> from yolokd.targets import Assigned
+        >>> fg, idx = torch.ones(1, 1, dtype=torch.bool), torch.zeros(1, 1, dtype=torch.long)
+        >>> gt = torch.tensor([[[0.0, 0.0, 8.0, 8.0]]])  # pixels; anchor (0.5, 0.5), stride 8
+        >>> a = Assigned(fg, idx, gt, torch.tensor([[0.5, 0.5]]), torch.full((1, 1), 8.0), idx, alpha=0.5, beta=6.0)
+        >>> box = torch.full((1, 4, 1), 0.5)  # reg_max 1: ltrb 0.5 grid units, exactly the GT box
+        >>> round(float(log_quality(torch.zeros(1, 2, 1), box, 1, a)), 4)  # 0.5 ln sigma(0) + 6 ln 1
+        -0.3466
+    """
+    scores = scores.float()
+    labels = assigned.target_labels.long().clamp(0, scores.shape[1] - 1)
+    log_score = F.logsigmoid(scores.gather(1, labels.unsqueeze(1)).squeeze(1))  # (N, A)
+    boxes = decode_boxes(boxes, assigned.anchor_points, reg_max) * assigned.stride_tensor.float()
+    iou = bbox_iou(boxes, assigned.target_bboxes.float(), xywh=False).squeeze(-1).clamp(0, 1)  # (N, A)
+    out = assigned.alpha * log_score
+    if assigned.beta != 0:
+        out = out + assigned.beta * iou.log()
+    return out
 
 
 def balance_weights(
