@@ -13,9 +13,9 @@ The student's own head outputs are distilled in the protocol of the detection lo
 
 Both are divided by the number of TAL positives (at least 1) and are 0 on a batch without positives. Each model's
 boxes are decoded from its own box output with its own ``reg_max`` (`yolokd.targets.decode_boxes`: the DFL expectation
-when ``reg_max > 1``, plain distances for YOLO26's ``reg_max == 1``, whose corners are sorted as in
-`yolokd.losses.crosskd`); the boxes are in grid units of their level (GIoU is scale invariant, and both boxes of an
-anchor share its stride). For YOLO26 heads the one-to-many branch is used, as by every head term (`DistillInputs`).
+when ``reg_max > 1``, plain distances for YOLO26's ``reg_max == 1``, whose corners are then sorted by
+`yolokd.targets.sort_corners`); the boxes are in grid units of their level (GIoU is scale invariant, and both boxes of
+an anchor share its stride). For YOLO26 heads the one-to-many branch is used, as by every head term (`DistillInputs`).
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ from torch import nn
 from yolokd.losses import functional as kdf
 from yolokd.losses import register
 from yolokd.losses.base import DistillInputs, Term
-from yolokd.losses.crosskd import _proper
-from yolokd.targets import Assigned, decode_boxes
+from yolokd.targets import Assigned, decode_boxes, sort_corners
 
 __all__ = ["BCKDBox", "BCKDCls"]
 
@@ -45,8 +44,8 @@ def _assigned(inputs: DistillInputs, name: str) -> Assigned:
 
 
 def _zero_without_positives(loss: torch.Tensor, assigned: Assigned) -> torch.Tensor:
-    """``loss``, or 0 (connected to its graph) when the batch has no TAL positive; no host sync."""
-    return torch.where(assigned.fg_mask.any(), loss, loss * 0.0)
+    """``loss``, or 0 when the batch has no TAL positive (still a graph output: zero gradient); no host sync."""
+    return torch.where(assigned.fg_mask.any(), loss, torch.zeros_like(loss))
 
 
 def head_boxes(preds: dict, head: nn.Module, anchor_points: torch.Tensor) -> torch.Tensor:
@@ -64,7 +63,7 @@ def head_boxes(preds: dict, head: nn.Module, anchor_points: torch.Tensor) -> tor
     boxes = preds["boxes"]
     with torch.autocast(boxes.device.type, enabled=False):  # keep the DFL expectation in float32 under AMP
         xyxy = decode_boxes(boxes, anchor_points.float(), reg_max)
-    return _proper(xyxy) if reg_max == 1 else xyxy
+    return sort_corners(xyxy) if reg_max == 1 else xyxy
 
 
 @register
