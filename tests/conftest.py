@@ -37,6 +37,32 @@ def pico_yamls(session_dir) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def teachers(session_dir, tiny_data):
+    """One teacher per family (YOLOv8n, YOLO11n, YOLO26n), trained 3 epochs on the tiny data set, keyed by family.
+
+    Session-scoped: the end-to-end files of the original and of the newer methods share them.
+    """
+    from ultralytics import YOLO
+
+    out = {}
+    for family in ("yolov8", "yolo11", "yolo26"):
+        YOLO(f"{family}n.yaml").train(
+            data=str(tiny_data),
+            epochs=3,
+            imgsz=IMGSZ,
+            batch=8,
+            workers=0,
+            project=str(session_dir),
+            name=f"teacher-{family}",
+            exist_ok=True,
+            plots=False,
+            val=False,
+        )
+        out[family] = session_dir / f"teacher-{family}" / "weights" / "last.pt"
+    return out
+
+
+@pytest.fixture(scope="session")
 def teacher_pt(session_dir, tiny_data):
     """A YOLOv8n teacher trained for one epoch on the tiny data set, saved to tmp."""
     from ultralytics import YOLO

@@ -931,3 +931,234 @@ def object_gate(
         return torch.zeros(fg.shape[0], num_objects, dtype=lq.dtype, device=lq.device).scatter_add(1, idx, terms)
 
     return total(lq_t) > total(lq_s)
+
+
+# ---------------------------------------------------------------------------------------------- PKD, MGD, BCKD
+# (appended as one block, with its own ``__all__`` extension, so that it merges cleanly with other edits above)
+__all__ += ["bckd_loc", "mgd", "mgd_mask", "pkd"]
+
+
+def _channel_standardise(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """``(x - mean_c) / (std_c + eps)`` per channel, statistics over ``(N, H, W)`` pooled, unbiased std."""
+    std, mean = torch.std_mean(x, dim=(0, 2, 3), correction=1, keepdim=True)
+    return (x - mean) / (std + eps)
+
+
+def pkd(s: torch.Tensor, t: torch.Tensor, resize_student: bool = True, eps: float = 1e-6) -> torch.Tensor:
+    r"""Pearson-correlation feature distillation (PKD, Cao et al., NeurIPS 2022).
+
+    Both maps are standardised per channel, with the mean and the unbiased standard deviation over the pooled
+    ``(N, H, W)`` values, then compared with half the mean squared error:
+
+    .. math::
+
+        \hat{x}_{n,c,h,w} = \frac{x_{n,c,h,w} - \mu_c(x)}{\sigma_c(x) + \epsilon}, \qquad
+        L = \frac{1}{2 N C H W} \sum_{n,c,h,w} \left(\hat{s}_{n,c,h,w} - \hat{t}_{n,c,h,w}\right)^2
+
+    With :math:`M = NHW` and :math:`\epsilon \to 0` this is :math:`\frac{M-1}{M} \operatorname{mean}_c (1 - r_c)`,
+    :math:`r_c` the Pearson correlation of channel ``c`` of ``s`` and ``t``: the loss is blind to any per-channel
+    positive affine map (scale and offset) of either input. When the spatial sizes differ, ``s`` is resized to ``t``'s
+    (``resize_student=True``) or ``t`` to ``s``'s, bilinear with ``align_corners=False`` (MMRazor's ``PKDLoss``).
+
+    Shape:
+        - s: :math:`(N, C, H_s, W_s)`
+        - t: :math:`(N, C, H_t, W_t)`
+        - output: :math:`()`
+
+    Args:
+        s (torch.Tensor): Student feature map (after an adapter when the widths differ).
+        t (torch.Tensor): Teacher feature map, the target; not detached here.
+        resize_student (bool): Resize the student to the teacher's spatial size (else the teacher to the student's).
+        eps (float): Added to each channel's standard deviation.
+
+    Returns:
+        (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs).
+
+    Raises:
+        ValueError: If ``s`` or ``t`` is not 4-D, their ``N`` or ``C`` differ, or ``N*H*W < 2`` (the unbiased standard
+            deviation needs at least two values per channel).
+
+    Examples:
+        >>> x = torch.randn(2, 3, 4, 4)
+        >>> float(pkd(x, x))
+        0.0
+        >>> round(float(pkd(x, 3.0 * x + 1.0)), 5)  # a per-channel positive affine map changes nothing
+        0.0
+        >>> s = torch.tensor([1.0, 2.0, 3.0]).view(1, 1, 1, 3)  # standardised: [-1, 0, 1]
+        >>> t = torch.tensor([3.0, 2.0, 1.0]).view(1, 1, 1, 3)  # standardised: [1, 0, -1]
+        >>> round(float(pkd(s, t)), 5)  # 0.5 * (4 + 0 + 4) / 3; r = -1: (M - 1) / M * (1 - r) = 2/3 * 2
+        1.33333
+
+    """
+    for name, x in (("student", s), ("teacher", t)):
+        if x.dim() != 4:
+            raise ValueError(f"pkd: {name} must have shape (N, C, H, W) (rank 4), got shape {tuple(x.shape)}")
+    if s.shape[:2] != t.shape[:2]:
+        raise ValueError(f"pkd: student and teacher (N, C) differ: {tuple(s.shape[:2])} vs {tuple(t.shape[:2])}")
+    s, t = _up(s), _up(t)
+    if s.shape[-2:] != t.shape[-2:]:
+        if resize_student:
+            s = F.interpolate(s, size=t.shape[-2:], mode="bilinear", align_corners=False)
+        else:
+            t = F.interpolate(t, size=s.shape[-2:], mode="bilinear", align_corners=False)
+    if s.numel() // max(s.shape[1], 1) < 2:
+        raise ValueError(f"pkd: need at least 2 values per channel over (N, H, W), got shape {tuple(s.shape)}")
+    return 0.5 * (_channel_standardise(s, eps) - _channel_standardise(t, eps)).pow(2).mean()
+
+
+def mgd(gen: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    r"""Masked generative distillation loss (MGD, Yang et al., ECCV 2022): squared error summed, over the batch size.
+
+    .. math::
+
+        L = \frac{1}{N} \sum_{n,c,h,w} \left(g_{n,c,h,w} - t_{n,c,h,w}\right)^2
+
+    ``g`` is the generator's output from the masked student feature (the official ``MSELoss(reduction="sum") / N``,
+    no factor 1/2). The sum runs over ``C*H*W``, so the loss weight (``alpha``) depends on the widths and the image
+    size.
+
+    Shape:
+        - gen: :math:`(N, C, H, W)`
+        - t: :math:`(N, C, H, W)`, same as ``gen``
+        - output: :math:`()`
+
+    Args:
+        gen (torch.Tensor): Generated feature map.
+        t (torch.Tensor): Teacher feature map, the target; not detached here.
+
+    Returns:
+        (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs); zero connected to the graph if ``N == 0``.
+
+    Raises:
+        ValueError: If ``gen`` is not 4-D or ``gen`` and ``t`` have different shapes.
+
+    Examples:
+        >>> g = torch.zeros(2, 1, 1, 2)
+        >>> t = torch.tensor([1.0, 2.0, 0.0, 3.0]).view(2, 1, 1, 2)
+        >>> float(mgd(g, t))  # (1 + 4 + 0 + 9) / 2
+        7.0
+
+    """
+    _check_pair("mgd", gen, t, 4, "(N, C, H, W)")
+    if gen.shape[0] == 0:
+        return _zero(gen)
+    return (_up(gen) - _up(t)).pow(2).sum() / gen.shape[0]
+
+
+def mgd_mask(u: torch.Tensor, ratio: float = 0.65) -> torch.Tensor:
+    r"""MGD's random spatial keep-mask from uniform noise: ``ratio`` is the expected masked fraction.
+
+    .. math::
+
+        m_{n,1,h,w} = \begin{cases} 0 & u_{n,1,h,w} > 1 - \lambda \\ 1 & \text{otherwise} \end{cases}
+
+    (strict, as the official ``torch.where(mat > 1 - lambda_mgd, 0, 1)``). For ``u`` uniform on ``[0, 1)`` a position
+    is masked with probability :math:`\lambda`. The caller draws ``u`` (e.g. ``torch.rand`` on the feature's device),
+    so the randomness stays with the caller's generator.
+
+    Shape:
+        - u: :math:`(N, 1, H, W)`
+        - output: :math:`(N, 1, H, W)`, ``u``'s dtype, values 0 or 1
+
+    Args:
+        u (torch.Tensor): Uniform noise on ``[0, 1)``.
+        ratio (float): Masked fraction :math:`\lambda`, in ``[0, 1]``.
+
+    Returns:
+        (torch.Tensor): The keep-mask (1 = kept), to multiply the student feature with.
+
+    Raises:
+        ValueError: If ``u`` is not ``(N, 1, H, W)`` or ``ratio`` is outside ``[0, 1]``.
+
+    Examples:
+        >>> u = torch.tensor([0.0, 0.3, 0.35, 0.36, 0.9]).view(1, 1, 1, 5)
+        >>> mgd_mask(u, 0.65).flatten().tolist()  # masked where u > 0.35
+        [1.0, 1.0, 1.0, 0.0, 0.0]
+
+    """
+    if u.dim() != 4 or u.shape[1] != 1:
+        raise ValueError(f"mgd_mask: u must have shape (N, 1, H, W), got shape {tuple(u.shape)}")
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"mgd_mask: ratio must be in [0, 1], got {ratio}")
+    return (u <= 1.0 - ratio).to(u.dtype)
+
+
+def _giou(a: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
+    """Row-wise GIoU of xyxy boxes ``(n, 4)``, union and enclosing area clamped at ``eps`` (mmdet's form)."""
+    wh = (torch.minimum(a[:, 2:], b[:, 2:]) - torch.maximum(a[:, :2], b[:, :2])).clamp(min=0)
+    inter = wh[:, 0] * wh[:, 1]
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = (area_a + area_b - inter).clamp(min=eps)
+    ewh = (torch.maximum(a[:, 2:], b[:, 2:]) - torch.minimum(a[:, :2], b[:, :2])).clamp(min=0)
+    enclose = (ewh[:, 0] * ewh[:, 1]).clamp(min=eps)
+    return inter / union - (enclose - union) / enclose
+
+
+def bckd_loc(
+    sb: torch.Tensor,
+    tb: torch.Tensor,
+    s: torch.Tensor,
+    t: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    avg_factor: float | torch.Tensor | None = None,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    r"""BCKD's IoU-based localisation distillation (Yang et al., ICCV 2023), weighted by the score disagreement.
+
+    .. math::
+
+        w_i = v_i \max_c \left|\sigma(t_{i,c}) - \sigma(s_{i,c})\right|, \qquad
+        L = \frac{1}{Z} \sum_i w_i \left(1 - \operatorname{GIoU}(b^S_i, b^T_i)\right)
+
+    with the scores detached (the weight carries no gradient), :math:`v` the optional ``weight`` (1 when None),
+    :math:`Z` = ``avg_factor`` if given, else ``n`` (mean over rows). The GIoU clamps the union and the enclosing area
+    at ``eps``. When no :math:`w_i` is positive (e.g. equal score maps) the loss is exactly 0 and still connected to
+    the graph of ``sb``.
+
+    Shape:
+        - sb: :math:`(n, 4)` student boxes, xyxy
+        - tb: :math:`(n, 4)` teacher boxes, xyxy
+        - s: :math:`(n, C)` student class logits
+        - t: :math:`(n, C)` teacher class logits
+        - weight: :math:`(n,)`
+        - output: :math:`()`
+
+    Args:
+        sb (torch.Tensor): Student boxes (the loss's gradient goes here).
+        tb (torch.Tensor): Teacher boxes, the target; not detached here.
+        s (torch.Tensor): Student class logits (detached for the weight).
+        t (torch.Tensor): Teacher class logits (detached for the weight).
+        weight (torch.Tensor | None): Optional extra per-row weight.
+        avg_factor (float | torch.Tensor | None): Optional normaliser (callers clamp it to ``>= 1``).
+        eps (float): Floor of the union and the enclosing area.
+
+    Returns:
+        (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs); zero connected to the graph if ``n == 0``.
+
+    Raises:
+        ValueError: If the boxes are not ``(n, 4)``, the logits not ``(n, C)`` with the same ``n``, or ``weight`` is
+            not ``(n,)``.
+
+    Examples:
+        >>> sb = torch.tensor([[0.0, 0.0, 2.0, 2.0]])
+        >>> tb = torch.tensor([[1.0, 0.0, 3.0, 2.0]])  # IoU 2/6, enclosing box 6 = union: GIoU 1/3
+        >>> s, t = torch.zeros(1, 2), torch.tensor([[0.0, 1e4]])  # max |sigmoid(t) - sigmoid(s)| = 0.5
+        >>> round(float(bckd_loc(sb, tb, s, t)), 6)  # 0.5 * (1 - 1/3)
+        0.333333
+        >>> float(bckd_loc(sb, tb, t, t))  # equal scores: no weight
+        0.0
+
+    """
+    _check_pair("bckd_loc", sb, tb, 2, "(n, 4)")
+    if sb.shape[-1] != 4:
+        raise ValueError(f"bckd_loc: boxes must have shape (n, 4), got {tuple(sb.shape)}")
+    _check_pair("bckd_loc", s, t, 2, "(n, C)")
+    if s.shape[0] != sb.shape[0]:
+        raise ValueError(f"bckd_loc: {sb.shape[0]} boxes but {s.shape[0]} rows of logits")
+    if sb.shape[0] == 0:
+        return _zero(sb)
+    sb, tb = _up(sb), _up(tb)
+    w = (_up(t.detach()).sigmoid() - _up(s.detach()).sigmoid()).abs().amax(dim=-1).to(sb.dtype)
+    loss = w * (1.0 - _giou(sb, tb, eps))
+    return _reduce(loss, weight, avg_factor, "bckd_loc")

@@ -1,0 +1,206 @@
+# yolokd, AGPL-3.0 License
+"""BCKD terms: binary class KD over every anchor and IoU-based box KD on decoded boxes, both over the TAL positives."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from helpers import kd_model, no_host_sync, toy_batch
+from torch import nn
+
+from yolokd.config import resolve_method
+from yolokd.losses import TERMS, DistillInputs
+from yolokd.losses.bckd import BCKDBox, BCKDCls
+from yolokd.targets import Assigned
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+class _Head(nn.Module):
+    """A stand-in Detect head: only ``reg_max`` is read."""
+
+    def __init__(self, reg_max: int) -> None:
+        super().__init__()
+        self.reg_max = reg_max
+
+
+def _assigned(fg: list[list[bool]], anchor_points: torch.Tensor) -> Assigned:
+    fg_mask = torch.tensor(fg, dtype=torch.bool)
+    n, a = fg_mask.shape
+    return Assigned(
+        fg_mask=fg_mask,
+        target_gt_idx=torch.zeros(n, a, dtype=torch.long),
+        target_bboxes=torch.zeros(n, a, 4),
+        anchor_points=anchor_points,
+        stride_tensor=torch.full((a, 1), 8.0),
+        target_labels=torch.zeros(n, a, dtype=torch.long),
+    )
+
+
+def _inputs(s_preds, t_preds, assigned, s_reg=1, t_reg=1) -> DistillInputs:
+    return DistillInputs(
+        student_feats=[],
+        teacher_feats=[],
+        student_preds=s_preds,
+        teacher_preds=t_preds,
+        batch={},
+        assigned=assigned,
+        student_head=_Head(s_reg),
+        teacher_head=_Head(t_reg),
+    )
+
+
+def _sig(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _np_ltrb(boxes: np.ndarray, reg_max: int) -> np.ndarray:
+    """(N, 4*R, A) box output -> (N, A, 4) ltrb distances: the DFL expectation, or the raw values for R = 1."""
+    n, _, a = boxes.shape
+    x = boxes.transpose(0, 2, 1).reshape(n, a, 4, reg_max)
+    if reg_max == 1:
+        return x[..., 0]
+    p = np.exp(x - x.max(-1, keepdims=True))
+    return (p / p.sum(-1, keepdims=True) * np.arange(reg_max)).sum(-1)
+
+
+def _np_giou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = iw * ih
+    area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])  # noqa: E731
+    union = area(a) + area(b) - inter
+    ew = np.maximum(a[..., 2], b[..., 2]) - np.minimum(a[..., 0], b[..., 0])
+    eh = np.maximum(a[..., 3], b[..., 3]) - np.minimum(a[..., 1], b[..., 1])
+    return inter / union - (ew * eh - union) / (ew * eh)
+
+
+def _preds(n: int, nc: int, a: int, reg_max: int, box_scale: float = 1.0, cls_scale: float = 3.0) -> dict:
+    boxes = torch.rand(n, 4 * reg_max, a) * box_scale + (0.3 if reg_max == 1 else 0.0)  # reg_max 1: positive sides
+    return {"boxes": boxes, "scores": torch.randn(n, nc, a) * cls_scale}
+
+
+POINTS = torch.tensor([[0.5, 0.5], [1.5, 0.5], [0.5, 1.5], [1.5, 1.5], [2.5, 2.5]])
+FG = [[True, False, False, True, False], [False, False, True, False, False]]  # 3 positives
+
+
+# ----------------------------------------------------------------------------------------------------------- bckd_cls
+def test_bckd_cls_hand_computed_over_every_anchor_divided_by_positives() -> None:
+    s, t = _preds(2, 3, 5, 1), _preds(2, 3, 5, 1)
+    s["scores"].requires_grad_()
+    value = BCKDCls()(_inputs(s, t, _assigned(FG, POINTS)), None)
+    x, y = s["scores"].detach().double().numpy(), t["scores"].double().numpy()
+    q = _sig(y)
+    bce = np.logaddexp(0, x) - q * x  # BCE with logits against q
+    expected = (bce * np.abs(_sig(x) - q)).sum() / 3  # every anchor (background too), 3 positives
+    assert value.item() == pytest.approx(expected, rel=1e-5)
+    value.backward()
+    assert s["scores"].grad.abs().sum() > 0 and t["scores"].grad is None
+
+
+def test_bckd_cls_zero_without_positives_still_in_graph() -> None:
+    s, t = _preds(2, 3, 5, 1), _preds(2, 3, 5, 1)
+    s["scores"].requires_grad_()
+    value = BCKDCls()(_inputs(s, t, _assigned([[False] * 5, [False] * 5], POINTS)), None)
+    assert value.item() == 0.0 and value.requires_grad
+    value.backward()
+    assert not s["scores"].grad.any()
+
+
+# ----------------------------------------------------------------------------------------------------------- bckd_box
+@pytest.mark.parametrize(("s_reg", "t_reg"), [(1, 1), (4, 4), (4, 1), (1, 8)])
+def test_bckd_box_hand_computed_with_each_heads_own_reg_max(s_reg: int, t_reg: int) -> None:
+    """Boxes decoded with each head's own reg_max (DFL expectation or raw sides), GIoU weighted by max |dp|, / P."""
+    s, t = _preds(2, 3, 5, s_reg, box_scale=2.0), _preds(2, 3, 5, t_reg, box_scale=2.0)
+    s["boxes"].requires_grad_()
+    value = BCKDBox()(_inputs(s, t, _assigned(FG, POINTS), s_reg, t_reg), None)
+    pts = POINTS.double().numpy()[None]  # (1, A, 2)
+
+    def xyxy(preds, reg):
+        d = _np_ltrb(preds["boxes"].detach().double().numpy(), reg)
+        return np.concatenate([pts - d[..., :2], pts + d[..., 2:]], -1)
+
+    w = np.abs(_sig(t["scores"].double().numpy()) - _sig(s["scores"].double().numpy())).max(1)  # (N, A)
+    expected = (w * (1 - _np_giou(xyxy(s, s_reg), xyxy(t, t_reg)))).sum() / 3
+    assert value.item() == pytest.approx(expected, rel=1e-4)
+    value.backward()
+    assert s["boxes"].grad.abs().sum() > 0 and t["boxes"].grad is None
+    assert s["scores"].grad is None  # the weight is detached
+
+
+def test_bckd_box_exactly_zero_with_equal_scores_and_without_positives() -> None:
+    s, t = _preds(2, 3, 5, 4), _preds(2, 3, 5, 1)
+    s["boxes"].requires_grad_()
+    same = {"boxes": t["boxes"], "scores": s["scores"].clone()}
+    value = BCKDBox()(_inputs(s, same, _assigned(FG, POINTS), 4, 1), None)
+    assert value.item() == 0.0 and value.requires_grad
+    value.backward()
+    assert not s["boxes"].grad.any()
+    none = BCKDBox()(_inputs(s, t, _assigned([[False] * 5, [False] * 5], POINTS), 4, 1), None)
+    assert none.item() == 0.0 and none.requires_grad
+
+
+def test_bckd_box_inverted_raw_boxes_stay_bounded() -> None:
+    """reg_max 1 sides may be negative (l + r < 0): the corners are sorted, so 1 - GIoU stays in [0, 2]."""
+    s, t = _preds(1, 2, 5, 1), _preds(1, 2, 5, 1)
+    s["boxes"] = -3.0 * torch.rand(1, 4, 5)  # every box inverted
+    s["scores"], t["scores"] = torch.full((1, 2, 5), -50.0), torch.full((1, 2, 5), 50.0)  # w = 1 everywhere
+    value = BCKDBox()(_inputs(s, t, _assigned([[True] * 5], POINTS)), None)
+    assert 0.0 <= float(value) <= 2.0
+
+
+def test_bckd_terms_need_the_assignment_and_heads() -> None:
+    s, t = _preds(1, 2, 5, 1), _preds(1, 2, 5, 1)
+    for term in (BCKDCls(), BCKDBox()):
+        with pytest.raises(ValueError, match="TAL assignment"):
+            term(_inputs(s, t, None), None)
+    inputs = _inputs(s, t, _assigned([[True] * 5], POINTS))
+    inputs.teacher_head = None
+    with pytest.raises(ValueError, match="reg_max"):
+        BCKDBox()(inputs, None)
+
+
+# ------------------------------------------------------------------------------------------------ real models, yaml
+def test_bckd_kd_step_mixed_reg_max_reaches_the_student_head(pico_yamls) -> None:
+    """YOLO26 student (reg_max 1, one-to-many branch) with a YOLOv8 teacher (DFL): each term reaches its branch."""
+    model = kd_model(pico_yamls["yolo26"], "yolov8n.yaml", "bckd")
+    assert int(model.student_model.model[-1].reg_max) == 1 and int(model.teacher_model.model[-1].reg_max) == 16
+    loss, items = model.loss(toy_batch())
+    names = list(items)
+    assert names[-2:] == ["bckd_cls_loss", "bckd_box_loss"]
+    assert all(0 < float(items[k]) < math.inf for k in names[-2:])
+    assert len(model.projector) == 0  # no adapters
+    head = model.student_model.model[-1]
+    for i, branch in ((len(names) - 2, head.cv3), (len(names) - 1, head.cv2)):
+        model.zero_grad(set_to_none=True)
+        loss[i].backward(retain_graph=True)
+        assert all(p.grad is None for p in model.teacher_model.parameters())
+        assert sum(float(p.grad.abs().sum()) for p in branch.parameters() if p.grad is not None) > 0
+
+
+def test_bckd_yaml_defaults() -> None:
+    cls, box = resolve_method("bckd")
+    assert (cls.type, cls.weight, cls.params, cls.balance) == ("bckd_cls", 1.0, {"beta": 1.0}, 0.0)
+    assert (box.type, box.weight, box.params, box.balance) == ("bckd_box", 4.0, {}, 0.0)
+    assert TERMS["bckd_cls"] is BCKDCls and TERMS["bckd_box"] is BCKDBox
+    assert BCKDCls.needs_targets and BCKDBox.needs_targets
+
+
+def test_bckd_step_without_host_sync(pico_yamls, monkeypatch) -> None:
+    """The term reads no device value on the host and selects nothing by a boolean mask (YOLO26: one-to-many)."""
+    kd = kd_model(pico_yamls["yolo26"], "yolo26n.yaml", "bckd")
+    for term in kd.terms:
+
+        def checked(inputs, adapters, forward=term.forward):
+            with no_host_sync():
+                return forward(inputs, adapters)
+
+        monkeypatch.setattr(term, "forward", checked)
+    loss, _ = kd.loss(toy_batch())
+    assert torch.isfinite(loss).all()

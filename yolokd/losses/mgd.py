@@ -1,0 +1,114 @@
+# yolokd, AGPL-3.0 License
+"""MGD term: masked generative distillation on every neck level (Yang et al., ECCV 2022, arXiv:2205.01529).
+
+Per level::
+
+    student feature -> align (1x1 conv with bias, only where the widths differ)
+        -> x mgd_mask(u, ratio)  (u ~ U[0, 1), shape (N, 1, H, W), fresh per level and step)
+        -> generator: conv3x3 -> ReLU -> conv3x3 (teacher channels, bias, PyTorch's default init)
+        -> mgd(generated, teacher)
+
+The student feature is never compared with the teacher directly: it must hold enough to *generate* the teacher's
+feature from its unmasked positions. The align convs and the generators are this term's adapters (`make_adapters`),
+so the distillation model keeps them under ``projector``: trained with the student, saved for resume, and absent from
+every bare-student checkpoint.
+
+Normalisation: `yolokd.losses.functional.mgd` sums the squared error over ``C*H*W`` (divided by the batch size only),
+so its right weight ``alpha`` depends on the teacher's widths and the image size. With ``per_element=True`` (the
+default) the sum over levels is divided by ``E = sum_l C_l H_l W_l`` (the elements of one image's teacher features),
+i.e. the term is the mean squared error per element, and the yaml weight is ``alpha x E`` at the official sizes,
+which carries the official scale to any YOLO width and image size (``cfg/methods/mgd.yaml`` gives the derivation).
+``per_element=False`` gives the official sum, to be weighted by ``alpha`` itself.
+
+Randomness: ``u`` is drawn with ``torch.rand`` from the global generator of the feature's device. Ultralytics seeds it
+per rank (``seed + 1 + RANK``), so DDP ranks draw different masks (as they see different images) and a run with a
+fixed seed is repeatable; the generator state is not checkpointed (nor is it for Ultralytics' augmentation), so a
+resumed run draws other masks than the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from yolokd.adapters import conv1x1
+from yolokd.losses import functional as kdf
+from yolokd.losses import register
+from yolokd.losses.base import DistillInputs, Probe, Term
+
+__all__ = ["MGD", "MGDLevel"]
+
+
+class MGDLevel(nn.Module):
+    """One level's trainable part: ``align`` (1x1 conv with bias, or identity) and ``generator`` (conv3x3-ReLU-conv3x3).
+
+    Args:
+        c_s (int): Student channels.
+        c_t (int): Teacher channels.
+
+    Examples:
+        >>> m = MGDLevel(16, 32)
+        >>> m(torch.zeros(2, 16, 4, 4), torch.ones(2, 1, 4, 4)).shape
+        torch.Size([2, 32, 4, 4])
+    """
+
+    def __init__(self, c_s: int, c_t: int) -> None:
+        """Build the align conv (where the widths differ) and the generator."""
+        super().__init__()
+        self.align = nn.Identity() if c_s == c_t else conv1x1(c_s, c_t, bias=True)
+        self.generator = nn.Sequential(
+            nn.Conv2d(c_t, c_t, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c_t, c_t, kernel_size=3, padding=1),
+        )
+
+    def forward(self, s: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Generate the teacher feature from the aligned student feature ``s`` masked by ``keep`` (N, 1, H, W)."""
+        return self.generator(self.align(s) * keep)
+
+
+@register
+class MGD(Term):
+    """Sum over neck levels of ``mgd(generator(align(student) x mask), teacher)``, per element by default.
+
+    Args:
+        ratio (float): Masked fraction lambda of each level's positions (the official 0.65 for one-stage detectors).
+        per_element (bool): Divide the sum over levels by the teacher-feature elements per image ``sum_l C_l H_l W_l``
+            (weight = alpha x that count at the official sizes); False: the official sum (weight = alpha).
+
+    Examples:
+        >>> MGD()
+        MGD(ratio=0.65, per_element=True)
+    """
+
+    type = "mgd"
+
+    def __init__(self, ratio: float = 0.65, per_element: bool = True) -> None:
+        """Validate and store the masked fraction and the normalisation."""
+        super().__init__()
+        if isinstance(ratio, bool) or not 0.0 <= ratio < 1.0:
+            raise ValueError(f"mgd: ratio (the masked fraction) must be in [0, 1), got {ratio!r}")
+        self.ratio = float(ratio)
+        self.per_element = bool(per_element)
+
+    def extra_repr(self) -> str:
+        """Show the hyper-parameters."""
+        return f"ratio={self.ratio}, per_element={self.per_element}"
+
+    def make_adapters(self, probe: Probe) -> nn.Module:
+        """One `MGDLevel` (align conv where the widths differ, and generator) per neck level."""
+        if len(probe.student_channels) != len(probe.teacher_channels):
+            raise ValueError(
+                f"mgd: {len(probe.student_channels)} student levels but {len(probe.teacher_channels)} teacher levels"
+            )
+        return nn.ModuleList(MGDLevel(cs, ct) for cs, ct in zip(probe.student_channels, probe.teacher_channels))
+
+    def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
+        """Return the unweighted MGD loss summed over levels (divided by the elements per image if ``per_element``)."""
+        total, elements = 0.0, 0
+        for level, s, t in zip(adapters, inputs.student_feats, inputs.teacher_feats):
+            n, _, h, w = s.shape
+            u = torch.rand(n, 1, h, w, device=s.device)  # fresh per level and step, the device's global generator
+            total = total + kdf.mgd(level(s, kdf.mgd_mask(u, self.ratio)), t)
+            elements += t[0].numel()
+        return total / max(elements, 1) if self.per_element else total

@@ -1,0 +1,48 @@
+# yolokd, AGPL-3.0 License
+"""PKD term: Pearson-correlation feature distillation on every neck level (Cao et al., NeurIPS 2022, arXiv:2207.02039).
+
+Per level ``pkd(adapter(student), teacher)`` (`yolokd.losses.functional.pkd`), summed over levels. Standardising each
+channel makes the loss blind to every channel's scale and offset, so an adapter is only needed to map widths: a 1x1
+conv (without bias: the standardisation removes any per-channel offset, so a bias would never train) where the
+student's width differs from the teacher's, the identity where they match (MMRazor's ``PKDLoss`` uses none).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from yolokd.adapters import conv1x1
+from yolokd.losses import functional as kdf
+from yolokd.losses import register
+from yolokd.losses.base import DistillInputs, Probe, Term
+
+__all__ = ["PKD"]
+
+
+@register
+class PKD(Term):
+    """Sum over neck levels of ``pkd(adapter(student), teacher)``.
+
+    Examples:
+        >>> probe = Probe(student_channels=[16, 64], teacher_channels=[32, 64], strides=[8, 16])
+        >>> [type(a).__name__ for a in PKD().make_adapters(probe)]
+        ['Conv2d', 'Identity']
+    """
+
+    type = "pkd"
+
+    def make_adapters(self, probe: Probe) -> nn.Module:
+        """One adapter per neck level: a 1x1 conv (no bias) where the widths differ, else the identity."""
+        if len(probe.student_channels) != len(probe.teacher_channels):
+            raise ValueError(
+                f"pkd: {len(probe.student_channels)} student levels but {len(probe.teacher_channels)} teacher levels"
+            )
+        return nn.ModuleList(
+            nn.Identity() if cs == ct else conv1x1(cs, ct, bias=False)
+            for cs, ct in zip(probe.student_channels, probe.teacher_channels)
+        )
+
+    def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
+        """Return the unweighted PKD loss summed over levels."""
+        return sum(kdf.pkd(a(s), t) for a, s, t in zip(adapters, inputs.student_feats, inputs.teacher_feats))
