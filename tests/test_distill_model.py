@@ -170,7 +170,7 @@ def test_composition_weights_schedules_and_global_multiplier(pico_yaml):
 
 
 # ----------------------------------------------------------------------------------------- statistics, host syncs
-@pytest.mark.parametrize("method", ["cwd", "crosskd", "fgbg", "hint", "tar"])
+@pytest.mark.parametrize("method", ["cwd", "crosskd", "fgbg", "hint", "tar", "pkd", "mgd", "bckd"])
 @pytest.mark.parametrize(("family", "teacher"), [("yolov8", "yolov8n.yaml"), ("yolo26", "yolo26n.yaml")])
 def test_terms_step_without_host_sync(pico_yamls, monkeypatch, method, family, teacher):
     """No term reads a device value on the host or selects by a boolean mask (both stall an accelerator each step)."""

@@ -258,18 +258,3 @@ def gaussian_masks(
         g = torch.exp(-e) * gt.mask[:, :, None, None]
         out.append(g.amax(1) if g.shape[1] else torch.zeros(b.shape[0], h, w, device=b.device))
     return out
-
-
-def sort_corners(boxes: torch.Tensor) -> torch.Tensor:
-    """Sort the corners of xyxy boxes so that ``x1 <= x2`` and ``y1 <= y2`` (same shape).
-
-    Raw ``reg_max == 1`` distances (YOLO26) may be negative, and a box with ``l + r < 0`` decodes inverted; the GIoU of
-    an inverted box is unbounded above, so ``1 - GIoU`` could be driven towards minus infinity. Sorting keeps the GIoU
-    in ``[-1, 1]`` and the gradient (the same as `yolokd.losses.crosskd`'s ``_proper``).
-
-    Examples:
-        >>> sort_corners(torch.tensor([[3.0, 1.0, 1.0, 2.0]])).tolist()
-        [[1.0, 1.0, 3.0, 2.0]]
-    """
-    x1, y1, x2, y2 = boxes.unbind(-1)
-    return torch.stack((torch.minimum(x1, x2), torch.minimum(y1, y2), torch.maximum(x1, x2), torch.maximum(y1, y2)), -1)

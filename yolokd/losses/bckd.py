@@ -14,8 +14,8 @@ The student's own head outputs are distilled in the protocol of the detection lo
 Both are divided by the number of TAL positives (at least 1) and are 0 on a batch without positives. Each model's
 boxes are decoded from its own box output with its own ``reg_max`` (`yolokd.targets.decode_boxes`: the DFL expectation
 when ``reg_max > 1``, plain distances for YOLO26's ``reg_max == 1``, whose corners are then sorted by
-`yolokd.targets.sort_corners`); the boxes are in grid units of their level (GIoU is scale invariant, and both boxes of
-an anchor share its stride). For YOLO26 heads the one-to-many branch is used, as by every head term (`DistillInputs`).
+`yolokd.losses.functional.sort_corners`); the boxes are in grid units of their level (GIoU is scale invariant, and
+both boxes of an anchor share its stride). For YOLO26 heads the one-to-many branch is used, as by every head term (`DistillInputs`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from torch import nn
 from yolokd.losses import functional as kdf
 from yolokd.losses import register
 from yolokd.losses.base import DistillInputs, Term
-from yolokd.targets import Assigned, decode_boxes, sort_corners
+from yolokd.targets import Assigned, decode_boxes
 
 __all__ = ["BCKDBox", "BCKDCls"]
 
@@ -36,34 +36,26 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 1).reshape(-1, x.shape[1])
 
 
-def _assigned(inputs: DistillInputs, name: str) -> Assigned:
-    """The TAL assignment, or a clear error when the model did not compute it."""
-    if inputs.assigned is None:
-        raise ValueError(f"{name}: needs the TAL assignment (inputs.assigned) for its avg_factor")
-    return inputs.assigned
-
-
 def _zero_without_positives(loss: torch.Tensor, assigned: Assigned) -> torch.Tensor:
     """``loss``, or 0 when the batch has no TAL positive (still a graph output: zero gradient); no host sync."""
     return torch.where(assigned.fg_mask.any(), loss, torch.zeros_like(loss))
 
 
-def head_boxes(preds: dict, head: nn.Module, anchor_points: torch.Tensor) -> torch.Tensor:
+def head_boxes(preds: dict, reg_max: int, anchor_points: torch.Tensor) -> torch.Tensor:
     """Boxes (N, A, 4), xyxy in grid units, decoded from a head's own box output with its own ``reg_max``, float32.
 
     Args:
         preds (dict): Head outputs with ``boxes`` (N, 4 * reg_max, A).
-        head (nn.Module): The Detect head that produced them (for its ``reg_max``).
+        reg_max (int): DFL bins per side of the head that produced them (`DistillInputs.reg_max`).
         anchor_points (torch.Tensor): (A, 2) anchor centres in grid units.
 
     Returns:
         (torch.Tensor): Decoded boxes; for ``reg_max == 1`` with the corners sorted (raw distances may be negative).
     """
-    reg_max = int(head.reg_max)
     boxes = preds["boxes"]
     with torch.autocast(boxes.device.type, enabled=False):  # keep the DFL expectation in float32 under AMP
         xyxy = decode_boxes(boxes, anchor_points.float(), reg_max)
-    return sort_corners(xyxy) if reg_max == 1 else xyxy
+    return kdf.sort_corners(xyxy) if reg_max == 1 else xyxy
 
 
 @register
@@ -94,7 +86,7 @@ class BCKDCls(Term):
 
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
         """Return the unweighted binary class distillation loss."""
-        a = _assigned(inputs, self.type)
+        a = self.assigned(inputs)
         s, t = _rows(inputs.student_preds["scores"]), _rows(inputs.teacher_preds["scores"]).detach()
         return _zero_without_positives(kdf.kd_qfl(s, t, beta=self.beta, avg_factor=a.num_pos), a)
 
@@ -113,10 +105,9 @@ class BCKDBox(Term):
 
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
         """Return the unweighted localisation distillation loss."""
-        a = _assigned(inputs, self.type)
-        if inputs.student_head is None or inputs.teacher_head is None:
-            raise ValueError("bckd_box: needs student_head and teacher_head (for their reg_max)")
-        sb = head_boxes(inputs.student_preds, inputs.student_head, a.anchor_points).reshape(-1, 4)
-        tb = head_boxes(inputs.teacher_preds, inputs.teacher_head, a.anchor_points).detach().reshape(-1, 4)
+        a = self.assigned(inputs)
+        r_s, r_t = inputs.reg_max()
+        sb = head_boxes(inputs.student_preds, r_s, a.anchor_points).reshape(-1, 4)
+        tb = head_boxes(inputs.teacher_preds, r_t, a.anchor_points).detach().reshape(-1, 4)
         s, t = _rows(inputs.student_preds["scores"]), _rows(inputs.teacher_preds["scores"])
         return _zero_without_positives(kdf.bckd_loc(sb, tb, s, t, avg_factor=a.num_pos), a)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from yolokd.adapters import conv1x1
+from yolokd.adapters import per_level
 from yolokd.losses import functional as kdf
 from yolokd.losses import register
 from yolokd.losses.base import DistillInputs, Probe, Term
@@ -34,14 +34,7 @@ class PKD(Term):
 
     def make_adapters(self, probe: Probe) -> nn.Module:
         """One adapter per neck level: a 1x1 conv (no bias) where the widths differ, else the identity."""
-        if len(probe.student_channels) != len(probe.teacher_channels):
-            raise ValueError(
-                f"pkd: {len(probe.student_channels)} student levels but {len(probe.teacher_channels)} teacher levels"
-            )
-        return nn.ModuleList(
-            nn.Identity() if cs == ct else conv1x1(cs, ct, bias=False)
-            for cs, ct in zip(probe.student_channels, probe.teacher_channels)
-        )
+        return per_level(probe.student_channels, probe.teacher_channels, bias=False, identity_if_equal=True)
 
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
         """Return the unweighted PKD loss summed over levels."""
