@@ -75,7 +75,11 @@ class _NoHostSync(TorchDispatchMode):
     aten = torch.ops.aten
     READS = {aten._local_scalar_dense.default, aten.nonzero.default, aten.masked_select.default}
 
+    paused = 0  # > 0 inside `host_sync_allowed`
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if _NoHostSync.paused:
+            return func(*args, **(kwargs or {}))
         indices = args[1] if func in (self.aten.index.Tensor, self.aten.index_put_.default) else ()
         if func in self.READS or any(i is not None and i.dtype == torch.bool for i in indices):
             raise AssertionError(f"host sync: {func} (a value read on the host, or a size that depends on values)")
@@ -92,6 +96,8 @@ def no_host_sync():
     tolist = torch.Tensor.tolist
 
     def refuse(self, *args, **kwargs):
+        if _NoHostSync.paused:
+            return tolist(self, *args, **kwargs)
         raise AssertionError("host sync: Tensor.tolist")
 
     torch.Tensor.tolist = refuse
@@ -100,3 +106,13 @@ def no_host_sync():
             yield
     finally:
         torch.Tensor.tolist = tolist
+
+
+@contextlib.contextmanager
+def host_sync_allowed():
+    """Inside `no_host_sync`, allow syncs again for a block that is not yolokd's own (e.g. Ultralytics' loss)."""
+    _NoHostSync.paused += 1
+    try:
+        yield
+    finally:
+        _NoHostSync.paused -= 1

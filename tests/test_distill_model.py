@@ -9,12 +9,13 @@ import pickle
 
 import pytest
 import torch
-from helpers import build, captured_logs, kd_model, no_host_sync, toy_batch
+from helpers import build, captured_logs, host_sync_allowed, kd_model, no_host_sync, toy_batch
 from ultralytics.utils.torch_utils import ModelEMA
 
 from yolokd.config import KDError, build_config
 from yolokd.distill_model import KDModel
 from yolokd.losses import functional as kdf
+from yolokd.taps import detect_head
 from yolokd.teacher import check_pair
 
 
@@ -41,10 +42,13 @@ def test_kdmodel_loss_items_equal_weighted_functional(kd):
     loss, items = kd.loss(batch)
     assert list(items) == ["box_loss", "cls_loss", "dfl_loss", "cwd_loss"]
     assert loss.shape == (4,)
-    # the cwd item is 5 x sum over levels of kdf.cwd(adapter(s), t), recomputed here from fresh forwards
+    # the cwd item is 5 x sum over levels of kdf.cwd(adapter(s), t), recomputed here from fresh forwards: the teacher's
+    # neck levels from a plain, unfolded copy of it (the same seeded weights) run in full
+    plain, seen = build("yolov8n.yaml").eval(), []
+    detect_head(plain).register_forward_pre_hook(lambda m, args: seen.append(args[0]))
     with torch.no_grad():
-        kd.teacher_model(batch["img"])
-        t_feats = kd._teacher_feats.pop("head")[1]["feats"]
+        plain(batch["img"])
+        t_feats = seen[0]
         kd.student_model(batch["img"])
         s_feats = kd._student_feats.pop("head")["feats"]
         expected = 5.0 * sum(kdf.cwd(a(s), t, 1.0) for a, s, t in zip(kd.projector["cwd"], s_feats, t_feats))
@@ -120,8 +124,9 @@ def test_nonfinite_term_is_skipped_counted_and_warned_once(kd, monkeypatch):
             loss.sum().backward()
             grads = [p.grad for p in kd.student_model.parameters() if p.grad is not None]
             assert grads and all(torch.isfinite(g).all() for g in grads)
+        assert kd.nonfinite_skips == {}  # counted on the device: read once per epoch, not at every step
+        assert kd.term_stats()["nonfinite/cwd"] == 3.0  # the epoch-end read
     assert kd.nonfinite_skips == {"cwd": 3}
-    assert kd.term_stats()["nonfinite/cwd"] == 3.0
     warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING and "cwd" in r.getMessage()]
     assert len(warnings) == 1 and "skipped" in warnings[0]
 
@@ -129,8 +134,8 @@ def test_nonfinite_term_is_skipped_counted_and_warned_once(kd, monkeypatch):
 def test_terms_stay_finite_under_cpu_bfloat16_autocast_and_extreme_inputs(kd):
     batch = toy_batch()
     batch["img"] = batch["img"] * 1e4  # extreme activations all the way through
-    seen = []
-    kd.teacher_model.model[-1].register_forward_hook(lambda m, i, o: seen.append(o[1]["feats"][0].dtype))
+    seen = []  # cwd reads only the neck: the teacher stops at its Detect inputs
+    detect_head(kd.teacher_model).register_forward_pre_hook(lambda m, args: seen.append(args[0][0].dtype), prepend=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss, items = kd.loss(batch)
     assert seen == [torch.bfloat16]  # the teacher ran under the trainer's autocast
@@ -184,6 +189,88 @@ def test_terms_step_without_host_sync(pico_yamls, monkeypatch, method, family, t
         monkeypatch.setattr(term, "forward", checked)
     loss, _ = kd.loss(toy_batch())
     assert torch.isfinite(loss).all()
+
+
+@pytest.mark.parametrize("method", ["cwd", "crosskd", "fgbg", "hint", "tar+cwd"])
+def test_whole_kd_step_forward_without_host_sync_but_ultralytics_loss(pico_yaml, monkeypatch, method):
+    """Teacher forward, taps, terms, automatic weights (tar+cwd balances) and the non-finite guard: no host sync.
+
+    Only the student's detection loss (Ultralytics' own, with its boolean-mask indexing) may read device values.
+    """
+    kd = kd_model(pico_yaml, "yolov8n.yaml", method)
+    det = kd._detection_loss
+
+    def ultralytics_loss(batch, preds):
+        with host_sync_allowed():
+            return det(batch, preds)
+
+    monkeypatch.setattr(kd, "_detection_loss", ultralytics_loss)
+    batch = toy_batch()
+    with no_host_sync():
+        loss, _ = kd.loss(batch)
+    assert torch.isfinite(loss).all() and loss[3:].abs().sum() > 0
+
+
+def test_teacher_stops_at_the_neck_only_when_no_term_reads_its_head(pico_yaml):
+    """cwd (neck only) skips the teacher's Detect head; tar+cwd (reads teacher scores and boxes) runs it."""
+    calls = {}
+    for method in ("cwd", "tar+cwd"):
+        kd = kd_model(pico_yaml, "yolov8n.yaml", method)
+        ran = []
+        detect_head(kd.teacher_model).register_forward_hook(lambda m, i, o: ran.append(1))
+        _, items = kd.loss(toy_batch())
+        calls[method] = (kd.teacher_to_neck, len(ran))
+        assert items["cwd_loss"].item() > 0
+    assert calls == {"cwd": (True, 0), "tar+cwd": (False, 1)}
+
+
+def test_neck_stop_and_folded_teacher_give_the_full_forward_losses(pico_yaml):
+    """The same cwd loss with the folded teacher stopped at its neck as with the plain teacher run in full.
+
+    The teacher's BatchNorm statistics are made non-trivial first, so that folding them really changes the convs.
+    """
+    student, teacher = build(pico_yaml), build("yolov8n.yaml")
+    g = torch.Generator().manual_seed(1)
+    for m in teacher.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    plain = copy.deepcopy(teacher).eval()
+    cfg = build_config({"teacher": "t.pt", "method": "cwd", "balance": 0})
+    kd = KDModel(student, teacher.eval(), cfg, imgsz=64).train()
+    assert kd.teacher_to_neck and not any(hasattr(m, "bn") for m in kd.teacher_model.modules())
+    batch = toy_batch()
+    _, items = kd.loss(batch)
+    full = []
+    detect_head(plain).register_forward_hook(lambda m, i, o: full.append(o[1]["feats"]))
+    with torch.no_grad():
+        plain(batch["img"])
+        kd.student_model(batch["img"])
+        s_feats = kd._student_feats.pop("head")["feats"]
+        kd._student_feats.clear()
+        expected = 5.0 * sum(kdf.cwd(a(s), t, 1.0) for a, s, t in zip(kd.projector["cwd"], s_feats, full[0]))
+    assert items["cwd_loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    folded = kd._teacher_forward(batch["img"])[0]["feats"]
+    for a, b in zip(folded, full[0]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # float32 rounding of the folded convs
+
+
+def test_a_nan_in_a_term_backward_never_reaches_the_student_or_adapters(kd, monkeypatch):
+    """A term whose forward is NaN with a live graph (log of 0): the step's gradients stay finite, without a sync."""
+    term = kd.terms[0]
+
+    def nan_term(inputs, adapters):
+        s = adapters[0](inputs.student_feats[0])
+        return torch.log(s * 0).sum()  # -inf, and 1/0 in its backward
+
+    monkeypatch.setattr(term, "forward", nan_term)
+    loss, items = kd.loss(toy_batch())
+    assert torch.isfinite(loss).all() and items["cwd_loss"].item() == 0.0
+    loss.sum().backward()
+    kd.clean_adapter_grads()
+    params = list(kd.student_model.parameters()) + list(kd.projector.parameters())
+    assert all(torch.isfinite(p.grad).all() for p in params if p.grad is not None)
+    assert kd.term_stats()["nonfinite/cwd"] == 1.0
 
 
 class _Writer:

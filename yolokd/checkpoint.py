@@ -64,7 +64,7 @@ def kd_state(model: nn.Module) -> dict[str, Any]:
         "config": model.kd_config.to_dict(),
         "projector": {k: v.detach().float().cpu() for k, v in model.projector.state_dict().items()},
         "progress": dataclasses.asdict(model.progress),
-        "nonfinite_skips": dict(model.nonfinite_skips),
+        "nonfinite_skips": dict(model.flush_nonfinite()),
         "balance": None if model.balance is None else model.balance.state_dict(),
     }
 

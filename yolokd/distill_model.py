@@ -21,10 +21,37 @@ from yolokd.balance import AutoBalance
 from yolokd.config import PREFIX, KDConfig, KDError
 from yolokd.losses import TERMS, DistillInputs, Probe
 from yolokd.schedules import SCHEDULES, Progress
-from yolokd.taps import detect_head, head_outputs, probe
+from yolokd.taps import NeckReached, NeckStop, clear_neck_stops, detect_head, head_outputs, probe
 from yolokd.targets import Assigned, GroundTruth, ground_truth, recording_target_scores_sum
+from yolokd.teacher import fold_batchnorm
 
 _HEAD = "head"  # key of the Detect-output tap in the feature dicts
+
+
+class _FiniteGrad(torch.autograd.Function):
+    """Identity forward; the backward sets non-finite gradient entries to 0 (on the device, no host sync)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        """Return ``x`` as a new view."""
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        """Return the gradient with NaN and +-Inf set to 0."""
+        return torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def finite_grad(x: torch.Tensor) -> torch.Tensor:
+    """``x`` for the terms: the same values, but the gradient the terms send back to the student is kept finite.
+
+    Examples:
+        >>> x = torch.tensor([0.0, 1.0], requires_grad=True)
+        >>> torch.log(finite_grad(x)).mul(0).sum().backward()  # 0 x (1 / 0) = NaN at x = 0
+        >>> x.grad
+        tensor([0., 0.])
+    """
+    return _FiniteGrad.apply(x) if x.requires_grad else x
 
 
 class KDModel(DistillationModel):
@@ -52,13 +79,17 @@ class KDModel(DistillationModel):
         device = next(student.parameters()).device
         self.teacher_model = teacher.to(device)
         self._freeze_teacher()
+        fold_batchnorm(self.teacher_model)  # eval-mode BatchNorm folded into the convs: a cheaper teacher forward
         self.student_model = student
         self.kd_config = config
         self.terms = nn.ModuleList(TERMS[s.type](**s.params) for s in config.terms)
         self.stage_taps = sorted({tap for t in self.terms for tap in t.taps()})
         self.needs_targets = any(t.needs_targets for t in self.terms)
+        # no term reads the teacher's head outputs or stages: its forward ends at the Detect inputs (the neck)
+        self.teacher_to_neck = not self.stage_taps and not any(t.reads_teacher_head for t in self.terms)
         self.progress = Progress()
         self.nonfinite_skips: dict[str, int] = {}  # term name -> steps skipped because its value was NaN/Inf
+        self._nonfinite: torch.Tensor | None = None  # the same, counted on the device since the last flush
         ratios = [s.balance for s in config.terms]  # terms with balance > 0 get automatic weights
         self.balance = AutoBalance(ratios) if any(r > 0 for r in ratios) else None
         # DistillationModel's pickling hooks read these names
@@ -98,6 +129,10 @@ class KDModel(DistillationModel):
             if model is None:  # the EMA copy has no teacher
                 continue
             head = detect_head(model)
+            if model is self.teacher_model and getattr(self, "teacher_to_neck", False):
+                clear_neck_stops(head)
+                handles.append(head.register_forward_pre_hook(NeckStop(store, _HEAD)))
+                continue
             modules = [(head, _HEAD)]
             for attr, stage in getattr(self, "stage_taps", []):
                 branch = getattr(head, attr, None)
@@ -158,16 +193,18 @@ class KDModel(DistillationModel):
             items.update({k: v for k, v in zip(self.item_names(), kd)})
             return torch.cat([det, kd]), items
 
-        self._teacher_feats.clear()
         self._student_feats.clear()
-        with torch.no_grad():  # autocast, when on, comes from the trainer's context
-            self.teacher_model(img)
+        t_out, t_stages = self._teacher_forward(img)
         preds = self.student_model(img)
         det, items, assigned, gt = self._detection_loss(batch, preds)
-        s_out, t_out = head_outputs(self._student_feats.pop(_HEAD)), head_outputs(self._teacher_feats.pop(_HEAD))
+        s_out = head_outputs(self._student_feats.pop(_HEAD))
+        if not (img.is_cuda and torch.is_autocast_enabled("cuda")):  # under AMP, Ultralytics' GradScaler skips it
+            s_out = {k: [finite_grad(f) for f in v] if k == "feats" else finite_grad(v) if torch.is_tensor(v) else v
+                     for k, v in s_out.items()}  # a skipped term's NaN gradient never reaches the student
+            self._student_feats.update({k: finite_grad(v) for k, v in self._student_feats.items()})
         inputs = DistillInputs(
             student_feats=list(s_out["feats"]),
-            teacher_feats=[f.detach() for f in t_out["feats"]],
+            teacher_feats=list(t_out["feats"]),
             student_preds=s_out,
             teacher_preds=t_out,
             batch=batch,
@@ -175,7 +212,7 @@ class KDModel(DistillationModel):
             student_head=detect_head(self.student_model),
             teacher_head=detect_head(self.teacher_model),
             student_stages=dict(self._student_feats),
-            teacher_stages={k: v.detach() for k, v in self._teacher_feats.items()},
+            teacher_stages=t_stages,
             assigned=assigned,
             cache={"ground_truth": gt} if gt is not None else {},
             strides=list(self.probe.strides),
@@ -183,7 +220,6 @@ class KDModel(DistillationModel):
             teacher_reg_max=self.probe.teacher_reg_max,
         )
         self._student_feats.clear()
-        self._teacher_feats.clear()
         factors = self.schedule_factors()
         raws: list[torch.Tensor | None] = []
         for spec, term, f in zip(self.kd_config.terms, self.terms, factors):
@@ -202,27 +238,74 @@ class KDModel(DistillationModel):
         items.update({k: v.detach() for k, v in zip(self.item_names(), kd)})
         return torch.cat([det.float(), kd * img.shape[0]]), items
 
-    def _drop_nonfinite(self, values: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Replace non-finite term values by a detached zero for this step, count them and warn once per term.
+    def _teacher_forward(self, img: torch.Tensor) -> tuple[dict, dict]:
+        """Run the frozen teacher in inference mode, to its neck when no term reads its head; return its taps.
 
-        One host sync per step (``isfinite().all()``); a NaN/Inf term then never reaches the weights or the EMA.
+        Autocast, when on, comes from the trainer's context. Tensors made in inference mode cannot be saved for the
+        backward pass of the terms, so the tapped outputs are cloned once (the neck levels, and the head outputs and
+        stages when tapped): a copy far cheaper than the autograd bookkeeping that inference mode saves.
+
+        Returns:
+            (tuple[dict, dict]): The head outputs (``{"feats": [...]}`` only when the forward stopped at the neck) and
+            the tapped head stages, all ordinary tensors without grad.
         """
-        if not values or bool(torch.isfinite(torch.stack([v.detach() for v in values])).all()):
+        self._teacher_feats.clear()
+        with torch.inference_mode():
+            try:
+                self.teacher_model(img)
+            except NeckReached:  # `NeckStop`: the neck levels are tapped, the head is not run
+                pass
+        out = {k: [f.clone() for f in v] if k == "feats" else v.clone() if torch.is_tensor(v) else v
+               for k, v in head_outputs(self._teacher_feats.pop(_HEAD)).items()}
+        stages = {k: v.clone() for k, v in self._teacher_feats.items()}
+        self._teacher_feats.clear()
+        return out, stages
+
+    def _drop_nonfinite(self, values: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Replace non-finite term values by 0 for this step and count them, all on the device (no host sync).
+
+        The value is replaced with ``torch.where`` (its gradient into the term is 0); a term whose forward went
+        non-finite can still leave NaN in its own backward (``0 x inf``), so the student tensors the terms read are
+        wrapped by `finite_grad` (see `loss`) and adapter gradients are cleaned by `clean_adapter_grads`: the bad
+        term then adds nothing to the step, as if skipped. Under CUDA AMP neither is applied: Ultralytics' GradScaler
+        already skips a step whose gradients are not finite (and lowers its scale), which cleaning would hide. The counts are read once per epoch (`flush_nonfinite`).
+        """
+        if not values:
             return values
-        counts = self.nonfinite_skips
-        out = []
-        for spec, v in zip(self.kd_config.terms, values):
-            if torch.isfinite(v.detach()):
-                out.append(v)
-                continue
-            counts[spec.name] = counts.get(spec.name, 0) + 1
-            if counts[spec.name] == 1 and RANK in {-1, 0}:
-                LOGGER.warning(
-                    f"{PREFIX}term '{spec.name}' was {v.item()} at a step and is skipped there; further "
-                    f"skips are counted (TensorBoard kd_stats/nonfinite/{spec.name}) without a warning"
-                )
-            out.append(v.detach().new_zeros(()))
-        return out
+        v = torch.stack(values)
+        ok = torch.isfinite(v.detach())
+        if self._nonfinite is None or self._nonfinite.device != v.device:
+            self._nonfinite = torch.zeros(len(values), device=v.device)
+        self._nonfinite += (~ok).float()
+        return list(torch.where(ok, v, torch.zeros_like(v)).unbind())
+
+    def flush_nonfinite(self) -> dict[str, int]:
+        """Add the device-side skip counts to `nonfinite_skips` (one host read), warn once per term; return the dict.
+
+        Called at epoch end (the statistics callback, through `term_stats`) and when a checkpoint is saved.
+        """
+        pending, self._nonfinite = self._nonfinite, None
+        if pending is not None:
+            for spec, n in zip(self.kd_config.terms, pending.tolist()):
+                if n <= 0:
+                    continue
+                first = spec.name not in self.nonfinite_skips
+                self.nonfinite_skips[spec.name] = self.nonfinite_skips.get(spec.name, 0) + int(n)
+                if first and RANK in {-1, 0}:
+                    LOGGER.warning(
+                        f"{PREFIX}term '{spec.name}' was NaN/Inf at {int(n)} step(s) and was skipped there; further "
+                        f"skips are counted (TensorBoard kd_stats/nonfinite/{spec.name}) without a warning"
+                    )
+        return self.nonfinite_skips
+
+    def clean_adapter_grads(self) -> None:
+        """Set non-finite adapter gradients to 0, on the device (the trainer calls it before each optimizer step).
+
+        Adapters are trained only by the terms, so a NaN there can only come from a skipped term's backward.
+        """
+        grads = [p.grad for p in self.projector.parameters() if p.grad is not None]
+        for g in grads:
+            torch.nan_to_num_(g, nan=0.0, posinf=0.0, neginf=0.0)
 
     def _detection_loss(self, batch: dict, preds) -> tuple[torch.Tensor, dict, Assigned | None, GroundTruth | None]:
         """The student's detection loss, plus its TAL assignment (one-to-many branch) and the ground truth when needed.
@@ -284,7 +367,7 @@ class KDModel(DistillationModel):
             (dict[str, float]): ``{"<term name>/<stat>": mean, "nonfinite/<term name>": count}``.
         """
         stats = {f"{s.name}/{k}": v for s, t in zip(self.kd_config.terms, self.terms) for k, v in t.stats.items()}
-        stats.update({f"nonfinite/{k}": float(v) for k, v in getattr(self, "nonfinite_skips", {}).items()})
+        stats.update({f"nonfinite/{k}": float(v) for k, v in self.flush_nonfinite().items()})
         if reset:
             for t in self.terms:
                 t.reset_stats()

@@ -76,10 +76,45 @@ def probe(model: nn.Module, store: dict, key: Any, imgsz: int, ch: int = 3) -> t
     p = next(model.parameters())
     model.eval()
     try:
-        model(torch.zeros(1, ch, imgsz, imgsz, device=p.device, dtype=p.dtype))
+        try:
+            model(torch.zeros(1, ch, imgsz, imgsz, device=p.device, dtype=p.dtype))
+        except NeckReached:  # a teacher that stops at its neck (`NeckStop`)
+            pass
         feats = list(head_outputs(store.pop(key))["feats"])
         others = dict(store)
         store.clear()
         return feats, others
     finally:
         model.train(was_training)
+
+
+class NeckReached(Exception):
+    """Raised by `NeckStop` to end a forward at the Detect head's inputs; caught by the caller of that forward."""
+
+
+class NeckStop:
+    """Forward pre-hook for a Detect head: record its inputs (the neck levels) as ``{"feats": [...]}``, then stop.
+
+    A teacher whose head outputs no term reads need not run its head: the forward ends here with `NeckReached`, which
+    the caller catches. Picklable like Ultralytics' ``FeatureHook`` (a plain class holding the shared dict).
+
+    Args:
+        store (dict): The taps' shared dict.
+        key (Any): The key under which the neck levels are stored (the head tap's key, so readers need no change).
+    """
+
+    def __init__(self, store: dict, key: Any) -> None:
+        """Remember where to store the neck levels."""
+        self.store, self.key = store, key
+
+    def __call__(self, module: nn.Module, args: tuple) -> None:
+        """Store the head's input list and end the forward."""
+        self.store[self.key] = {"feats": list(args[0])}
+        raise NeckReached
+
+
+def clear_neck_stops(module: nn.Module) -> None:
+    """Remove every `NeckStop` from a module's forward pre-hooks (stale ones from a pickled or copied model)."""
+    for handle_id, hook in list(module._forward_pre_hooks.items()):
+        if isinstance(hook, NeckStop):
+            del module._forward_pre_hooks[handle_id]

@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from torch import nn
+from ultralytics.nn.modules import Conv, Conv2
 from ultralytics.nn.tasks import load_checkpoint
+from ultralytics.utils.torch_utils import fuse_conv_and_bn
 
 from yolokd.config import KDError
 from yolokd.taps import detect_head, model_task
@@ -90,3 +92,29 @@ def check_pair(student: nn.Module, teacher: nn.Module, names: dict | None = None
     ts, ss = [int(s) for s in teacher.stride.tolist()], [int(s) for s in student.stride.tolist()]
     if ts != ss:
         raise KDError(f"teacher strides {ts} differ from student strides {ss}; use models with the same strides")
+
+
+def fold_batchnorm(model: nn.Module) -> int:
+    """Fold every ``Conv`` block's BatchNorm into its convolution, in place, for a frozen teacher in eval mode.
+
+    The same folding as Ultralytics' ``BaseModel.fuse()`` (its public ``fuse_conv_and_bn``), but only that: ``fuse()``
+    also drops a Detect head's one-to-many branch on end-to-end models (YOLO26), which the head terms read. The block
+    keeps its identity (hooks on head stages stay), its output equals the unfolded one up to float rounding, and the
+    folded convolution's parameters are frozen. The teacher is never saved, so checkpoints are unaffected.
+
+    Args:
+        model (nn.Module): The teacher (eval mode: BatchNorm uses its running statistics).
+
+    Returns:
+        (int): The number of blocks folded.
+    """
+    n = 0
+    for m in model.modules():
+        if isinstance(m, Conv) and hasattr(m, "bn"):
+            if isinstance(m, Conv2):
+                m.fuse_convs()
+            m.conv = fuse_conv_and_bn(m.conv, m.bn)
+            delattr(m, "bn")
+            m.forward = m.forward_fuse
+            n += 1
+    return n

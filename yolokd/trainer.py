@@ -10,6 +10,7 @@ Overrides (each short, each calling Ultralytics and delegating to the module tha
 - ``set_model_attributes``: also set ``nc``/``names``/``args`` on the student, which builds the loss.
 - ``label_loss_items``: the validation items are the detection ones only (the terms are not computed there).
 - ``train``: hold Ctrl-C back during checkpoint writes (`yolokd.checkpoint.SigintGuard`).
+- ``optimizer_step``: zero a skipped (NaN/Inf) term's adapter gradients on the device first, without AMP.
 - ``save_model`` / ``final_eval``: Ultralytics writes into a staging folder, yolokd adds its checkpoint key and
   publishes each file atomically (`yolokd.checkpoint.staged`).
 - ``_load_checkpoint_state`` / ``_handle_nan_recovery``: read the bare-student layout back (resume, NaN recovery).
@@ -156,6 +157,15 @@ class KDTrainer(DetectionTrainer):
         """Ultralytics' training, with one SIGINT handler for the run so that a Ctrl-C never cuts a checkpoint."""
         with self.sigint:
             return super().train()
+
+    def optimizer_step(self):
+        """Zero a skipped term's NaN/Inf in the adapter gradients (on the device), then Ultralytics' step.
+
+        Not under AMP: there Ultralytics' GradScaler skips a step with non-finite gradients itself.
+        """
+        if not self.scaler.is_enabled():
+            unwrap_model(self.model).clean_adapter_grads()
+        super().optimizer_step()
 
     def save_model(self):
         """Save as Ultralytics does, with the bare student as the EMA and the adapters under the ``yolokd`` key.

@@ -141,6 +141,9 @@ class Term(nn.Module):
 
     type: ClassVar[str] = ""
     needs_targets: ClassVar[bool] = False  # True: the model computes the TAL assignment (``inputs.assigned``)
+    # True: the term reads the teacher's head outputs (``teacher_preds`` boxes/scores) or head stages. When no term of
+    # a stack does, the teacher's forward stops at its Detect inputs (the neck) and ``teacher_preds`` holds only feats.
+    reads_teacher_head: ClassVar[bool] = True
 
     def __init__(self) -> None:
         """Initialise empty statistics."""

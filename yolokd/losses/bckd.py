@@ -15,7 +15,8 @@ Both are divided by the number of TAL positives (at least 1) and are 0 on a batc
 boxes are decoded from its own box output with its own ``reg_max`` (`yolokd.targets.decode_boxes`: the DFL expectation
 when ``reg_max > 1``, plain distances for YOLO26's ``reg_max == 1``, whose corners are then sorted by
 `yolokd.losses.functional.sort_corners`); the boxes are in grid units of their level (GIoU is scale invariant, and
-both boxes of an anchor share its stride). For YOLO26 heads the one-to-many branch is used, as by every head term (`DistillInputs`).
+both boxes of an anchor share its stride). For YOLO26 heads the one-to-many branch is used, as by every head term
+(`DistillInputs`).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ class CWD(Term):
     """
 
     type = "cwd"
+    reads_teacher_head = False  # neck features only: the teacher stops at its neck
 
     def __init__(self, tau: float = 1.0) -> None:
         """Store the temperature."""

@@ -41,6 +41,7 @@ class Hint(Term):
     """
 
     type = "hint"
+    reads_teacher_head = False  # neck features only
 
     def make_adapters(self, probe: Probe) -> nn.Module:
         """One 1x1 adapter per neck level, student -> teacher channels."""

@@ -82,6 +82,7 @@ class MGD(Term):
     """
 
     type = "mgd"
+    reads_teacher_head = False  # neck features only: the teacher stops at its neck
 
     def __init__(self, ratio: float = 0.65, per_element: bool = True) -> None:
         """Validate and store the masked fraction and the normalisation."""

@@ -31,6 +31,7 @@ class PKD(Term):
     """
 
     type = "pkd"
+    reads_teacher_head = False  # neck features only: the teacher stops at its neck
 
     def make_adapters(self, probe: Probe) -> nn.Module:
         """One adapter per neck level: a 1x1 conv (no bias) where the widths differ, else the identity."""

@@ -52,6 +52,7 @@ class TARFeat(Term):
     """
 
     type = "tar_feat"
+    reads_teacher_head = False  # neck features only
 
     def __init__(self, sigma_scale: float = 0.5) -> None:
         """Store the Gaussian width."""
