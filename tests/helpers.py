@@ -36,15 +36,26 @@ def toy_batch(n: int = 2, imgsz: int = IMGSZ) -> dict:
     }
 
 
-def kd_model(student_cfg, teacher_cfg, method: str, nc: int = 6, imgsz: int = IMGSZ, balance: float | None = None):
+def kd_model(
+    student_cfg,
+    teacher_cfg,
+    method: str,
+    nc: int = 6,
+    imgsz: int = IMGSZ,
+    balance: float | None = None,
+    prepare_teacher=None,
+):
     """A `KDModel` (train mode) for two yamls and a method string or yaml path, teacher in eval mode.
 
-    ``balance`` is the run's key (None: as the method yaml says; 0: the yaml's fixed weights).
+    ``balance`` is the run's key (None: as the method yaml says; 0: the yaml's fixed weights). ``prepare_teacher``
+    is called on the teacher before the model is built (which folds its BatchNorm), e.g. to set its statistics.
     """
     from yolokd.config import build_config
     from yolokd.distill_model import KDModel
 
     student, teacher = build(student_cfg, nc), build(teacher_cfg, nc)
+    if prepare_teacher is not None:
+        prepare_teacher(teacher)
     teacher.eval()
     cfg = build_config({"teacher": "t.pt", "method": method, "balance": balance})
     model = KDModel(student, teacher, cfg, imgsz=imgsz)

@@ -357,11 +357,9 @@ def test_kdmodel_crosskd_gradient_routing(pico_yamls, tmp_path, family: str, tea
             f"terms:\n  - {{type: crosskd_cls, weight: 1.0, params: {{stage: {stage}}}}}\n"
             f"  - {{type: crosskd_box, weight: 4.0, params: {{stage: {stage}}}}}\n"
         )
-    kd = kd_model(pico_yamls[family], teacher, str(method))
-    assert [t.stage for t in kd.terms] == [stage, stage] and kd.stage_taps == [("cv2", stage), ("cv3", stage)]
     batch = toy_batch()
-    _calibrate_bn(kd.teacher_model, batch["img"])
-    kd.train()
+    kd = kd_model(pico_yamls[family], teacher, str(method), prepare_teacher=lambda t: _calibrate_bn(t, batch["img"]))
+    assert [t.stage for t in kd.terms] == [stage, stage] and kd.stage_taps == [("cv2", stage), ("cv3", stage)]
     loss, items = kd.loss(batch)
     names = list(items)
     assert names[-2:] == ["crosskd_cls_loss", "crosskd_box_loss"]

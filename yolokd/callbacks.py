@@ -17,6 +17,7 @@ from ultralytics.utils.torch_utils import unwrap_model
 
 from yolokd.config import PREFIX, KDConfig
 from yolokd.schedules import Progress
+from yolokd.taps import clear_neck_stops, detect_head
 
 EVENTS = (
     "on_pretrain_routine_end",
@@ -185,6 +186,7 @@ def validate_teacher(trainer) -> dict[str, float]:
     try:
         validator = DetectionValidator(dataloader=trainer.test_loader, save_dir=trainer.save_dir, args=args)
         teacher = copy.deepcopy(unwrap_model(trainer.model).teacher_model)  # validation fuses its model
+        clear_neck_stops(detect_head(teacher))  # a teacher that stops at its neck in training runs in full here
         metrics = validator(model=teacher)
         return {k: float(v) for k, v in metrics.items() if k.startswith("metrics/")}
     except Exception as e:  # the teacher's score is information, never a reason to stop training
