@@ -132,8 +132,9 @@ def summarize_run(results: dict[str, Any]) -> None:
     """Summarise every row against the undistilled student, the teacher forward, and check the targets."""
     cfg, teacher, rows = results["config"], results["teacher"], results["rows"]
     student_runs = rows[0]["runs"]
+    builtin_runs = next((r["runs"] for r in rows if r["kind"] == "builtin"), None)
     for row in rows:
-        summarize_row(row, student_runs, teacher["test"]["map"], cfg["seeds"])
+        summarize_row(row, student_runs, teacher["test"]["map"], cfg["seeds"], builtin_runs)
     fwd = [(r.get("teacher_forward") or {}).get("mean_s") for r in student_runs.values() if r.get("ok")]
     teacher["forward"] = summarize(fwd)
     teacher["forward_n"] = cfg["teacher_batches"]
