@@ -217,7 +217,7 @@ def test_teacher_stops_at_the_neck_only_when_no_term_reads_its_head(pico_yaml):
     for method in ("cwd", "tar+cwd"):
         kd = kd_model(pico_yaml, "yolov8n.yaml", method)
         ran = []
-        detect_head(kd.teacher_model).register_forward_hook(lambda m, i, o: ran.append(1))
+        detect_head(kd.teacher_model).register_forward_hook(lambda m, i, o, ran=ran: ran.append(1))
         _, items = kd.loss(toy_batch())
         calls[method] = (kd.teacher_to_neck, len(ran))
         assert items["cwd_loss"].item() > 0

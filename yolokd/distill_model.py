@@ -268,7 +268,8 @@ class KDModel(DistillationModel):
         non-finite can still leave NaN in its own backward (``0 x inf``), so the student tensors the terms read are
         wrapped by `finite_grad` (see `loss`) and adapter gradients are cleaned by `clean_adapter_grads`: the bad
         term then adds nothing to the step, as if skipped. Under CUDA AMP neither is applied: Ultralytics' GradScaler
-        already skips a step whose gradients are not finite (and lowers its scale), which cleaning would hide. The counts are read once per epoch (`flush_nonfinite`).
+        already skips a step whose gradients are not finite (and lowers its scale), which cleaning would hide. The
+        counts are read once per epoch (`flush_nonfinite`).
         """
         if not values:
             return values
