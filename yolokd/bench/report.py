@@ -13,6 +13,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from yolokd.bench.profile import format_profile
+
 MD_START, MD_END = "<!-- yolokd-benchmark:start (written by yolokd benchmark) -->", "<!-- yolokd-benchmark:end -->"
 HANDWRITTEN = """## How to read / what was tried
 
@@ -239,6 +241,14 @@ def render_report(results: dict[str, Any], plot_rel: str | None) -> str:
     if plot_rel:
         lines += [f"![test mAP50-95 vs cost]({plot_rel})", ""]
     lines += ["Targets:", "", format_targets(results["targets"]), ""]
+    if results.get("profile"):
+        lines += [
+            "Profile of one step (ms, mean of 10 steps after 2, random images at the same batch and size, the rows "
+            "finished; `yolokd.bench.profile`):",
+            "",
+            format_profile(results["profile"]),
+            "",
+        ]
     return "\n".join(lines)
 
 
