@@ -27,11 +27,11 @@ def fake_rows(kd_maps=(0.28, 0.30), builtin_maps=(0.25, 0.27), kd_step=1.3, stud
     student["runs"] = {str(i): fake_run(m, 1.0, tf=0.25) for i, m in enumerate(student_maps)}
     builtin = {"label": "ultralytics dis=6", "kind": "builtin", "method": None}
     builtin["runs"] = {str(i): fake_run(m, 1.4) for i, m in enumerate(builtin_maps)}
-    cwd = {"label": "cwd", "kind": "yolokd", "method": "cwd"}
+    cwd = {"label": "cwd", "kind": "yolokd", "method": "cwd", "neck_only": True}
     cwd["runs"] = {str(i): fake_run(m, kd_step) for i, m in enumerate(kd_maps)}
     broken = {"label": "tar", "kind": "yolokd", "method": "tar"}
     broken["runs"] = {str(i): {"ok": False, "error": "RuntimeError: boom | bad" if i == 0 else "x"} for i in seeds}
     rows = [student, builtin, cwd, broken]
     for r in rows:
-        summarize_row(r, student["runs"], teacher, seeds)
+        summarize_row(r, student["runs"], teacher, seeds, builtin["runs"])
     return rows

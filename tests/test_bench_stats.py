@@ -17,6 +17,7 @@ from yolokd.bench.stats import (
     gap_recovered,
     seed_noise,
     summarize,
+    summarize_row,
 )
 
 
@@ -55,6 +56,7 @@ def test_summarize_row_gap_and_cost_per_seed():
     assert cwd["per_seed"]["1"]["gap"] == pytest.approx((0.30 - 0.22) / (0.40 - 0.22))
     assert cwd["summary"]["x_student"]["mean"] == pytest.approx(1.3)
     assert cwd["summary"]["x_floor"]["mean"] == pytest.approx(1.3 / 1.25)
+    assert cwd["summary"]["x_builtin"]["mean"] == pytest.approx(1.3 / 1.4)  # the built-in's step of the same seed
     assert student["summary"]["gap"]["mean"] == 0.0
     assert broken["seeds_ok"] == 0 and broken["summary"]["test_map"] is None and broken["errors"]
 
@@ -79,7 +81,10 @@ def test_check_targets():
         "every method above the undistilled student on every seed (min > student's max)": True,  # failed row: no result
         "the best single method recovers >= half the gap (from the means)": False,  # (29 - 21) / (40 - 21) = 0.42
         "the best single method beats the built-in by >= 2.0 mAP50-95 points": True,  # 29.0 - 26.0 = 3 points
-        "distillation step <= 1.10x the floor": True,  # 1.3 / 1.25 = 1.04
+        "feature methods (teacher to its neck) <= 1.00x the floor per iteration": False,  # cwd 1.3 / 1.25 = 1.04
+        "head methods <= 1.05x the floor per iteration": None,  # the only head row (tar) failed: not measured
+        "every yolokd row no slower per iteration than the built-in": True,  # 1.3 s < 1.4 s
+        "every yolokd row's peak memory no higher than the built-in's": True,  # 900 MiB each
         "regime: teacher >= 30 points, student <= half the teacher, seed spread <= gap / 5, >= 3 seeds": False,
     }
     targets = check_targets(fake_rows(kd_maps=(0.19, 0.21), builtin_maps=(0.2, 0.2)), 0.40)
@@ -139,3 +144,17 @@ def test_check_targets_reports_the_regime_with_its_numbers():
     assert low_teacher["met"] is False and "teacher 25.0 (>= 30): no" in low_teacher["detail"]
     assert "student 21.00 (<= 12.50): no" in low_teacher["detail"]
     assert check_targets(fake_rows(), None)[-1]["met"] is None  # no teacher score: not measured
+
+
+def test_cost_targets_split_feature_and_head_methods_and_compare_with_the_built_in():
+    rows = fake_rows(kd_step=1.2)  # cwd: 1.2 / 1.25 = 0.96x the floor, 1.2 / 1.4 of the built-in
+    head = {**rows[2], "label": "tar", "neck_only": False}
+    head["runs"] = {s: {**r, "step": {"mean_s": 1.35}, "maxrss_mib": 950.0} for s, r in rows[2]["runs"].items()}
+    summarize_row(head, rows[0]["runs"], 0.40, [0, 1], rows[1]["runs"])  # 1.35 / 1.25 = 1.08x the floor
+    by = {t["target"]: t for t in check_targets([*rows[:3], head], 0.40)}
+    assert by["feature methods (teacher to its neck) <= 1.00x the floor per iteration"]["met"] is True
+    head_cost = by["head methods <= 1.05x the floor per iteration"]
+    assert head_cost["met"] is False and head_cost["detail"] == "tar 1.08x"
+    assert by["every yolokd row no slower per iteration than the built-in"]["met"] is True  # 1350 ms < 1400 ms
+    memory = by["every yolokd row's peak memory no higher than the built-in's"]
+    assert memory["met"] is False and memory["detail"] == "built-in 900 MiB; above: tar 950"

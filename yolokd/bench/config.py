@@ -42,6 +42,7 @@ BENCH_DEFAULTS: dict[str, Any] = {
     "project": "runs/yolokd-benchmark",  # (str) output folder
     "publish": None,  # (str, optional) a .md file to write the report into (plot: benchmarks/<preset>.png beside it)
     "jobs": 1,  # (int) rows trained at once; > 1 for accuracy-only runs (sweeps): the cost columns are then not valid
+    "profile": ["cwd", "crosskd"],  # (list[str]) methods whose step is profiled after the rows (teacher/student/terms)
     "reuse": False,  # (bool) keep rows an earlier run in this project finished with the same spec (arguments, terms)
 }
 
@@ -75,6 +76,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "seeds": [0],
         "methods": ["cwd"],
         "combo": None,
+        "profile": ["cwd"],
         "teacher_batches": 10,
     },
 }
@@ -199,6 +201,16 @@ def _methods(value: Any) -> list[str]:
     return [str(Path(m).resolve()) if str(m).endswith((".yaml", ".yml")) else str(m) for m in methods]
 
 
+def _profiled(value: Any) -> list[str]:
+    """``profile=``: the methods (or combinations) whose step is profiled; None or [] for none."""
+    if value in (None, False, "", "none", "None"):
+        return []
+    methods = [str(m) for m in as_list(value, "profile")]
+    for m in methods:
+        resolve_method(m)  # raises KDError with a close match
+    return methods
+
+
 def _combo(value: Any) -> str | None:
     """``combo=``: None, 'auto', or a checked combination such as 'cwd+tar'."""
     if value in (None, False, "", "none", "None"):
@@ -242,6 +254,7 @@ def merge_config(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
     cfg["seeds"] = _seeds(cfg["seeds"])
     cfg["methods"] = _methods(cfg["methods"])
     cfg["combo"] = _combo(cfg["combo"])
+    cfg["profile"] = _profiled(cfg["profile"])
     cfg["publish"] = publish_path(cfg["publish"])
     return cfg, train
 

@@ -12,6 +12,7 @@ from ultralytics import __version__ as ULTRALYTICS_VERSION
 from yolokd import __version__
 from yolokd.bench.stats import choose_combo, summarize
 from yolokd.config import resolve_method
+from yolokd.losses import TERMS
 
 
 @dataclass
@@ -70,11 +71,30 @@ def row_label(kind: str, method: str | None, dis: float) -> str:
     return "+".join(Path(p).stem if p.endswith((".yaml", ".yml")) else p for p in str(method).split("+"))
 
 
+def neck_only(method: str | None) -> bool:
+    """Whether no term of ``method`` reads the teacher's head, so its teacher stops at the neck (a feature method).
+
+    Examples:
+        >>> neck_only("cwd"), neck_only("tar+cwd"), neck_only(None)
+        (True, False, False)
+    """
+    if not method:
+        return False
+    return not any(TERMS[t.type].reads_teacher_head for t in resolve_method(method))
+
+
 def new_row(kind: str, method: str | None, dis: float) -> dict[str, Any]:
-    """An empty row: ``id`` (its folder name), ``label``, ``kind``, ``method`` and ``runs`` (seed -> result)."""
+    """An empty row: ``id`` (its folder name), ``label``, ``kind``, ``method``, ``neck_only`` and ``runs``."""
     label = row_label(kind, method, dis)
     ident = f"combo-{label}" if kind == "combo" else row_label(kind, method, 0) if method else kind
-    return {"id": slug(ident), "label": label, "kind": kind, "method": method, "runs": {}}
+    return {
+        "id": slug(ident),
+        "label": label,
+        "kind": kind,
+        "method": method,
+        "neck_only": neck_only(method),
+        "runs": {},
+    }
 
 
 def plan_rows(cfg: dict[str, Any]) -> list[dict[str, Any]]:

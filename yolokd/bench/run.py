@@ -128,12 +128,30 @@ def run_rows(setup: Setup, rows: list[dict[str, Any]], results: dict[str, Any], 
     pbar.close()
 
 
+def profile_methods(setup: Setup) -> list[dict[str, Any]]:
+    """Profile one step of each ``profile=`` method, after the rows (nothing else runs beside it), on the teacher."""
+    cfg, out = setup.cfg, []
+    if not cfg["profile"]:
+        return out
+    from ultralytics.utils.torch_utils import select_device
+
+    from yolokd.bench.profile import profile_method
+    from yolokd.teacher import load_teacher
+
+    device = str(select_device(setup.train.get("device", ""), verbose=False))
+    nc = int(load_teacher(setup.teacher).nc)
+    for method in TQDM(cfg["profile"], desc=f"{PREFIX}profile"):
+        out.append(profile_method(setup.student, setup.teacher, method, cfg["imgsz"], cfg["batch"], nc, device))
+    return out
+
+
 def summarize_run(results: dict[str, Any]) -> None:
     """Summarise every row against the undistilled student, the teacher forward, and check the targets."""
     cfg, teacher, rows = results["config"], results["teacher"], results["rows"]
     student_runs = rows[0]["runs"]
+    builtin_runs = next((r["runs"] for r in rows if r["kind"] == "builtin"), None)
     for row in rows:
-        summarize_row(row, student_runs, teacher["test"]["map"], cfg["seeds"])
+        summarize_row(row, student_runs, teacher["test"]["map"], cfg["seeds"], builtin_runs)
     fwd = [(r.get("teacher_forward") or {}).get("mean_s") for r in student_runs.values() if r.get("ok")]
     teacher["forward"] = summarize(fwd)
     teacher["forward_n"] = cfg["teacher_batches"]
@@ -188,6 +206,7 @@ def run_benchmark(**overrides: Any) -> dict[str, Any]:
         "elapsed_s": 0.0,
     }
     run_rows(setup, results["rows"], results, t_start)
+    results["profile"] = profile_methods(setup)
     summarize_run(results)
     results["elapsed_s"] = time.perf_counter() - t_start
     plot = write_outputs(results, setup)

@@ -1,0 +1,189 @@
+# yolokd, AGPL-3.0 License
+"""A profile of one distillation step: where its time goes (teacher, student, detection loss, terms, backward).
+
+`profile_step` times the parts of ``KDModel.loss`` and the backward pass with forward hooks on the student and the
+terms and thin timers around the model's own teacher forward and detection loss (on the given model instance only;
+nothing of Ultralytics is touched). `profile_method` builds the pair as training does (the teacher loaded, folded and
+stopped at the neck where the method allows it) on random images with a few boxes each, and adds the plain teacher's
+full, unfolded forward for comparison: the teacher part of the benchmark's floor.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Any
+
+import torch
+
+PARTS = ("teacher", "student", "detection loss", "terms", "backward")
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so that wall times are real."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _Clock:
+    """Accumulates the wall time of named parts over the timed steps."""
+
+    def __init__(self, device: torch.device) -> None:
+        """Start with no time."""
+        self.device, self.on = device, False
+        self.total: dict[str, float] = defaultdict(float)
+        self._start: dict[Any, float] = {}
+
+    def start(self, key: Any) -> None:
+        """Start timing ``key`` (a part name, or a module for hooks)."""
+        _sync(self.device)
+        self._start[key] = time.perf_counter()
+
+    def stop(self, key: Any, part: str) -> None:
+        """Stop timing ``key`` and add its time to ``part`` when the clock is on."""
+        _sync(self.device)
+        t = time.perf_counter() - self._start.pop(key)
+        if self.on:
+            self.total[part] += t
+
+    def timed(self, fn, part: str):
+        """``fn`` wrapped so that each call is added to ``part``."""
+
+        def call(*args, **kwargs):
+            self.start(part)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.stop(part, part)
+
+        return call
+
+
+def profile_step(kd, batch: dict, steps: int = 10, warmup: int = 2) -> dict[str, float]:
+    """Mean milliseconds per training step of each part of ``kd.loss(batch)`` plus the backward pass.
+
+    Args:
+        kd (KDModel): The distillation model, in train mode.
+        batch (dict): A preprocessed batch (``img``, ``cls``, ``bboxes``, ``batch_idx``) on the model's device.
+        steps (int): Timed steps.
+        warmup (int): Untimed steps first.
+
+    Returns:
+        (dict[str, float]): ``{part: ms}`` for `PARTS`, plus ``step`` (the whole step) and ``other`` (the rest of
+        ``loss``: taps, inputs, weights, the non-finite guard).
+    """
+    device = batch["img"].device
+    clock = _Clock(device)
+    hooks = [
+        kd.student_model.register_forward_pre_hook(lambda m, a: clock.start(m)),
+        kd.student_model.register_forward_hook(lambda m, a, o: clock.stop(m, "student")),
+    ]
+    for term in kd.terms:
+        hooks.append(term.register_forward_pre_hook(lambda m, a: clock.start(m)))
+        hooks.append(term.register_forward_hook(lambda m, a, o: clock.stop(m, "terms")))
+    kd._teacher_forward = clock.timed(kd._teacher_forward, "teacher")
+    kd._detection_loss = clock.timed(kd._detection_loss, "detection loss")
+    try:
+        for i in range(warmup + steps):
+            clock.on = i >= warmup
+            kd.zero_grad(set_to_none=True)
+            clock.start("step")
+            loss, _ = kd.loss(batch)
+            clock.start("backward")
+            loss.sum().backward()
+            clock.stop("backward", "backward")
+            clock.stop("step", "step")
+    finally:
+        for h in hooks:
+            h.remove()
+        del kd._teacher_forward, kd._detection_loss  # back to the class's methods
+    ms = {k: 1000 * clock.total[k] / steps for k in (*PARTS, "step")}
+    ms["other"] = ms["step"] - sum(ms[k] for k in PARTS)
+    return ms
+
+
+def random_batch(n: int, imgsz: int, nc: int, device: torch.device, boxes: int = 3, seed: int = 0) -> dict:
+    """Random images with ``boxes`` random boxes each (normalised xywh), like a preprocessed training batch."""
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n * boxes, 2, generator=g) * 0.6 + 0.2
+    wh = torch.rand(n * boxes, 2, generator=g) * 0.3 + 0.1
+    return {
+        "img": torch.rand(n, 3, imgsz, imgsz, generator=g).to(device),
+        "cls": torch.randint(0, nc, (n * boxes, 1), generator=g).float().to(device),
+        "bboxes": torch.cat([xy, wh], 1).to(device),
+        "batch_idx": torch.arange(n).repeat_interleave(boxes).float().to(device),
+    }
+
+
+def plain_teacher_ms(teacher_path: str, batch: dict, steps: int = 10, warmup: int = 2) -> float:
+    """Mean ms of the teacher's full forward as loaded (unfolded, eval, no_grad): the teacher part of the floor."""
+    from ultralytics.nn.tasks import load_checkpoint
+
+    device = batch["img"].device
+    teacher = load_checkpoint(teacher_path)[0].float().eval().to(device)
+    times = []
+    with torch.no_grad():
+        for i in range(warmup + steps):
+            _sync(device)
+            t = time.perf_counter()
+            teacher(batch["img"])
+            _sync(device)
+            if i >= warmup:
+                times.append(time.perf_counter() - t)
+    return 1000 * sum(times) / len(times)
+
+
+def profile_method(
+    student_cfg: str, teacher_path: str, method: str, imgsz: int, batch: int, nc: int, device: str = "cpu"
+) -> dict[str, Any]:
+    """Profile one step of ``method`` for a student yaml and a teacher checkpoint, as training builds them.
+
+    Returns:
+        (dict): ``method``, ``neck_only`` (the teacher stopped at its neck), ``ms`` (`profile_step`) and
+        ``plain_teacher_ms`` (`plain_teacher_ms`).
+    """
+    from ultralytics.cfg import get_cfg
+    from ultralytics.nn.tasks import DetectionModel
+    from ultralytics.utils import DEFAULT_CFG
+
+    from yolokd.config import build_config
+    from yolokd.distill_model import KDModel
+    from yolokd.teacher import load_teacher
+
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    student = DetectionModel(student_cfg, nc=nc, verbose=False).to(dev)
+    student.args = get_cfg(DEFAULT_CFG)
+    kd = KDModel(student, load_teacher(teacher_path).to(dev), build_config({"teacher": teacher_path, "method": method}))
+    kd.train()
+    x = random_batch(batch, imgsz, nc, dev)
+    return {
+        "method": method,
+        "neck_only": kd.teacher_to_neck,
+        "ms": profile_step(kd, x),
+        "plain_teacher_ms": plain_teacher_ms(teacher_path, x),
+    }
+
+
+def format_profile(profiles: list[dict[str, Any]]) -> str:
+    """Markdown table of `profile_method` results, one row per method, milliseconds per step.
+
+    Examples:
+        >>> p = {"method": "cwd", "neck_only": True, "plain_teacher_ms": 20.0}
+        >>> p["ms"] = {"teacher": 10.0, "student": 30.0, "detection loss": 5.0, "terms": 2.0, "backward": 50.0,
+        ...            "other": 3.0, "step": 100.0}
+        >>> print(format_profile([p]).splitlines()[2])
+        | cwd | 10.0 (to the neck) | 20.0 | 30.0 | 5.0 | 2.0 | 50.0 | 3.0 | 100.0 |
+    """
+    head = (
+        "| method | teacher | plain teacher (full, unfolded) | student forward | detection loss | terms | backward "
+        "| other | step |"
+    )
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for p in profiles:
+        ms = p["ms"]
+        teacher = f"{ms['teacher']:.1f}" + (" (to the neck)" if p["neck_only"] else " (full)")
+        cells = [teacher, f"{p['plain_teacher_ms']:.1f}"] + [f"{ms[k]:.1f}" for k in PARTS[1:]]
+        cells += [f"{ms['other']:.1f}", f"{ms['step']:.1f}"]
+        lines.append(f"| {p['method']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
