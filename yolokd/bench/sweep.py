@@ -258,6 +258,7 @@ def run_sweep(**overrides: Any) -> dict[str, Any]:
         combo=None,
         test_split=val_split,
         publish=None,
+        profile=bench.get("profile"),  # none unless asked: the sweep compares accuracy
     )
     by_label = {r["label"]: r for r in res["rows"]}
     names = {m: method_name(m) for m in methods}
