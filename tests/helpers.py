@@ -127,3 +127,39 @@ def host_sync_allowed():
         yield
     finally:
         _NoHostSync.paused -= 1
+
+
+def train_one_kd_epoch(method: str, model: str, teacher: str, data: str, project, **callbacks):
+    """Train one KD epoch (the e2e tests' settings) and snapshot the adapters before and after and the epoch losses.
+
+    Args:
+        method (str): The method.
+        model (str): Student yaml.
+        teacher (str): Teacher checkpoint.
+        data (str): data.yaml.
+        project (Path): Output folder (the run is ``project/run``).
+        **callbacks: Extra trainer callbacks, ``event=fn(trainer, snap)``.
+
+    Returns:
+        (tuple): The trainer and ``snap``: ``before``/``after`` projector states and ``tloss`` (epoch means).
+    """
+    from yolokd.trainer import KDTrainer
+
+    train = {"imgsz": IMGSZ, "batch": 8, "workers": 0, "plots": False, "seed": 0, "epochs": 1, "teacher_val": False}
+    run = dict(model=model, teacher=teacher, method=method, data=data, project=str(project), name="run")
+    trainer = KDTrainer(overrides={**run, **train})
+    snap: dict = {}
+
+    def first(tr):
+        snap["before"] = {k: v.detach().clone() for k, v in tr.model.projector.state_dict().items()}
+
+    def last(tr):
+        snap["after"] = {k: v.detach().clone() for k, v in tr.model.projector.state_dict().items()}
+        snap["tloss"] = {k: float(v) for k, v in tr.tloss.items()}  # epoch means, before results.csv rounding
+
+    trainer.add_callback("on_train_start", first)
+    trainer.add_callback("on_train_epoch_end", last)
+    for event, fn in callbacks.items():
+        trainer.add_callback(event, lambda tr, fn=fn: fn(tr, snap))
+    trainer.train()
+    return trainer, snap

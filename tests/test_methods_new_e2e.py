@@ -10,51 +10,28 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import IMGSZ
+from helpers import train_one_kd_epoch
 
 from yolokd.checkpoint import CKPT_KEY
 from yolokd.config import resolve_method
-from yolokd.trainer import KDTrainer
 
 pytestmark = pytest.mark.slow
 
 METHODS = ["bckd", "mgd", "pkd"]
 PAIRS = [("yolov8", "yolov8"), ("yolo11", "yolo11"), ("yolo26", "yolo26"), ("yolov8", "yolo11")]  # student, teacher
-TRAIN = {"imgsz": IMGSZ, "batch": 8, "workers": 0, "plots": False, "seed": 0, "epochs": 1, "teacher_val": False}
 
 
 @pytest.mark.parametrize(("student", "teacher"), PAIRS, ids=[f"{s}-{t}" for s, t in PAIRS])
 @pytest.mark.parametrize("method", METHODS)
 def test_new_method_trains_one_epoch(method, student, teacher, teachers, tiny_data, tmp_path, pico_yamls):
-    trainer = KDTrainer(
-        overrides=dict(
-            model=pico_yamls[student],
-            teacher=str(teachers[teacher]),
-            method=method,
-            data=str(tiny_data),
-            project=str(tmp_path),
-            name="run",
-            **TRAIN,
-        )
-    )
-    snap = {}
-
-    def first(tr):
-        snap["before"] = {k: v.detach().clone() for k, v in tr.model.projector.state_dict().items()}
-
-    def last(tr):
-        snap["after"] = {k: v.detach().clone() for k, v in tr.model.projector.state_dict().items()}
-        snap["tloss"] = {k: float(v) for k, v in tr.tloss.items()}  # epoch means, before results.csv rounding
-
-    def saved(tr):  # the mid-training file carries the adapters for resume, under the extra key only
+    def saved(tr, snap):  # the mid-training file carries the adapters for resume, under the extra key only
         ckpt = torch.load(tr.last, map_location="cpu", weights_only=False)
         snap["mid_adapters"] = set(ckpt[CKPT_KEY]["projector"])
         snap["mid_ema"] = type(ckpt["ema"]).__name__
 
-    trainer.add_callback("on_train_start", first)
-    trainer.add_callback("on_train_epoch_end", last)
-    trainer.add_callback("on_model_save", saved)
-    trainer.train()
+    _, snap = train_one_kd_epoch(
+        method, pico_yamls[student], str(teachers[teacher]), str(tiny_data), tmp_path, on_model_save=saved
+    )
 
     header = (tmp_path / "run" / "results.csv").read_text().splitlines()[0].split(",")
     for spec in resolve_method(method):
