@@ -8,7 +8,7 @@ import logging
 import pytest
 from helpers import captured_logs
 
-from yolokd.cli import main, parse
+from yolokd.cli import main, parse, ultralytics_args
 from yolokd.config import KDError
 
 
@@ -47,3 +47,24 @@ def test_cli_error_is_one_line_without_traceback():
     errors = [r.getMessage() for r in records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "\n" not in errors[0] and "Traceback" not in errors[0]
     assert "teacher file '/no/such/teacher.pt' does not exist" in errors[0]
+
+
+def test_ultralytics_modes_pass_through_unchanged_and_kd_modes_stay():
+    assert ultralytics_args(["val", "model=best.pt"]) == ["val", "model=best.pt"]
+    assert ultralytics_args(["model=best.pt", "export", "format=onnx"]) == ["model=best.pt", "export", "format=onnx"]
+    assert ultralytics_args(["segment", "track", "source=v.mp4"]) == ["segment", "track", "source=v.mp4"]
+    assert ultralytics_args(["yolo", "benchmark", "model=best.pt"]) == ["benchmark", "model=best.pt"]  # Ultralytics'
+    for kd in (["benchmark", "jobs=2"], ["train", "val=False"], ["demo"], [], ["val=False"], ["detect", "train"]):
+        assert ultralytics_args(kd) is None, kd  # yolokd's own modes, 'val' as a key, a task before a KD mode
+
+
+def test_yolokd_val_and_predict_run_ultralytics(tmp_path, teacher_pt, tiny_data):
+    """'yolokd val' was read as the key val=True and printed the help; now it is Ultralytics' val, like predict."""
+    common = [f"model={teacher_pt}", "imgsz=64", f"project={tmp_path}", "exist_ok=True", "plots=False"]
+    with captured_logs() as records:
+        assert main(["val", f"data={tiny_data}", "name=v", *common]) == 0
+    text = "\n".join(r.getMessage() for r in records)
+    assert "modes/val" in text and "all          8" in text  # Ultralytics' own validation, its table
+    image = next((tiny_data.parent / "images" / "val").glob("*.jpg"))
+    assert main(["detect", "predict", f"source={image}", "name=p", "save_txt=True", *common]) == 0
+    assert (tmp_path / "p").is_dir()  # Ultralytics' predict ran and made its run folder

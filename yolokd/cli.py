@@ -20,13 +20,17 @@ from ultralytics.utils import DEFAULT_CFG_DICT, LOGGER
 from yolokd.config import KD_DEFAULTS, PREFIX, KDError, available_methods, cfg_dir
 
 MODES = ("train", "demo", "benchmark", "sweep", "help", "version", "cfg", "methods")
+# Ultralytics modes yolokd runs unchanged through Ultralytics' own CLI ('yolokd val ...' is 'yolo val ...'); any
+# other Ultralytics command, its own 'benchmark' mode included, is 'yolokd yolo <command> ...'.
+PASSTHROUGH = ("val", "predict", "export", "track")
+TASKS = ("detect", "segment", "pose", "obb", "classify", "semantic", "depth")
 
 HELP = f"""
 yolokd: knowledge distillation for Ultralytics YOLO.
 
     yolokd MODE key=value ...
 
-    MODE     train | demo | benchmark | sweep | help | version | cfg | methods
+    MODE     train | demo | benchmark | sweep | help | version | cfg | methods | val | predict | export | track | yolo
     train    every 'yolo train' argument, plus the distillation keys (see 'yolokd cfg'):
                yolokd train model=yolov8s.yaml teacher=path/to/teacher.pt method=cwd data=data.yaml epochs=100
                yolokd train resume model=runs/detect/train/weights/last.pt
@@ -45,6 +49,11 @@ yolokd: knowledge distillation for Ultralytics YOLO.
              the val split only:
                yolokd sweep scales=[0.25,1] balances=[0.25] seeds=[0,1] teacher=path/to/teacher.pt
     methods  built-in methods: {", ".join(available_methods())} (combine with '+', or pass a method .yaml)
+    val | predict | export | track   Ultralytics' own modes, unchanged (a distilled best.pt is a plain checkpoint):
+               yolokd val model=runs/detect/train/weights/best.pt data=data.yaml
+    yolo     any other Ultralytics command, as 'yolo' runs it; Ultralytics' own speed benchmark is told apart from
+             the distillation benchmark above this way:
+               yolokd yolo benchmark model=best.pt imgsz=640     yolokd yolo checks
 
 Docs: README.md and cfg/default.yaml. Ultralytics' own arguments: https://docs.ultralytics.com/usage/cfg/
 """
@@ -72,6 +81,39 @@ def _without(text: str) -> Iterator[None]:
         yield
     finally:
         LOGGER.removeFilter(f)
+
+
+def ultralytics_args(argv: list[str]) -> list[str] | None:
+    """The arguments for Ultralytics' own CLI when ``argv`` asks for one of its commands, else None.
+
+    ``val``, ``predict``, ``export`` and ``track`` (optionally after a task word, as in ``yolo detect val``) pass
+    through as they are; ``yolo <anything>`` passes ``<anything>``.
+
+    Examples:
+        >>> ultralytics_args(["val", "model=best.pt"]), ultralytics_args(["detect", "predict", "source=a.jpg"])
+        (['val', 'model=best.pt'], ['detect', 'predict', 'source=a.jpg'])
+        >>> ultralytics_args(["yolo", "benchmark", "model=best.pt"]), ultralytics_args(["train", "val=False"])
+        (['benchmark', 'model=best.pt'], None)
+    """
+    words = [(i, a.lower()) for i, a in enumerate(argv) if "=" not in a]
+    if not words:
+        return None
+    (i, first), second = words[0], words[1][1] if len(words) > 1 else None
+    if first == "yolo":
+        return argv[i + 1 :]
+    if first in PASSTHROUGH or (first in TASKS and second in PASSTHROUGH):
+        return list(argv)
+    return None
+
+
+def run_ultralytics(args: list[str]) -> None:
+    """Run Ultralytics' own CLI (``yolo``) on ``args``, exactly as the command line gave them when it did."""
+    from ultralytics.cfg import entrypoint as yolo
+
+    if args == sys.argv[1:]:
+        yolo()  # Ultralytics reads sys.argv itself: arguments with spaces arrive intact
+    else:
+        yolo(debug=" ".join(["yolo", *args]))
 
 
 def parse(argv: list[str]) -> tuple[str, dict[str, Any]]:
@@ -125,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = sys.argv[1:] if argv is None else argv
     try:
+        if (args := ultralytics_args(argv)) is not None:
+            run_ultralytics(args)
+            return 0
         mode, overrides = parse(argv)
         if mode == "help":
             LOGGER.info(HELP)
