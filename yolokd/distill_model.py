@@ -42,6 +42,14 @@ class _FiniteGrad(torch.autograd.Function):
         return torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
 
 
+def _cuda_autocast() -> bool:
+    """Whether CUDA autocast is on (``torch.is_autocast_enabled`` takes a device type from torch 2.4 on)."""
+    try:
+        return torch.is_autocast_enabled("cuda")
+    except TypeError:  # torch < 2.4: the no-argument form is CUDA's
+        return torch.is_autocast_enabled()
+
+
 def finite_grad(x: torch.Tensor) -> torch.Tensor:
     """``x`` for the terms: the same values, but the gradient the terms send back to the student is kept finite.
 
@@ -198,7 +206,7 @@ class KDModel(DistillationModel):
         preds = self.student_model(img)
         det, items, assigned, gt = self._detection_loss(batch, preds)
         s_out = head_outputs(self._student_feats.pop(_HEAD))
-        if not (img.is_cuda and torch.is_autocast_enabled("cuda")):  # under AMP, Ultralytics' GradScaler skips it
+        if not (img.is_cuda and _cuda_autocast()):  # under AMP, Ultralytics' GradScaler skips such a step itself
             s_out = {k: [finite_grad(f) for f in v] if k == "feats" else finite_grad(v) if torch.is_tensor(v) else v
                      for k, v in s_out.items()}  # a skipped term's NaN gradient never reaches the student
             self._student_feats.update({k: finite_grad(v) for k, v in self._student_feats.items()})
