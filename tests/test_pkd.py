@@ -54,7 +54,7 @@ def test_pkd_kd_step_trains_the_adapters(pico_yamls) -> None:
     loss, items = model.loss(toy_batch())
     assert list(items)[-1] == "pkd_loss"
     value = float(items["pkd_loss"])
-    assert 0 < value <= 10.0 * 2 * 3 and math.isfinite(value)  # weight 10 x at most 2 per level x 3 levels
+    assert 0 < value <= 2.5 * 2 * 3 and math.isfinite(value)  # weight 2.5 x at most 2 per level x 3 levels
     loss[-1].backward()
     assert all(p.grad is None for p in model.teacher_model.parameters())
     params = list(model.projector["pkd"].parameters())
@@ -67,7 +67,7 @@ def test_pkd_yaml_defaults_and_composition_with_crosskd(pico_yamls) -> None:
     assert (spec.type, spec.name, spec.weight, spec.schedule, spec.params, spec.balance) == (
         "pkd",
         "pkd",
-        10.0,
+        2.5,
         "constant",
         {},
         0.0,
