@@ -306,3 +306,20 @@ def test_term_stats_are_epoch_means_read_and_reset_by_the_epoch_end_callback(pic
     assert logged == pytest.approx(sum(per_step) / len(per_step), rel=1e-6)  # equal candidates: the mean of the steps
     assert "kd_stats/fgbg_fg/fg_gate_open" in callbacks._writer.scalars
     assert kd.term_stats() == {}  # read and reset once per epoch
+
+
+def test_channels_last_teacher_gives_the_same_taps_in_the_usual_layout(pico_yaml):
+    """The CUDA path (NHWC teacher weights and images), forced on CPU: the same neck features and loss, contiguous."""
+    kd = kd_model(pico_yaml, "yolov8n.yaml", "tar+cwd")
+    batch = toy_batch()
+    plain, _ = kd._teacher_forward(batch["img"])
+    kd.set_teacher_channels_last(True)
+    conv = next(m for m in kd.teacher_model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    nhwc, _ = kd._teacher_forward(batch["img"])
+    for a, b in zip(plain["feats"], nhwc["feats"]):
+        assert b.is_contiguous()
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(plain["scores"], nhwc["scores"], rtol=1e-4, atol=1e-4)
+    _, items = kd.loss(batch)
+    assert torch.isfinite(items["cwd_loss"]) and items["cwd_loss"].item() > 0

@@ -88,6 +88,9 @@ class KDModel(DistillationModel):
         self.teacher_model = teacher.to(device)
         self._freeze_teacher()
         fold_batchnorm(self.teacher_model)  # eval-mode BatchNorm folded into the convs: a cheaper teacher forward
+        self.teacher_channels_last = False
+        if device.type == "cuda":  # NHWC convolutions suit tensor cores under AMP (not measured here: no GPU lent)
+            self.set_teacher_channels_last(True)
         self.student_model = student
         self.kd_config = config
         self.terms = nn.ModuleList(TERMS[s.type](**s.params) for s in config.terms)
@@ -246,26 +249,40 @@ class KDModel(DistillationModel):
         items.update({k: v.detach() for k, v in zip(self.item_names(), kd)})
         return torch.cat([det.float(), kd * img.shape[0]]), items
 
+    def set_teacher_channels_last(self, on: bool) -> None:
+        """Keep the teacher's weights channels-last (NHWC) and feed it NHWC images, or go back to the usual layout.
+
+        On by default on CUDA; the terms always receive the usual (contiguous) layout.
+        """
+        self.teacher_model.to(memory_format=torch.channels_last if on else torch.contiguous_format)
+        self.teacher_channels_last = bool(on)
+
     def _teacher_forward(self, img: torch.Tensor) -> tuple[dict, dict]:
         """Run the frozen teacher in inference mode, to its neck when no term reads its head; return its taps.
 
         Autocast, when on, comes from the trainer's context. Tensors made in inference mode cannot be saved for the
-        backward pass of the terms, so the tapped outputs are cloned once (the neck levels, and the head outputs and
-        stages when tapped): a copy far cheaper than the autograd bookkeeping that inference mode saves.
+        backward pass of the terms, so the tapped outputs are copied once (the neck levels, and the head outputs and
+        stages when tapped), in the usual contiguous layout whatever the teacher's (`set_teacher_channels_last`).
 
         Returns:
             (tuple[dict, dict]): The head outputs (``{"feats": [...]}`` only when the forward stopped at the neck) and
             the tapped head stages, all ordinary tensors without grad.
         """
         self._teacher_feats.clear()
+        if getattr(self, "teacher_channels_last", False):
+            img = img.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             try:
                 self.teacher_model(img)
             except NeckReached:  # `NeckStop`: the neck levels are tapped, the head is not run
                 pass
-        out = {k: [f.clone() for f in v] if k == "feats" else v.clone() if torch.is_tensor(v) else v
+
+        def copy(v):
+            return v.clone(memory_format=torch.contiguous_format) if torch.is_tensor(v) else v
+
+        out = {k: [copy(f) for f in v] if k == "feats" else copy(v)
                for k, v in head_outputs(self._teacher_feats.pop(_HEAD)).items()}
-        stages = {k: v.clone() for k, v in self._teacher_feats.items()}
+        stages = {k: copy(v) for k, v in self._teacher_feats.items()}
         self._teacher_feats.clear()
         return out, stages
 
