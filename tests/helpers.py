@@ -163,3 +163,12 @@ def train_one_kd_epoch(method: str, model: str, teacher: str, data: str, project
         trainer.add_callback(event, lambda tr, fn=fn: fn(tr, snap))
     trainer.train()
     return trainer, snap
+
+
+def neck_inputs(s_feats, t_feats):
+    """`DistillInputs` holding only neck features (student, teacher): what a neck term such as pkd or mgd reads."""
+    from yolokd.losses import DistillInputs
+
+    return DistillInputs(
+        student_feats=list(s_feats), teacher_feats=list(t_feats), student_preds={}, teacher_preds={}, batch={}
+    )

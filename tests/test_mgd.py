@@ -7,11 +7,11 @@ import math
 
 import pytest
 import torch
-from helpers import kd_model, toy_batch
+from helpers import kd_model, neck_inputs, toy_batch
 from torch import nn
 
 from yolokd.config import resolve_method
-from yolokd.losses import TERMS, DistillInputs, Probe
+from yolokd.losses import TERMS, Probe
 from yolokd.losses import functional as kdf
 from yolokd.losses.mgd import MGD, MGDLevel
 
@@ -19,12 +19,6 @@ from yolokd.losses.mgd import MGD, MGDLevel
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
-
-
-def _inputs(s_feats, t_feats) -> DistillInputs:
-    return DistillInputs(
-        student_feats=list(s_feats), teacher_feats=list(t_feats), student_preds={}, teacher_preds={}, batch={}
-    )
 
 
 def test_mgd_adapters_hold_align_where_widths_differ_and_the_generator() -> None:
@@ -48,7 +42,7 @@ def test_mgd_masks_the_aligned_feature_with_the_ratio() -> None:
     seen = {}
     level.generator[0].register_forward_pre_hook(lambda m, args: seen.setdefault("x", args[0].detach()))
     s = torch.randn(8, 4, 32, 32).abs() + 0.1  # no exact zeros of its own
-    MGD(ratio=0.65)(_inputs([s], [torch.randn(8, 4, 32, 32)]), nn.ModuleList([level]))
+    MGD(ratio=0.65)(neck_inputs([s], [torch.randn(8, 4, 32, 32)]), nn.ModuleList([level]))
     zero = seen["x"].eq(0)
     assert torch.equal(zero.all(1), zero.any(1))  # a position is masked in every channel or in none
     assert float(zero.all(1).float().mean()) == pytest.approx(0.65, abs=0.02)  # 8192 positions
@@ -62,8 +56,8 @@ def test_mgd_value_hand_computed_and_per_element_normalisation() -> None:
     with torch.no_grad():
         gens = [lv.generator(lv.align(x)) for lv, x in zip(levels, s)]
         total = sum(((g - y) ** 2).sum() / 2 for g, y in zip(gens, t))  # squared error / N, no 1/2
-        summed = MGD(ratio=0.0, per_element=False)(_inputs(s, t), levels)
-        mean = MGD(ratio=0.0)(_inputs(s, t), levels)
+        summed = MGD(ratio=0.0, per_element=False)(neck_inputs(s, t), levels)
+        mean = MGD(ratio=0.0)(neck_inputs(s, t), levels)
     assert float(summed) == pytest.approx(float(total), rel=1e-5)
     assert float(mean) == pytest.approx(float(total) / (4 * 36 + 8 * 9), rel=1e-5)
 
@@ -74,9 +68,9 @@ def test_mgd_masks_are_fresh_per_step_and_follow_the_global_seed() -> None:
     term = MGD()
     with torch.no_grad():
         torch.manual_seed(1)
-        a, b = term(_inputs(s, t), levels), term(_inputs(s, t), levels)
+        a, b = term(neck_inputs(s, t), levels), term(neck_inputs(s, t), levels)
         torch.manual_seed(1)
-        c = term(_inputs(s, t), levels)
+        c = term(neck_inputs(s, t), levels)
     assert float(a) != float(b)  # a new mask at every step
     assert float(a) == float(c)  # drawn from torch's global generator: a seeded run repeats
 

@@ -7,11 +7,11 @@ import math
 
 import pytest
 import torch
-from helpers import kd_model, toy_batch
+from helpers import kd_model, neck_inputs, toy_batch
 from torch import nn
 
 from yolokd.config import resolve_method
-from yolokd.losses import TERMS, DistillInputs, Probe
+from yolokd.losses import TERMS, Probe
 from yolokd.losses import functional as kdf
 from yolokd.losses.pkd import PKD
 
@@ -19,12 +19,6 @@ from yolokd.losses.pkd import PKD
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
-
-
-def _inputs(s_feats, t_feats) -> DistillInputs:
-    return DistillInputs(
-        student_feats=list(s_feats), teacher_feats=list(t_feats), student_preds={}, teacher_preds={}, batch={}
-    )
 
 
 def test_pkd_adapters_only_where_widths_differ() -> None:
@@ -40,12 +34,12 @@ def test_pkd_term_is_the_sum_over_levels_and_blind_to_channel_scale() -> None:
     s = [torch.randn(2, 4, 8, 8), torch.randn(2, 4, 4, 4)]
     t = [torch.randn(2, 4, 8, 8), torch.randn(2, 4, 4, 4)]
     ident = nn.ModuleList([nn.Identity(), nn.Identity()])
-    value = PKD()(_inputs(s, t), ident)
+    value = PKD()(neck_inputs(s, t), ident)
     assert float(value) == pytest.approx(float(kdf.pkd(s[0], t[0]) + kdf.pkd(s[1], t[1])), rel=1e-6)
     scale = torch.tensor([0.1, 2.0, 30.0, 0.5]).view(1, 4, 1, 1)
-    moved = PKD()(_inputs([x * scale + 3 for x in s], [x * scale - 1 for x in t]), ident)
+    moved = PKD()(neck_inputs([x * scale + 3 for x in s], [x * scale - 1 for x in t]), ident)
     assert float(moved) == pytest.approx(float(value), rel=1e-4)
-    assert float(PKD()(_inputs(t, t), ident)) == 0.0
+    assert float(PKD()(neck_inputs(t, t), ident)) == 0.0
 
 
 def test_pkd_kd_step_trains_the_adapters(pico_yamls) -> None:
