@@ -1,5 +1,5 @@
 # yolokd, AGPL-3.0 License
-"""Deterministic, offline generator of a synthetic YOLO-format object-detection data set.
+"""Deterministic, offline generator of a synthetic YOLO-format data set for detection, segmentation, pose or OBB.
 
 Nothing can be downloaded on the machines that run the yolokd demo, tests and benchmark, so this module draws a small
 "shapes" data set with numpy and OpenCV. It is designed to be learnable within a few epochs at 128-192 px, yet hard
@@ -22,6 +22,12 @@ Labelling rule (amodal boxes): the visible pixels of every object are tracked. A
 40% of its full area is visible, i.e. neither hidden by objects drawn later nor cut off by the image border;
 otherwise it stays in the image unlabeled (as a hard negative). A labelled object gets the tight box of its FULL,
 un-occluded shape (the standard amodal box of COCO-style annotation), clipped to the image.
+
+Tasks (``task=``): the same images and the same labelled objects, with Ultralytics-format labels of another kind, all
+from the object's full (amodal) drawn shape: ``detect`` boxes (the default), ``segment`` polygons (the outer contour),
+``pose`` boxes with 4 keypoints (the top-, right-, bottom- and left-most pixels, ``KPT_NAMES``; visibility 2 where the
+object is visible there, 1 where a later object hides it) and ``obb`` rotated boxes (the minimum-area rectangle). The
+extra geometry uses no random numbers, so the images are byte-identical across tasks.
 
 Every image is drawn from its own ``numpy.random.default_rng([seed, split_id, index])``, so the same arguments give
 byte-identical files, image ``i`` does not depend on how many images were generated before, and the train, val and
@@ -47,7 +53,7 @@ from ultralytics.utils import LOGGER, TQDM
 
 from yolokd.config import PREFIX
 
-__all__ = ["GLYPHS", "SHAPES", "STYLES", "Style", "class_names", "make_dataset"]
+__all__ = ["GLYPHS", "KPT_NAMES", "SHAPES", "STYLES", "TASKS", "Style", "class_names", "make_dataset"]
 
 SHAPES = ("circle", "square", "triangle", "cross", "star", "ring", "diamond", "hexagon")
 """Class names of the ``shapes`` style, in class-index order; a data set with ``nc`` classes uses the first ``nc``."""
@@ -60,6 +66,9 @@ _SPLITS = ("train", "val", "test")  # the index is the split id mixed into the p
 _MIN_VISIBLE = 0.40  # minimum visible fraction of an object's full area for it to be labelled
 _SHIFT = 4  # sub-pixel bits for cv2 drawing
 _SCALE = 1 << _SHIFT
+_POLY_EPS = 0.7  # cv2.approxPolyDP tolerance (pixels) of segment polygons
+KPT_NAMES = ("top", "right", "bottom", "left")
+"""The pose task's keypoints, in label order: the extreme pixels of each object's full shape."""
 
 
 def class_names(nc: int, style: str = "shapes") -> list[str]:
@@ -104,11 +113,13 @@ def make_dataset(
     max_objects: int = 8,
     progress: bool = True,
     style: str = "shapes",
+    task: str = "detect",
 ) -> Path:
-    """Generate (or reuse) a synthetic shapes detection data set in YOLO format.
+    """Generate (or reuse) a synthetic data set in YOLO format, for detection or another Ultralytics task.
 
-    Writes ``root/images/{train,val,test}/*.jpg``, ``root/labels/{train,val,test}/*.txt`` (one ``cls cx cy w h`` line
-    per object, normalised, 6 decimals), ``root/data.yaml`` and, last, the stamp file ``root/.yolokd_synthetic.json``.
+    Writes ``root/images/{train,val,test}/*.jpg``, ``root/labels/{train,val,test}/*.txt`` (one line per labelled
+    object, see ``task``; coordinates normalised to [0, 1], 6 decimals), ``root/data.yaml`` and, last, the stamp file
+    ``root/.yolokd_synthetic.json``.
     If the stamp matches the arguments the existing data set is returned without regenerating anything; otherwise the
     stamp, ``data.yaml`` and the ``images``/``labels`` folders under ``root`` are removed and everything is redrawn.
     Nothing else under ``root`` is touched.
@@ -126,6 +137,22 @@ def make_dataset(
         style (str): What the data set looks like, a key of ``STYLES``: ``shapes`` (the default: filled geometric
             shapes on gradients, 12-50% of the side) or ``glyphs`` (letters and a digit on striped or checked
             textures, boxes about 16-60% of the side), the second look kept for transfer checks.
+        task (str): The label kind, one of ``TASKS``; the images and the labelled objects are the same for every task,
+            and every geometry is that of the object's full (amodal) shape, clipped to the image:
+
+            - ``detect`` (the default): ``cls cx cy w h``, the tight box.
+            - ``segment``: ``cls x1 y1 x2 y2 ...``, the outer contour of the shape's largest part through its boundary
+              pixels' centres, simplified to within 0.7 px (at least 3 points).
+            - ``pose``: ``cls cx cy w h`` (the detect box) then ``x y v`` for 4 keypoints, ``KPT_NAMES``: the top-,
+              right-, bottom- and left-most pixel centres of the shape (for tied pixels, the mean along the edge);
+              ``v`` is 2 if the object is visible at that pixel, 1 if a later object hides it, and the keypoint is
+              ``0 0 0`` if the pixel lies outside the image. ``data.yaml`` gets ``kpt_shape: [4, 3]``,
+              ``flip_idx: [0, 3, 2, 1]`` (for horizontal flips; keep Ultralytics' ``flipud`` at its default 0, as it
+              uses the same ``flip_idx``) and ``kpt_names``.
+            - ``obb``: ``cls x1 y1 x2 y2 x3 y3 x4 y4``, the corners of the minimum-area rectangle around the shape's
+              pixels (``cv2.minAreaRect``, pixels taken as unit squares).
+
+            Other tasks than ``detect`` are recorded in the stamp, so switching task regenerates the set.
 
     Returns:
         (Path): Path of the written ``data.yaml``.
@@ -135,6 +162,8 @@ def make_dataset(
     """
     names = class_names(nc, style)
     nc = len(names)
+    if task not in _LINES:
+        raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}")
     n_train, n_val, n_test = _as_int(n_train, "n_train"), _as_int(n_val, "n_val"), _as_int(n_test, "n_test")
     imgsz, seed, max_objects = _as_int(imgsz, "imgsz"), _as_int(seed, "seed"), _as_int(max_objects, "max_objects")
     if n_train < 1:
@@ -166,8 +195,10 @@ def make_dataset(
     }
     if style != "shapes":  # the default's stamp is unchanged, so existing shapes data sets are reused
         stamp["style"] = style
+    if task != "detect":  # likewise for the default task
+        stamp["task"] = task
     yaml_path, stamp_path = root / "data.yaml", root / STAMP_NAME
-    data_yaml = _data_yaml(root, names, with_test=n_test > 0)
+    data_yaml = _data_yaml(root, names, with_test=n_test > 0, task=task)
 
     if _read_json(stamp_path) == stamp and yaml_path.is_file() and _counts_ok(root, counts):
         if yaml_path.read_text(encoding="utf-8") != data_yaml:  # e.g. the folder was moved: fix the absolute path
@@ -194,13 +225,12 @@ def make_dataset(
         lbl_dir.mkdir(parents=True, exist_ok=True)
         for i in TQDM(range(n), desc=f"{PREFIX}{split}", total=n, disable=not progress, unit="img"):
             rng = np.random.default_rng([seed, split_id, i])
-            img, labels = _render(rng, imgsz, nc, max_objects, STYLES[style])
+            img, owner, labelled = _render(rng, imgsz, nc, max_objects, STYLES[style])
             stem = f"{split}_{i:06d}"
             if not cv2.imwrite(str(img_dir / f"{stem}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 95]):
                 raise OSError(f"could not write {img_dir / f'{stem}.jpg'}")
-            (lbl_dir / f"{stem}.txt").write_text(
-                "".join(f"{c} {x:.6f} {y:.6f} {w:.6f} {h:.6f}\n" for c, x, y, w, h in labels), encoding="utf-8"
-            )
+            lines = "".join(f"{_LINES[task](obj, owner)}\n" for obj in labelled)
+            (lbl_dir / f"{stem}.txt").write_text(lines, encoding="utf-8")
 
     yaml_path.write_text(data_yaml, encoding="utf-8")
     tmp = stamp_path.with_name(stamp_path.name + ".tmp")
@@ -238,13 +268,17 @@ def _counts_ok(root: Path, counts: dict[str, int]) -> bool:
     return True
 
 
-def _data_yaml(root: Path, names: list[str], with_test: bool) -> str:
-    """Return the text of ``data.yaml`` for a data set in ``root``."""
+def _data_yaml(root: Path, names: list[str], with_test: bool, task: str = "detect") -> str:
+    """Return the text of ``data.yaml`` for a data set in ``root``; a pose set adds its keypoint keys."""
     data = {"path": str(root), "train": "images/train", "val": "images/val"}
     if with_test:
         data["test"] = "images/test"
     data["names"] = dict(enumerate(names))
     data["nc"] = len(names)
+    if task == "pose":
+        data["kpt_shape"] = [len(KPT_NAMES), 3]
+        data["flip_idx"] = [0, 3, 2, 1]  # a horizontal flip swaps right and left
+        data["kpt_names"] = {i: list(KPT_NAMES) for i in range(len(names))}
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
@@ -360,8 +394,29 @@ def _background(rng: np.random.Generator, s: int) -> np.ndarray:
     return img
 
 
-def _render(rng: np.random.Generator, s: int, nc: int, max_objects: int, style: Style) -> tuple[np.ndarray, list]:
-    """Draw one image and its labels.
+@dataclass(frozen=True)
+class _Drawn:
+    """One object as drawn: its full (amodal) shape on a local canvas that may reach outside the image.
+
+    Attributes:
+        k (int): Draw order in the image, the value of its pixels in the ``owner`` map.
+        cls (int): Class index.
+        canvas (np.ndarray): (H, W) uint8 mask of the full shape (255 inside).
+        origin (tuple[int, int]): Image position (x, y) of the canvas' top-left pixel.
+        centre (tuple[float, float]): Nominal centre in image pixels.
+        size (float): Nominal size in pixels.
+    """
+
+    k: int
+    cls: int
+    canvas: np.ndarray
+    origin: tuple[int, int]
+    centre: tuple[float, float]
+    size: float
+
+
+def _render(rng: np.random.Generator, s: int, nc: int, max_objects: int, style: Style) -> tuple:
+    """Draw one image and pick the objects to label.
 
     Args:
         rng (np.random.Generator): The image's own random generator.
@@ -372,60 +427,185 @@ def _render(rng: np.random.Generator, s: int, nc: int, max_objects: int, style: 
 
     Returns:
         img (np.ndarray): (s, s, 3) uint8 BGR image.
-        labels (list[tuple]): ``(cls, cx, cy, w, h)`` per labelled object, normalised to the image side.
+        owner (np.ndarray): (s, s) int16 index ``k`` of the object visible at each pixel, -1 for none.
+        labelled (list[_Drawn]): The objects that get a label (see `_is_labelled`), in draw order.
     """
     for _ in range(100):  # redraw in the (rare) case that no object ends up labelled
         img = style.background(rng, s)
         _clutter(img, rng, int(rng.integers(*style.clutter)))
-        n = int(rng.integers(1, max_objects + 1))
         owner = np.full((s, s), -1, dtype=np.int16)  # index of the object visible at each pixel
-        objects = []  # (cls, full_area, full box (x, y, w, h) in image pixels, centre, size)
-        for k in range(n):
-            cls = int(rng.integers(0, nc))
-            size = s * math.exp(rng.uniform(math.log(style.min_size), math.log(style.max_size)))
-            if objects and rng.random() < style.near_p:  # next to an earlier object: provokes partial occlusion
-                _, _, _, (px, py), psize = objects[int(rng.integers(0, len(objects)))]
-                a, d = rng.uniform(0, 2 * math.pi), rng.uniform(0.45, 0.9) * (psize + size) / 2
-                cx, cy = np.clip((px + d * math.cos(a), py + d * math.sin(a)), 0.05 * s, 0.95 * s)
-            else:
-                cx, cy = rng.uniform(0.05 * s, 0.95 * s, 2)
-            # Draw the full shape on a local canvas (which may reach outside the image) to know its full area and box.
-            half = math.ceil(0.65 * size) + 2  # every shape's extent is below 1.2 * size / 2
-            ox, oy = math.floor(cx) - half, math.floor(cy) - half  # canvas origin in image pixels
-            canvas = np.zeros((2 * half + 1, 2 * half + 1), dtype=np.uint8)
-            style.draw(canvas, cls, size, cx - ox, cy - oy, rng)
-            bx, by, bw, bh = cv2.boundingRect(canvas)
-            objects.append((cls, cv2.countNonZero(canvas), (bx + ox, by + oy, bw, bh), (cx, cy), size))
-            x0, y0, x1, y1 = max(ox, 0), max(oy, 0), min(ox + 2 * half + 1, s), min(oy + 2 * half + 1, s)
-            if x1 <= x0 or y1 <= y0:
-                continue
-            m = canvas[y0 - oy : y1 - oy, x0 - ox : x1 - ox] > 0  # the part inside the image
-            if not m.any():
-                continue
-            roi = img[y0:y1, x0:x1]  # views: writes go to img / owner
-            owner[y0:y1, x0:x1][m] = k
-            colour = _contrast_colour(roi[m].mean(0), rng, style.low_contrast_p)
-            gx, gy = rng.uniform(-25, 25, 2) / size  # gentle shading across the object
-            shade = (np.arange(x0, x1) - cx)[None, :] * gx + (np.arange(y0, y1) - cy)[:, None] * gy
-            roi[m] = colour.astype(np.float32) + shade[m][:, None].astype(np.float32)
-        _clutter(img, rng, int(rng.integers(0, 3)), thin=True)  # thin lines on top; ignored for visibility
-        if rng.random() < 0.25:
-            img = cv2.GaussianBlur(img, (3, 3), 0)
-        img += rng.standard_normal((s, s, 3), dtype=np.float32) * np.float32(rng.uniform(2, 10))
-        img = np.clip(img + 0.5, 0, 255).astype(np.uint8)
-
-        visible = np.bincount(owner.ravel().astype(np.int64) + 1, minlength=n + 1)[1:]
-        labels = []
-        for k, (cls, area, (bx, by, bw, bh), _, _) in enumerate(objects):
-            if area == 0 or visible[k] < _MIN_VISIBLE * area:
-                continue
-            x0, y0, x1, y1 = max(bx, 0), max(by, 0), min(bx + bw, s), min(by + bh, s)  # clipped to the image
-            if x1 - x0 < 2 or y1 - y0 < 2:
-                continue
-            labels.append((cls, (x0 + x1) / 2 / s, (y0 + y1) / 2 / s, (x1 - x0) / s, (y1 - y0) / s))
-        if labels:
-            return img, labels
+        objects = _draw_objects(img, owner, rng, int(rng.integers(1, max_objects + 1)), nc, style)
+        img = _finish(img, rng)
+        visible = np.bincount(owner.ravel().astype(np.int64) + 1, minlength=len(objects) + 1)[1:]
+        labelled = [o for o in objects if _is_labelled(o, int(visible[o.k]), s)]
+        if labelled:
+            return img, owner, labelled
     raise RuntimeError("could not draw an image with a labelled object")  # unreachable in practice
+
+
+def _draw_objects(img: np.ndarray, owner: np.ndarray, rng: np.random.Generator, n: int, nc: int, style: Style) -> list:
+    """Draw ``n`` objects onto the float ``img``, later ones on top, recording in ``owner`` who is visible where.
+
+    Returns:
+        (list[_Drawn]): Every drawn object in draw order, also those entirely outside the image.
+    """
+    s, objects = img.shape[0], []
+    for k in range(n):
+        cls = int(rng.integers(0, nc))
+        size = s * math.exp(rng.uniform(math.log(style.min_size), math.log(style.max_size)))
+        if objects and rng.random() < style.near_p:  # next to an earlier object: provokes partial occlusion
+            near = objects[int(rng.integers(0, len(objects)))]
+            (px, py), psize = near.centre, near.size
+            a, d = rng.uniform(0, 2 * math.pi), rng.uniform(0.45, 0.9) * (psize + size) / 2
+            cx, cy = np.clip((px + d * math.cos(a), py + d * math.sin(a)), 0.05 * s, 0.95 * s)
+        else:
+            cx, cy = rng.uniform(0.05 * s, 0.95 * s, 2)
+        # Draw the full shape on a local canvas (which may reach outside the image) to know its full area and box.
+        half = math.ceil(0.65 * size) + 2  # every shape's extent is below 1.2 * size / 2
+        ox, oy = math.floor(cx) - half, math.floor(cy) - half  # canvas origin in image pixels
+        canvas = np.zeros((2 * half + 1, 2 * half + 1), dtype=np.uint8)
+        style.draw(canvas, cls, size, cx - ox, cy - oy, rng)
+        objects.append(_Drawn(k, cls, canvas, (ox, oy), (cx, cy), size))
+        _paint(img, owner, objects[-1], rng, style.low_contrast_p)
+    return objects
+
+
+def _paint(img: np.ndarray, owner: np.ndarray, obj: _Drawn, rng: np.random.Generator, low_contrast_p: float) -> None:
+    """Paint the part of ``obj`` inside the image in a shaded colour and mark its pixels as its own in ``owner``."""
+    s, (ox, oy), side = img.shape[0], obj.origin, obj.canvas.shape[0]
+    x0, y0, x1, y1 = max(ox, 0), max(oy, 0), min(ox + side, s), min(oy + side, s)
+    if x1 <= x0 or y1 <= y0:
+        return
+    m = obj.canvas[y0 - oy : y1 - oy, x0 - ox : x1 - ox] > 0  # the part inside the image
+    if not m.any():
+        return
+    roi = img[y0:y1, x0:x1]  # views: writes go to img / owner
+    owner[y0:y1, x0:x1][m] = obj.k
+    colour = _contrast_colour(roi[m].mean(0), rng, low_contrast_p)
+    gx, gy = rng.uniform(-25, 25, 2) / obj.size  # gentle shading across the object
+    (cx, cy) = obj.centre
+    shade = (np.arange(x0, x1) - cx)[None, :] * gx + (np.arange(y0, y1) - cy)[:, None] * gy
+    roi[m] = colour.astype(np.float32) + shade[m][:, None].astype(np.float32)
+
+
+def _finish(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Add thin clutter on top, an occasional blur and noise to the float ``img``; return it as uint8."""
+    _clutter(img, rng, int(rng.integers(0, 3)), thin=True)  # thin lines on top; ignored for visibility
+    if rng.random() < 0.25:
+        img = cv2.GaussianBlur(img, (3, 3), 0)
+    img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(rng.uniform(2, 10))
+    return np.clip(img + 0.5, 0, 255).astype(np.uint8)
+
+
+def _box(obj: _Drawn, s: int) -> tuple[int, int, int, int]:
+    """Return the tight box ``(x0, y0, x1, y1)`` of the object's full shape in image pixels, clipped to the image."""
+    bx, by, bw, bh = cv2.boundingRect(obj.canvas)
+    bx, by = bx + obj.origin[0], by + obj.origin[1]
+    return max(bx, 0), max(by, 0), min(bx + bw, s), min(by + bh, s)
+
+
+def _is_labelled(obj: _Drawn, visible: int, s: int) -> bool:
+    """Return True if ``obj`` gets a label: >= 40% of its full area visible and a clipped box of >= 2 px a side."""
+    area = cv2.countNonZero(obj.canvas)
+    if area == 0 or visible < _MIN_VISIBLE * area:
+        return False
+    x0, y0, x1, y1 = _box(obj, s)
+    return x1 - x0 >= 2 and y1 - y0 >= 2
+
+
+def _polygon(canvas: np.ndarray) -> np.ndarray:
+    """Return the outer contour of the shape's largest part as an (n >= 3, 2) float polygon in canvas pixels.
+
+    The contour runs through the centres of the boundary pixels (pixel ``i`` covers ``[i, i + 1)``), simplified by
+    ``cv2.approxPolyDP`` with ``_POLY_EPS`` pixels; a degenerate contour falls back to the shape's box corners.
+    """
+    contours, _ = cv2.findContours(canvas, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    contour = max(contours, key=lambda c: (cv2.contourArea(c), len(c)))
+    for pts in (cv2.approxPolyDP(contour, _POLY_EPS, True), contour):
+        if len(pts) >= 3:
+            return pts.reshape(-1, 2) + 0.5
+    x, y, w, h = cv2.boundingRect(contour)
+    return np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], dtype=np.float64)
+
+
+def _extreme_points(canvas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return the top-, right-, bottom- and left-most points of the shape, in canvas pixels.
+
+    Returns:
+        points (np.ndarray): (4, 2) float ``x, y`` pixel centres; among tied pixels (e.g. a flat top) the coordinate
+            along the edge is their mean.
+        pixels (np.ndarray): (4, 2) int ``x, y`` of the tied pixel nearest each point (the one whose visibility counts).
+    """
+    ys, xs = np.nonzero(canvas)
+    points, pixels = [], []
+    for along, other, pick in ((ys, xs, np.min), (xs, ys, np.max), (ys, xs, np.max), (xs, ys, np.min)):
+        edge = pick(along)
+        tied = other[along == edge]
+        mean = float(tied.mean())
+        near = int(tied[np.argmin(np.abs(tied - mean))])
+        on_y = along is ys  # top and bottom: the extreme is a y value, the mean an x value
+        points.append((mean, edge) if on_y else (edge, mean))
+        pixels.append((near, edge) if on_y else (edge, near))
+    return np.array(points, dtype=np.float64) + 0.5, np.array(pixels, dtype=np.int64)
+
+
+def _rotated_box(canvas: np.ndarray) -> np.ndarray:
+    """Return the (4, 2) corners of the minimum-area rectangle around the shape's pixels (unit squares), canvas px."""
+    contours, _ = cv2.findContours(canvas, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    pts = np.concatenate(contours).reshape(-1, 1, 2)  # the hull's vertices are among these pixels
+    corners = (pts + np.array([[0, 0], [1, 0], [0, 1], [1, 1]])).reshape(-1, 2).astype(np.float32)
+    return cv2.boxPoints(cv2.minAreaRect(corners)).astype(np.float64)
+
+
+def _xy(points: np.ndarray, obj: _Drawn, s: int) -> str:
+    """Format canvas points as ``x y ...`` in image coordinates, clipped to the image and normalised."""
+    xy = np.clip((points + obj.origin) / s, 0.0, 1.0)
+    return " ".join(f"{v:.6f}" for v in xy.ravel())
+
+
+def _detect_line(obj: _Drawn, owner: np.ndarray) -> str:
+    """Return ``cls cx cy w h``: the tight box of the full shape, clipped to the image and normalised."""
+    s = owner.shape[0]
+    x0, y0, x1, y1 = _box(obj, s)
+    return f"{obj.cls} {(x0 + x1) / 2 / s:.6f} {(y0 + y1) / 2 / s:.6f} {(x1 - x0) / s:.6f} {(y1 - y0) / s:.6f}"
+
+
+def _segment_line(obj: _Drawn, owner: np.ndarray) -> str:
+    """Return ``cls x1 y1 x2 y2 ...``: the full shape's outer polygon (`_polygon`), clipped and normalised."""
+    return f"{obj.cls} {_xy(_polygon(obj.canvas), obj, owner.shape[0])}"
+
+
+def _pose_line(obj: _Drawn, owner: np.ndarray) -> str:
+    """Return the detect line plus ``x y v`` for the top, right, bottom and left-most points (`_extreme_points`).
+
+    ``v`` is 2 where ``owner`` says the object is visible at the point's pixel, 1 where a later object hides it; a
+    point whose pixel is outside the image is ``0 0 0``.
+    """
+    s = owner.shape[0]
+    points, pixels = _extreme_points(obj.canvas)
+    fields = [_detect_line(obj, owner)]
+    for point, (px, py) in zip(points, pixels + obj.origin):
+        if not (0 <= px < s and 0 <= py < s):
+            fields.append("0.000000 0.000000 0")
+        else:
+            fields.append(f"{_xy(point, obj, s)} {2 if owner[py, px] == obj.k else 1}")
+    return " ".join(fields)
+
+
+def _obb_line(obj: _Drawn, owner: np.ndarray) -> str:
+    """Return ``cls x1 y1 ... x4 y4``: the corners of the full shape's `_rotated_box`, clipped and normalised."""
+    return f"{obj.cls} {_xy(_rotated_box(obj.canvas), obj, owner.shape[0])}"
+
+
+_LINES: dict[str, Callable[[_Drawn, np.ndarray], str]] = {
+    "detect": _detect_line,
+    "segment": _segment_line,
+    "pose": _pose_line,
+    "obb": _obb_line,
+}
+"""The label line of one object for each ``task``, without the newline."""
+TASKS = tuple(_LINES)
+"""The tasks ``make_dataset(task=...)`` writes labels for."""
 
 
 def _draw_glyph(mask: np.ndarray, cls: int, size: float, cx: float, cy: float, rng: np.random.Generator) -> None:
