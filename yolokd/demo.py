@@ -50,11 +50,17 @@ DEMO_TRAIN_DEFAULTS: dict[str, Any] = {
 
 
 def scaled_yaml(
-    out: str | Path, family: str = "yolov8", depth: float = 0.33, width: float = 0.125, max_channels: int = 1024
+    out: str | Path,
+    family: str = "yolov8",
+    depth: float = 0.33,
+    width: float = 0.125,
+    max_channels: int = 1024,
+    task: str = "detect",
 ) -> Path:
     """Write a model yaml for ``family`` at a custom depth/width (no ``scales`` table, so no scale guess).
 
-    The layer definition is read from the installed Ultralytics (``cfg/models/v8/yolov8.yaml``...), not copied.
+    The layer definition is read from the installed Ultralytics (``cfg/models/v8/yolov8.yaml``, or for another task
+    ``yolov8-seg.yaml``, ``yolov8-pose.yaml``, ``yolov8-obb.yaml``...), not copied.
 
     Args:
         out (str | Path): Output ``.yaml`` path.
@@ -62,12 +68,19 @@ def scaled_yaml(
         depth (float): Depth multiple.
         width (float): Width multiple.
         max_channels (int): Channel cap.
+        task (str): ``detect``, ``segment``, ``pose`` or ``obb``: which head the layers end in.
 
     Returns:
         (Path): ``out``.
+
+    Raises:
+        ValueError: If ``task`` is unknown.
     """
+    suffix = {"detect": "", "segment": "-seg", "pose": "-pose", "obb": "-obb"}
+    if task not in suffix:
+        raise ValueError(f"task must be one of {list(suffix)}, got {task!r}")
     sub = {"yolov8": "v8", "yolo11": "11", "yolo26": "26"}[family]
-    d = YAML.load(Path(ultralytics.__file__).parent / "cfg" / "models" / sub / f"{family}.yaml")
+    d = YAML.load(Path(ultralytics.__file__).parent / "cfg" / "models" / sub / f"{family}{suffix[task]}.yaml")
     d.pop("scales", None)
     d.update(depth_multiple=depth, width_multiple=width, max_channels=max_channels)
     out = Path(out)
