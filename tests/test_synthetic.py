@@ -11,6 +11,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")  # before anything imports ultralytic
 
 from pathlib import Path  # noqa: E402
 
+import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
@@ -240,6 +241,7 @@ def test_make_dataset_glyphs_style_differs_and_labels(tmp_path: Path) -> None:
     assert "style" not in json.loads((shapes.parent / STAMP_NAME).read_text())  # shapes stamps stay as they were
     a, b = _files(shapes.parent), _files(glyphs.parent)
     assert all(a[k] != b[k] for k in a if k.startswith("images/"))
+
     def sides(root: Path) -> np.ndarray:
         return np.concatenate([np.concatenate([x[:, 3], x[:, 4]]) for x in _labels(root)])
 
@@ -269,3 +271,268 @@ def test_make_dataset_unknown_style_raises(tmp_path: Path) -> None:
         make_dataset(tmp_path / "ds", style="dots", **SMALL)
     assert not (tmp_path / "ds").exists()
     assert class_names(2, style="glyphs") == ["A", "E"]
+
+
+# Tasks: the same images and objects labelled as segment polygons, pose keypoints or oriented boxes.
+
+TASK_KW = {"n_train": 16, "n_val": 2, "n_test": 0, "imgsz": 128, "nc": 8, "seed": 1, "progress": False}
+S = TASK_KW["imgsz"]
+
+
+@pytest.fixture(scope="module")
+def task_sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The same arguments written without ``task`` (``plain``) and with each of the four tasks."""
+    root = tmp_path_factory.mktemp("tasks")
+    sets = {"plain": make_dataset(root / "plain", **TASK_KW).parent}
+    for task in ("detect", "segment", "pose", "obb"):
+        sets[task] = make_dataset(root / task, task=task, **TASK_KW).parent
+    return sets
+
+
+def _by_suffix(root: Path, suffix: str) -> dict[str, bytes]:
+    """Return {relative path: bytes} of the ``suffix`` files under ``root`` (not Ultralytics' ``*.cache`` files)."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob(f"*{suffix}"))}
+
+
+def _rows(root: Path, split: str = "train") -> list[list[np.ndarray]]:
+    """Return every label line of ``split`` as a float array, per image (in file order)."""
+    files = sorted((root / "labels" / split).glob("*.txt"))
+    return [[np.array(line.split(), dtype=np.float64) for line in f.read_text().splitlines()] for f in files]
+
+
+def _pairs(task_sets: dict[str, Path], task: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Return (detect row, ``task`` row) for every labelled object, matched by image and line order."""
+    out = []
+    for det, other in zip(_rows(task_sets["detect"]), _rows(task_sets[task])):
+        assert len(det) == len(other)  # the same objects are labelled in every task
+        out += list(zip(det, other))
+    return out
+
+
+def _xyxy(det: np.ndarray) -> np.ndarray:
+    """Return a detect row's box as ``x0 y0 x1 y1`` in pixels."""
+    cx, cy, w, h = det[1:5] * S
+    return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+
+
+def _inside(det: np.ndarray, margin: float = 1.0) -> bool:
+    """Return True if a detect row's box does not touch the image border (the object is not cut off)."""
+    x0, y0, x1, y1 = _xyxy(det)
+    return min(x0, y0) >= margin and max(x1, y1) <= S - margin
+
+
+def _load(root: Path, task: str):
+    """Build Ultralytics' own evaluation data set of ``task`` for the train split of ``root``."""
+    from ultralytics.cfg import get_cfg
+    from ultralytics.data.build import build_yolo_dataset
+    from ultralytics.data.utils import check_det_dataset
+
+    data = check_det_dataset(str(root / "data.yaml"))
+    return build_yolo_dataset(get_cfg(overrides={"task": task, "imgsz": S}), data["train"], 4, data, mode="val")
+
+
+def _check_loaded(ds, root: Path) -> None:
+    """Every image was loaded (none dropped as corrupt) with as many labels as its file has lines."""
+    files = sorted((root / "labels" / "train").glob("*.txt"))
+    assert len(ds.labels) == len(files) == TASK_KW["n_train"]
+    by_stem = {Path(lb["im_file"]).stem: lb for lb in ds.labels}
+    for f in files:
+        assert len(by_stem[f.stem]["cls"]) == len(f.read_text().splitlines())
+
+
+def test_task_detect_unchanged_and_images_shared(task_sets: dict[str, Path]) -> None:
+    """task='detect' writes today's labels and stamp; every task writes the same images and labels the same objects."""
+    plain, detect = task_sets["plain"], task_sets["detect"]
+    assert _by_suffix(detect, ".txt") == _by_suffix(plain, ".txt")
+    assert (detect / STAMP_NAME).read_bytes() == (plain / STAMP_NAME).read_bytes()  # existing sets are reused
+    assert "task" not in json.loads((plain / STAMP_NAME).read_text())
+    assert (detect / "data.yaml").read_text().replace(str(detect), "") == (plain / "data.yaml").read_text().replace(
+        str(plain), ""
+    )
+    images = _by_suffix(plain, ".jpg")
+    assert len(images) == 18
+    for task in ("segment", "pose", "obb"):
+        assert _by_suffix(task_sets[task], ".jpg") == images
+        assert _by_suffix(task_sets[task], ".txt") != _by_suffix(plain, ".txt")
+        assert all(det[0] == row[0] for det, row in _pairs(task_sets, task))  # same class, line by line
+        assert json.loads((task_sets[task] / STAMP_NAME).read_text())["task"] == task
+
+
+def test_task_segment_polygons_match_boxes(task_sets: dict[str, Path]) -> None:
+    """Each polygon has >= 3 points in [0, 1] and the bounding box of the detect label (within 1 px)."""
+    pairs = _pairs(task_sets, "segment")
+    assert len(pairs) > 30
+    for det, row in pairs:
+        assert len(row) % 2 == 1 and len(row) >= 7
+        xy = row[1:].reshape(-1, 2)
+        assert xy.min() >= 0 and xy.max() <= 1
+        box = np.concatenate([xy.min(0), xy.max(0)]) * S
+        np.testing.assert_allclose(box, _xyxy(det), atol=1.0)  # 0.5 px: the contour runs through pixel centres
+    npoints = [(len(row) - 1) // 2 for _, row in pairs]
+    assert max(npoints) <= 60  # simplified, not one point per boundary pixel
+
+
+def test_task_segment_glyph_polygons_match_boxes(tmp_path: Path) -> None:
+    """A glyph's outer contour also spans its whole box (within 1 px): no glyph part lies outside it."""
+    kw = {**TASK_KW, "n_train": 10, "style": "glyphs"}
+    sets = {task: make_dataset(tmp_path / task, task=task, **kw).parent for task in ("detect", "segment")}
+    pairs = _pairs(sets, "segment")
+    assert len(pairs) > 20
+    for det, row in pairs:
+        xy = row[1:].reshape(-1, 2)
+        np.testing.assert_allclose(np.concatenate([xy.min(0), xy.max(0)]) * S, _xyxy(det), atol=1.0)
+
+
+def test_task_segment_loads_with_ultralytics(task_sets: dict[str, Path]) -> None:
+    """Ultralytics reads every segment label with a polygon and rasterises one mask per object."""
+    ds = _load(task_sets["segment"], "segment")
+    _check_loaded(ds, task_sets["segment"])
+    assert all(len(lb["segments"]) == len(lb["cls"]) for lb in ds.labels)
+    item = ds[0]
+    n = len(item["cls"])
+    assert set(item["masks"].unique().tolist()) == set(range(n + 1))  # overlap mask: 0 background, 1..n objects
+
+
+def test_task_pose_keypoints_are_extreme_points(task_sets: dict[str, Path]) -> None:
+    """4 keypoints per object on the detect box: top on the top edge with the least y, right on the right edge..."""
+    pairs = _pairs(task_sets, "pose")
+    checked, vis = 0, []
+    for det, row in pairs:
+        assert len(row) == 5 + 4 * 3
+        np.testing.assert_array_equal(row[:5], det)  # the same box
+        kpt = row[5:].reshape(4, 3)
+        assert set(kpt[:, 2]) <= {0, 1, 2}
+        assert (kpt[kpt[:, 2] == 0, :2] == 0).all()
+        assert kpt[:, :2].min() >= 0 and kpt[:, :2].max() <= 1
+        vis += kpt[:, 2].tolist()
+        if not _inside(det) or (kpt[:, 2] != 2).any():
+            continue
+        (tx, ty), (rx, ry), (bx, by), (lx, ly) = kpt[:, :2] * S
+        x0, y0, x1, y1 = _xyxy(det)
+        assert abs(ty - y0) <= 1 and abs(rx - x1) <= 1 and abs(by - y1) <= 1 and abs(lx - x0) <= 1
+        assert ty == min(ty, ry, by, ly) and by == max(ty, ry, by, ly)
+        assert rx == max(tx, rx, bx, lx) and lx == min(tx, rx, bx, lx)
+        assert x0 <= tx <= x1 and x0 <= bx <= x1 and y0 <= ry <= y1 and y0 <= ly <= y1
+        checked += 1
+    assert checked > 20
+    assert {0, 1, 2} <= set(vis)  # cut off by the border, hidden by a later object, and visible all occur
+    data = yaml.safe_load((task_sets["pose"] / "data.yaml").read_text())
+    assert data["kpt_shape"] == [4, 3] and data["flip_idx"] == [0, 3, 2, 1]
+    assert data["kpt_names"][0] == ["top", "right", "bottom", "left"] and len(data["kpt_names"]) == 8
+
+
+def test_task_pose_visibility_from_owner() -> None:
+    """v is 2 where the object owns the extreme pixel, 1 where a later object does, 0 0 0 outside the image."""
+    from yolokd.data.synthetic import _Drawn, _extreme_points, _pose_line
+
+    canvas = np.zeros((21, 21), np.uint8)
+    canvas[5:16, 3:18] = 255  # rows 5..15, columns 3..17: a flat top, so the top keypoint is the row's mean x
+    pts, pix = _extreme_points(canvas)
+    np.testing.assert_allclose(pts, [[10.5, 5.5], [17.5, 10.5], [10.5, 15.5], [3.5, 10.5]])
+    np.testing.assert_array_equal(pix, [[10, 5], [17, 10], [10, 15], [3, 10]])
+    owner = np.full((40, 40), -1, np.int16)
+    owner[15:26, 13:28] = 0  # origin (10, 10): the object fills image rows 15..25, columns 13..27
+    owner[20:30, 25:40] = 1  # a later object hides its right-most pixel (27, 20)
+    kpt = np.array(_pose_line(_Drawn(0, 3, canvas, (10, 10), (20.0, 20.0), 15.0), owner).split()[5:], float)
+    np.testing.assert_array_equal(kpt[2::3], [2, 1, 2, 2])
+    np.testing.assert_allclose(kpt[:2] * 40, [20.5, 15.5])
+    kpt = np.array(_pose_line(_Drawn(0, 3, canvas, (-5, 10), (5.0, 20.0), 15.0), owner).split()[5:], float)
+    np.testing.assert_array_equal(kpt[9:], [0, 0, 0])  # left-most pixel at x = -2
+
+
+def test_task_pose_loads_with_ultralytics(task_sets: dict[str, Path]) -> None:
+    """Ultralytics reads every pose label with 4 keypoints of 3 values."""
+    ds = _load(task_sets["pose"], "pose")
+    _check_loaded(ds, task_sets["pose"])
+    assert all(lb["keypoints"].shape == (len(lb["cls"]), 4, 3) for lb in ds.labels)
+    assert ds[0]["keypoints"].shape[1:] == (4, 3)
+
+
+def test_task_obb_is_tight_rectangle(task_sets: dict[str, Path]) -> None:
+    """Corners form a rectangle that holds the object's polygon and is no larger than its axis-aligned box."""
+    segments = [row for _, row in _pairs(task_sets, "segment")]
+    checked = 0
+    for (det, row), seg in zip(_pairs(task_sets, "obb"), segments):
+        assert len(row) == 9 and row[1:].min() >= 0 and row[1:].max() <= 1
+        if not ((row[1:] > 0) & (row[1:] < 1)).all():  # a corner clipped to the border bends the rectangle
+            continue
+        c = row[1:].reshape(4, 2) * S
+        sides = np.roll(c, -1, 0) - c
+        lengths = np.linalg.norm(sides, axis=1)
+        np.testing.assert_allclose(lengths[:2], lengths[2:], atol=0.01)  # opposite sides equal
+        cos = (sides * np.roll(sides, -1, 0)).sum(1) / (lengths * np.roll(lengths, -1))
+        assert np.abs(cos).max() < 1e-3  # right angles
+        rect = cv2.contourArea(c.astype(np.float32))
+        poly = seg[1:].reshape(-1, 2) * S
+        assert all(cv2.pointPolygonTest(c.astype(np.float32), tuple(map(float, p)), True) >= -0.01 for p in poly)
+        assert rect >= cv2.contourArea(poly.astype(np.float32))  # a convex set holding the polygon's vertices
+        x0, y0, x1, y1 = _xyxy(det)
+        assert rect <= (x1 - x0) * (y1 - y0) + 0.05  # the axis-aligned box is one candidate rectangle
+        checked += 1
+    assert checked > 20
+
+
+def test_task_obb_of_rotated_rectangle() -> None:
+    """A drawn rotated rectangle's obb is that rectangle, covering every pixel (as unit squares) of it."""
+    from yolokd.data.synthetic import _rotated_box
+
+    canvas = np.zeros((60, 60), np.uint8)
+    drawn = cv2.boxPoints(((30.0, 30.0), (36.0, 14.0), 30.0))
+    cv2.fillPoly(canvas, [np.round(drawn).astype(np.int32)], 255)
+    corners = _rotated_box(canvas)
+    (cx, cy), (w, h), _ = cv2.minAreaRect(corners.astype(np.float32))
+    assert abs(cx - 30.5) < 1 and abs(cy - 30.5) < 1 and abs(max(w, h) - 37) < 1.5 and abs(min(w, h) - 15) < 1.5
+    assert cv2.contourArea(corners.astype(np.float32)) >= cv2.countNonZero(canvas)
+    square = np.zeros((20, 20), np.uint8)
+    square[4:12, 6:16] = 255
+    assert sorted(map(tuple, _rotated_box(square).tolist())) == [(6, 4), (6, 12), (16, 4), (16, 12)]
+
+
+def test_task_obb_loads_with_ultralytics(task_sets: dict[str, Path]) -> None:
+    """Ultralytics reads every obb label as a rotated box."""
+    ds = _load(task_sets["obb"], "obb")
+    _check_loaded(ds, task_sets["obb"])
+    assert ds[0]["bboxes"].shape[1] == 5  # xywhr
+
+
+def test_task_deterministic_and_switching_regenerates(tmp_path: Path) -> None:
+    """A non-detect task gives the same files for the same arguments; another task in the same folder regenerates."""
+    a = _files(make_dataset(tmp_path / "a", task="pose", **SMALL).parent)
+    assert a == _files(make_dataset(tmp_path / "b", task="pose", **SMALL).parent)
+    make_dataset(tmp_path / "a", task="obb", **SMALL)
+    obb = _files(tmp_path / "a")
+    assert json.loads((tmp_path / "a" / STAMP_NAME).read_text())["task"] == "obb"
+    assert {k: v for k, v in obb.items() if k.startswith("images/")} == {
+        k: v for k, v in a.items() if k.startswith("images/")
+    }
+    assert all(len(line.split()) == 9 for k, v in obb.items() if k.endswith(".txt") for line in v.decode().splitlines())
+    assert "kpt_shape" not in yaml.safe_load((tmp_path / "a" / "data.yaml").read_text())
+    make_dataset(tmp_path / "a", **SMALL)  # back to detect: regenerated, stamp without a task
+    assert "task" not in json.loads((tmp_path / "a" / STAMP_NAME).read_text())
+    assert _files(tmp_path / "a") == _files(make_dataset(tmp_path / "d", **SMALL).parent)
+
+
+def test_task_unknown_raises(tmp_path: Path) -> None:
+    """An unknown task is a ValueError naming the tasks, before anything is written."""
+    with pytest.raises(ValueError, match="segment"):
+        make_dataset(tmp_path / "ds", task="classify", **SMALL)
+    assert not (tmp_path / "ds").exists()
+
+
+def test_scaled_yaml_task_heads(tmp_path: Path) -> None:
+    """scaled_yaml(task=...) ends each family in its task head; task='detect' writes what it wrote before."""
+    from ultralytics.utils import YAML
+
+    from yolokd.demo import scaled_yaml
+
+    heads = {"detect": "Detect", "segment": "Segment", "pose": "Pose", "obb": "OBB"}
+    for family in ("yolov8", "yolo11", "yolo26"):
+        plain = scaled_yaml(tmp_path / f"{family}.yaml", family=family)
+        detect = scaled_yaml(tmp_path / f"{family}-detect.yaml", family=family, task="detect")
+        assert plain.read_bytes() == detect.read_bytes()
+        for task, head in heads.items():
+            d = YAML.load(scaled_yaml(tmp_path / f"{family}-{task}.yaml", family=family, task=task, width=0.25))
+            assert d["head"][-1][2].removesuffix("26") == head
+            assert d["width_multiple"] == 0.25 and "scales" not in d
+    with pytest.raises(ValueError, match="obb"):
+        scaled_yaml(tmp_path / "x.yaml", task="classify")
