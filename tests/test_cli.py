@@ -19,6 +19,17 @@ def test_cli_parse_splits_nothing_and_keeps_types():
     assert parse(["train", "resume", "model=last.pt"])[1] == {"resume": True, "model": "last.pt"}
 
 
+def test_cli_task_word_or_key_before_train_and_class_map():
+    """'yolokd segment train ...' is 'yolokd train task=segment ...', as in 'yolo segment train ...'."""
+    assert parse(["segment", "train", "model=yolov8n-seg.yaml"]) == (
+        "train",
+        {"task": "segment", "model": "yolov8n-seg.yaml"},
+    )
+    assert parse(["train", "task=pose", "class_map=[2,0]"]) == ("train", {"task": "pose", "class_map": [2, 0]})
+    with pytest.raises(KDError, match="unknown argument 'segmnt'"):
+        parse(["segmnt", "train"])
+
+
 @pytest.mark.parametrize(
     "argv, match",
     [

@@ -9,14 +9,14 @@ import pickle
 
 import pytest
 import torch
-from helpers import build, captured_logs, host_sync_allowed, kd_model, no_host_sync, toy_batch
+from helpers import IMGSZ, build, captured_logs, host_sync_allowed, kd_model, no_host_sync, toy_batch
 from ultralytics.utils.torch_utils import ModelEMA
 
 from yolokd.config import KDError, build_config
 from yolokd.distill_model import KDModel
 from yolokd.losses import functional as kdf
-from yolokd.taps import detect_head
-from yolokd.teacher import check_pair
+from yolokd.taps import detect_head, head_outputs
+from yolokd.teacher import check_pair, describe_classes, match_classes
 
 
 @pytest.fixture
@@ -92,13 +92,17 @@ def test_taps_survive_deepcopy_and_pickle_mid_step(kd):
 
 def test_check_pair_errors(pico_yaml):
     student = build(pico_yaml)
-    check_pair(student, build("yolov8n.yaml"), student.names)  # compatible: no error
-    with pytest.raises(KDError, match="predicts 3 classes but the student/data set has 6"):
+    assert check_pair(student, build("yolov8n.yaml"), student.names) is None  # same classes: no map
+    with pytest.raises(KDError, match="predicts 3 classes but the student/data set has 6 and no class names"):
         check_pair(student, build("yolov8n.yaml", nc=3))
     t = build("yolov8n.yaml")
     t.names = {**t.names, 2: "zebra"}
-    with pytest.raises(KDError, match="class names differ.*class 2"):
+    with pytest.raises(KDError, match=r"class name\(s\) \['c2'\] are not among the teacher's 6 .*class_map="):
         check_pair(student, t, student.names)
+    t.names = {i: f"other{i}" for i in range(6)}
+    with pytest.raises(KDError, match="no class name of the data set is among the teacher's"):
+        check_pair(student, t, student.names)
+    assert check_pair(student, t, student.names, class_map=[5, 4, 3, 2, 1, 0]) == [5, 4, 3, 2, 1, 0]
     with pytest.raises(KDError, match="4 detection levels but the student has 3"):
         check_pair(student, build("yolov8n-p2.yaml"))
     t = build("yolov8n.yaml")
@@ -106,12 +110,57 @@ def test_check_pair_errors(pico_yaml):
     with pytest.raises(KDError, match=r"strides \[8, 16, 64\] differ"):
         check_pair(student, t)
     cls = build("yolov8n-cls.yaml")  # a classifier layer list (no Detect head)
-    with pytest.raises(KDError, match="not a detection model"):
+    with pytest.raises(KDError, match="teacher is a 'classify' model but the student is a 'detect' model"):
         check_pair(student, cls)
     seg = build("yolov8n-seg.yaml")
     seg.args = {"task": "segment"}  # as loaded from a segmentation checkpoint
-    with pytest.raises(KDError, match="teacher is a 'segment' model, not a detection model"):
+    with pytest.raises(
+        KDError,
+        match=r"teacher is a 'segment' model but the student is a 'detect' model; pass a "
+        r"detect teacher",
+    ):
         check_pair(student, seg)
+    with pytest.raises(KDError, match=r"teacher is a 'detect' model but the student is a 'segment' model.*-seg\.pt"):
+        check_pair(seg, student)
+
+
+def test_match_classes_by_name_and_by_map():
+    t_names = {0: "person", 1: "bicycle", 2: "car", 3: "dog", 4: "cat", 5: "bus"}
+    assert match_classes(6, t_names, 3, {0: "car", 1: "person", 2: "bus"}) == [2, 0, 5]
+    assert match_classes(6, t_names, 6, dict(t_names)) is None  # same classes, same order: nothing to map
+    assert match_classes(6, t_names, 6, {i: t_names[5 - i] for i in range(6)}) == [5, 4, 3, 2, 1, 0]  # reordered
+    assert match_classes(6, t_names, 2, {0: "auto", 1: "human"}, class_map={0: 2, 1: 0}) == [2, 0]  # names differ
+    with pytest.raises(KDError, match=r"class name\(s\) \['truck'\] are not among"):
+        match_classes(6, t_names, 2, {0: "car", 1: "truck"})
+    with pytest.raises(KDError, match=r"must give a teacher class for every student class 0..1, got keys \[0\]"):
+        match_classes(6, t_names, 2, None, class_map={0: 1})
+    with pytest.raises(KDError, match=r"teacher indices \[6\] are outside the teacher's 6 classes"):
+        match_classes(6, t_names, 2, None, class_map=[0, 6])
+    assert describe_classes([2, 0], t_names, {0: "car", 1: "person"}) == (
+        "teacher 2 'car' -> student 0 'car', teacher 0 'person' -> student 1 'person'"
+    )
+
+
+def test_teacher_scores_are_reduced_to_the_matched_classes(pico_yaml):
+    """A 6-class teacher feeding a 3-class student: the terms read exactly the matched teacher logits."""
+    student, teacher = build(pico_yaml, nc=3), build("yolov8n.yaml", nc=6)
+    config = build_config({"method": "bckd"})
+    kd = KDModel(student, teacher, config, imgsz=IMGSZ, teacher_classes=[4, 1, 2])
+    seen = {}
+
+    def spy(inputs, adapters):
+        seen["t"], seen["s"] = inputs.teacher_preds["scores"], inputs.student_preds["scores"]
+        seen["cross"] = inputs.teacher_class_logits(torch.arange(6.0).view(1, 6, 1))
+        return inputs.student_preds["scores"].sum() * 0
+
+    kd.terms[0].forward = spy
+    kd.train()
+    batch = toy_batch()
+    kd.loss(batch)
+    full = head_outputs(kd.teacher_model.eval()(batch["img"]))["scores"]  # the whole teacher, all 6 classes
+    assert seen["t"].shape == seen["s"].shape == (2, 3, full.shape[-1])
+    torch.testing.assert_close(seen["t"], full[:, [4, 1, 2]], rtol=1e-4, atol=1e-4)
+    assert seen["cross"].flatten().tolist() == [4.0, 1.0, 2.0]
 
 
 def test_nonfinite_term_is_skipped_counted_and_warned_once(kd, monkeypatch):

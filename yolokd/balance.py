@@ -94,7 +94,7 @@ class AutoBalance:
 
     def state_dict(self) -> dict[str, Any]:
         """Plain, CPU state for the checkpoint."""
-        cpu = (lambda t: None if t is None else t.detach().cpu())  # noqa: E731
+        cpu = lambda t: None if t is None else t.detach().cpu()  # noqa: E731
         return {
             "ratios": self.ratios,
             "steps": self.steps,

@@ -174,17 +174,22 @@ def validate_teacher(trainer) -> dict[str, float]:
     """Validate the teacher on the trainer's validation loader; return its metrics ({} if that fails).
 
     Args:
-        trainer (KDTrainer): The trainer after setup (its ``test_loader`` and teacher exist).
+        trainer (KDTrainerMixin): The trainer after setup (its ``test_loader``, ``validator`` and teacher exist). A
+            teacher whose classes are mapped to the data set's (``teacher_classes``) is not validated.
 
     Returns:
         (dict[str, float]): Ultralytics' validation metrics of the teacher (``metrics/mAP50-95(B)``...).
     """
     from ultralytics.models.yolo.detect import DetectionValidator
 
+    if unwrap_model(trainer.model).teacher_classes is not None:
+        LOGGER.info(f"{PREFIX}teacher trained on other classes (matched to the data's): its mAP here is not measured")
+        return {}
     args = copy.copy(trainer.args)
     args.plots, args.save_json, args.save_txt, args.half = False, False, False, False
-    try:
-        validator = DetectionValidator(dataloader=trainer.test_loader, save_dir=trainer.save_dir, args=args)
+    try:  # the validator of the trainer's task (segment, pose, obb...), as Ultralytics built it for the student
+        kind = type(getattr(trainer, "validator", None) or DetectionValidator(args=args))
+        validator = kind(dataloader=trainer.test_loader, save_dir=trainer.save_dir, args=args)
         teacher = copy.deepcopy(unwrap_model(trainer.model).teacher_model)  # validation fuses its model
         clear_neck_stops(detect_head(teacher))  # a teacher that stops at its neck in training runs in full here
         metrics = validator(model=teacher)

@@ -24,6 +24,7 @@ MODES = ("train", "demo", "benchmark", "sweep", "help", "version", "cfg", "metho
 # other Ultralytics command, its own 'benchmark' mode included, is 'yolokd yolo <command> ...'.
 PASSTHROUGH = ("val", "predict", "export", "track")
 TASKS = ("detect", "segment", "pose", "obb", "classify", "semantic", "depth")
+KD_TASKS = ("detect", "segment", "pose", "obb")  # the tasks with a Detect head, which yolokd distils
 
 HELP = f"""
 yolokd: knowledge distillation for Ultralytics YOLO.
@@ -33,9 +34,13 @@ yolokd: knowledge distillation for Ultralytics YOLO.
     MODE     train | demo | benchmark | sweep | help | version | cfg | methods | val | predict | export | track | yolo
     train    every 'yolo train' argument, plus the distillation keys (see 'yolokd cfg'):
                yolokd train model=yolov8s.yaml teacher=path/to/teacher.pt method=cwd data=data.yaml epochs=100
+               yolokd train model=yolov8n-seg.yaml teacher=yolov8x-seg.pt method=tar+cwd+mask data=seg.yaml
                yolokd train resume model=runs/detect/train/weights/last.pt
+             the task (detect, segment, pose, obb) comes from the models, or task= / a task word ('yolokd pose
+             train ...'); a teacher trained on more classes is matched by class name, or class_map=[...]
     demo     offline: synthetic data, a YOLOv8n teacher, a narrow YOLOv8 student alone and distilled, the gain:
                yolokd demo
+               yolokd demo task=segment          # the same with masks (also pose, obb)
                yolokd demo method=crosskd baseline=False   # another method, without the undistilled student
     benchmark  every method vs no distillation vs Ultralytics' built-in (distill_model=, dis=): test mAP, gap
                recovered, time per iteration, peak memory; writes results.json, a table and a plot in project=:
@@ -138,6 +143,8 @@ def parse(argv: list[str]) -> tuple[str, dict[str, Any]]:
             except (NameError, SyntaxError, ValueError, AssertionError) as e:
                 raise KDError(f"cannot parse '{a}': {e}") from e
             overrides[k] = v
+        elif mode is None and "task" not in overrides and a.lower() in KD_TASKS:
+            overrides["task"] = a.lower()  # 'yolokd segment train ...', as 'yolo segment train ...'
         elif mode is None and a.lower() in MODES + ("-h", "h"):
             mode = "help" if a.lower() in {"-h", "h"} else a.lower()
         elif a in DEFAULT_CFG_DICT and isinstance(DEFAULT_CFG_DICT[a], bool) or a in {"resume", "baseline"}:
@@ -200,8 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             if model is None:
                 raise KDError("model= is required, e.g. model=yolov8s.yaml (from scratch) or model=yolov8s.pt")
             kd = {k: overrides.pop(k) for k in list(overrides) if k in KD_DEFAULTS}
-            method = kd.pop("method", None)
-            YOLOKD(model, method=method, **kd).train(**overrides)
+            method, task = kd.pop("method", None), overrides.pop("task", None)
+            YOLOKD(model, method=method, task=task, **kd).train(**overrides)
         return 0
     except KDError as e:
         LOGGER.error(f"{PREFIX}error: {e}")

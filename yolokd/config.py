@@ -85,6 +85,7 @@ class KDConfig:
     distill_weight: float = 1.0
     balance: float | None = None
     teacher_val: bool = True
+    class_map: dict[int, int] | None = None
     terms: list[TermSpec] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -211,7 +212,8 @@ def build_config(kd_args: dict[str, Any]) -> KDConfig:
     """Validate the KD keys and resolve the method into a `KDConfig`.
 
     Args:
-        kd_args (dict): KD keys (``teacher``, ``method``, ``distill_weight``, ``balance``, ``teacher_val``); missing
+        kd_args (dict): KD keys (``teacher``, ``method``, ``distill_weight``, ``balance``, ``teacher_val``,
+            ``class_map``); missing
             ones take the defaults of ``cfg/default.yaml``. A ``terms`` list (from a saved config) is taken as is.
 
     Returns:
@@ -233,6 +235,7 @@ def build_config(kd_args: dict[str, Any]) -> KDConfig:
     teacher = args["teacher"]
     if teacher is not None and not isinstance(teacher, (str, Path)):
         raise KDError(f"teacher must be a path to a .pt checkpoint, got {teacher!r}")
+    class_map = _class_map(args.get("class_map"))
     terms = args.get("terms")
     if terms:  # a saved configuration (resume): taken as it was validated then
         terms = [t if isinstance(t, TermSpec) else TermSpec(**t) for t in terms]
@@ -246,8 +249,31 @@ def build_config(kd_args: dict[str, Any]) -> KDConfig:
         distill_weight=float(dw),
         balance=None if bal is None else float(bal),
         teacher_val=args["teacher_val"],
+        class_map=class_map,
         terms=terms,
     )
+
+
+def _class_map(value: Any) -> dict[int, int] | None:
+    """``class_map=`` as ``{student index: teacher index}`` (from a dict, or a list in student order), or None.
+
+    Examples:
+        >>> _class_map([2, 0]), _class_map({"1": 4}), _class_map(None)
+        ({0: 2, 1: 0}, {1: 4}, None)
+    """
+    if value is None or value == "" or value == {} or value == []:
+        return None
+    pairs = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else None
+    try:
+        out = {int(k): int(v) for k, v in pairs} if pairs is not None else None
+    except (TypeError, ValueError):
+        out = None
+    if out is None or any(isinstance(v, bool) for v in (value.values() if isinstance(value, dict) else value)):
+        raise KDError(
+            f"class_map must map student class indices to teacher class indices, e.g. class_map=[2, 0, 7] or "
+            f"class_map={{0: 2, 1: 0, 2: 7}}, got {value!r}"
+        )
+    return out
 
 
 def run_config(

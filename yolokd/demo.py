@@ -16,12 +16,18 @@ import ultralytics
 from ultralytics import YOLO
 from ultralytics.utils import LOGGER, YAML
 
-from yolokd.config import PREFIX
+from yolokd.config import PREFIX, KDError
 from yolokd.data.synthetic import make_dataset
 from yolokd.model import YOLOKD
 
+TASK_METHODS = {"detect": "tar+cwd", "segment": "tar+cwd+mask", "pose": "tar+cwd+keypoint", "obb": "tar+cwd"}
+"""The demo's method per task: the default method= (best on the benchmark's val split), plus the task's own term."""
+_TASK_SUFFIX = {"detect": "", "segment": "-seg", "pose": "-pose", "obb": "-obb"}
+
 DEMO_DEFAULTS: dict[str, Any] = {
-    "method": "tar+cwd",  # distillation method for the student: the default method= (best on the benchmark's val split)
+    "task": "detect",  # detect | segment | pose | obb: the synthetic labels, models and metric of the demo
+    "method": None,  # distillation method for the student; None: the task's (TASK_METHODS: tar+cwd, +mask, +keypoint)
+    "seeds": None,  # student seeds, e.g. [0, 1]: each trains alone and distilled (data, teacher: seed); None: [seed]
     "epochs": 8,  # student epochs
     "teacher_epochs": 20,  # teacher epochs (the teacher is reused when its stamp matches)
     "imgsz": 128,
@@ -31,9 +37,9 @@ DEMO_DEFAULTS: dict[str, Any] = {
     "n_test": 150,
     "max_objects": 6,
     "seed": 0,
-    "teacher_model": "yolov8n.yaml",
-    "student_model": "yolov8-pico",  # YOLOv8 layers at width 0.125 (derived from Ultralytics' yolov8.yaml)
-    "project": "runs/yolokd-demo",
+    "teacher_model": "yolov8n.yaml",  # for another task its -seg/-pose/-obb yaml (yolov8n-seg.yaml...)
+    "student_model": "yolov8-pico",  # YOLOv8 layers at width 0.125 (derived from Ultralytics' yolov8.yaml, or -seg...)
+    "project": "runs/yolokd-demo",  # for another task: runs/yolokd-demo-<task>
     "baseline": True,  # also train the student without distillation: the gain is measured against it
 }
 # Ordinary Ultralytics arguments the demo changes for short CPU runs (any of them can be overridden), as the
@@ -89,21 +95,36 @@ def scaled_yaml(
     return out
 
 
-def resolve_model(name: str, folder: Path) -> str:
-    """Resolve a model argument: ``yolov8-pico`` -> a generated width-0.125 YOLOv8 yaml in ``folder``.
+def resolve_model(name: str, folder: Path, task: str = "detect") -> str:
+    """Resolve a model argument: ``yolov8-pico`` -> a generated width-0.125 YOLOv8 yaml of ``task`` in ``folder``.
 
-    An existing path becomes absolute; anything else (``yolov8n.yaml``, ``yolov8s.pt``) goes to Ultralytics unchanged.
+    An existing path becomes absolute; an Ultralytics detection yaml name (``yolov8n.yaml``) gets the task's suffix
+    (``yolov8n-seg.yaml``); anything else (``yolov8s-pose.pt``) goes to Ultralytics unchanged.
+
+    Examples:
+        >>> resolve_model("yolov8n.yaml", Path("."), "segment"), resolve_model("yolo11s-obb.yaml", Path("."), "obb")
+        ('yolov8n-seg.yaml', 'yolo11s-obb.yaml')
     """
+    suffix = _TASK_SUFFIX[task]
     if name == "yolov8-pico":
-        return str(scaled_yaml(folder / "yolov8-pico.yaml", width=0.125))
+        return str(scaled_yaml(folder / f"yolov8-pico{suffix}.yaml", width=0.125, task=task))
     p = Path(name)
-    return str(p.resolve()) if p.exists() else name
+    if p.exists():
+        return str(p.resolve())
+    if p.suffix == ".yaml" and len(p.parts) == 1 and not any(p.stem.endswith(x) for x in _TASK_SUFFIX.values() if x):
+        return f"{p.stem}{suffix}.yaml"
+    return name
 
 
-def _test_metrics(weights: Path, data: Path, imgsz: int, batch: int) -> tuple[float, float]:
-    """mAP50-95 and mAP50 of a checkpoint on the test split."""
+METRIC = {"detect": "box", "segment": "seg", "pose": "pose", "obb": "box"}
+"""The demo's score per task: box mAP (detect, obb: rotated boxes), mask mAP (segment), keypoint mAP (pose)."""
+
+
+def _test_metrics(weights: Path, data: Path, imgsz: int, batch: int, task: str = "detect") -> tuple[float, float]:
+    """mAP50-95 and mAP50 of a checkpoint on the test split, of the task's main output (`METRIC`)."""
     m = YOLO(str(weights)).val(data=str(data), split="test", imgsz=imgsz, batch=batch, plots=False, verbose=False)
-    return float(m.box.map), float(m.box.map50)
+    part = getattr(m, METRIC[task])
+    return float(part.map), float(part.map50)
 
 
 def train_teacher(data: Path, project: Path, model: str, epochs: int, imgsz: int, batch: int, **train: Any) -> Path:
@@ -145,8 +166,9 @@ def format_results(rows: list[dict[str, Any]]) -> str:
     """The demo's table: mAP in points, and each distilled row's gain over the undistilled student.
 
     Args:
-        rows (list[dict]): ``role``, ``model``, ``mAP50-95``, ``mAP50`` (fractions) and ``run``; roles ``teacher``,
-            optionally ``student (no KD)``, then the distilled student.
+        rows (list[dict]): ``role``, ``model``, ``mAP50-95``, ``mAP50`` (fractions), ``run`` and, for students,
+            ``seed``; roles ``teacher``, then per seed optionally ``student (no KD)...`` and the distilled student
+            (compared with the undistilled student of its seed).
 
     Returns:
         (str): One header line and one line per row; ``gain`` is the mAP50-95 difference to the undistilled student
@@ -160,18 +182,20 @@ def format_results(rows: list[dict[str, Any]]) -> str:
         >>> print(format_results(rows).splitlines()[3])
         student (cwd)         m                     26.0     0.0     +6.0    0.20  r
     """
-    by_role = {r["role"]: r for r in rows}
-    base, teacher = by_role.get("student (no KD)"), by_role.get("teacher")
-    lines = [f"{'role':<22}{'model':<16}{'mAP50-95':>10}{'mAP50':>8}{'gain':>9}{'gap':>8}  run"]
+    teacher = next((r for r in rows if r["role"] == "teacher"), None)
+    bases = {r.get("seed"): r for r in rows if r["role"].startswith("student (no KD)")}
+    width = max([22] + [len(r["role"]) + 2 for r in rows])
+    lines = [f"{'role':<{width}}{'model':<16}{'mAP50-95':>10}{'mAP50':>8}{'gain':>9}{'gap':>8}  run"]
     for r in rows:
         gain = gap = ""
-        if base is not None and r["role"] not in {"teacher", "student (no KD)"}:
+        base = bases.get(r.get("seed"))
+        if base is not None and r["role"] != "teacher" and r is not base:
             d = 100 * (r["mAP50-95"] - base["mAP50-95"])
             gain = f"{d:+.1f}"
             t = 100 * (teacher["mAP50-95"] - base["mAP50-95"]) if teacher else 0.0
             gap = f"{d / t:.2f}" if t > 0 else ""
         lines.append(
-            f"{r['role']:<22}{r['model']:<16}{100 * r['mAP50-95']:>10.1f}{100 * r['mAP50']:>8.1f}{gain:>9}{gap:>8}"
+            f"{r['role']:<{width}}{r['model']:<16}{100 * r['mAP50-95']:>10.1f}{100 * r['mAP50']:>8.1f}{gain:>9}{gap:>8}"
             f"  {r['run']}"
         )
     return "\n".join(lines)
@@ -187,30 +211,47 @@ def run_demo(**overrides: Any) -> list[dict[str, Any]]:
     train = {**DEMO_TRAIN_DEFAULTS, **{k: v for k, v in overrides.items() if k not in DEMO_DEFAULTS}}
     if "batch" in overrides and "nbs" not in overrides:
         train["nbs"] = cfg["batch"]  # one optimizer step per batch, whatever the batch
+    task = str(cfg["task"])
+    if task not in TASK_METHODS:
+        raise KDError(f"task={task!r} is not one the demo draws; use one of {list(TASK_METHODS)}")
+    if task != "detect" and "project" not in overrides:
+        cfg["project"] = f"{cfg['project']}-{task}"
     project = Path(cfg["project"]).resolve()
     imgsz, batch = int(cfg["imgsz"]), int(cfg["batch"])
     keys = ("n_train", "n_val", "n_test", "max_objects")
-    data = make_dataset(project / "data", imgsz=imgsz, seed=cfg["seed"], **{k: cfg[k] for k in keys})
-    teacher_model = resolve_model(cfg["teacher_model"], project / "models")
-    student_model = resolve_model(cfg["student_model"], project / "models")
+    data = make_dataset(project / "data", imgsz=imgsz, seed=cfg["seed"], task=task, **{k: cfg[k] for k in keys})
+    teacher_model = resolve_model(cfg["teacher_model"], project / "models", task)
+    student_model = resolve_model(cfg["student_model"], project / "models", task)
     common = {"imgsz": imgsz, "batch": batch, "seed": cfg["seed"], **train}
     teacher = train_teacher(data, project, teacher_model, int(cfg["teacher_epochs"]), **common)
 
     rows = [{"role": "teacher", "model": Path(teacher_model).stem, "weights": teacher}]
-    students = [("student (no KD)", "student-baseline", None)] if cfg["baseline"] else []
-    method = str(cfg["method"])
-    students.append((f"student ({method})", f"student-{method.replace('+', '-').replace('/', '_')}", method))
-    for role, name, m in students:
-        model = YOLO(student_model) if m is None else YOLOKD(student_model, teacher=str(teacher), method=m)
-        model.train(data=str(data), epochs=cfg["epochs"], project=str(project), name=name, exist_ok=True, **common)
-        weights = project / name / "weights" / "last.pt"
-        rows.append({"role": role, "model": Path(student_model).stem, "weights": weights})
+    method = str(cfg["method"] or TASK_METHODS[task])
+    seeds = [int(s) for s in (cfg["seeds"] if cfg["seeds"] is not None else [cfg["seed"]])]
+    for seed in seeds:
+        tag = f" seed {seed}" if len(seeds) > 1 else ""
+        students = [(f"student (no KD){tag}", "student-baseline", None)] if cfg["baseline"] else []
+        students.append((f"student ({method}){tag}", f"student-{method.replace('+', '-').replace('/', '_')}", method))
+        for role, name, m in students:
+            name = f"{name}-s{seed}" if len(seeds) > 1 else name
+            model = YOLO(student_model) if m is None else YOLOKD(student_model, teacher=str(teacher), method=m)
+            model.train(
+                data=str(data),
+                epochs=cfg["epochs"],
+                project=str(project),
+                name=name,
+                exist_ok=True,
+                **{**common, "seed": seed},
+            )
+            weights = project / name / "weights" / "last.pt"
+            rows.append({"role": role, "model": Path(student_model).stem, "weights": weights, "seed": seed})
 
     for r in rows:
-        r["mAP50-95"], r["mAP50"] = _test_metrics(r["weights"], data, imgsz, batch)
+        r["mAP50-95"], r["mAP50"] = _test_metrics(r["weights"], data, imgsz, batch, task)
         r["run"] = str(Path(r["weights"]).parent.parent)
     LOGGER.info(
-        f"\n{PREFIX}demo results on the held-out test split ({cfg['n_test']} images, imgsz={imgsz}; mAP in points, "
-        f"gain = distilled - undistilled, gap = gain / (teacher - undistilled)):\n{format_results(rows)}"
+        f"\n{PREFIX}demo results ({task}, {METRIC[task]} mAP) on the held-out test split ({cfg['n_test']} images, "
+        f"imgsz={imgsz}; mAP in points, gain = distilled - undistilled, gap = gain / (teacher - undistilled)):\n"
+        f"{format_results(rows)}"
     )
     return rows

@@ -14,15 +14,15 @@ import torch
 from torch import nn
 from ultralytics.nn.distill_model import DistillationModel, FeatureHook
 from ultralytics.utils import LOGGER, RANK
-from ultralytics.utils.loss import v8DetectionLoss
+from ultralytics.utils.tal import make_anchors
 from ultralytics.utils.torch_utils import copy_attr
 
 from yolokd.balance import AutoBalance
 from yolokd.config import PREFIX, KDConfig, KDError
-from yolokd.losses import TERMS, DistillInputs, Probe
+from yolokd.losses import TERMS, DistillInputs, Probe, Term
 from yolokd.schedules import SCHEDULES, Progress
-from yolokd.taps import NeckReached, NeckStop, clear_neck_stops, detect_head, head_outputs, probe
-from yolokd.targets import Assigned, GroundTruth, ground_truth, recording_target_scores_sum
+from yolokd.taps import NeckReached, NeckStop, clear_neck_stops, detect_head, head_outputs, model_task, probe
+from yolokd.targets import Assigned, GroundTruth, ground_truth, recording_assignment, rotated_to_anchor_frame
 from yolokd.teacher import fold_batchnorm
 
 _HEAD = "head"  # key of the Detect-output tap in the feature dicts
@@ -50,6 +50,21 @@ def _cuda_autocast() -> bool:
         return torch.is_autocast_enabled()
 
 
+def check_tasks(terms: list[Term], names: list[str], task: str) -> None:
+    """Raise a one-line `KDError` when a term cannot read this task's models (e.g. a mask term on a detector).
+
+    Examples:
+        >>> from yolokd.losses.cwd import CWD
+        >>> check_tasks([CWD()], ["cwd"], "pose")  # neck terms read every task
+    """
+    for name, term in zip(names, terms):
+        if task not in term.tasks:
+            raise KDError(
+                f"term '{name}' ({term.type}) distils {'/'.join(term.tasks)} models but the student is a '{task}' "
+                f"model; leave it out of method= for this task"
+            )
+
+
 def finite_grad(x: torch.Tensor) -> torch.Tensor:
     """``x`` for the terms: the same values, but the gradient the terms send back to the student is kept finite.
 
@@ -74,14 +89,24 @@ class KDModel(DistillationModel):
         progress (Progress): Training progress, set by the trainer before each batch; drives the weight schedules.
     """
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, config: KDConfig, imgsz: int = 64):
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        config: KDConfig,
+        imgsz: int = 64,
+        teacher_classes: list[int] | None = None,
+    ):
         """Build the pair, tap both heads, probe shapes and create the adapters.
 
         Args:
-            student (nn.Module): Student detection model.
-            teacher (nn.Module): Teacher detection model (checked with `yolokd.teacher.check_pair` by the caller).
+            student (nn.Module): Student model with a Detect head (detect, segment, pose or obb).
+            teacher (nn.Module): Teacher of the same task (checked with `yolokd.teacher.check_pair` by the caller).
             config (KDConfig): Validated distillation configuration.
             imgsz (int): Dummy input size for the shape probe (rounded up to a multiple of the largest stride).
+            teacher_classes (list[int], optional): The teacher class that feeds each student class (from
+                `yolokd.teacher.check_pair`); None when both have the same classes in the same order. The teacher's
+                class logits are reduced to these before any term reads them.
         """
         nn.Module.__init__(self)  # DistillationModel.__init__ would build Ultralytics' own projector and loss
         device = next(student.parameters()).device
@@ -93,7 +118,9 @@ class KDModel(DistillationModel):
             self.set_teacher_channels_last(True)
         self.student_model = student
         self.kd_config = config
+        self.teacher_classes = None if teacher_classes is None else [int(c) for c in teacher_classes]
         self.terms = nn.ModuleList(TERMS[s.type](**s.params) for s in config.terms)
+        check_tasks(list(self.terms), [s.name for s in config.terms], model_task(student))
         self.stage_taps = sorted({tap for t in self.terms for tap in t.taps()})
         self.needs_targets = any(t.needs_targets for t in self.terms)
         # no term reads the teacher's head outputs or stages: its forward ends at the Detect inputs (the neck)
@@ -206,12 +233,17 @@ class KDModel(DistillationModel):
 
         self._student_feats.clear()
         t_out, t_stages = self._teacher_forward(img)
+        classes = self._class_index(img.device)
+        if classes is not None and "scores" in t_out:  # only the matched teacher classes reach the terms
+            t_out["scores"] = t_out["scores"].index_select(1, classes)
         preds = self.student_model(img)
         det, items, assigned, gt = self._detection_loss(batch, preds)
         s_out = head_outputs(self._student_feats.pop(_HEAD))
         if not (img.is_cuda and _cuda_autocast()):  # under AMP, Ultralytics' GradScaler skips such a step itself
-            s_out = {k: [finite_grad(f) for f in v] if k == "feats" else finite_grad(v) if torch.is_tensor(v) else v
-                     for k, v in s_out.items()}  # a skipped term's NaN gradient never reaches the student
+            s_out = {
+                k: [finite_grad(f) for f in v] if k == "feats" else finite_grad(v) if torch.is_tensor(v) else v
+                for k, v in s_out.items()
+            }  # a skipped term's NaN gradient never reaches the student
             self._student_feats.update({k: finite_grad(v) for k, v in self._student_feats.items()})
         inputs = DistillInputs(
             student_feats=list(s_out["feats"]),
@@ -229,6 +261,7 @@ class KDModel(DistillationModel):
             strides=list(self.probe.strides),
             student_reg_max=self.probe.student_reg_max,
             teacher_reg_max=self.probe.teacher_reg_max,
+            teacher_classes=classes,
         )
         self._student_feats.clear()
         factors = self.schedule_factors()
@@ -248,6 +281,16 @@ class KDModel(DistillationModel):
         kd = torch.stack(values)
         items.update({k: v.detach() for k, v in zip(self.item_names(), kd)})
         return torch.cat([det.float(), kd * img.shape[0]]), items
+
+    def _class_index(self, device: torch.device) -> torch.Tensor | None:
+        """`teacher_classes` as a long tensor on ``device`` (made once per device), or None."""
+        if self.teacher_classes is None:
+            return None
+        cached = getattr(self, "_class_index_cache", None)
+        if cached is None or cached.device != device:
+            cached = torch.tensor(self.teacher_classes, dtype=torch.long, device=device)
+            self._class_index_cache = cached
+        return cached
 
     def set_teacher_channels_last(self, on: bool) -> None:
         """Keep the teacher's weights channels-last (NHWC) and feed it NHWC images, or go back to the usual layout.
@@ -280,8 +323,10 @@ class KDModel(DistillationModel):
         def copy(v):
             return v.clone(memory_format=torch.contiguous_format) if torch.is_tensor(v) else v
 
-        out = {k: [copy(f) for f in v] if k == "feats" else copy(v)
-               for k, v in head_outputs(self._teacher_feats.pop(_HEAD)).items()}
+        out = {
+            k: [copy(f) for f in v] if k == "feats" else copy(v)
+            for k, v in head_outputs(self._teacher_feats.pop(_HEAD)).items()
+        }
         stages = {k: copy(v) for k, v in self._teacher_feats.items()}
         self._teacher_feats.clear()
         return out, stages
@@ -334,51 +379,42 @@ class KDModel(DistillationModel):
             torch.nan_to_num_(g, nan=0.0, posinf=0.0, neginf=0.0)
 
     def _detection_loss(self, batch: dict, preds) -> tuple[torch.Tensor, dict, Assigned | None, GroundTruth | None]:
-        """The student's detection loss, plus its TAL assignment (one-to-many branch) and the ground truth when needed.
+        """The student's loss (its task's: detect, segment, pose, OBB), plus its TAL assignment and the ground truth.
 
         The assignment and ground truth are None unless a term sets ``needs_targets``; the ground truth is shared with
-        the terms through `DistillInputs.cache`. The assignment carries the sum of the assigner's target scores (the
-        normaliser of Ultralytics' classification loss), read by a hook held only during the call.
-
-        With Ultralytics' plain ``v8DetectionLoss`` both come from one ``get_assigned_targets_and_loss`` call (the
-        same computation as its ``loss``); otherwise (e.g. YOLO26's ``E2ELoss``) the assignment is computed again.
+        the terms through `DistillInputs.cache`. The assignment is the one the loss itself made: it is recorded from
+        the criterion's assigner during the one loss call (`yolokd.targets.recording_assignment`; the one-to-many
+        branch of an end-to-end criterion such as YOLO26's ``E2ELoss``), so nothing is assigned twice.
         """
         student = self.student_model
         if getattr(student, "criterion", None) is None:
             student.criterion = student.init_criterion()
-        crit = student.criterion
         if not self.needs_targets:
             det, items = student.loss(batch, preds)
             return det, items, None, None
-        if type(crit) is v8DetectionLoss:
-            with recording_target_scores_sum(crit.assigner) as scores:
-                tal, loss, items = crit.get_assigned_targets_and_loss(crit.parse_output(preds), batch)
-            det = loss * batch["img"].shape[0]
-        else:
+        crit = getattr(student.criterion, "one2many", student.criterion)
+        with recording_assignment(crit.assigner) as rec:
             det, items = student.loss(batch, preds)
-            crit = getattr(crit, "one2many", crit)
-            with recording_target_scores_sum(crit.assigner) as scores:
-                tal = crit.get_assigned_targets_and_loss(head_outputs(preds), batch)[0]
-        fg_mask, target_gt_idx, target_bboxes, anchor_points, stride_tensor = tal
-        gt = ground_truth(batch, tuple(batch["img"].shape[-2:]))
-        labels = gt.labels.gather(1, target_gt_idx.clamp(max=gt.labels.shape[1] - 1))
+        feats = head_outputs(preds)["feats"]
+        strides = [float(s) for s in self.probe.strides]  # host numbers: no device read
+        anchor_points, stride_tensor = make_anchors(feats, strides, 0.5)
+        bboxes, rboxes = rec["bboxes"], None
+        if bboxes.shape[-1] == 5:  # OBB: xywhr in pixels
+            rboxes, bboxes = bboxes, rotated_to_anchor_frame(bboxes, anchor_points * stride_tensor)
         assigner = crit.assigner
-        return (
-            det,
-            items,
-            Assigned(
-                fg_mask=fg_mask.bool(),
-                target_gt_idx=target_gt_idx,
-                target_bboxes=target_bboxes,
-                anchor_points=anchor_points,
-                stride_tensor=stride_tensor,
-                target_labels=labels,
-                alpha=float(assigner.alpha),
-                beta=float(assigner.beta),
-                target_scores_sum=scores.get("sum"),
-            ),
-            gt,
+        assigned = Assigned(
+            fg_mask=rec["fg_mask"].bool(),
+            target_gt_idx=rec["gt_idx"],
+            target_bboxes=bboxes,
+            anchor_points=anchor_points,
+            stride_tensor=stride_tensor,
+            target_labels=rec["labels"].long(),
+            alpha=float(assigner.alpha),
+            beta=float(assigner.beta),
+            target_scores_sum=rec["scores_sum"],
+            target_rboxes=rboxes,
         )
+        return det, items, assigned, ground_truth(batch, tuple(batch["img"].shape[-2:]))
 
     def term_stats(self, reset: bool = False) -> dict[str, float]:
         """Term statistics (e.g. gate ratios) as ``<term name>/<stat>``, and the non-finite skip counts.

@@ -1,5 +1,5 @@
 # yolokd, AGPL-3.0 License
-"""`YOLOKD`: an Ultralytics `YOLO` whose detection training distils from a teacher (``KDTrainer``)."""
+"""`YOLOKD`: an Ultralytics `YOLO` whose training distils from a teacher (the KD trainer of the model's task)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ from typing import Any
 from ultralytics import YOLO
 
 from yolokd.config import KDError, build_config
-from yolokd.trainer import KDTrainer
+from yolokd.trainer import TRAINERS
 
 
 class YOLOKD(YOLO):
     """A `YOLO` model that trains with knowledge distillation; ``val``, ``predict`` and ``export`` are YOLO's own.
+
+    The task (detect, segment, pose, obb) comes from the model as Ultralytics infers it, or from ``task=``; training
+    uses that task's KD trainer (`yolokd.trainer.TRAINERS`).
 
     Examples:
         >>> from yolokd import YOLOKD
@@ -37,9 +40,10 @@ class YOLOKD(YOLO):
             teacher (str | Path, optional): Teacher checkpoint (may also be given to `train`).
             method (str, optional): Distillation method: a built-in name, names joined by '+', or a method yaml
                 (default ``cwd``).
-            task (str, optional): Ultralytics task; distillation supports ``detect``.
+            task (str, optional): Ultralytics task, as in `YOLO` (``detect``, ``segment``, ``pose``, ``obb``); inferred
+                from the model when omitted.
             verbose (bool): Print model information on load.
-            **kd (Any): Further KD keys (``distill_weight``, ``teacher_val``).
+            **kd (Any): Further KD keys (``distill_weight``, ``balance``, ``teacher_val``, ``class_map``).
         """
         try:
             super().__init__(model=model, task=task, verbose=verbose)
@@ -58,17 +62,26 @@ class YOLOKD(YOLO):
         self.kd_overrides = {"teacher": None if teacher is None else str(teacher), "method": method, **kd}
         build_config({**self.kd_overrides, "teacher": None})  # unknown keys, method: fail now, not after data loading
 
+    @property
+    def task_map(self) -> dict[str, dict[str, Any]]:
+        """`YOLO`'s task map with the KD trainer of each task that has a Detect head."""
+        return {t: {**v, "trainer": TRAINERS[t]} if t in TRAINERS else v for t, v in super().task_map.items()}
+
     def train(self, trainer=None, **kwargs: Any):
         """Train with distillation; KD keys given here override those given to the constructor.
 
         Args:
-            trainer (type, optional): A `KDTrainer` subclass to use instead.
+            trainer (type, optional): A KD trainer subclass (`yolokd.trainer.KDTrainerMixin`) to use instead of the
+                task's.
             **kwargs (Any): Every ``yolo train`` argument plus the KD keys.
 
         Returns:
-            (DetMetrics | None): As ``YOLO.train``.
+            (DetMetrics | SegmentMetrics | PoseMetrics | OBBMetrics | None): As ``YOLO.train``.
         """
-        if self.task != "detect":
-            raise KDError(f"yolokd distils detection models; this student is a '{self.task}' model")
+        if self.task not in TRAINERS:
+            raise KDError(
+                f"yolokd distils models with a Detect head ({', '.join(TRAINERS)}); this student is a '{self.task}' "
+                f"model"
+            )
         kd = {k: v for k, v in self.kd_overrides.items() if v is not None}
-        return super().train(trainer=trainer or KDTrainer, **{**kd, **kwargs})
+        return super().train(trainer=trainer, **{**kd, **kwargs})

@@ -1,19 +1,22 @@
 # yolokd, AGPL-3.0 License
 """Targets shared by the terms: TAL assignment, ground-truth boxes, box decoding, foreground and Gaussian masks.
 
-Nothing here re-implements Ultralytics' assigner or DFL: the assignment comes from the student criterion's
-``get_assigned_targets_and_loss`` (see `KDModel`), decoding uses Ultralytics' ``dist2bbox``.
+Nothing here re-implements Ultralytics' assigner or DFL: the assignment is recorded from the student criterion's own
+assigner while it computes the loss (`recording_assignment`, see `KDModel`), decoding uses Ultralytics' ``dist2bbox``.
+Oriented boxes (OBB) reach the box terms turned into each anchor's frame (`rotated_to_anchor_frame`) and the feature
+masks as their enclosing boxes (`enclosing_xyxy`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math  # noqa: F401  (doctests)
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from ultralytics.utils.ops import xywh2xyxy
+from ultralytics.utils.ops import xywh2xyxy, xywhr2xyxyxyxy
 from ultralytics.utils.tal import dist2bbox
 
 
@@ -24,7 +27,11 @@ class Assigned:
     Attributes:
         fg_mask (torch.Tensor): (N, A) bool, anchors assigned to a ground truth (TAL positives).
         target_gt_idx (torch.Tensor): (N, A) long, index of the assigned ground truth within its image.
-        target_bboxes (torch.Tensor): (N, A, 4) assigned ground-truth boxes, xyxy, input-image pixels.
+        target_bboxes (torch.Tensor): (N, A, 4) assigned ground-truth boxes, xyxy, input-image pixels (OBB: the
+            rotated box turned into its anchor's frame, `rotated_to_anchor_frame`, like predictions decoded without
+            their angle).
+        target_rboxes (torch.Tensor | None): (N, A, 5) the assigned rotated boxes (xywhr, pixels) of an OBB model,
+            else None.
         anchor_points (torch.Tensor): (A, 2) anchor centres in grid units of their level.
         stride_tensor (torch.Tensor): (A, 1) stride of each anchor.
         target_labels (torch.Tensor): (N, A) long, class of the assigned ground truth (meaningful where fg_mask).
@@ -44,6 +51,7 @@ class Assigned:
     alpha: float = 0.5
     beta: float = 6.0
     target_scores_sum: torch.Tensor | None = None
+    target_rboxes: torch.Tensor | None = None
 
     @property
     def num_pos(self) -> torch.Tensor:
@@ -71,25 +79,35 @@ class Assigned:
 
 
 @contextlib.contextmanager
-def recording_target_scores_sum(assigner: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
-    """Within the block, record ``max(target_scores.sum(), 1)`` of each call of Ultralytics' TAL assigner.
+def recording_assignment(assigner: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+    """Within the block, record the outputs of each call of an Ultralytics TAL assigner (the last call wins).
 
-    Ultralytics' ``get_assigned_targets_and_loss`` returns the positives and the assigned boxes but not the target
-    scores whose sum normalises its classification loss; a forward hook on the criterion's assigner (removed on exit,
-    so nothing stays on the module) reads them from the assigner's output ``(target_labels, target_bboxes,
-    target_scores, fg_mask, target_gt_idx)`` (ultralytics 8.4). The sum stays on the device (no host sync).
+    Every Ultralytics criterion with a Detect head (detect, segment, pose, OBB, and the one-to-many branch of the
+    end-to-end ones) assigns its targets with a ``TaskAlignedAssigner`` (or a subclass: rotated, mask-aware) whose
+    output is ``(target_labels, target_bboxes, target_scores, fg_mask, target_gt_idx)`` (ultralytics 8.4). A forward
+    hook on it (removed on exit, so nothing stays on the module) records them while the criterion computes the
+    student's loss, so the terms get the very assignment of that loss without a second assignment. The target scores
+    are kept only as ``max(sum, 1)``: the normaliser of Ultralytics' classification loss. Everything stays on the
+    device (no host sync).
 
     Args:
-        assigner (nn.Module): The criterion's ``TaskAlignedAssigner``. Anything without ``register_forward_hook``
-            records nothing.
+        assigner (nn.Module): The criterion's assigner. Anything without ``register_forward_hook`` records nothing.
 
     Yields:
-        (dict[str, torch.Tensor]): Filled with ``"sum"`` (0-dim) by the last assigner call in the block.
+        (dict[str, torch.Tensor]): Filled by the last assigner call in the block with ``labels``, ``bboxes``,
+            ``fg_mask``, ``gt_idx`` and ``scores_sum``.
     """
     record: dict[str, torch.Tensor] = {}
 
     def hook(module: nn.Module, args: tuple, output: tuple) -> None:
-        record["sum"] = output[2].detach().sum().float().clamp(min=1)
+        labels, bboxes, scores, fg_mask, gt_idx = output[:5]
+        record.update(
+            labels=labels.detach(),
+            bboxes=bboxes.detach(),
+            fg_mask=fg_mask.detach(),
+            gt_idx=gt_idx.detach(),
+            scores_sum=scores.detach().sum().float().clamp(min=1),
+        )
 
     handle = assigner.register_forward_hook(hook) if hasattr(assigner, "register_forward_hook") else None
     try:
@@ -97,6 +115,45 @@ def recording_target_scores_sum(assigner: nn.Module) -> Iterator[dict[str, torch
     finally:
         if handle is not None:
             handle.remove()
+
+
+def rotated_to_anchor_frame(xywhr: torch.Tensor, anchors_px: torch.Tensor) -> torch.Tensor:
+    """Rotated boxes as axis-aligned xyxy boxes in each anchor's rotated frame (OBB targets for the box terms).
+
+    An OBB head predicts, per anchor, distances to the four sides of a box turned by its angle: Ultralytics'
+    ``dist2rbox`` rotates the centre offset ``((r - l) / 2, (b - t) / 2)`` by the angle about the anchor. Decoded
+    without the angle (`decode_boxes`), a prediction is that box turned back about its anchor. A target box ``(x, y,
+    w, h, r)`` turned back the same way is ``(anchor + R(-r) (centre - anchor), w, h)``: the IoU of the two is the
+    rotated IoU whenever the predicted angle equals the target's, so the box terms compare like with like.
+
+    Args:
+        xywhr (torch.Tensor): (..., A, 5) rotated boxes in pixels (centre, size, angle in radians).
+        anchors_px (torch.Tensor): (A, 2) anchor centres in pixels.
+
+    Returns:
+        (torch.Tensor): (..., A, 4) xyxy boxes in pixels.
+
+    Examples:
+        >>> box = torch.tensor([[[10.0, 0.0, 4.0, 2.0, math.pi / 2]]])  # 10 px right of the anchor, turned 90 deg
+        >>> [round(v, 4) for v in rotated_to_anchor_frame(box, torch.zeros(1, 2))[0, 0].tolist()]
+        [-2.0, -11.0, 2.0, -9.0]
+    """
+    d = xywhr[..., :2] - anchors_px
+    c, s = torch.cos(xywhr[..., 4]), torch.sin(xywhr[..., 4])
+    centre = anchors_px + torch.stack((c * d[..., 0] + s * d[..., 1], -s * d[..., 0] + c * d[..., 1]), -1)
+    half = xywhr[..., 2:4] / 2
+    return torch.cat((centre - half, centre + half), -1)
+
+
+def enclosing_xyxy(xywhr: torch.Tensor) -> torch.Tensor:
+    """The axis-aligned box enclosing each rotated box (``xywhr`` -> ``xyxy``, same units).
+
+    Examples:
+        >>> [round(v, 4) for v in enclosing_xyxy(torch.tensor([[0.0, 0.0, 4.0, 2.0, math.pi / 2]]))[0].tolist()]
+        [-1.0, -2.0, 1.0, 2.0]
+    """
+    corners = xywhr2xyxyxyxy(xywhr)  # (..., 4, 2)
+    return torch.cat((corners.amin(-2), corners.amax(-2)), -1)
 
 
 @dataclass
@@ -115,11 +172,12 @@ class GroundTruth:
 
 
 def ground_truth(batch: dict, img_hw: tuple[int, int]) -> GroundTruth:
-    """Pad the batch's normalised xywh boxes into per-image xyxy pixel boxes.
+    """Pad the batch's normalised xywh (or OBB xywhr) boxes into per-image xyxy pixel boxes.
 
     Args:
-        batch (dict): Ultralytics batch with ``batch_idx`` (K,), ``cls`` (K, 1), ``bboxes`` (K, 4) normalised xywh,
-            and ``img`` (N, C, H, W).
+        batch (dict): Ultralytics batch with ``batch_idx`` (K,), ``cls`` (K, 1), ``bboxes`` (K, 4) normalised xywh
+            (OBB: (K, 5) normalised xywh and the angle in radians; its enclosing axis-aligned box is used), and
+            ``img`` (N, C, H, W).
         img_hw (tuple[int, int]): Input height and width in pixels.
 
     Returns:
@@ -147,7 +205,11 @@ def ground_truth(batch: dict, img_hw: tuple[int, int]) -> GroundTruth:
         pos = torch.arange(idx.numel(), device=device) - starts[idx_sorted]
         h, w = img_hw
         scale = torch.tensor([w, h, w, h], device=device, dtype=torch.float32)
-        boxes[idx_sorted, pos] = xywh2xyxy(batch["bboxes"].to(device).float()[order] * scale)
+        b = batch["bboxes"].to(device).float()[order]
+        if b.shape[-1] == 5:  # OBB: normalised xywh + angle; the box terms' masks use the enclosing box
+            boxes[idx_sorted, pos] = enclosing_xyxy(torch.cat((b[:, :4] * scale, b[:, 4:]), -1))
+        else:
+            boxes[idx_sorted, pos] = xywh2xyxy(b * scale)
         labels[idx_sorted, pos] = batch["cls"].view(-1).long().to(device)[order]
         mask[idx_sorted, pos] = True
     return GroundTruth(boxes=boxes, labels=labels, mask=mask)

@@ -51,39 +51,44 @@ def load_teacher(path: str | Path | None) -> nn.Module:
     return teacher.float()
 
 
-def check_pair(student: nn.Module, teacher: nn.Module, names: dict | None = None) -> None:
+_TASK_SUFFIX = {"detect": "", "segment": "-seg", "pose": "-pose", "obb": "-obb"}
+
+
+def check_pair(
+    student: nn.Module, teacher: nn.Module, names: dict | None = None, class_map: dict | list | None = None
+) -> list[int] | None:
     """Raise `KDError` (one line, naming the fix) if teacher and student cannot be distilled together.
 
     Args:
-        student (nn.Module): Student detection model (its head's ``nc`` already set to the data set's).
-        teacher (nn.Module): Teacher model.
-        names (dict, optional): The data set's class names; the teacher's must match when given.
+        student (nn.Module): Student model (its head's ``nc`` already set to the data set's).
+        teacher (nn.Module): Teacher model of the same task (detect, segment, pose or obb).
+        names (dict, optional): The data set's class names, matched by name against the teacher's.
+        class_map (dict | list, optional): Student class index -> teacher class index, for names that differ.
+
+    Returns:
+        (list[int] | None): The teacher class feeding each student class (`match_classes`), None when they are the
+        same classes in the same order.
     """
-    task = model_task(teacher)
-    if task != "detect":
-        raise KDError(f"teacher is a '{task}' model, not a detection model; pass a detection checkpoint (task=detect)")
+    s_task, t_task = model_task(student), model_task(teacher)
+    if t_task != s_task:
+        raise KDError(
+            f"teacher is a '{t_task}' model but the student is a '{s_task}' model; pass a {s_task} teacher "
+            f"(a *{_TASK_SUFFIX.get(s_task, '')}.pt checkpoint trained with task={s_task})"
+        )
     try:
         th = detect_head(teacher)
     except ValueError as e:
         raise KDError(
-            f"teacher ({type(teacher).__name__}) has no Detect head, so it is not a detection model; "
-            f"pass a detection checkpoint (task=detect)"
+            f"teacher ({type(teacher).__name__}) has no Detect head, so it cannot be distilled here; "
+            f"pass a detect, segment, pose or obb checkpoint"
         ) from e
     sh = detect_head(student)
-    if th.nc != sh.nc:
+    if s_task == "pose" and list(getattr(th, "kpt_shape", [])) != list(getattr(sh, "kpt_shape", [])):
         raise KDError(
-            f"teacher predicts {th.nc} classes but the student/data set has {sh.nc}; "
-            f"train or fine-tune the teacher on the same data set first"
+            f"teacher predicts keypoints of shape {list(th.kpt_shape)} but the student/data set has "
+            f"{list(sh.kpt_shape)}; use a teacher trained with the data set's kpt_shape"
         )
-    if names is not None and getattr(teacher, "names", None) is not None:
-        t_names = {int(k): v for k, v in dict(teacher.names).items()}
-        d_names = {int(k): v for k, v in dict(names).items()}
-        if t_names != d_names:
-            diff = next((i for i in sorted(d_names) if t_names.get(i) != d_names[i]), None)
-            raise KDError(
-                f"teacher class names differ from the data set's (class {diff}: teacher "
-                f"{t_names.get(diff)!r} vs data {d_names.get(diff)!r}); use a teacher trained on this data"
-            )
+    index = match_classes(th.nc, getattr(teacher, "names", None), sh.nc, names, class_map)
     if th.nl != sh.nl:
         raise KDError(
             f"teacher has {th.nl} detection levels but the student has {sh.nl}; "
@@ -92,6 +97,91 @@ def check_pair(student: nn.Module, teacher: nn.Module, names: dict | None = None
     ts, ss = [int(s) for s in teacher.stride.tolist()], [int(s) for s in student.stride.tolist()]
     if ts != ss:
         raise KDError(f"teacher strides {ts} differ from student strides {ss}; use models with the same strides")
+    return index
+
+
+def _as_names(names: dict | list | None) -> dict[int, str] | None:
+    """Class names as ``{index: name}`` (Ultralytics keeps them as a dict; lists are accepted), or None."""
+    if names is None:
+        return None
+    items = names.items() if isinstance(names, dict) else enumerate(names)
+    return {int(k): str(v) for k, v in items}
+
+
+def match_classes(
+    t_nc: int, t_names: dict | None, s_nc: int, s_names: dict | None, class_map: dict | list | None = None
+) -> list[int] | None:
+    """The teacher class that feeds each student class, or None when both have the same classes in the same order.
+
+    ``class_map`` (student index -> teacher index, a dict or a list in student order) wins when given; otherwise the
+    classes are matched by name, which needs every student class name among the teacher's. Without names, equal
+    class counts are taken as the same classes.
+
+    Args:
+        t_nc (int): Number of teacher classes.
+        t_names (dict | None): The teacher's class names.
+        s_nc (int): Number of student (data set) classes.
+        s_names (dict | None): The data set's class names.
+        class_map (dict | list | None): Explicit student -> teacher class indices.
+
+    Returns:
+        (list[int] | None): ``index[s] = t``, or None for the identity.
+
+    Examples:
+        >>> match_classes(6, {0: "a", 1: "b", 2: "c", 3: "d", 4: "e", 5: "f"}, 3, {0: "c", 1: "a", 2: "f"})
+        [2, 0, 5]
+        >>> match_classes(3, {0: "a", 1: "b", 2: "c"}, 3, {0: "a", 1: "b", 2: "c"}) is None
+        True
+        >>> match_classes(3, {0: "x", 1: "y", 2: "z"}, 2, {0: "a", 1: "b"}, class_map=[2, 0])
+        [2, 0]
+    """
+    t_names, s_names = _as_names(t_names), _as_names(s_names)
+    if class_map is not None:
+        index = _class_map_index(class_map, t_nc, s_nc)
+    elif t_names is not None and s_names is not None:
+        by_name = {v: k for k, v in sorted(t_names.items(), reverse=True)}  # the first teacher index of a name
+        missing = [s_names[i] for i in range(s_nc) if s_names.get(i) not in by_name]
+        if missing:
+            some = "no class name of the data set is" if len(missing) == s_nc else f"class name(s) {missing} are not"
+            raise KDError(
+                f"{some} among the teacher's {t_nc} class names (e.g. {list(t_names.values())[:5]}); pass "
+                f"class_map=[teacher index for student class 0, 1, ...] or use a teacher trained on these classes"
+            )
+        index = [by_name[s_names[i]] for i in range(s_nc)]
+    elif t_nc == s_nc:
+        index = list(range(s_nc))
+    else:
+        raise KDError(
+            f"teacher predicts {t_nc} classes but the student/data set has {s_nc} and no class names tell which is "
+            f"which; pass class_map=[teacher index for student class 0, 1, ...]"
+        )
+    return None if t_nc == s_nc and index == list(range(s_nc)) else index
+
+
+def _class_map_index(class_map: dict | list, t_nc: int, s_nc: int) -> list[int]:
+    """``class_map`` as a list in student order, checked against both class counts (`KDError` naming the fix)."""
+    pairs = dict(class_map) if isinstance(class_map, dict) else dict(enumerate(class_map))
+    pairs = {int(k): int(v) for k, v in pairs.items()}
+    if sorted(pairs) != list(range(s_nc)):
+        raise KDError(
+            f"class_map must give a teacher class for every student class 0..{s_nc - 1}, got keys {sorted(pairs)}"
+        )
+    if bad := sorted(v for v in pairs.values() if not 0 <= v < t_nc):
+        raise KDError(f"class_map teacher indices {bad} are outside the teacher's {t_nc} classes (0..{t_nc - 1})")
+    return [pairs[i] for i in range(s_nc)]
+
+
+def describe_classes(index: list[int], t_names: dict | None, s_names: dict | None) -> str:
+    """One line saying which teacher class feeds which student class, e.g. ``teacher 2 'car' -> student 0 'car'``.
+
+    Examples:
+        >>> describe_classes([2, 0], {0: "a", 1: "b", 2: "c"}, {0: "c", 1: "a"})
+        "teacher 2 'c' -> student 0 'c', teacher 0 'a' -> student 1 'a'"
+    """
+    t_names, s_names = _as_names(t_names) or {}, _as_names(s_names) or {}
+    return ", ".join(
+        f"teacher {t} {t_names.get(t, '?')!r} -> student {s} {s_names.get(s, '?')!r}" for s, t in enumerate(index)
+    )
 
 
 def fold_batchnorm(model: nn.Module) -> int:

@@ -1,5 +1,10 @@
 # yolokd, AGPL-3.0 License
-"""`KDTrainer`: Ultralytics' `DetectionTrainer` with a teacher, a stack of distillation terms and bare checkpoints.
+"""The KD trainers: Ultralytics' task trainers with a teacher, a stack of distillation terms and bare checkpoints.
+
+One behaviour, `KDTrainerMixin`, over the four Ultralytics trainers of the models with a Detect head: `KDTrainer`
+(detect), `KDSegmentationTrainer`, `KDPoseTrainer` and `KDOBBTrainer` are each the mixin plus Ultralytics' trainer
+of that task, nothing else (`TRAINERS` maps a task to its class). Each task keeps its own data set, model, loss items
+and validator from Ultralytics; the mixin adds the teacher.
 
 Overrides (each short, each calling Ultralytics and delegating to the module that owns the concern):
 - ``__init__``: split the KD keys off before Ultralytics' ``get_cfg`` sees them, choose the run's configuration
@@ -7,7 +12,8 @@ Overrides (each short, each calling Ultralytics and delegating to the module tha
 - ``get_dataset`` / ``build_dataset``: Ultralytics' data set errors as one line naming the fix.
 - ``setup_model``: wrap the student built by Ultralytics into a `KDModel` (before the optimizer is built); restore
   the adapters on resume (`yolokd.checkpoint`).
-- ``set_model_attributes``: also set ``nc``/``names``/``args`` on the student, which builds the loss.
+- ``set_model_attributes``: also set ``nc``/``names``/``args`` (and a pose model's keypoint attributes) on the
+  student, which builds the loss.
 - ``label_loss_items``: the validation items are the detection ones only (the terms are not computed there).
 - ``train``: hold Ctrl-C back during checkpoint writes (`yolokd.checkpoint.SigintGuard`).
 - ``optimizer_step``: zero a skipped (NaN/Inf) term's adapter gradients on the device first, without AMP.
@@ -30,6 +36,9 @@ from typing import Any
 import numpy as np
 import torch
 from ultralytics.models.yolo.detect import DetectionTrainer
+from ultralytics.models.yolo.obb import OBBTrainer
+from ultralytics.models.yolo.pose import PoseTrainer
+from ultralytics.models.yolo.segment import SegmentationTrainer
 from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK
 from ultralytics.utils.torch_utils import unwrap_model
 
@@ -37,7 +46,7 @@ from yolokd import checkpoint
 from yolokd.callbacks import QUIET_TEACHER_FREEZE, KDCallbacks
 from yolokd.config import PREFIX, KDConfig, KDError, run_config, split_kd_args
 from yolokd.distill_model import KDModel
-from yolokd.teacher import check_pair, load_teacher
+from yolokd.teacher import check_pair, describe_classes, load_teacher
 
 
 def _same_weights(a, b) -> bool:
@@ -48,8 +57,13 @@ def _same_weights(a, b) -> bool:
     return all(sa[k].float().cpu().equal(sb[k].float().cpu()) for k in sa)
 
 
-class KDTrainer(DetectionTrainer):
-    """Knowledge-distillation trainer: every ``yolo train`` argument plus the KD keys of ``cfg/default.yaml``.
+_STUDENT_ATTRS = ("nc", "names", "args", "kpt_shape", "kpt_oks_sigmas", "kpt_names")  # what the loss/validator read
+
+
+class KDTrainerMixin:
+    """Knowledge distillation for an Ultralytics task trainer: every ``yolo train`` argument plus the KD keys.
+
+    Put it first, before the Ultralytics trainer: ``class KDTrainer(KDTrainerMixin, DetectionTrainer)``.
 
     Attributes:
         kd (KDConfig): The run's distillation configuration (``kd.teacher`` is the teacher checkpoint's path).
@@ -119,23 +133,34 @@ class KDTrainer(DetectionTrainer):
         if not isinstance(unwrap_model(self.model), KDModel):
             student = self.model
             student.args = self.args
-            check_pair(student, self.teacher_model, self.data.get("names"))
+            classes = check_pair(student, self.teacher_model, self.data.get("names"), self.kd.class_map)
+            if classes is not None and RANK in {-1, 0}:
+                pairs = describe_classes(classes, self.teacher_model.names, self.data["names"])
+                LOGGER.info(f"{PREFIX}teacher classes: {pairs}")
             if _same_weights(student, self.teacher_model) and RANK in {-1, 0}:
                 LOGGER.warning(
                     f"{PREFIX}the teacher has the student's architecture and weights: distillation adds "
                     f"cost without a better model to learn from; pass a larger, trained teacher"
                 )
-            self.model = KDModel(student, self.teacher_model, self.kd, imgsz=min(int(self.args.imgsz), 128))
+            self.model = KDModel(
+                student, self.teacher_model, self.kd, imgsz=min(int(self.args.imgsz), 128), teacher_classes=classes
+            )
             LOGGER.addFilter(QUIET_TEACHER_FREEZE)  # until on_pretrain_routine_end: one line, not one per parameter
         if self.resume and checkpoint.restore_kd_state(unwrap_model(self.model), ckpt):
             LOGGER.info(f"{PREFIX}restored adapters and term state from {self.args.model}")
         return ckpt
 
     def set_model_attributes(self):
-        """Set ``nc``, ``names`` and ``args`` on the wrapper (validator) and on the student (its loss reads them)."""
+        """Set the task's attributes on the wrapper (validator) and on the student (its loss reads them).
+
+        Ultralytics sets ``nc``, ``names``, ``args`` (and for pose ``kpt_shape``, ``kpt_oks_sigmas``, ``kpt_names``) on
+        ``self.model``, the wrapper; the student gets the same values, so its own loss and its checkpoint have them.
+        """
         super().set_model_attributes()
-        student = unwrap_model(self.model).student_model
-        student.nc, student.names, student.args = self.data["nc"], self.data["names"], self.args
+        wrapper = unwrap_model(self.model)
+        for attr in _STUDENT_ATTRS:
+            if hasattr(wrapper, attr):
+                setattr(wrapper.student_model, attr, getattr(wrapper, attr))
 
     def label_loss_items(self, loss_items=None, prefix="train"):
         """Ultralytics' labelled loss items, without the distillation items under the ``val`` prefix.
@@ -219,3 +244,28 @@ class KDTrainer(DetectionTrainer):
             super().final_eval()
             for f in stage.iterdir():
                 checkpoint.rewrite([f], checkpoint.final_entry)
+
+
+class KDTrainer(KDTrainerMixin, DetectionTrainer):
+    """Distillation of detection models: `KDTrainerMixin` over Ultralytics' ``DetectionTrainer``."""
+
+
+class KDSegmentationTrainer(KDTrainerMixin, SegmentationTrainer):
+    """Distillation of segmentation models: `KDTrainerMixin` over Ultralytics' ``SegmentationTrainer``."""
+
+
+class KDPoseTrainer(KDTrainerMixin, PoseTrainer):
+    """Distillation of pose models: `KDTrainerMixin` over Ultralytics' ``PoseTrainer``."""
+
+
+class KDOBBTrainer(KDTrainerMixin, OBBTrainer):
+    """Distillation of oriented-box models: `KDTrainerMixin` over Ultralytics' ``OBBTrainer``."""
+
+
+TRAINERS: dict[str, type] = {
+    "detect": KDTrainer,
+    "segment": KDSegmentationTrainer,
+    "pose": KDPoseTrainer,
+    "obb": KDOBBTrainer,
+}
+"""The KD trainer of each Ultralytics task with a Detect head."""

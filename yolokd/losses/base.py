@@ -63,6 +63,10 @@ class DistillInputs:
         student_reg_max (int): DFL bins per box side of the student's head, from the `Probe` (read through
             `reg_max`); 0 when not given.
         teacher_reg_max (int): The same for the teacher.
+        teacher_classes (torch.Tensor | None): (nc,) long, the teacher class that feeds each student class when the
+            teacher was trained on other classes (``teacher_preds["scores"]`` is already reduced to them); None when
+            both have the same classes. A term that runs the teacher's class layers itself reduces their output with
+            `teacher_class_logits`.
     """
 
     student_feats: list[torch.Tensor]
@@ -80,6 +84,7 @@ class DistillInputs:
     strides: list[int] = field(default_factory=list)
     student_reg_max: int = 0
     teacher_reg_max: int = 0
+    teacher_classes: torch.Tensor | None = None
 
     def level_strides(self) -> list[float]:
         """The stride of each neck level as host numbers (no device sync), checked against the neck levels.
@@ -122,6 +127,17 @@ class DistillInputs:
             self.cache[key] = make()
         return self.cache[key]
 
+    def teacher_class_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Reduce (N, teacher nc, ...) class outputs of the teacher's layers to the student's classes (dim 1).
+
+        Examples:
+            >>> x = torch.arange(3.0).view(1, 3, 1)
+            >>> inputs = DistillInputs([], [], {}, {}, {}, teacher_classes=torch.tensor([2, 0]))
+            >>> inputs.teacher_class_logits(x).flatten()
+            tensor([2., 0.])
+        """
+        return x if self.teacher_classes is None else x.index_select(1, self.teacher_classes.to(x.device))
+
     def ground_truth(self) -> GroundTruth:
         """The batch's padded ground truth in pixels (`yolokd.targets.ground_truth`), computed once per step."""
         return self.memo("ground_truth", lambda: ground_truth(self.batch, tuple(self.batch["img"].shape[-2:])))
@@ -144,6 +160,8 @@ class Term(nn.Module):
     # True: the term reads the teacher's head outputs (``teacher_preds`` boxes/scores) or head stages. When no term of
     # a stack does, the teacher's forward stops at its Detect inputs (the neck) and ``teacher_preds`` holds only feats.
     reads_teacher_head: ClassVar[bool] = True
+    # The Ultralytics tasks whose models the term can read (a mask term needs a segment model, ...).
+    tasks: ClassVar[tuple[str, ...]] = ("detect", "segment", "pose", "obb")
 
     def __init__(self) -> None:
         """Initialise empty statistics."""

@@ -1,0 +1,160 @@
+# yolokd, AGPL-3.0 License
+"""Task terms: mask_kd (segment) and kpt_kd (pose), against hand computations and Ultralytics' own decoding."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from ultralytics.nn.modules.head import Pose, Pose26
+from ultralytics.utils.tal import make_anchors
+
+from yolokd.losses import DistillInputs
+from yolokd.losses import functional as kdf
+from yolokd.losses.keypoint import KeypointKD, decode_keypoints
+from yolokd.losses.mask import MaskKD
+from yolokd.targets import Assigned
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def _sig(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _assigned(fg: torch.Tensor, boxes: torch.Tensor, anchor_points: torch.Tensor) -> Assigned:
+    n, a = fg.shape
+    return Assigned(
+        fg_mask=fg,
+        target_gt_idx=torch.zeros(n, a, dtype=torch.long),
+        target_bboxes=boxes,
+        anchor_points=anchor_points,
+        stride_tensor=torch.full((a, 1), 8.0),
+        target_labels=torch.zeros(n, a, dtype=torch.long),
+    )
+
+
+def test_mask_kd_matches_a_numpy_loop():
+    s, t = torch.randn(3, 4, 5, dtype=torch.float64), torch.randn(3, 4, 5, dtype=torch.float64)
+    region = (torch.rand(3, 4, 5) > 0.4).double()
+    region[2] = 0  # an empty region counts as 0 (divided by max(|R|, 1))
+    w = torch.tensor([1.0, 0.5, 1.0], dtype=torch.float64)
+    p, q = _sig(t.numpy()), _sig(s.numpy())
+    kl = p * np.log(p / q) + (1 - p) * np.log((1 - p) / (1 - q))
+    per = [(kl[k] * region[k].numpy()).sum() / max(region[k].sum().item(), 1) for k in range(3)]
+    want = sum(wk * pk for wk, pk in zip(w.tolist(), per)) / max(w.sum().item(), 1)
+    assert kdf.mask_kd(s, t, region, w).item() == pytest.approx(want, rel=1e-10)
+    assert kdf.mask_kd(t, t, region, w).item() == pytest.approx(0.0, abs=1e-12)
+    s.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: kdf.mask_kd(x, t, region, w), (s,))
+
+
+def test_mask_term_is_blind_to_the_prototype_basis_and_compares_only_positives():
+    """Prototypes mixed by an invertible map M, coefficients by M^-T: the same masks, so a zero loss."""
+    n, nm, a, h, w = 2, 4, 6, 8, 8
+    coef, proto = torch.randn(n, nm, a), torch.randn(n, nm, h, w)
+    m = torch.randn(nm, nm) + 3 * torch.eye(nm)
+    coef2 = torch.einsum("ij,njа->nia".replace("а", "a"), torch.linalg.inv(m).T, coef)
+    proto2 = torch.einsum("ij,njhw->nihw", m, proto)
+    fg = torch.zeros(n, a, dtype=torch.bool)
+    fg[0, [1, 4]] = True  # two positives in image 0, none in image 1
+    boxes = torch.tensor([0.0, 0.0, 32.0, 32.0]).expand(n, a, 4).clone()  # pixels of a 32-px image
+    scores = torch.zeros(n, 3, a)
+    inputs = DistillInputs(
+        [],
+        [],
+        {"mask_coefficient": coef2, "proto": proto2, "scores": scores},
+        {"mask_coefficient": coef, "proto": proto, "scores": scores},
+        {"img": torch.zeros(n, 3, 32, 32)},
+        assigned=_assigned(fg, boxes, torch.zeros(a, 2)),
+    )
+    term = MaskKD(max_instances=3)
+    assert term(inputs, None).item() == pytest.approx(0.0, abs=1e-5)
+    # a student that differs only at negatives and in image 1 is still at zero: only positives are compared
+    coef3 = coef.clone()
+    coef3[0, :, [0, 2, 3, 5]] += 5.0
+    coef3[1] += 5.0
+    inputs.student_preds = {"mask_coefficient": coef3, "proto": proto, "scores": scores}
+    assert term(inputs, None).item() == pytest.approx(0.0, abs=1e-6)
+    coef3[0, :, 4] += 1.0  # now one positive differs
+    want_logits = [torch.einsum("c,chw->hw", coef3[0, :, i], proto[0]) for i in (1, 4)]
+    teacher_logits = [torch.einsum("c,chw->hw", coef[0, :, i], proto[0]) for i in (1, 4)]
+    region = torch.zeros(h, w)
+    region[:, :] = 1.0  # the 32-px box covers the whole 8x8 prototype
+    want = kdf.mask_kd(torch.stack(want_logits), torch.stack(teacher_logits), region.expand(2, h, w), torch.ones(2))
+    assert term(inputs, None).item() == pytest.approx(want.item(), rel=1e-5)
+    assert term.stats == {"positives": 1.0, "compared": 1.0}  # 2 positives over 2 images, both compared
+
+
+def test_mask_term_crops_to_the_assigned_box():
+    n, nm, a, h, w = 1, 2, 1, 4, 4
+    coef_t, coef_s = torch.ones(n, nm, a), torch.zeros(n, nm, a)
+    proto = torch.ones(n, nm, h, w)
+    fg = torch.ones(n, a, dtype=torch.bool)
+    box = torch.tensor([[[0.0, 0.0, 8.0, 16.0]]])  # left half, full height of a 16-px image -> 2 x 4 proto pixels
+    inputs = DistillInputs(
+        [],
+        [],
+        {"mask_coefficient": coef_s, "proto": proto, "scores": torch.zeros(n, 1, a)},
+        {"mask_coefficient": coef_t, "proto": proto, "scores": torch.zeros(n, 1, a)},
+        {"img": torch.zeros(n, 3, 16, 16)},
+        assigned=_assigned(fg, box, torch.zeros(a, 2)),
+    )
+    p, q = _sig(2.0), 0.5  # teacher logit 2 (= 1 + 1) everywhere, student 0
+    per_pixel = p * math.log(p / q) + (1 - p) * math.log((1 - p) / (1 - q))
+    assert MaskKD()(inputs, None).item() == pytest.approx(per_pixel, rel=1e-5)  # mean over the box = each pixel
+
+
+def test_keypoint_kd_matches_hand_values():
+    s = torch.zeros(2, 3, 2)
+    t = torch.tensor([[[1.0, 1.0], [2.0, 0.0], [0.0, 0.5]], [[4.0, 0.0], [0.0, 0.0], [0.0, 0.0]]])
+    w = torch.tensor([1.0, 0.0])  # the second prediction is not a positive
+    assert kdf.keypoint_kd(s, t, w).item() == pytest.approx((2.0 + 2.0 + 0.5) / 3)
+    t_vis = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])  # v = 1/2 each: the plain mean again
+    s_vis = torch.tensor([[0.0, 0.0, math.log(3.0)], [0.0, 0.0, 0.0]])  # one visibility differs: q = 3/4 vs p = 1/2
+    kl = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)
+    assert kdf.keypoint_kd(s, t, w, s_vis, t_vis).item() == pytest.approx((2.0 + 2.0 + 0.5) / 3 + kl / 3)
+    assert kdf.keypoint_kd(t, t, torch.ones(2), t_vis, t_vis).item() == 0.0
+
+
+@pytest.mark.parametrize("head_cls", [Pose, Pose26])
+def test_keypoints_decode_as_ultralytics_heads_do(head_cls):
+    """decode_keypoints x stride equals the pixel keypoints of the head's own inference output (v8 and YOLO26 rules)."""
+    head = head_cls(nc=2, kpt_shape=(4, 3), ch=(8, 16))
+    head.stride = torch.tensor([8.0, 16.0])
+    head.eval()
+    x = [torch.randn(1, 8, 4, 4), torch.randn(1, 16, 2, 2)]
+    raw = head.forward_head(x, **head.one2many)["kpts"]  # (1, 12, A)
+    _ = head._inference(head.forward_head(x, **head.one2many))  # sets head.anchors / head.strides
+    pixels = head.kpts_decode(raw)  # Ultralytics: (1, 12, A) x, y in pixels, visibility sigmoided
+    anchors, strides = make_anchors(x, head.stride, 0.5)
+    ours = decode_keypoints(head, raw, anchors)  # (1, A, 4, 3), grid units
+    got = ours[..., :2] * strides.view(1, -1, 1, 1)
+    want = pixels.view(1, 4, 3, -1).permute(0, 3, 1, 2)[..., :2]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+
+
+def test_keypoint_term_reads_positives_only():
+    head = Pose(nc=1, kpt_shape=(2, 3), ch=(4,))
+    a = 4
+    s_k, t_k = torch.zeros(1, 6, a), torch.zeros(1, 6, a)
+    t_k[0, 0, 1] = 0.5  # keypoint 0, x, anchor 1 (a positive): 0.5 x 2 = 1 grid unit (v8 rule)
+    t_k[0, 0, 2] = 9.0  # anchor 2 is not a positive
+    fg = torch.tensor([[False, True, False, False]])
+    inputs = DistillInputs(
+        [],
+        [],
+        {"kpts": s_k},
+        {"kpts": t_k},
+        {},
+        student_head=head,
+        teacher_head=head,
+        assigned=_assigned(fg, torch.zeros(1, a, 4), torch.rand(a, 2)),
+    )
+    # v = sigmoid(0) = 1/2 for both keypoints: (1/2 x 1 + 1/2 x 0) / 1 = 0.5; equal visibilities: no KL
+    assert KeypointKD()(inputs, None).item() == pytest.approx(0.5)

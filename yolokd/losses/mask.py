@@ -1,0 +1,83 @@
+# yolokd, AGPL-3.0 License
+"""Mask term (segment models): the teacher's instance masks taught at the student's positives.
+
+A YOLO ``Segment`` head predicts masks as ``sigmoid(coefficients . prototypes)`` (YOLACT-style): per anchor ``nm``
+coefficients (``mask_coefficient``, (N, nm, A)) and per image ``nm`` prototype maps (``proto``, (N, nm, H, W) at
+stride 4). Coefficients and prototypes are each only defined up to an invertible linear map between them (any basis
+change of the prototypes, undone in the coefficients, gives the same masks), so comparing either alone would teach the
+student the teacher's arbitrary basis. The term compares what they make: at up to ``max_instances`` TAL positives per
+image (the ones the teacher is surest of, a fixed number so that no step waits for the host), each model's mask logits
+over the prototype pixels, with the binary KL inside the assigned box (the crop of Ultralytics' own mask loss;
+`yolokd.losses.functional.mask_kd`). Prototypes of different resolution are resized to the student's; the numbers of
+prototypes may differ.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from ultralytics.utils.ops import crop_mask
+
+from yolokd.losses import functional as kdf
+from yolokd.losses import register
+from yolokd.losses.base import DistillInputs, Term
+
+__all__ = ["MaskKD"]
+
+
+def _proto(preds: dict) -> torch.Tensor:
+    """The prototypes of a Segment head's outputs (YOLO26's ``Proto26`` returns them with a semantic map)."""
+    proto = preds["proto"]
+    return proto[0] if isinstance(proto, (tuple, list)) else proto
+
+
+@register
+class MaskKD(Term):
+    """Binary KL between teacher and student instance masks at the student's TAL positives, inside their boxes.
+
+    Args:
+        max_instances (int): Positives per image whose masks are compared (the teacher's most confident first).
+
+    Examples:
+        >>> MaskKD()
+        MaskKD(max_instances=32)
+    """
+
+    type = "mask_kd"
+    needs_targets = True
+    tasks = ("segment",)
+
+    def __init__(self, max_instances: int = 32) -> None:
+        """Store how many positives per image are compared."""
+        super().__init__()
+        if isinstance(max_instances, bool) or max_instances < 1:
+            raise ValueError(f"mask_kd: max_instances must be an integer >= 1, got {max_instances!r}")
+        self.max_instances = int(max_instances)
+
+    def extra_repr(self) -> str:
+        """Show the hyper-parameters."""
+        return f"max_instances={self.max_instances}"
+
+    def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
+        """Return the unweighted mask distillation loss."""
+        a = self.assigned(inputs)
+        s, t = inputs.student_preds, inputs.teacher_preds
+        fg = a.fg_mask.float()  # (N, A)
+        k = min(self.max_instances, fg.shape[1])
+        conf = t["scores"].detach().float().amax(1).sigmoid()  # (N, A), in (0, 1): positives first, surest first
+        idx = (fg * (1.0 + conf)).topk(k, dim=1).indices  # (N, k)
+        weight = fg.gather(1, idx)  # 0 where an image has fewer than k positives
+        s_proto, t_proto = _proto(s), _proto(t).detach()
+        s_log = kdf.mask_logits(s["mask_coefficient"], s_proto, idx)
+        t_log = kdf.mask_logits(t["mask_coefficient"].detach(), t_proto, idx)
+        if t_log.shape[-2:] != s_log.shape[-2:]:
+            t_log = F.interpolate(t_log, s_log.shape[-2:], mode="bilinear", align_corners=False)
+        h, w = s_log.shape[-2:]
+        img_h, img_w = inputs.batch["img"].shape[-2:]
+        boxes = a.target_bboxes.gather(1, idx.unsqueeze(-1).expand(*idx.shape, 4)).float()  # (N, k, 4) pixels
+        boxes = boxes * boxes.new_tensor([w / img_w, h / img_h, w / img_w, h / img_h])
+        region = crop_mask(s_log.new_ones(idx.numel(), h, w, dtype=torch.float32), boxes.reshape(-1, 4))
+        self.record("positives", a.fg_mask.sum(), fg.shape[0])
+        self.record("compared", weight.sum(), fg.shape[0])
+        return kdf.mask_kd(s_log.flatten(0, 1), t_log.flatten(0, 1), region, weight.flatten())
