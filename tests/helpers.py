@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import subprocess
+import sys
+import textwrap
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -172,3 +176,14 @@ def neck_inputs(s_feats, t_feats):
     return DistillInputs(
         student_feats=list(s_feats), teacher_feats=list(t_feats), student_preds={}, teacher_preds={}, batch={}
     )
+
+
+def plain_python(code: str, cwd) -> str:
+    """Run ``code`` (dedented) in a fresh interpreter that does not get yolokd's path; return its output.
+
+    The code itself asserts ``"yolokd" not in sys.modules`` where it checks that plain Ultralytics suffices.
+    """
+    env = {**os.environ, "PYTHONPATH": ""}
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env, cwd=cwd)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    return r.stdout + r.stderr

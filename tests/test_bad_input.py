@@ -46,11 +46,13 @@ def bad(session_dir, tiny_data, teacher_pt):
     (d / "unknown_key.yaml").write_text("terms:\n  - {type: cwd, wieght: 2}\n")
     (d / "bad_type.yaml").write_text("terms:\n  - {type: cwd, params: {tau: warm}}\n")
     data3 = make_dataset(d / "nc3", n_train=8, n_val=4, n_test=0, imgsz=IMGSZ, nc=3, progress=False)
+    YAML.save(d / "foreign.yaml", {**YAML.load(data3), "names": {0: "apple", 1: "pear", 2: "plum"}})
     return {
         "dir": d,
         "data": tiny_data,
         "teacher": teacher_pt,
         "data3": data3,
+        "foreign": d / "foreign.yaml",
         "renamed": d / "renamed.yaml",
         "unlabeled": unlabeled / "data.yaml",
         "cls": save(cls, "cls.pt"),
@@ -67,10 +69,10 @@ CASES = {  # id: (argument overrides, text the single error line must contain)
     "teacher yaml": ({"teacher": "yolov8x.yaml"}, "the teacher must be a trained checkpoint (.pt)"),
     "teacher not detect": (
         {"teacher": "{cls}"},
-        "(ClassificationModel) has no Detect head, so it is not a detection model",
+        "(ClassificationModel) has no Detect head, so it cannot be distilled here",
     ),
-    "class count": ({"data": "{data3}"}, "teacher predicts 6 classes but the student/data set has 3"),
-    "class names": ({"data": "{renamed}"}, "teacher class names differ from the data set's (class 1"),
+    "class names none": ({"data": "{foreign}"}, "no class name of the data set is among the teacher's 6 class names"),
+    "class names": ({"data": "{renamed}"}, "class name(s) ['lemon'] are not among the teacher's 6 class names"),
     "levels": ({"teacher": "{p2}"}, "teacher has 4 detection levels but the student has 3"),
     "strides": ({"teacher": "{strides}"}, "teacher strides [8, 16, 64] differ from student strides [8, 16, 32]"),
     "unknown method": ({"method": "cdw"}, "unknown method 'cdw'. Did you mean 'cwd'?"),

@@ -15,14 +15,15 @@ FAMILIES = {"yolov8": "yolov8n.yaml", "yolo11": "yolo11n.yaml", "yolo26": "yolo2
 
 
 NEW_METHODS = {"bckd", "mgd", "pkd"}  # trained in test_methods_new_e2e.py (also on a cross-family pair)
+TASK_METHODS = {"mask", "keypoint"}  # segment and pose only: trained in test_tasks_e2e.py
 
 
 def test_every_method_is_tested_here():
-    assert set(available_methods()) == {"cwd", "crosskd", "fgbg", "hint", "tar"} | NEW_METHODS
+    assert set(available_methods()) == {"cwd", "crosskd", "fgbg", "hint", "tar"} | NEW_METHODS | TASK_METHODS
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
-@pytest.mark.parametrize("method", sorted(set(available_methods()) - NEW_METHODS))
+@pytest.mark.parametrize("method", sorted(set(available_methods()) - NEW_METHODS - TASK_METHODS))
 def test_method_trains_one_epoch(method, family, teachers, tiny_data, tmp_path, pico_yamls):
     _, snap = train_one_kd_epoch(method, pico_yamls[family], str(teachers[family]), str(tiny_data), tmp_path)
     header = (tmp_path / "run" / "results.csv").read_text().splitlines()[0].split(",")

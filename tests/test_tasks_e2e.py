@@ -5,13 +5,8 @@ more classes matched by name; one-line errors for a teacher of another task and 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-
 import pytest
-from helpers import IMGSZ, captured_logs
+from helpers import IMGSZ, captured_logs, plain_python
 
 from yolokd import YOLOKD
 from yolokd.config import KDError
@@ -47,7 +42,7 @@ def task_setup(tmp_path_factory):
 
 def _plain_ultralytics(weights, task: str, attr: str, model_cls: str) -> str:
     """In a process that never imports yolokd: load, predict the task's outputs, export ONNX; return the output."""
-    code = textwrap.dedent(f"""
+    code = f"""
         import sys, torch
         from ultralytics import YOLO
         m = YOLO({str(weights)!r})
@@ -62,11 +57,8 @@ def _plain_ultralytics(weights, task: str, attr: str, model_cls: str) -> str:
         print("EXPORTED", f)
         assert "yolokd" not in sys.modules
         print("PLAIN-ULTRALYTICS-OK")
-    """)
-    env = {**os.environ, "PYTHONPATH": ""}
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=weights.parent)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    return r.stdout + r.stderr
+    """
+    return plain_python(code, weights.parent)
 
 
 @pytest.mark.parametrize("task", list(CASES))

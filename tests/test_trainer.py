@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 import torch
-from helpers import IMGSZ, captured_logs
+from helpers import IMGSZ, captured_logs, plain_python
 
 from yolokd import YOLOKD
 from yolokd.checkpoint import CKPT_KEY, STAGE
@@ -33,7 +33,7 @@ def _tags(run_dir):
 
 def _bare_student_check(weights, data, export: bool = False) -> str:
     """Load a checkpoint with plain Ultralytics in a fresh process that never imports yolokd; return its output."""
-    code = textwrap.dedent(f"""
+    code = f"""
         import sys, torch
         from ultralytics import YOLO
         m = YOLO({str(weights)!r})
@@ -48,11 +48,8 @@ def _bare_student_check(weights, data, export: bool = False) -> str:
             print("EXPORTED", f)
         assert "yolokd" not in sys.modules
         print("PLAIN-ULTRALYTICS-OK")
-    """)
-    env = {**os.environ, "PYTHONPATH": ""}
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=weights.parent)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    return r.stdout + r.stderr
+    """
+    return plain_python(code, weights.parent)
 
 
 def test_train_cli_end_to_end_logs_terms_to_csv_and_tensorboard(tmp_path, tiny_data, pico_yaml, teacher_pt):
@@ -192,17 +189,19 @@ def test_startup_errors_name_the_fix(tmp_path, tiny_data, pico_yaml, teacher_pt)
         KDTrainer(overrides={**base, "teacher": "yolov8x.yaml"})
     with pytest.raises(KDError, match="does not exist; pass data="):
         KDTrainer(overrides={**base, "teacher": str(teacher_pt), "data": str(tmp_path / "none.yaml")})
-    # class-count mismatch is found when the student is built against the data set
+    # classes that cannot be matched are found when the student is built against the data set
     from ultralytics import YOLO
+    from ultralytics.utils import YAML
 
     from yolokd.data.synthetic import make_dataset
 
     data3 = make_dataset(tmp_path / "d3", n_train=8, n_val=4, n_test=0, imgsz=IMGSZ, nc=3, progress=False)
-    with pytest.raises(KDError, match="teacher predicts 6 classes but the student/data set has 3"):
-        KDTrainer(overrides={**base, "teacher": str(teacher_pt), "data": str(data3), "name": "nc3"}).train()
+    YAML.save(tmp_path / "fruit.yaml", {**YAML.load(data3), "names": {0: "apple", 1: "pear", 2: "plum"}})
+    with pytest.raises(KDError, match="no class name of the data set is among the teacher's 6 class names"):
+        KDTrainer(overrides={**base, "teacher": str(teacher_pt), "data": str(tmp_path / "fruit.yaml")}).train()
     cls_t = tmp_path / "cls.pt"
     YOLO("yolov8n-cls.yaml").save(cls_t)
-    with pytest.raises(KDError, match="'classify' model, not a detection model"):
+    with pytest.raises(KDError, match="teacher is a 'classify' model but the student is a 'detect' model"):
         KDTrainer(overrides={**base, "teacher": str(cls_t), "name": "cls"}).train()
 
 
