@@ -115,3 +115,33 @@ def test_teacher_of_another_task_and_term_of_another_task_are_one_line_errors(ta
         YOLOKD(str(pose_student), teacher=str(pose_teacher), method="cwd+mask").train(
             data=str(pose_data), project=str(tmp_path), name="wrong-term", **TRAIN
         )
+
+
+@pytest.mark.parametrize("task", ["segment", "pose", "obb"])
+def test_yolo26_task_heads_distil(task, task_setup, tmp_path):
+    """YOLO26's Segment26 (prototypes with a semantic map), Pose26 (its own keypoint decoding) and OBB26 heads, with
+    the end-to-end loss's one-to-many assignment: one epoch with every term of the task's method above zero."""
+    import torch
+    from ultralytics.nn.tasks import OBBModel, PoseModel, SegmentationModel
+    from ultralytics.utils import YAML
+
+    data, _, _, _ = task_setup[task]
+    names = YAML.load(data)["names"]
+    cfg = f"yolo26n{SUFFIX[task]}.yaml"
+    model = {
+        "segment": lambda: SegmentationModel(cfg, nc=len(names), verbose=False),
+        "pose": lambda: PoseModel(cfg, nc=len(names), data_kpt_shape=(4, 3), verbose=False),
+        "obb": lambda: OBBModel(cfg, nc=len(names), verbose=False),
+    }[task]()
+    model.names = names
+    teacher = tmp_path / "teacher26.pt"  # untrained: the plumbing is what is tested here
+    torch.save({"model": model, "train_args": {"task": task}}, teacher)
+    student = scaled_yaml(tmp_path / f"yolo26-pico{SUFFIX[task]}.yaml", family="yolo26", width=0.125, task=task)
+    method, task_items, kd_item, _, _ = CASES[task]
+    YOLOKD(str(student), teacher=str(teacher), method=method, teacher_val=False).train(
+        data=str(data), project=str(tmp_path), name="run", **TRAIN
+    )
+    header, row = (tmp_path / "run" / "results.csv").read_text().splitlines()[:2]
+    values = {k.strip(): float(v) for k, v in zip(header.split(","), row.split(","))}
+    assert all(f"train/{item}" in values for item in task_items), header
+    assert values[f"train/{kd_item}"] > 0 and values["train/tar_feat_loss"] > 0
