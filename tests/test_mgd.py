@@ -101,7 +101,49 @@ def test_mgd_kd_step_trains_align_and_generator(pico_yamls) -> None:
 def test_mgd_yaml_defaults() -> None:
     (spec,) = resolve_method("mgd")
     assert (spec.type, spec.weight, spec.schedule, spec.balance) == ("mgd", 114.7, "constant", 0.0)
-    assert spec.params == {"ratio": 0.65, "per_element": True}
+    assert spec.params == {"ratio": 0.65, "per_element": True, "generator": "teacher"}
     assert spec.weight == pytest.approx(2e-5 * 256 * (168 * 100 + 84 * 50 + 42 * 25 + 21 * 13 + 11 * 7), abs=0.05)
-    assert repr(TERMS["mgd"](**spec.params)) == repr(MGD()) == "MGD(ratio=0.65, per_element=True)"
+    assert repr(TERMS["mgd"](**spec.params)) == repr(MGD()) == "MGD(ratio=0.65, per_element=True, generator=teacher)"
     assert kdf.mgd_mask(torch.full((1, 1, 1, 1), 0.5), spec.params["ratio"]).item() == 0.0
+
+
+def _macs(level: MGDLevel, h: int, w: int) -> int:
+    """Multiply-adds of one level's align and generator convolutions on an (h, w) feature."""
+    convs = [m for m in level.modules() if isinstance(m, nn.Conv2d)]
+    return sum(c.weight.numel() * h * w for c in convs)
+
+
+def test_mgd_student_width_generator_shapes_value_and_cost() -> None:
+    """generator='student': no align, conv3x3 Cs->Cs, ReLU, conv3x3 Cs->Ct on the masked student feature."""
+    probe = Probe(student_channels=[8, 16], teacher_channels=[16, 32], strides=[8, 16])
+    levels = MGD(generator="student").make_adapters(probe)
+    for level, (cs, ct) in zip(levels, [(8, 16), (16, 32)]):
+        assert isinstance(level.align, nn.Identity)
+        g = level.generator
+        assert [(c.in_channels, c.out_channels, c.kernel_size) for c in (g[0], g[2])] == [
+            (cs, cs, (3, 3)),
+            (cs, ct, (3, 3)),
+        ]
+    paper = MGD().make_adapters(probe)
+    ratio = _macs(paper[1], 8, 8) / _macs(levels[1], 8, 8)  # (16x32 + 18x32^2) / (9 x (16^2 + 16x32)) = 2.74
+    assert ratio == pytest.approx((16 * 32 + 18 * 32 * 32) / (9 * (16 * 16 + 16 * 32)))
+    assert ratio > 2.7
+    s, t = [torch.randn(2, 8, 4, 4), torch.randn(2, 16, 2, 2)], [torch.randn(2, 16, 4, 4), torch.randn(2, 32, 2, 2)]
+    s = [x.requires_grad_(True) for x in s]
+    torch.manual_seed(3)
+    got = MGD(generator="student")(neck_inputs(s, t), levels)
+    torch.manual_seed(3)
+    want, elements = 0.0, 0
+    for level, x, y in zip(levels, s, t):
+        keep = kdf.mgd_mask(torch.rand(x.shape[0], 1, *x.shape[2:]), 0.65)
+        want = want + kdf.mgd(level.generator(x * keep), y)  # the student feature itself is masked
+        elements += y[0].numel()
+    torch.testing.assert_close(got, want / elements)
+    got.backward()
+    assert all(x.grad is not None and x.grad.any() for x in s)
+    assert all(p.grad is not None for p in levels.parameters())
+
+
+def test_mgd_generator_value_is_checked() -> None:
+    with pytest.raises(ValueError, match=r"mgd: generator must be one of \['teacher', 'student'\], got 'tiny'"):
+        MGD(generator="tiny")
