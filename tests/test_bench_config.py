@@ -11,7 +11,8 @@ from yolokd.config import KDError, available_methods
 
 def test_merge_config_presets_and_overrides():
     cfg, train = merge_config({})
-    assert cfg["preset"] == "cpu" and cfg["seeds"] == [0, 1, 2] and cfg["methods"] == available_methods()
+    assert cfg["preset"] == "cpu" and cfg["seeds"] == [0, 1, 2] and cfg["methods"] == available_methods("detect")
+    assert "mask" not in cfg["methods"] and "keypoint" not in cfg["methods"]  # segment and pose only
     assert cfg["combo"] == "auto" and cfg["builtin"] is True and cfg["dis"] == 6.0
     assert train["nbs"] == cfg["batch"] and train["warmup_epochs"] == 1.0
     cfg, train = merge_config({"preset": "micro", "epochs": 2, "batch": 4, "lr0": 0.02})

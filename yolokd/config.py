@@ -38,9 +38,19 @@ KD_DEFAULTS: dict[str, Any] = YAML.load(cfg_dir() / "default.yaml")
 TERM_KEYS = ("type", "name", "weight", "balance", "schedule", "params")
 
 
-def available_methods() -> list[str]:
-    """Names of the built-in methods (``cfg/methods/*.yaml``)."""
-    return sorted(p.stem for p in (cfg_dir() / "methods").glob("*.yaml"))
+def available_methods(task: str | None = None) -> list[str]:
+    """Names of the built-in methods (``cfg/methods/*.yaml``); with ``task``, those whose every term reads that task.
+
+    Examples:
+        >>> "mask" in available_methods(), "mask" in available_methods("detect"), "mask" in available_methods("segment")
+        (True, False, True)
+    """
+    names = sorted(p.stem for p in (cfg_dir() / "methods").glob("*.yaml"))
+    if task is None:
+        return names
+    from yolokd.losses import TERMS
+
+    return [m for m in names if all(task in TERMS[s.type].tasks for s in resolve_method(m))]
 
 
 def split_kd_args(args: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -30,7 +30,7 @@ BENCH_DEFAULTS: dict[str, Any] = {
     "teacher": None,  # (str, optional) a trained teacher .pt to reuse instead of training one
     "student_model": "yolov8-pico",  # (str) student model; yolov8-pico = YOLOv8 layers at width 0.125
     "seeds": [0, 1, 2],  # (list[int]) training seeds; every row is trained once per seed
-    "methods": None,  # (list[str], optional) yolokd methods; None = every built-in method (yolokd methods)
+    "methods": None,  # (list[str], optional) yolokd methods; None = every built-in detect method (no mask, keypoint)
     "combo": "auto",  # (str, optional) 'auto' = the two best methods on the val split joined by '+'; 'a+b'; None = no
     "builtin": True,  # (bool) include Ultralytics' built-in distillation (distill_model=teacher.pt, dis=...)
     "dis": 6.0,  # (float) weight of Ultralytics' built-in distillation loss (its default)
@@ -190,7 +190,7 @@ def _seeds(value: Any) -> list[int]:
 
 def _methods(value: Any) -> list[str]:
     """The single methods to run (all built-in ones for None), method yamls as absolute paths."""
-    methods = available_methods() if value in (None, "all") else as_list(value, "methods")
+    methods = available_methods("detect") if value in (None, "all") else as_list(value, "methods")
     for m in methods:
         if "+" in str(m):
             raise KDError(f"methods lists single methods; pass the combination '{m}' as combo={m}")

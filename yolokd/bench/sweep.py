@@ -207,7 +207,7 @@ def sweep_config(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
         if k in bench:
             raise KDError(f"'{k}' is set by the sweep itself (val split only, no combination, no built-in row)")
     cfg["publish"] = publish_path(cfg["publish"])
-    methods = available_methods() if cfg["methods"] in (None, "all") else as_list(cfg["methods"], "methods")
+    methods = available_methods("detect") if cfg["methods"] in (None, "all") else as_list(cfg["methods"], "methods")
     try:
         scales = [float(s) for s in as_list(cfg["scales"], "scales")]
         cfg["balances"] = [float(b) for b in as_list(cfg["balances"] or [], "balances")]
