@@ -145,3 +145,24 @@ def test_yolo26_task_heads_distil(task, task_setup, tmp_path):
     values = {k.strip(): float(v) for k, v in zip(header.split(","), row.split(","))}
     assert all(f"train/{item}" in values for item in task_items), header
     assert values[f"train/{kd_item}"] > 0 and values["train/tar_feat_loss"] > 0
+
+
+@pytest.mark.parametrize("task", ["segment", "pose", "obb"])
+def test_every_detection_method_distils_every_task(task, task_setup, tmp_path):
+    """All eight detection methods at once (every neck and head term, each its own item) on a task's student."""
+    from yolokd.config import available_methods, resolve_method
+
+    data, teacher, student, _ = task_setup[task]
+    methods = available_methods("detect")
+    assert set(methods) == {"bckd", "crosskd", "cwd", "fgbg", "hint", "mgd", "pkd", "tar"}
+    method = "+".join(methods)
+    YOLOKD(str(student), teacher=str(teacher), method=method, teacher_val=False).train(
+        data=str(data), project=str(tmp_path), name="all", **TRAIN
+    )
+    header, row = (tmp_path / "all" / "results.csv").read_text().splitlines()[:2]
+    values = {k.strip(): float(v) for k, v in zip(header.split(","), row.split(","))}
+    names = [s.name for s in resolve_method(method)]
+    assert len(names) == 16
+    # non-zero and finite (as in test_methods_e2e.py: with a barely trained teacher CrossKD's KL can be -1e-8)
+    bad = [n for n in names if not (values[f"train/{n}_loss"] != 0 and abs(values[f"train/{n}_loss"]) < float("inf"))]
+    assert not bad, {n: values[f"train/{n}_loss"] for n in bad}

@@ -121,8 +121,22 @@ METRIC = {"detect": "box", "segment": "seg", "pose": "pose", "obb": "box"}
 
 
 def _test_metrics(weights: Path, data: Path, imgsz: int, batch: int, task: str = "detect") -> tuple[float, float]:
-    """mAP50-95 and mAP50 of a checkpoint on the test split, of the task's main output (`METRIC`)."""
-    m = YOLO(str(weights)).val(data=str(data), split="test", imgsz=imgsz, batch=batch, plots=False, verbose=False)
+    """mAP50-95 and mAP50 of a checkpoint on the test split, of the task's main output (`METRIC`).
+
+    The validator's folder is ``val-test`` in the checkpoint's run folder (not a new ``runs/<task>/val-N``).
+    """
+    run = Path(weights).parent.parent
+    m = YOLO(str(weights)).val(
+        data=str(data),
+        split="test",
+        imgsz=imgsz,
+        batch=batch,
+        plots=False,
+        verbose=False,
+        project=str(run),
+        name="val-test",
+        exist_ok=True,
+    )
     part = getattr(m, METRIC[task])
     return float(part.map), float(part.map50)
 
