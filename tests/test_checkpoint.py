@@ -74,7 +74,16 @@ def test_checkpoint_saved_config_errors_name_the_file(tmp_path):
     assert checkpoint.saved_config(bad) == {}
 
 
-def test_sigint_guard_holds_a_signal_until_the_block_ends():
+@pytest.fixture
+def python_sigint():
+    """Python's own SIGINT handler for the test, even where the suite runs with SIGINT ignored (a shell's background
+    job, nohup), as an interactive training process has it."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_sigint_guard_holds_a_signal_until_the_block_ends(python_sigint):
     with SigintGuard() as guard:
         with pytest.raises(KeyboardInterrupt):
             with guard.hold():
@@ -99,7 +108,7 @@ def test_sigint_guard_leaves_an_ignored_sigint_ignored():
         signal.signal(signal.SIGINT, previous)
 
 
-def test_sigint_guard_never_loses_a_signal_sent_at_random_moments():
+def test_sigint_guard_never_loses_a_signal_sent_at_random_moments(python_sigint):
     """A thread sends SIGINTs at random instants while the main thread enters and leaves holds: each one arrives."""
     import random
 

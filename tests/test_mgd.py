@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -147,3 +148,13 @@ def test_mgd_student_width_generator_shapes_value_and_cost() -> None:
 def test_mgd_generator_value_is_checked() -> None:
     with pytest.raises(ValueError, match=r"mgd: generator must be one of \['teacher', 'student'\], got 'tiny'"):
         MGD(generator="tiny")
+
+
+def test_mgd_student_example_is_the_default_but_for_the_generator() -> None:
+    """examples/mgd-student.yaml (the benchmark's `mgd-student` row) differs from the shipped mgd only in the width."""
+    example = Path(__file__).resolve().parents[1] / "examples" / "mgd-student.yaml"
+    (got,) = resolve_method(str(example))
+    (default,) = resolve_method("mgd")
+    assert (got.type, got.weight, got.schedule, got.balance) == (default.type, default.weight, "constant", 0.0)
+    assert got.params == {**default.params, "generator": "student"}
+    assert repr(TERMS["mgd"](**got.params)) == "MGD(ratio=0.65, per_element=True, generator=student)"
