@@ -12,7 +12,7 @@ import torch
 from helpers import IMGSZ, build, captured_logs, host_sync_allowed, kd_model, no_host_sync, toy_batch
 from ultralytics.utils.torch_utils import ModelEMA
 
-from yolokd.config import KDError, build_config
+from yolokd.config import PREFIX, KDError, build_config
 from yolokd.distill_model import KDModel
 from yolokd.losses import functional as kdf
 from yolokd.taps import detect_head, head_outputs
@@ -355,6 +355,32 @@ def test_term_stats_are_epoch_means_read_and_reset_by_the_epoch_end_callback(pic
     assert logged == pytest.approx(sum(per_step) / len(per_step), rel=1e-6)  # equal candidates: the mean of the steps
     assert "kd_stats/fgbg_fg/fg_gate_open" in callbacks._writer.scalars
     assert kd.term_stats() == {}  # read and reset once per epoch
+
+
+def test_a_term_outweighing_the_student_loss_is_warned_about_once(pico_yamls):
+    """Epoch means: mgd_loss 60 against box+cls+dfl 2+2+1 = 5 is 12x (> 5x): one warning, not one per epoch."""
+    from types import SimpleNamespace
+
+    from yolokd.callbacks import KDCallbacks
+
+    kd = kd_model(pico_yamls["yolov8"], "yolov8n.yaml", "mgd+cwd")
+    callbacks = KDCallbacks(kd.kd_config)
+    items = {"box_loss": 2.0, "cls_loss": 2.0, "dfl_loss": 1.0, "mgd_loss": 60.0, "cwd_loss": 24.0}
+    trainer = SimpleNamespace(model=kd, epoch=0, tloss={k: torch.tensor(v) for k, v in items.items()}, lr={})
+    with captured_logs(logging.WARNING) as records:
+        callbacks.on_train_epoch_end(trainer)
+        trainer.epoch = 1
+        callbacks.on_train_epoch_end(trainer)
+    lines = [r.getMessage() for r in records]
+    assert lines == [
+        f"{PREFIX}mgd_loss averaged 60 in epoch 1, 12x the student's own loss: the term dominates training and can "
+        "ruin the student; lower its weight (a method yaml, or distill_weight=) or use automatic weights "
+        "(balance=0.25)"
+    ], lines  # cwd_loss at 4.8x stays below the 5x line
+    trainer.tloss = {**trainer.tloss, "cwd_loss": torch.tensor(26.0)}  # 5.2x: a new term crosses it later
+    with captured_logs(logging.WARNING) as records:
+        callbacks.on_train_epoch_end(trainer)
+    assert [r.getMessage().startswith(f"{PREFIX}cwd_loss averaged 26 in epoch 2, 5x the") for r in records] == [True]
 
 
 def test_channels_last_teacher_gives_the_same_taps_in_the_usual_layout(pico_yaml):

@@ -1,5 +1,5 @@
 # yolokd, AGPL-3.0 License
-"""Training callbacks: schedule progress, TensorBoard logging and the teacher's one-off validation.
+"""Training callbacks: schedule progress, TensorBoard logging, the teacher's validation, a dominating term's warning.
 
 `KDCallbacks` is a plain picklable object whose bound methods are registered as Ultralytics callbacks. Because the
 trainer's callbacks travel to DDP workers (``ultralytics/utils/dist.py`` pickles them), it also carries the run's
@@ -50,6 +50,35 @@ def _ultralytics_tensorboard_active() -> bool:
         return False
 
 
+DOMINANCE = 5.0
+"""A term whose epoch-mean item exceeds this multiple of the student's own loss items is warned about (once per term).
+On the cpu benchmark every method that trained well stayed below 2x (hint's first epoch 1.8x, the built-in 1.1x),
+and mgd at 12x collapsed its student (BENCHMARKS.md "Cost")."""
+
+
+def dominant_terms(means: dict[str, float], kd_items: list[str], ratio: float = DOMINANCE) -> list[tuple[str, float]]:
+    """The distillation items whose epoch mean exceeds ``ratio`` x the sum of the student's own items.
+
+    Args:
+        means (dict[str, float]): Epoch-mean loss items by name: the student's own (``box_loss``, ``seg_loss``...) and
+            the distillation items.
+        kd_items (list[str]): The names of the distillation items.
+        ratio (float): The multiple of the student's loss above which a term dominates.
+
+    Returns:
+        (list[tuple[str, float]]): ``(item, multiple of the student's loss)`` for each dominating item, in order.
+
+    Examples:
+        >>> means = {"box_loss": 2.0, "cls_loss": 3.0, "mgd_loss": 60.0, "cwd_loss": 1.0}
+        >>> dominant_terms(means, ["mgd_loss", "cwd_loss"])
+        [('mgd_loss', 12.0)]
+    """
+    own = sum(v for k, v in means.items() if k not in kd_items)
+    if own <= 0:
+        return []
+    return [(k, means[k] / own) for k in kd_items if k in means and means[k] > ratio * own]
+
+
 class KDCallbacks:
     """Callbacks of a distillation run; picklable, and the carrier of its `KDConfig` to DDP workers.
 
@@ -64,6 +93,7 @@ class KDCallbacks:
         self.teacher_metrics: dict[str, float] = {}
         self._writer = None
         self._batch = 0
+        self._warned: set[str] = set()
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle without the open TensorBoard writer."""
@@ -143,7 +173,10 @@ class KDCallbacks:
         """
         model = self._kd_model(trainer)
         stats = model.term_stats(reset=True)
-        if RANK not in {-1, 0} or self._writer is None:
+        if RANK not in {-1, 0}:
+            return
+        self._warn_dominant(trainer, model.item_names())
+        if self._writer is None:
             return
         step = trainer.epoch + 1
         if not _ultralytics_tensorboard_active():
@@ -151,6 +184,22 @@ class KDCallbacks:
             self._scalars(trainer.lr, step)
         self._scalars({f"kd_weight/{k}": v for k, v in model.term_weights().items()}, step)
         self._scalars({f"kd_stats/{k}": v for k, v in stats.items()}, step)
+
+    def _warn_dominant(self, trainer, kd_items: list[str]) -> None:
+        """Warn once per term whose epoch mean exceeds `DOMINANCE` x the student's own loss (`dominant_terms`)."""
+        tloss = trainer.tloss
+        if not isinstance(tloss, dict):
+            return
+        means = {k: float(v) for k, v in tloss.items()}
+        for item, r in dominant_terms(means, kd_items):
+            if item in self._warned:
+                continue
+            self._warned.add(item)
+            LOGGER.warning(
+                f"{PREFIX}{item} averaged {means[item]:.4g} in epoch {trainer.epoch + 1}, {r:.0f}x the student's own "
+                f"loss: the term dominates training and can ruin the student; lower its weight (a method yaml, or "
+                f"distill_weight=) or use automatic weights (balance=0.25)"
+            )
 
     def on_fit_epoch_end(self, trainer) -> None:
         """Log validation metrics (unless Ultralytics' TensorBoard does) and the teacher's as reference lines."""
