@@ -374,8 +374,8 @@ def test_a_term_outweighing_the_student_loss_is_warned_about_once(pico_yamls):
     lines = [r.getMessage() for r in records]
     assert lines == [
         f"{PREFIX}mgd_loss averaged 60 in epoch 1, 12x the student's own loss: the term dominates training and can "
-        "ruin the student; lower its weight (a method yaml, or distill_weight=) or use automatic weights "
-        "(balance=0.25)"
+        "ruin the student; use automatic weights (balance=0.25) or lower its weight (a method yaml, or "
+        "distill_weight=)"
     ], lines  # cwd_loss at 4.8x stays below the 5x line
     trainer.tloss = {**trainer.tloss, "cwd_loss": torch.tensor(26.0)}  # 5.2x: a new term crosses it later
     with captured_logs(logging.WARNING) as records:

@@ -197,8 +197,8 @@ class KDCallbacks:
             self._warned.add(item)
             LOGGER.warning(
                 f"{PREFIX}{item} averaged {means[item]:.4g} in epoch {trainer.epoch + 1}, {r:.0f}x the student's own "
-                f"loss: the term dominates training and can ruin the student; lower its weight (a method yaml, or "
-                f"distill_weight=) or use automatic weights (balance=0.25)"
+                f"loss: the term dominates training and can ruin the student; use automatic weights (balance=0.25) "
+                f"or lower its weight (a method yaml, or distill_weight=)"
             )
 
     def on_fit_epoch_end(self, trainer) -> None:
