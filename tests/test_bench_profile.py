@@ -26,4 +26,36 @@ def test_random_batch_and_format_profile():
     assert ((b["bboxes"][:, :2] - b["bboxes"][:, 2:] / 2) >= 0).all()  # boxes inside the image
     p = {"method": "crosskd", "neck_only": False, "plain_teacher_ms": 9.0, "ms": dict.fromkeys((*PARTS, "other"), 1.0)}
     p["ms"]["step"] = 6.0
-    assert format_profile([p]).splitlines()[2] == "| crosskd | 1.0 (full) | 9.0 | 1.0 | 1.0 | 1.0 | 1.0 | 1.0 | 6.0 |"
+    row = "| crosskd | 1.0 (full) | 9.0 | 1.0 | 1.0 | 1.0 | 1.0 | 1.0 | 6.0 |"
+    assert format_profile([p]).splitlines()[2] == row + " — | — |"  # no undistilled step: no x floor
+    p["plain_student_ms"] = 3.0
+    assert format_profile([p]).splitlines()[2] == row + " 3.0 | 0.50 |"  # 6 / (3 + 9)
+
+
+def test_plain_student_step_and_the_profile_command(pico_yaml, tmp_path, capsys):
+    """The undistilled step is timed with its backward and leaves no gradients; the command prints the medians."""
+    import torch
+    from ultralytics.cfg import get_cfg
+    from ultralytics.nn.tasks import DetectionModel
+    from ultralytics.utils import DEFAULT_CFG
+
+    from yolokd.bench.profile import main, plain_student_ms
+
+    student = DetectionModel(pico_yaml, nc=3, verbose=False)
+    student.args = get_cfg(DEFAULT_CFG)
+    calls = []
+    next(student.parameters()).register_hook(lambda g: calls.append(1))  # fires in every backward pass
+    assert plain_student_ms(student.train(), random_batch(2, 64, nc=3, device="cpu"), steps=2, warmup=1) > 0
+    assert len(calls) == 3 and all(p.grad is None for p in student.parameters())  # 3 backward passes, grads cleared
+    teacher = tmp_path / "t.pt"
+    m = DetectionModel("yolov8n.yaml", nc=3, verbose=False)
+    m.names = {0: "a", 1: "b", 2: "c"}
+    torch.save({"model": m, "train_args": {"task": "detect"}}, teacher)
+    main(
+        ["--teacher", str(teacher), "--student", str(pico_yaml), "--methods", "cwd", "bckd", "--rounds", "2", "--imgsz"]
+        + ["64"]
+    )
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].endswith("| step | undistilled step | x floor |") and len(lines) == 4
+    assert lines[2].startswith("| cwd | ") and "(to the neck)" in lines[2] and "(full)" in lines[3]
+    assert all(float(line.split("|")[-2]) > 0 for line in lines[2:])

@@ -4,8 +4,10 @@
 `profile_step` times the parts of ``KDModel.loss`` and the backward pass with forward hooks on the student and the
 terms and thin timers around the model's own teacher forward and detection loss (on the given model instance only;
 nothing of Ultralytics is touched). `profile_method` builds the pair as training does (the teacher loaded, folded and
-stopped at the neck where the method allows it) on random images with a few boxes each, and adds the plain teacher's
-full, unfolded forward for comparison: the teacher part of the benchmark's floor.
+stopped at the neck where the method allows it) on random images with a few boxes each, and adds the two parts of the
+benchmark's floor measured the same way: the plain teacher's full, unfolded forward and the undistilled student's
+step (its loss and backward). Their ratio, ``x floor``, compares methods without the data loading and optimizer of a
+training row, so it varies less between runs than a row's ms per iteration.
 """
 
 from __future__ import annotations
@@ -115,6 +117,30 @@ def random_batch(n: int, imgsz: int, nc: int, device: torch.device, boxes: int =
     }
 
 
+def plain_student_ms(student: torch.nn.Module, batch: dict, steps: int = 10, warmup: int = 2) -> float:
+    """Mean ms of the undistilled student's step as `profile_step` times a KD step: its loss, then the backward.
+
+    Args:
+        student (nn.Module): The student detection model, in train mode (``args`` set, as Ultralytics' trainer does).
+        batch (dict): A preprocessed batch on the model's device (`random_batch`).
+        steps (int): Timed steps.
+        warmup (int): Untimed steps first.
+    """
+    device = batch["img"].device
+    times = []
+    for i in range(warmup + steps):
+        student.zero_grad(set_to_none=True)
+        _sync(device)
+        t = time.perf_counter()
+        loss, _ = student.loss(batch)
+        loss.sum().backward()
+        _sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    student.zero_grad(set_to_none=True)
+    return 1000 * sum(times) / len(times)
+
+
 def plain_teacher_ms(teacher_path: str, batch: dict, steps: int = 10, warmup: int = 2) -> float:
     """Mean ms of the teacher's full forward as loaded (unfolded, eval, no_grad): the teacher part of the floor."""
     from ultralytics.nn.tasks import load_checkpoint
@@ -139,8 +165,9 @@ def profile_method(
     """Profile one step of ``method`` for a student yaml and a teacher checkpoint, as training builds them.
 
     Returns:
-        (dict): ``method``, ``neck_only`` (the teacher stopped at its neck), ``ms`` (`profile_step`) and
-        ``plain_teacher_ms`` (`plain_teacher_ms`).
+        (dict): ``method``, ``neck_only`` (the teacher stopped at its neck), ``ms`` (`profile_step`),
+        ``plain_teacher_ms`` (`plain_teacher_ms`) and ``plain_student_ms`` (`plain_student_ms`, the same student
+        before it is wrapped).
     """
     from ultralytics.cfg import get_cfg
     from ultralytics.nn.tasks import DetectionModel
@@ -154,30 +181,35 @@ def profile_method(
     torch.manual_seed(0)
     student = DetectionModel(student_cfg, nc=nc, verbose=False).to(dev)
     student.args = get_cfg(DEFAULT_CFG)
+    x = random_batch(batch, imgsz, nc, dev)
+    student_ms = plain_student_ms(student.train(), x)
     kd = KDModel(student, load_teacher(teacher_path).to(dev), build_config({"teacher": teacher_path, "method": method}))
     kd.train()
-    x = random_batch(batch, imgsz, nc, dev)
     return {
         "method": method,
         "neck_only": kd.teacher_to_neck,
         "ms": profile_step(kd, x),
         "plain_teacher_ms": plain_teacher_ms(teacher_path, x),
+        "plain_student_ms": student_ms,
     }
 
 
 def format_profile(profiles: list[dict[str, Any]]) -> str:
     """Markdown table of `profile_method` results, one row per method, milliseconds per step.
 
+    ``x floor`` is the step over the floor measured the same way: the undistilled student's step plus the plain
+    teacher's forward ("—" for results without the student's step).
+
     Examples:
-        >>> p = {"method": "cwd", "neck_only": True, "plain_teacher_ms": 20.0}
+        >>> p = {"method": "cwd", "neck_only": True, "plain_teacher_ms": 20.0, "plain_student_ms": 80.0}
         >>> p["ms"] = {"teacher": 10.0, "student": 30.0, "detection loss": 5.0, "terms": 2.0, "backward": 50.0,
         ...            "other": 3.0, "step": 100.0}
         >>> print(format_profile([p]).splitlines()[2])
-        | cwd | 10.0 (to the neck) | 20.0 | 30.0 | 5.0 | 2.0 | 50.0 | 3.0 | 100.0 |
+        | cwd | 10.0 (to the neck) | 20.0 | 30.0 | 5.0 | 2.0 | 50.0 | 3.0 | 100.0 | 80.0 | 1.00 |
     """
     head = (
         "| method | teacher | plain teacher (full, unfolded) | student forward | detection loss | terms | backward "
-        "| other | step |"
+        "| other | step | undistilled step | x floor |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for p in profiles:
@@ -185,5 +217,69 @@ def format_profile(profiles: list[dict[str, Any]]) -> str:
         teacher = f"{ms['teacher']:.1f}" + (" (to the neck)" if p["neck_only"] else " (full)")
         cells = [teacher, f"{p['plain_teacher_ms']:.1f}"] + [f"{ms[k]:.1f}" for k in PARTS[1:]]
         cells += [f"{ms['other']:.1f}", f"{ms['step']:.1f}"]
+        student = p.get("plain_student_ms")
+        floor = None if student is None else student + p["plain_teacher_ms"]
+        cells += ["—", "—"] if floor is None else [f"{student:.1f}", f"{ms['step'] / floor:.2f}"]
         lines.append(f"| {p['method']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def median_profile(profiles: list[dict[str, Any]]) -> dict[str, Any]:
+    """One `profile_method` result from several of the same method: the median of every time.
+
+    Examples:
+        >>> ps = [{"method": "cwd", "neck_only": True, "plain_teacher_ms": t, "plain_student_ms": 80.0,
+        ...        "ms": {"step": t * 5}} for t in (20.0, 30.0, 22.0)]
+        >>> m = median_profile(ps)
+        >>> m["plain_teacher_ms"], m["ms"]["step"], m["rounds"]
+        (22.0, 110.0, 3)
+    """
+    from statistics import median
+
+    out = {**profiles[0], "rounds": len(profiles)}
+    for k in ("plain_teacher_ms", "plain_student_ms"):
+        if all(k in p for p in profiles):
+            out[k] = median(p[k] for p in profiles)
+    out["ms"] = {k: median(p["ms"][k] for p in profiles) for k in profiles[0]["ms"]}
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m yolokd.bench.profile --teacher T --methods cwd crosskd --rounds 3``: print the profile table.
+
+    The methods are profiled in turn, ``rounds`` times over (interleaved, so that a slow spell of the machine falls
+    on every method alike), and each time is the median over the rounds.
+    """
+    import argparse
+    import tempfile
+    from pathlib import Path
+
+    from ultralytics.utils import TQDM
+
+    from yolokd.config import PREFIX
+    from yolokd.demo import resolve_model
+    from yolokd.taps import detect_head
+    from yolokd.teacher import load_teacher
+
+    ap = argparse.ArgumentParser(prog="python -m yolokd.bench.profile", description=main.__doc__.splitlines()[0])
+    ap.add_argument("--teacher", required=True, help="teacher checkpoint (.pt)")
+    ap.add_argument("--student", default="yolov8-pico", help="student model yaml (default: the benchmark's)")
+    ap.add_argument("--methods", nargs="+", required=True, help="methods or method yamls")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (the median is reported)")
+    ap.add_argument("--imgsz", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (the benchmark trains with 1)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    nc = int(detect_head(load_teacher(args.teacher)).nc)
+    runs: dict[str, list] = {m: [] for m in args.methods}
+    with tempfile.TemporaryDirectory() as tmp:
+        student = resolve_model(args.student, Path(tmp))  # yolov8-pico: the benchmark's student, written here
+        for m in TQDM([m for _ in range(args.rounds) for m in args.methods], desc=f"{PREFIX}profile"):
+            runs[m].append(profile_method(student, args.teacher, m, args.imgsz, args.batch, nc, args.device))
+    print(format_profile([median_profile(v) for v in runs.values()]))
+
+
+if __name__ == "__main__":
+    main()
