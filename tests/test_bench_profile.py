@@ -59,3 +59,4 @@ def test_plain_student_step_and_the_profile_command(pico_yaml, tmp_path, capsys)
     assert lines[0].endswith("| step | undistilled step | x floor |") and len(lines) == 4
     assert lines[2].startswith("| cwd | ") and "(to the neck)" in lines[2] and "(full)" in lines[3]
     assert all(float(line.split("|")[-2]) > 0 for line in lines[2:])
+    assert len({line.split("|")[-3] for line in lines[2:]}) == 1  # one pooled floor: the same undistilled step

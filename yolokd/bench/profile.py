@@ -244,11 +244,29 @@ def median_profile(profiles: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def pool_floor(medians: list[dict[str, Any]], every: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``medians`` with one floor for all: the median plain teacher and student times over ``every`` measurement.
+
+    The student and teacher are the same for every method, so their times are one quantity measured many times;
+    pooling them gives every method the same, steadier floor.
+
+    Examples:
+        >>> every = [{"plain_teacher_ms": t, "plain_student_ms": s} for t, s in ((40, 70), (44, 80), (41, 72))]
+        >>> pool_floor([{"method": "cwd", "plain_teacher_ms": 40, "plain_student_ms": 70}], every)[0]
+        {'method': 'cwd', 'plain_teacher_ms': 41, 'plain_student_ms': 72}
+    """
+    from statistics import median
+
+    floor = {k: median(p[k] for p in every) for k in ("plain_teacher_ms", "plain_student_ms")}
+    return [{**m, **floor} for m in medians]
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m yolokd.bench.profile --teacher T --methods cwd crosskd --rounds 3``: print the profile table.
 
     The methods are profiled in turn, ``rounds`` times over (interleaved, so that a slow spell of the machine falls
-    on every method alike), and each time is the median over the rounds.
+    on every method alike); each time is the median over the rounds, and the floor (the plain teacher's forward and
+    the undistilled step, the same models for every method) the median over every measurement (`pool_floor`).
     """
     import argparse
     import tempfile
@@ -278,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
         student = resolve_model(args.student, Path(tmp))  # yolov8-pico: the benchmark's student, written here
         for m in TQDM([m for _ in range(args.rounds) for m in args.methods], desc=f"{PREFIX}profile"):
             runs[m].append(profile_method(student, args.teacher, m, args.imgsz, args.batch, nc, args.device))
-    print(format_profile([median_profile(v) for v in runs.values()]))
+    print(format_profile(pool_floor([median_profile(v) for v in runs.values()], [p for v in runs.values() for p in v])))
 
 
 if __name__ == "__main__":
