@@ -101,7 +101,7 @@ def test_mgd_kd_step_trains_align_and_generator(pico_yamls) -> None:
 
 def test_mgd_yaml_defaults() -> None:
     (spec,) = resolve_method("mgd")
-    assert (spec.type, spec.weight, spec.schedule, spec.balance) == ("mgd", 114.7, "constant", 0.0)
+    assert (spec.type, spec.weight, spec.schedule, spec.balance) == ("mgd", 114.7, "constant", 0.25)
     assert spec.params == {"ratio": 0.65, "per_element": True, "generator": "teacher"}
     assert spec.weight == pytest.approx(2e-5 * 256 * (168 * 100 + 84 * 50 + 42 * 25 + 21 * 13 + 11 * 7), abs=0.05)
     assert repr(TERMS["mgd"](**spec.params)) == repr(MGD()) == "MGD(ratio=0.65, per_element=True, generator=teacher)"
@@ -155,6 +155,6 @@ def test_mgd_student_example_is_the_default_but_for_the_generator() -> None:
     example = Path(__file__).resolve().parents[1] / "examples" / "mgd-student.yaml"
     (got,) = resolve_method(str(example))
     (default,) = resolve_method("mgd")
-    assert (got.type, got.weight, got.schedule, got.balance) == (default.type, default.weight, "constant", 0.0)
+    assert (got.type, got.weight, got.schedule, got.balance) == (default.type, default.weight, "constant", 0.25)
     assert got.params == {**default.params, "generator": "student"}
     assert repr(TERMS["mgd"](**got.params)) == "MGD(ratio=0.65, per_element=True, generator=student)"
