@@ -51,10 +51,8 @@ def test_plain_student_step_and_the_profile_command(pico_yaml, tmp_path, capsys)
     m = DetectionModel("yolov8n.yaml", nc=3, verbose=False)
     m.names = {0: "a", 1: "b", 2: "c"}
     torch.save({"model": m, "train_args": {"task": "detect"}}, teacher)
-    main(
-        ["--teacher", str(teacher), "--student", str(pico_yaml), "--methods", "cwd", "bckd", "--rounds", "2", "--imgsz"]
-        + ["64"]
-    )
+    args = ["--teacher", str(teacher), "--student", str(pico_yaml), "--methods", "cwd", "bckd", "--rounds=2"]
+    main([*args, "--imgsz=64"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].endswith("| step | undistilled step | x floor |") and len(lines) == 4
     assert lines[2].startswith("| cwd | ") and "(to the neck)" in lines[2] and "(full)" in lines[3]

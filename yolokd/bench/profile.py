@@ -117,6 +117,21 @@ def random_batch(n: int, imgsz: int, nc: int, device: torch.device, boxes: int =
     }
 
 
+def _mean_ms(run, device: torch.device, steps: int, warmup: int, before=None) -> float:
+    """Mean wall ms of ``run()`` over ``steps`` calls after ``warmup`` untimed ones; ``before()`` runs untimed first."""
+    times = []
+    for i in range(warmup + steps):
+        if before is not None:
+            before()
+        _sync(device)
+        t = time.perf_counter()
+        run()
+        _sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    return 1000 * sum(times) / len(times)
+
+
 def plain_student_ms(student: torch.nn.Module, batch: dict, steps: int = 10, warmup: int = 2) -> float:
     """Mean ms of the undistilled student's step as `profile_step` times a KD step: its loss, then the backward.
 
@@ -126,19 +141,14 @@ def plain_student_ms(student: torch.nn.Module, batch: dict, steps: int = 10, war
         steps (int): Timed steps.
         warmup (int): Untimed steps first.
     """
-    device = batch["img"].device
-    times = []
-    for i in range(warmup + steps):
-        student.zero_grad(set_to_none=True)
-        _sync(device)
-        t = time.perf_counter()
+
+    def step():
         loss, _ = student.loss(batch)
         loss.sum().backward()
-        _sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - t)
+
+    ms = _mean_ms(step, batch["img"].device, steps, warmup, before=lambda: student.zero_grad(set_to_none=True))
     student.zero_grad(set_to_none=True)
-    return 1000 * sum(times) / len(times)
+    return ms
 
 
 def plain_teacher_ms(teacher_path: str, batch: dict, steps: int = 10, warmup: int = 2) -> float:
@@ -147,16 +157,8 @@ def plain_teacher_ms(teacher_path: str, batch: dict, steps: int = 10, warmup: in
 
     device = batch["img"].device
     teacher = load_checkpoint(teacher_path)[0].float().eval().to(device)
-    times = []
     with torch.no_grad():
-        for i in range(warmup + steps):
-            _sync(device)
-            t = time.perf_counter()
-            teacher(batch["img"])
-            _sync(device)
-            if i >= warmup:
-                times.append(time.perf_counter() - t)
-    return 1000 * sum(times) / len(times)
+        return _mean_ms(lambda: teacher(batch["img"]), device, steps, warmup)
 
 
 def profile_method(
@@ -224,41 +226,30 @@ def format_profile(profiles: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def median_profile(profiles: list[dict[str, Any]]) -> dict[str, Any]:
-    """One `profile_method` result from several of the same method: the median of every time.
+def median_profiles(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One `profile_method` result per method from its rounds: the median of every part's time, and one floor for all.
+
+    The floor's parts (``plain_teacher_ms``, ``plain_student_ms``) are the same models for every method, so they are
+    one quantity measured in every round of every method: their median over all of them gives each method the same,
+    steadier floor.
 
     Examples:
-        >>> ps = [{"method": "cwd", "neck_only": True, "plain_teacher_ms": t, "plain_student_ms": 80.0,
-        ...        "ms": {"step": t * 5}} for t in (20.0, 30.0, 22.0)]
-        >>> m = median_profile(ps)
-        >>> m["plain_teacher_ms"], m["ms"]["step"], m["rounds"]
-        (22.0, 110.0, 3)
+        >>> runs = {"cwd": [{"method": "cwd", "plain_teacher_ms": t, "plain_student_ms": s, "ms": {"step": t * 5}}
+        ...                 for t, s in ((20.0, 70.0), (30.0, 80.0), (22.0, 72.0))],
+        ...         "tar": [{"method": "tar", "plain_teacher_ms": 40.0, "plain_student_ms": 90.0, "ms": {"step": 1.0}}]}
+        >>> cwd, tar = median_profiles(runs)
+        >>> cwd["ms"]["step"], cwd["rounds"], cwd["plain_teacher_ms"], tar["plain_teacher_ms"], tar["plain_student_ms"]
+        (110.0, 3, 26.0, 26.0, 76.0)
     """
     from statistics import median
 
-    out = {**profiles[0], "rounds": len(profiles)}
-    for k in ("plain_teacher_ms", "plain_student_ms"):
-        if all(k in p for p in profiles):
-            out[k] = median(p[k] for p in profiles)
-    out["ms"] = {k: median(p["ms"][k] for p in profiles) for k in profiles[0]["ms"]}
-    return out
-
-
-def pool_floor(medians: list[dict[str, Any]], every: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``medians`` with one floor for all: the median plain teacher and student times over ``every`` measurement.
-
-    The student and teacher are the same for every method, so their times are one quantity measured many times;
-    pooling them gives every method the same, steadier floor.
-
-    Examples:
-        >>> every = [{"plain_teacher_ms": t, "plain_student_ms": s} for t, s in ((40, 70), (44, 80), (41, 72))]
-        >>> pool_floor([{"method": "cwd", "plain_teacher_ms": 40, "plain_student_ms": 70}], every)[0]
-        {'method': 'cwd', 'plain_teacher_ms': 41, 'plain_student_ms': 72}
-    """
-    from statistics import median
-
+    every = [p for rounds in runs.values() for p in rounds]
     floor = {k: median(p[k] for p in every) for k in ("plain_teacher_ms", "plain_student_ms")}
-    return [{**m, **floor} for m in medians]
+    out = []
+    for rounds in runs.values():
+        ms = {k: median(p["ms"][k] for p in rounds) for k in rounds[0]["ms"]}
+        out.append({**rounds[0], **floor, "rounds": len(rounds), "ms": ms})
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -266,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
 
     The methods are profiled in turn, ``rounds`` times over (interleaved, so that a slow spell of the machine falls
     on every method alike); each time is the median over the rounds, and the floor (the plain teacher's forward and
-    the undistilled step, the same models for every method) the median over every measurement (`pool_floor`).
+    the undistilled step, the same models for every method) the median over every measurement (`median_profiles`).
     """
     import argparse
     import tempfile
@@ -296,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
         student = resolve_model(args.student, Path(tmp))  # yolov8-pico: the benchmark's student, written here
         for m in TQDM([m for _ in range(args.rounds) for m in args.methods], desc=f"{PREFIX}profile"):
             runs[m].append(profile_method(student, args.teacher, m, args.imgsz, args.batch, nc, args.device))
-    print(format_profile(pool_floor([median_profile(v) for v in runs.values()], [p for v in runs.values() for p in v])))
+    print(format_profile(median_profiles(runs)))
 
 
 if __name__ == "__main__":
