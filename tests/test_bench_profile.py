@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pytest
 from helpers import kd_model, toy_batch
 
 from yolokd.bench.profile import PARTS, format_profile, profile_step, random_batch
@@ -27,9 +28,11 @@ def test_random_batch_and_format_profile():
     p = {"method": "crosskd", "neck_only": False, "plain_teacher_ms": 9.0, "ms": dict.fromkeys((*PARTS, "other"), 1.0)}
     p["ms"]["step"] = 6.0
     row = "| crosskd | 1.0 (full) | 9.0 | 1.0 | 1.0 | 1.0 | 1.0 | 1.0 | 6.0 |"
-    assert format_profile([p]).splitlines()[2] == row + " — | — |"  # no undistilled step: no x floor
+    assert format_profile([p]).splitlines()[2] == row + " — | — | — | — |"  # no undistilled or built-in step
     p["plain_student_ms"] = 3.0
-    assert format_profile([p]).splitlines()[2] == row + " 3.0 | 0.50 |"  # 6 / (3 + 9)
+    assert format_profile([p]).splitlines()[2] == row + " 3.0 | 0.50 | — | — |"  # 6 / (3 + 9)
+    p["builtin_ms"] = 4.0
+    assert format_profile([p]).splitlines()[2] == row + " 3.0 | 0.50 | 4.0 | 1.50 |"  # 6 / 4
 
 
 def test_plain_student_step_and_the_profile_command(pico_yaml, tmp_path, capsys):
@@ -54,7 +57,11 @@ def test_plain_student_step_and_the_profile_command(pico_yaml, tmp_path, capsys)
     args = ["--teacher", str(teacher), "--student", str(pico_yaml), "--methods", "cwd", "bckd", "--rounds=2"]
     main([*args, "--imgsz=64"])
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].endswith("| step | undistilled step | x floor |") and len(lines) == 4
+    assert lines[0].endswith("| step | undistilled step | x floor | built-in step | x built-in |") and len(lines) == 4
     assert lines[2].startswith("| cwd | ") and "(to the neck)" in lines[2] and "(full)" in lines[3]
-    assert all(float(line.split("|")[-2]) > 0 for line in lines[2:])
-    assert len({line.split("|")[-3] for line in lines[2:]}) == 1  # one pooled floor: the same undistilled step
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in lines[2:]]
+    assert all(float(c[-1]) > 0 and float(c[-3]) > 0 for c in cells)  # x built-in and x floor
+    # one pooled floor and one pooled built-in step for both methods
+    assert cells[0][-4] == cells[1][-4] and cells[0][-2] == cells[1][-2]
+    step, builtin = float(cells[0][-5]), float(cells[0][-2])
+    assert float(cells[0][-1]) == pytest.approx(step / builtin, abs=0.006)

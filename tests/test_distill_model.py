@@ -384,14 +384,18 @@ def test_a_term_outweighing_the_student_loss_is_warned_about_once(pico_yamls):
 
 
 def test_channels_last_teacher_gives_the_same_taps_in_the_usual_layout(pico_yaml):
-    """The CUDA path (NHWC teacher weights and images), forced on CPU: the same neck features and loss, contiguous."""
+    """NHWC teacher weights and images (the default on CPU and CUDA, chosen at the first forward): the same neck
+    features, scores and loss as the usual layout, handed to the terms contiguous."""
     kd = kd_model(pico_yaml, "yolov8n.yaml", "tar+cwd")
     batch = toy_batch()
+    assert kd.teacher_channels_last is None  # not chosen before the device is known
+    kd.set_teacher_channels_last(False)
     plain, _ = kd._teacher_forward(batch["img"])
-    kd.set_teacher_channels_last(True)
+    kd.teacher_channels_last = None
+    nhwc, _ = kd._teacher_forward(batch["img"])  # the first forward on CPU chooses NHWC
+    assert kd.teacher_channels_last is True
     conv = next(m for m in kd.teacher_model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
-    nhwc, _ = kd._teacher_forward(batch["img"])
     for a, b in zip(plain["feats"], nhwc["feats"]):
         assert b.is_contiguous()
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -468,6 +468,26 @@ def test_cosine_fg_large_values_finite() -> None:
     assert _grads_finite(cosine_fg(s, t, mask), s, t)
 
 
+def test_cosine_fg_equals_torch_cosine_similarity_with_its_gradient_at_zero_vectors() -> None:
+    """The per-position distance is ``1 - F.cosine_similarity`` (eps 1e-8), value and gradient, also where the student
+    vector is all zero (norm floored at eps: finite gradient ``-t / (eps |t|)``, as PyTorch's)."""
+    s = torch.randn(2, 7, 3, 5, dtype=torch.float64)
+    t = torch.randn(2, 7, 3, 5, dtype=torch.float64)
+    s[0, :, 1, 2] = 0.0  # a zero vector
+    mask = torch.ones(2, 3, 5, dtype=torch.bool)
+    ref = s.clone().requires_grad_()
+    expected = (1.0 - torch.nn.functional.cosine_similarity(ref, t, dim=1)).sum() / mask.sum()
+    expected.backward()
+    s.requires_grad_()
+    loss = cosine_fg(s, t, mask)
+    loss.backward()
+    assert float(loss) == pytest.approx(float(expected), rel=1e-12)
+    assert torch.isfinite(s.grad).all()
+    torch.testing.assert_close(s.grad, ref.grad, rtol=1e-9, atol=1e-9)
+    zero = -t[0, :, 1, 2] / (1e-8 * t[0, :, 1, 2].norm()) / mask.sum()
+    torch.testing.assert_close(s.grad[0, :, 1, 2], zero, rtol=1e-9, atol=0.0)
+
+
 def test_cosine_fg_empty_mask_is_connected_zero() -> None:
     """An all-false mask returns a 0-dim zero that still supports backward."""
     s = torch.randn(2, 3, 4, 4, requires_grad=True)

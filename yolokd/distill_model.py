@@ -26,6 +26,10 @@ from yolokd.targets import Assigned, GroundTruth, ground_truth, recording_assign
 from yolokd.teacher import fold_batchnorm
 
 _HEAD = "head"  # key of the Detect-output tap in the feature dicts
+# devices on which the frozen teacher runs channels-last (NHWC) by default: on CPU its folded forward took 18 instead
+# of 21 ms here (oneDNN convolutions, BENCHMARKS.md "Cost"); on CUDA NHWC suits tensor cores under AMP (not measured:
+# no GPU was lent to this project's sessions)
+NHWC_DEVICES = ("cpu", "cuda")
 
 
 class _FiniteGrad(torch.autograd.Function):
@@ -113,9 +117,7 @@ class KDModel(DistillationModel):
         self.teacher_model = teacher.to(device)
         self._freeze_teacher()
         fold_batchnorm(self.teacher_model)  # eval-mode BatchNorm folded into the convs: a cheaper teacher forward
-        self.teacher_channels_last = False
-        if device.type == "cuda":  # NHWC convolutions suit tensor cores under AMP (not measured here: no GPU lent)
-            self.set_teacher_channels_last(True)
+        self.teacher_channels_last: bool | None = None  # None: chosen at the first forward, by the image's device
         self.student_model = student
         self.kd_config = config
         self.teacher_classes = None if teacher_classes is None else [int(c) for c in teacher_classes]
@@ -295,7 +297,9 @@ class KDModel(DistillationModel):
     def set_teacher_channels_last(self, on: bool) -> None:
         """Keep the teacher's weights channels-last (NHWC) and feed it NHWC images, or go back to the usual layout.
 
-        On by default on CUDA; the terms always receive the usual (contiguous) layout.
+        Unless set, the first training forward turns it on for CPU and CUDA images (`NHWC_DEVICES`: the model is
+        built on the CPU and moved by the trainer afterwards, so the device is only known then); the terms always
+        receive the usual (contiguous) layout.
         """
         self.teacher_model.to(memory_format=torch.channels_last if on else torch.contiguous_format)
         self.teacher_channels_last = bool(on)
@@ -312,7 +316,9 @@ class KDModel(DistillationModel):
             the tapped head stages, all ordinary tensors without grad.
         """
         self._teacher_feats.clear()
-        if getattr(self, "teacher_channels_last", False):
+        if getattr(self, "teacher_channels_last", None) is None:
+            self.set_teacher_channels_last(img.device.type in NHWC_DEVICES)
+        if self.teacher_channels_last:
             img = img.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             try:

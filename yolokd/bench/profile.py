@@ -6,8 +6,9 @@ terms and thin timers around the model's own teacher forward and detection loss 
 nothing of Ultralytics is touched). `profile_method` builds the pair as training does (the teacher loaded, folded and
 stopped at the neck where the method allows it) on random images with a few boxes each, and adds the two parts of the
 benchmark's floor measured the same way: the plain teacher's full, unfolded forward and the undistilled student's
-step (its loss and backward). Their ratio, ``x floor``, compares methods without the data loading and optimizer of a
-training row, so it varies less between runs than a row's ms per iteration.
+step (its loss and backward), and the step of Ultralytics' built-in distillation on the same student, teacher and
+images. The ratios ``x floor`` and ``x built-in`` compare methods without the data loading and optimizer of a training
+row, so they vary less between runs than a row's ms per iteration.
 """
 
 from __future__ import annotations
@@ -161,6 +162,41 @@ def plain_teacher_ms(teacher_path: str, batch: dict, steps: int = 10, warmup: in
         return _mean_ms(lambda: teacher(batch["img"]), device, steps, warmup)
 
 
+def builtin_step_ms(
+    student_cfg: str, teacher_path: str, batch: dict, nc: int, dis: float = 6.0, steps: int = 10, warmup: int = 2
+) -> float:
+    """Mean ms of a step of Ultralytics' built-in distillation (``DistillationModel``), timed like a yolokd step.
+
+    As `profile_step` times a yolokd step: its loss (the unfolded teacher's full forward, the student, the projectors
+    and the weighted L2), then the backward.
+
+    Args:
+        student_cfg (str): Student model yaml (built anew with seed 0, as `profile_method` builds it).
+        teacher_path (str): Teacher checkpoint, loaded by Ultralytics itself.
+        batch (dict): A preprocessed batch on the device the student is built on (`random_batch`).
+        nc (int): Number of classes of the student.
+        dis (float): The built-in loss weight (Ultralytics' default 6.0).
+        steps (int): Timed steps.
+        warmup (int): Untimed steps first.
+    """
+    from ultralytics.cfg import get_cfg
+    from ultralytics.nn.distill_model import DistillationModel
+    from ultralytics.nn.tasks import DetectionModel
+    from ultralytics.utils import DEFAULT_CFG
+
+    device = batch["img"].device
+    torch.manual_seed(0)
+    student = DetectionModel(student_cfg, nc=nc, verbose=False).to(device)
+    student.args = get_cfg(DEFAULT_CFG, {"dis": dis, "imgsz": int(batch["img"].shape[-1])})
+    model = DistillationModel(teacher_path, student).train()
+
+    def step():
+        loss, _ = model.loss(batch)
+        loss.sum().backward()
+
+    return _mean_ms(step, device, steps, warmup, before=lambda: model.zero_grad(set_to_none=True))
+
+
 def profile_method(
     student_cfg: str, teacher_path: str, method: str, imgsz: int, batch: int, nc: int, device: str = "cpu"
 ) -> dict[str, Any]:
@@ -168,8 +204,9 @@ def profile_method(
 
     Returns:
         (dict): ``method``, ``neck_only`` (the teacher stopped at its neck), ``ms`` (`profile_step`),
-        ``plain_teacher_ms`` (`plain_teacher_ms`) and ``plain_student_ms`` (`plain_student_ms`, the same student
-        before it is wrapped).
+        ``plain_teacher_ms`` (`plain_teacher_ms`), ``plain_student_ms`` (`plain_student_ms`, the same student
+        before it is wrapped) and ``builtin_ms`` (`builtin_step_ms`, the same student and teacher under Ultralytics'
+        built-in distillation).
     """
     from ultralytics.cfg import get_cfg
     from ultralytics.nn.tasks import DetectionModel
@@ -193,6 +230,7 @@ def profile_method(
         "ms": profile_step(kd, x),
         "plain_teacher_ms": plain_teacher_ms(teacher_path, x),
         "plain_student_ms": student_ms,
+        "builtin_ms": builtin_step_ms(student_cfg, teacher_path, x, nc),
     }
 
 
@@ -200,18 +238,20 @@ def format_profile(profiles: list[dict[str, Any]]) -> str:
     """Markdown table of `profile_method` results, one row per method, milliseconds per step.
 
     ``x floor`` is the step over the floor measured the same way: the undistilled student's step plus the plain
-    teacher's forward ("—" for results without the student's step).
+    teacher's forward; ``x built-in`` the step over Ultralytics' built-in distillation step (`builtin_step_ms`)
+    ("—" for results without that measurement).
 
     Examples:
         >>> p = {"method": "cwd", "neck_only": True, "plain_teacher_ms": 20.0, "plain_student_ms": 80.0}
         >>> p["ms"] = {"teacher": 10.0, "student": 30.0, "detection loss": 5.0, "terms": 2.0, "backward": 50.0,
         ...            "other": 3.0, "step": 100.0}
+        >>> p["builtin_ms"] = 125.0
         >>> print(format_profile([p]).splitlines()[2])
-        | cwd | 10.0 (to the neck) | 20.0 | 30.0 | 5.0 | 2.0 | 50.0 | 3.0 | 100.0 | 80.0 | 1.00 |
+        | cwd | 10.0 (to the neck) | 20.0 | 30.0 | 5.0 | 2.0 | 50.0 | 3.0 | 100.0 | 80.0 | 1.00 | 125.0 | 0.80 |
     """
     head = (
         "| method | teacher | plain teacher (full, unfolded) | student forward | detection loss | terms | backward "
-        "| other | step | undistilled step | x floor |"
+        "| other | step | undistilled step | x floor | built-in step | x built-in |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for p in profiles:
@@ -222,6 +262,8 @@ def format_profile(profiles: list[dict[str, Any]]) -> str:
         student = p.get("plain_student_ms")
         floor = None if student is None else student + p["plain_teacher_ms"]
         cells += ["—", "—"] if floor is None else [f"{student:.1f}", f"{ms['step'] / floor:.2f}"]
+        builtin = p.get("builtin_ms")
+        cells += ["—", "—"] if builtin is None else [f"{builtin:.1f}", f"{ms['step'] / builtin:.2f}"]
         lines.append(f"| {p['method']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -229,9 +271,9 @@ def format_profile(profiles: list[dict[str, Any]]) -> str:
 def median_profiles(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """One `profile_method` result per method from its rounds: the median of every part's time, and one floor for all.
 
-    The floor's parts (``plain_teacher_ms``, ``plain_student_ms``) are the same models for every method, so they are
-    one quantity measured in every round of every method: their median over all of them gives each method the same,
-    steadier floor.
+    The floor's parts (``plain_teacher_ms``, ``plain_student_ms``) and the built-in step (``builtin_ms``) are the same
+    models for every method, so each is one quantity measured in every round of every method: its median over all of
+    them gives each method the same, steadier reference.
 
     Examples:
         >>> runs = {"cwd": [{"method": "cwd", "plain_teacher_ms": t, "plain_student_ms": s, "ms": {"step": t * 5}}
@@ -244,7 +286,8 @@ def median_profiles(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any
     from statistics import median
 
     every = [p for rounds in runs.values() for p in rounds]
-    floor = {k: median(p[k] for p in every) for k in ("plain_teacher_ms", "plain_student_ms")}
+    keys = [k for k in ("plain_teacher_ms", "plain_student_ms", "builtin_ms") if all(k in p for p in every)]
+    floor = {k: median(p[k] for p in every) for k in keys}
     out = []
     for rounds in runs.values():
         ms = {k: median(p["ms"][k] for p in rounds) for k in rounds[0]["ms"]}
@@ -257,7 +300,8 @@ def main(argv: list[str] | None = None) -> None:
 
     The methods are profiled in turn, ``rounds`` times over (interleaved, so that a slow spell of the machine falls
     on every method alike); each time is the median over the rounds, and the floor (the plain teacher's forward and
-    the undistilled step, the same models for every method) the median over every measurement (`median_profiles`).
+    the undistilled step, the same models for every method) and Ultralytics' built-in step the median over every
+    measurement (`median_profiles`).
     """
     import argparse
     import tempfile

@@ -57,7 +57,9 @@ def _frozen_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     This holds whether or not the teacher's parameters have ``requires_grad`` set; buffers (BatchNorm running
     statistics) are the module's own, so the module must be in eval mode for the teacher to stay untouched.
     """
-    params = {n: p.detach() for n, p in module.named_parameters()}
+    # in the usual layout even for a channels-last teacher: the student's features are, and mixing the two layouts
+    # made the cross-head step slower on CPU (a copy of the few head weights is cheaper)
+    params = {n: p.detach().clone(memory_format=torch.contiguous_format) for n, p in module.named_parameters()}
     if params:
         x = x.to(next(iter(params.values())).dtype)
     return torch.func.functional_call(module, params, (x,))
