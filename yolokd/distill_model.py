@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from ultralytics.nn.distill_model import DistillationModel, FeatureHook
+from ultralytics.nn.modules import Detect
 from ultralytics.utils import LOGGER, RANK
 from ultralytics.utils.tal import make_anchors
 from ultralytics.utils.torch_utils import copy_attr
@@ -307,6 +308,9 @@ class KDModel(DistillationModel):
     def _teacher_forward(self, img: torch.Tensor) -> tuple[dict, dict]:
         """Run the frozen teacher in inference mode, to its neck when no term reads its head; return its taps.
 
+        A plain ``Detect`` head (not its segment, pose or OBB subclasses, whose training outputs differ) runs with its
+        own training flag set, so that it skips the box decoding of inference, which no term reads.
+
         Autocast, when on, comes from the trainer's context. Tensors made in inference mode cannot be saved for the
         backward pass of the terms, so the tapped outputs are copied once (the neck levels, and the head outputs and
         stages when tapped), in the usual contiguous layout whatever the teacher's (`set_teacher_channels_last`).
@@ -320,11 +324,16 @@ class KDModel(DistillationModel):
             self.set_teacher_channels_last(img.device.type in NHWC_DEVICES)
         if self.teacher_channels_last:
             img = img.contiguous(memory_format=torch.channels_last)
+        head = detect_head(self.teacher_model)
+        raw = type(head) is Detect  # a plain Detect in training mode returns the raw outputs the terms read, undecoded
         with torch.inference_mode():
             try:
+                head.training = raw  # the head module only: its layers stay in eval mode (folded, frozen)
                 self.teacher_model(img)
             except NeckReached:  # `NeckStop`: the neck levels are tapped, the head is not run
                 pass
+            finally:
+                head.training = False
 
         def copy(v):
             return v.clone(memory_format=torch.contiguous_format) if torch.is_tensor(v) else v

@@ -55,6 +55,12 @@ def _up(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype == torch.float64 else x.float()
 
 
+def _tempered(x: torch.Tensor, T: float) -> torch.Tensor:
+    """``_up(x) / T``, without the division (a full copy, forward and backward) at the usual ``T = 1``."""
+    x = _up(x)
+    return x if T == 1 else x / T
+
+
 def _check_pair(name: str, s: torch.Tensor, t: torch.Tensor, ndim: int, layout: str) -> None:
     """Raise ``ValueError`` unless ``s`` and ``t`` share one shape of rank ``ndim``."""
     if s.dim() != ndim:
@@ -126,8 +132,8 @@ def cwd(s: torch.Tensor, t: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
     n, c = s.shape[:2]
     if s.numel() == 0:
         return _zero(s)
-    log_ps = F.log_softmax(_up(s).flatten(2) / tau, dim=-1)
-    log_pt = F.log_softmax(_up(t).flatten(2) / tau, dim=-1)
+    log_ps = F.log_softmax(_tempered(s.flatten(2), tau), dim=-1)
+    log_pt = F.log_softmax(_tempered(t.flatten(2), tau), dim=-1)
     kl = (log_pt.exp() * (log_pt - log_ps)).sum()
     return kl * (tau**2 / (n * c))
 
@@ -309,10 +315,10 @@ def ld(
     _check_pair("ld", s, t, 2, "(m, B)")
     if s.shape[0] == 0:
         return _zero(s)
-    log_ps = F.log_softmax(_up(s) / T, dim=-1)
-    log_pt = F.log_softmax(_up(t) / T, dim=-1)
-    loss = (log_pt.exp() * (log_pt - log_ps)).sum(dim=-1) * T**2
-    return _reduce(loss, weight, avg_factor, "ld")
+    log_ps = F.log_softmax(_tempered(s, T), dim=-1)
+    log_pt = F.log_softmax(_tempered(t, T), dim=-1)
+    loss = (log_pt.exp() * (log_pt - log_ps)).sum(dim=-1)
+    return _reduce(loss if T == 1 else loss * T**2, weight, avg_factor, "ld")
 
 
 def align_scale(s: torch.Tensor, t: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -352,22 +358,24 @@ def align_scale(s: torch.Tensor, t: torch.Tensor, eps: float = 1e-6) -> torch.Te
     if s.numel() // max(s.shape[1], 1) < 2 and s.numel() > 0:
         raise ValueError(f"align_scale: need at least 2 values per channel over (N, H, W), got shape {tuple(s.shape)}")
     s, t = _up(s), _up(t)
-    std_s, mean_s = _channel_std_mean(s)
-    std_t, mean_t = _channel_std_mean(t)
-    return (s - mean_s) / (std_s + eps) * std_t + mean_t
+    std_s, _, d = _channel_stats(s)
+    std_t, mean_t, _ = _channel_stats(t)
+    # mean_t + d x (std_t / (std_s + eps)): per-channel factors, one fused multiply-add over the map
+    return torch.addcmul(mean_t, d, std_t / (std_s + eps))
 
 
-def _channel_std_mean(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel unbiased std and mean of an (N, C, H, W) map over ``(N, H, W)``, each shaped (1, C, 1, 1).
+def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-channel unbiased std and mean of an (N, C, H, W) map over ``(N, H, W)``, and the deviations from the mean.
 
-    The same numbers as ``torch.std_mean(x, dim=(0, 2, 3), correction=1, keepdim=True)`` (two passes: the mean, then
-    the squared deviations from it), about 10x faster on CPU, where ``std_mean`` over these dimensions runs a slow
-    reduction (BENCHMARKS.md, "Cost").
+    Shapes: std and mean (1, C, 1, 1); the deviations ``x - mean`` like ``x`` (every caller needs them next). The std
+    is ``torch.std_mean(x, dim=(0, 2, 3), correction=1, keepdim=True)``'s, in two passes (the mean, then the squared
+    deviations from it): about 10x faster on CPU, where ``std_mean`` over these dimensions runs a slow reduction
+    (BENCHMARKS.md, "Cost").
     """
     mean = x.mean(dim=(0, 2, 3), keepdim=True)
     d = x - mean
     var = (d * d).sum(dim=(0, 2, 3), keepdim=True) / (x.numel() // max(x.shape[1], 1) - 1)
-    return var.sqrt(), mean
+    return var.sqrt(), mean, d
 
 
 def bounded_regression(
@@ -968,8 +976,8 @@ __all__ += ["bckd_loc", "mgd", "mgd_mask", "pkd"]
 
 def _channel_standardise(x: torch.Tensor, eps: float) -> torch.Tensor:
     """``(x - mean_c) / (std_c + eps)`` per channel, statistics over ``(N, H, W)`` pooled, unbiased std."""
-    std, mean = _channel_std_mean(x)
-    return (x - mean) / (std + eps)
+    std, _, d = _channel_stats(x)
+    return d / (std + eps)
 
 
 def pkd(s: torch.Tensor, t: torch.Tensor, resize_student: bool = True, eps: float = 1e-6) -> torch.Tensor:
