@@ -402,3 +402,25 @@ def test_channels_last_teacher_gives_the_same_taps_in_the_usual_layout(pico_yaml
     torch.testing.assert_close(plain["scores"], nhwc["scores"], rtol=1e-4, atol=1e-4)
     _, items = kd.loss(batch)
     assert torch.isfinite(items["cwd_loss"]) and items["cwd_loss"].item() > 0
+
+
+@pytest.mark.parametrize("teacher_cfg", ["yolov8n.yaml", "yolo26n.yaml"])
+def test_plain_detect_teacher_skips_the_decoding_with_the_same_raw_outputs(pico_yaml, teacher_cfg, monkeypatch):
+    """A plain Detect teacher head (also YOLO26's end-to-end one) runs without its inference decoding and returns the
+    same boxes, scores and neck levels as in eval mode; the head is left in eval mode after each forward."""
+    kd = kd_model(pico_yaml, teacher_cfg, "tar+cwd")
+    kd.set_teacher_channels_last(False)
+    head = detect_head(kd.teacher_model)
+    img = toy_batch()["img"]
+    with torch.no_grad():
+        expected = head_outputs(kd.teacher_model(img))  # eval mode: decoded, (y, raw) or the end-to-end dict
+    decoded = []
+    monkeypatch.setattr(type(head), "_inference", lambda self, x: decoded.append(1) or x)
+    out, _ = kd._teacher_forward(img)
+    assert decoded == [] and head.training is False and not kd.teacher_model.training
+    for k in ("boxes", "scores"):
+        torch.testing.assert_close(out[k], expected[k], rtol=1e-5, atol=1e-6)
+    for a, b in zip(out["feats"], expected["feats"]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    _, items = kd.loss(toy_batch())
+    assert all(torch.isfinite(v) for v in items.values()) and items["tar_cls_loss"].item() > 0

@@ -481,7 +481,7 @@ def test_cosine_fg_equals_torch_cosine_similarity_with_its_gradient_at_zero_vect
     s.requires_grad_()
     loss = cosine_fg(s, t, mask)
     loss.backward()
-    assert float(loss) == pytest.approx(float(expected), rel=1e-12)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-12)
     assert torch.isfinite(s.grad).all()
     torch.testing.assert_close(s.grad, ref.grad, rtol=1e-9, atol=1e-9)
     zero = -t[0, :, 1, 2] / (1e-8 * t[0, :, 1, 2].norm()) / mask.sum()
