@@ -424,3 +424,20 @@ def test_plain_detect_teacher_skips_the_decoding_with_the_same_raw_outputs(pico_
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     _, items = kd.loss(toy_batch())
     assert all(torch.isfinite(v) for v in items.values()) and items["tar_cls_loss"].item() > 0
+
+
+def test_teacher_layout_follows_ultralytics_channels_last_argument(pico_yaml):
+    """``channels_last=False`` (Ultralytics' train argument) keeps the teacher in the usual layout on CPU; the default
+    (None, auto) turns NHWC on at the first forward."""
+    from ultralytics.cfg import get_cfg
+    from ultralytics.utils import DEFAULT_CFG, WINDOWS
+
+    chosen = {}
+    for value in (False, None):
+        kd = kd_model(pico_yaml, "yolov8n.yaml", "cwd")
+        kd.args = get_cfg(DEFAULT_CFG, {"channels_last": value})
+        _, items = kd.loss(toy_batch())
+        conv = next(m for m in kd.teacher_model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
+        chosen[value] = (kd.teacher_channels_last, conv.weight.is_contiguous())
+        assert items["cwd_loss"].item() > 0
+    assert chosen == {False: (False, True), None: (not WINDOWS, WINDOWS)}  # auto: off on Windows, as Ultralytics

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from ultralytics.nn.distill_model import DistillationModel, FeatureHook
 from ultralytics.nn.modules import Detect
-from ultralytics.utils import LOGGER, RANK
+from ultralytics.utils import LOGGER, RANK, WINDOWS
 from ultralytics.utils.tal import make_anchors
 from ultralytics.utils.torch_utils import copy_attr
 
@@ -27,10 +27,28 @@ from yolokd.targets import Assigned, GroundTruth, ground_truth, recording_assign
 from yolokd.teacher import fold_batchnorm
 
 _HEAD = "head"  # key of the Detect-output tap in the feature dicts
-# devices on which the frozen teacher runs channels-last (NHWC) by default: on CPU its folded forward took 18 instead
-# of 21 ms here (oneDNN convolutions, BENCHMARKS.md "Cost"); on CUDA NHWC suits tensor cores under AMP (not measured:
-# no GPU was lent to this project's sessions)
+# devices on which the frozen teacher may run channels-last (NHWC): on CPU its folded forward took 18 instead of 21 ms
+# here (oneDNN convolutions, BENCHMARKS.md "Cost"); on CUDA NHWC suits tensor cores under AMP (not measured: no GPU was
+# lent to this project's sessions); never on MPS, where Ultralytics finds NHWC numerically wrong
 NHWC_DEVICES = ("cpu", "cuda")
+
+
+def teacher_nhwc(device: torch.device, channels_last: bool | None = None, windows: bool = WINDOWS) -> bool:
+    """Whether the frozen teacher runs channels-last on ``device``, following Ultralytics' ``channels_last=`` argument.
+
+    ``True``/``False`` are the user's choice (on CPU and CUDA only); ``None`` (Ultralytics' default, "auto") means on,
+    except on Windows, where Ultralytics does not turn NHWC on by itself (it measured 3x slower there).
+
+    Examples:
+        >>> cpu, mps = torch.device("cpu"), torch.device("mps")
+        >>> teacher_nhwc(cpu), teacher_nhwc(cpu, False), teacher_nhwc(mps), teacher_nhwc(mps, True)
+        (True, False, False, False)
+        >>> teacher_nhwc(torch.device("cuda"), windows=True), teacher_nhwc(torch.device("cuda"), True, windows=True)
+        (False, True)
+    """
+    if device.type not in NHWC_DEVICES:
+        return False
+    return bool(channels_last) if channels_last is not None else not windows
 
 
 class _FiniteGrad(torch.autograd.Function):
@@ -298,9 +316,10 @@ class KDModel(DistillationModel):
     def set_teacher_channels_last(self, on: bool) -> None:
         """Keep the teacher's weights channels-last (NHWC) and feed it NHWC images, or go back to the usual layout.
 
-        Unless set, the first training forward turns it on for CPU and CUDA images (`NHWC_DEVICES`: the model is
-        built on the CPU and moved by the trainer afterwards, so the device is only known then); the terms always
-        receive the usual (contiguous) layout.
+        Unless set, the first training forward chooses it from the image's device and Ultralytics' ``channels_last=``
+        argument (`teacher_nhwc`: on for CPU and CUDA unless ``channels_last=False`` or on Windows; the model is built
+        on the CPU and moved by the trainer afterwards, so the device is only known then); the terms always receive
+        the usual (contiguous) layout.
         """
         self.teacher_model.to(memory_format=torch.channels_last if on else torch.contiguous_format)
         self.teacher_channels_last = bool(on)
@@ -321,7 +340,8 @@ class KDModel(DistillationModel):
         """
         self._teacher_feats.clear()
         if getattr(self, "teacher_channels_last", None) is None:
-            self.set_teacher_channels_last(img.device.type in NHWC_DEVICES)
+            args = getattr(self, "args", None) or getattr(self.student_model, "args", None)
+            self.set_teacher_channels_last(teacher_nhwc(img.device, getattr(args, "channels_last", None)))
         if self.teacher_channels_last:
             img = img.contiguous(memory_format=torch.channels_last)
         head = detect_head(self.teacher_model)
