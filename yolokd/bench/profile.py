@@ -133,6 +133,30 @@ def _mean_ms(run, device: torch.device, steps: int, warmup: int, before=None) ->
     return 1000 * sum(times) / len(times)
 
 
+def _loss_step_ms(model: torch.nn.Module, batch: dict, steps: int, warmup: int) -> float:
+    """Mean ms of ``model.loss(batch)`` and its backward, timed as `profile_step` times a KD step; grads cleared."""
+
+    def step():
+        loss, _ = model.loss(batch)
+        loss.sum().backward()
+
+    ms = _mean_ms(step, batch["img"].device, steps, warmup, before=lambda: model.zero_grad(set_to_none=True))
+    model.zero_grad(set_to_none=True)
+    return ms
+
+
+def _student(student_cfg: str, nc: int, device: torch.device, **args: Any) -> torch.nn.Module:
+    """The profiled student: built from its yaml with seed 0 on ``device``, with Ultralytics' default ``args``."""
+    from ultralytics.cfg import get_cfg
+    from ultralytics.nn.tasks import DetectionModel
+    from ultralytics.utils import DEFAULT_CFG
+
+    torch.manual_seed(0)
+    student = DetectionModel(student_cfg, nc=nc, verbose=False).to(device)
+    student.args = get_cfg(DEFAULT_CFG, args or None)
+    return student
+
+
 def plain_student_ms(student: torch.nn.Module, batch: dict, steps: int = 10, warmup: int = 2) -> float:
     """Mean ms of the undistilled student's step as `profile_step` times a KD step: its loss, then the backward.
 
@@ -142,14 +166,7 @@ def plain_student_ms(student: torch.nn.Module, batch: dict, steps: int = 10, war
         steps (int): Timed steps.
         warmup (int): Untimed steps first.
     """
-
-    def step():
-        loss, _ = student.loss(batch)
-        loss.sum().backward()
-
-    ms = _mean_ms(step, batch["img"].device, steps, warmup, before=lambda: student.zero_grad(set_to_none=True))
-    student.zero_grad(set_to_none=True)
-    return ms
+    return _loss_step_ms(student, batch, steps, warmup)
 
 
 def plain_teacher_ms(teacher_path: str, batch: dict, steps: int = 10, warmup: int = 2) -> float:
@@ -179,22 +196,10 @@ def builtin_step_ms(
         steps (int): Timed steps.
         warmup (int): Untimed steps first.
     """
-    from ultralytics.cfg import get_cfg
     from ultralytics.nn.distill_model import DistillationModel
-    from ultralytics.nn.tasks import DetectionModel
-    from ultralytics.utils import DEFAULT_CFG
 
-    device = batch["img"].device
-    torch.manual_seed(0)
-    student = DetectionModel(student_cfg, nc=nc, verbose=False).to(device)
-    student.args = get_cfg(DEFAULT_CFG, {"dis": dis, "imgsz": int(batch["img"].shape[-1])})
-    model = DistillationModel(teacher_path, student).train()
-
-    def step():
-        loss, _ = model.loss(batch)
-        loss.sum().backward()
-
-    return _mean_ms(step, device, steps, warmup, before=lambda: model.zero_grad(set_to_none=True))
+    student = _student(student_cfg, nc, batch["img"].device, dis=dis, imgsz=int(batch["img"].shape[-1]))
+    return _loss_step_ms(DistillationModel(teacher_path, student).train(), batch, steps, warmup)
 
 
 def profile_method(
@@ -208,18 +213,12 @@ def profile_method(
         before it is wrapped) and ``builtin_ms`` (`builtin_step_ms`, the same student and teacher under Ultralytics'
         built-in distillation).
     """
-    from ultralytics.cfg import get_cfg
-    from ultralytics.nn.tasks import DetectionModel
-    from ultralytics.utils import DEFAULT_CFG
-
     from yolokd.config import build_config
     from yolokd.distill_model import KDModel
     from yolokd.teacher import load_teacher
 
     dev = torch.device(device)
-    torch.manual_seed(0)
-    student = DetectionModel(student_cfg, nc=nc, verbose=False).to(dev)
-    student.args = get_cfg(DEFAULT_CFG)
+    student = _student(student_cfg, nc, dev)
     x = random_batch(batch, imgsz, nc, dev)
     student_ms = plain_student_ms(student.train(), x)
     kd = KDModel(student, load_teacher(teacher_path).to(dev), build_config({"teacher": teacher_path, "method": method}))
