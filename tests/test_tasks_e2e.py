@@ -79,9 +79,10 @@ def test_task_distils_one_epoch_into_a_bare_checkpoint(task, task_setup):
 
 
 def test_teacher_with_more_classes_is_matched_by_name(tmp_path, teacher_pt, pico_yaml):
-    """A 6-class teacher (circle ... ring) distils into a 3-class student (circle, square, triangle) by name."""
+    """A 6-class teacher (circle ... ring) distils into a 3-class student (circle, square, triangle) by name, with a
+    head term that runs the teacher's class layers itself (crosskd) and one that reads its scores (bckd)."""
     data = make_dataset(tmp_path / "data3", n_train=16, n_val=4, n_test=4, imgsz=IMGSZ, nc=3, progress=False)
-    model = YOLOKD(str(pico_yaml), teacher=str(teacher_pt), method="bckd", teacher_val=True)
+    model = YOLOKD(str(pico_yaml), teacher=str(teacher_pt), method="crosskd+bckd", teacher_val=True)
     with captured_logs() as logs:
         model.train(data=str(data), project=str(tmp_path), name="three", **TRAIN)
     lines = [r.getMessage() for r in logs]
@@ -94,6 +95,23 @@ def test_teacher_with_more_classes_is_matched_by_name(tmp_path, teacher_pt, pico
     header, row = (tmp_path / "three" / "results.csv").read_text().splitlines()[:2]
     values = {k.strip(): float(v) for k, v in zip(header.split(","), row.split(","))}
     assert values["train/bckd_cls_loss"] > 0 and values["train/bckd_box_loss"] > 0
+    assert all(f"train/crosskd_{b}_loss" in values for b in ("cls", "box"))
+
+
+@pytest.mark.parametrize("task", list(CASES))
+def test_task_teacher_with_more_classes_distils_with_crosskd(task, task_setup, tmp_path):
+    """Each task's 6-class teacher distils into a 3-class student of its task with the task's method plus crosskd:
+    the cross-head class predictions are reduced to the matched classes like the teacher's own scores."""
+    _, teacher, student, _ = task_setup[task]
+    data = make_dataset(tmp_path / "data3", n_train=16, n_val=4, n_test=4, imgsz=IMGSZ, nc=3, task=task, progress=False)
+    method, _, kd_item, _, _ = CASES[task]
+    YOLOKD(str(student), teacher=str(teacher), method=f"{method}+crosskd", teacher_val=False).train(
+        data=str(data), project=str(tmp_path), name="three", **TRAIN
+    )
+    header, row = (tmp_path / "three" / "results.csv").read_text().splitlines()[:2]
+    values = {k.strip(): float(v) for k, v in zip(header.split(","), row.split(","))}
+    assert values[f"train/{kd_item}"] > 0
+    assert all(f"train/crosskd_{b}_loss" in values for b in ("cls", "box"))
 
 
 def test_teacher_of_another_task_and_term_of_another_task_are_one_line_errors(task_setup, teacher_pt, tmp_path):

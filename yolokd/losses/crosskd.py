@@ -16,7 +16,8 @@ The cross predictions of all levels are flattened and concatenated like the head
 row-major), then compared with the teacher's predictions:
 
 - `CrossKDCls` (``crosskd_cls``): ``kd_qfl(cross, teacher, beta=1)`` over all anchors, normalised by the number of
-  TAL positives (the official GFL recipe, ``KDQualityFocalLoss``).
+  TAL positives (the official GFL recipe, ``KDQualityFocalLoss``). With a teacher trained on more (or other)
+  classes, the cross predictions are reduced to the matched classes exactly as the teacher's scores are.
 - `CrossKDBox` (``crosskd_box``): DFL heads (``reg_max > 1``): ``ld`` on the per-side bin distributions, T = 1, each
   anchor weighted by ``sigmoid(max teacher class logit)`` over its 4 sides, normalised by 4 x the sum of the weights
   (the official GFL recipe, ``KnowledgeDistillationKLDivLoss``). Heads without DFL (``reg_max == 1``, YOLO26): GIoU
@@ -144,6 +145,8 @@ class _CrossKD(Term):
     def cross(self, inputs: DistillInputs, adapters: nn.Module | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the cross predictions and the teacher's predictions of this branch, both (N, C, A) float32."""
         cross = cross_head_predictions(inputs, self.branch, self.stage, adapters)
+        if self.pred_key == "scores":  # the teacher's class layers give all its classes: keep the matched ones
+            cross = inputs.teacher_class_logits(cross)
         teacher = inputs.teacher_preds[self.pred_key].detach().float()
         if cross.shape != teacher.shape:
             raise ValueError(
