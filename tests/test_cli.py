@@ -79,3 +79,37 @@ def test_yolokd_val_and_predict_run_ultralytics(tmp_path, teacher_pt, tiny_data)
     image = next((tiny_data.parent / "images" / "val").glob("*.jpg"))
     assert main(["detect", "predict", f"source={image}", "name=p", "save_txt=True", *common]) == 0
     assert (tmp_path / "p").is_dir()  # Ultralytics' predict ran and made its run folder
+
+
+def test_cli_methods_prints_papers_terms_and_weights_and_one_yaml():
+    with captured_logs() as records:
+        assert main(["methods"]) == 0
+        assert main(["methods", "crosskd"]) == 0
+        assert main(["methods", "cdw"]) == 2
+    listing, yaml_text, error = (r.getMessage() for r in records)
+    block = next(b for b in listing.split("\n\n") if b.startswith("cwd "))
+    lines = [line.split() for line in block.splitlines()]
+    assert lines[0][:2] == ["cwd", "CWD:"] and "arXiv:2011.13256)." in block  # the paper
+    assert lines[1] == [
+        "cwd_loss",
+        "weight",
+        "5",
+        "(used",
+        "with",
+        "balance=0)",
+        "automatic",
+        "balance",
+        "0.25",
+        "constant",
+        "tau=1.0",
+    ]
+    tar = next(b for b in listing.split("\n\n") if b.startswith("tar "))
+    assert [line.split()[0] for line in tar.splitlines()[1:]] == ["tar_feat_loss", "tar_cls_loss", "tar_box_loss"]
+    from yolokd.config import cfg_dir
+
+    assert yaml_text == (cfg_dir() / "methods" / "crosskd.yaml").read_text()
+    assert "unknown method 'cdw'. Did you mean 'cwd'?" in error
+
+
+def test_cli_term_weight_flat_key_is_a_kd_key():
+    assert parse(["train", "term_weights.cwd=2.5"]) == ("train", {"term_weights.cwd": 2.5})

@@ -21,7 +21,15 @@ def test_config_cwd_defaults_are_the_papers():
 
 
 def test_config_default_keys_and_split():
-    assert set(KD_DEFAULTS) == {"teacher", "method", "distill_weight", "balance", "teacher_val", "class_map"}
+    assert set(KD_DEFAULTS) == {
+        "teacher",
+        "method",
+        "distill_weight",
+        "balance",
+        "teacher_val",
+        "class_map",
+        "term_weights",
+    }
     kd, rest = split_kd_args({"teacher": "t.pt", "method": "cwd", "epochs": 3, "imgsz": 64})
     assert kd == {"teacher": "t.pt", "method": "cwd"} and rest == {"epochs": 3, "imgsz": 64}
 

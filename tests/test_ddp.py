@@ -111,3 +111,86 @@ def test_ddp_worker_rebuild_reproduces_the_kd_configuration(tmp_path, tiny_data,
         if hasattr(fn, "__self__") and isinstance(fn.__self__, KDCallbacks)
     }
     assert len(owners) == 1
+
+
+TWO_NODE_WORKER = """
+import os, sys
+import torch, torch.distributed as dist
+sys.path.insert(0, {tests!r})
+from helpers import kd_model, toy_batch
+
+dist.init_process_group("gloo")  # torchrun's env: MASTER_ADDR/PORT, RANK, WORLD_SIZE
+rank = dist.get_rank()
+model = kd_model({student!r}, "yolov8n.yaml", "tar+cwd", balance=0.25)  # automatic weights
+model.balance.steps = 1  # freeze (and reduce over the ranks) after the first step
+ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+batch = toy_batch()
+batch["img"] = torch.rand(batch["img"].shape, generator=torch.Generator().manual_seed(100 + rank))  # its own images
+loss, items = ddp(batch)
+loss.sum().backward()
+torch.save(
+    {{
+        "env": {{k: os.environ[k] for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "GROUP_RANK")}},
+        "items": {{k: float(v) for k, v in items.items()}},
+        "grads": {{k: p.grad.clone() for k, p in model.projector.named_parameters()}},
+        "weights": model.term_weights(),
+    }},
+    os.path.join({out!r}, f"node{{os.environ['GROUP_RANK']}}.pt"),
+)
+dist.destroy_process_group()
+"""
+
+
+def test_torchrun_two_nodes_on_loopback_distil_alike(tmp_path):
+    """Two torchrun nodes (node ranks 0 and 1, one process each, gloo over 127.0.0.1), as on two machines."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    student = scaled_yaml(tmp_path / "s.yaml", width=0.125)
+    script = tmp_path / "worker.py"
+    script.write_text(TWO_NODE_WORKER.format(tests=str(Path(__file__).parent), student=str(student), out=str(tmp_path)))
+    port = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    nodes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes=2",
+                f"--node_rank={node}",
+                "--nproc_per_node=1",
+                "--master_addr=127.0.0.1",
+                f"--master_port={port}",
+                str(script),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for node in (0, 1)
+    ]
+    outs = [p.communicate(timeout=300)[0] for p in nodes]
+    assert [p.returncode for p in nodes] == [0, 0], "\n".join(o[-3000:] for o in outs)
+    r0, r1 = (torch.load(tmp_path / f"node{i}.pt", weights_only=False) for i in range(2))
+    assert [r["env"]["RANK"] for r in (r0, r1)] == ["0", "1"] and r0["env"]["WORLD_SIZE"] == "2"
+    assert [r["env"]["LOCAL_RANK"] for r in (r0, r1)] == ["0", "0"]  # one process on each node
+    for name in ("tar_feat_loss", "tar_cls_loss", "tar_box_loss", "cwd_loss"):
+        assert r0["items"][name] > 0 and r1["items"][name] > 0, name
+    assert r0["items"]["cwd_loss"] != pytest.approx(r1["items"]["cwd_loss"], rel=1e-6)  # each its own images
+    for k in r0["grads"]:
+        assert r0["grads"][k].abs().sum() > 0, k
+        assert torch.allclose(r0["grads"][k], r1["grads"][k], atol=1e-7), k  # all-reduced across the nodes
+    assert r0["weights"] == r1["weights"] and all(w > 0 for w in r0["weights"].values())  # reduced once, frozen
+
+
+def test_torchrun_world_size_spans_every_node():
+    from yolokd.trainer import launched_world_size
+
+    torchrun = {"LOCAL_RANK": "1", "WORLD_SIZE": "16"}  # 2 nodes x 8 GPUs, device=0,...,7 on each
+    assert launched_world_size(8, torchrun) == 16
+    assert launched_world_size(8, {}) == 8  # Ultralytics' own launch: its device count
+    assert launched_world_size(0, torchrun) == 0  # CPU: Ultralytics trains without DDP
+    assert launched_world_size(1, {"LOCAL_RANK": "0", "WORLD_SIZE": "2"}) == 2  # one GPU on each of two nodes

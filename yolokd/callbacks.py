@@ -104,6 +104,11 @@ class KDCallbacks:
         for event in EVENTS:
             trainer.add_callback(event, getattr(self, event))
 
+    def detach(self, trainer) -> None:
+        """Remove this instance's bound methods from ``trainer``'s callbacks."""
+        for fns in trainer.callbacks.values():
+            fns[:] = [fn for fn in fns if getattr(fn, "__self__", None) is not self]
+
     @staticmethod
     def find(callbacks: dict | None) -> KDCallbacks | None:
         """Return the `KDCallbacks` instance registered in a callbacks dict, if any."""

@@ -3,7 +3,8 @@
 
 Modes: ``train`` (every ``yolo train`` argument plus the KD keys of ``cfg/default.yaml``), ``demo`` (offline end to
 end on synthetic data), ``benchmark`` (yolokd against Ultralytics' built-in distillation, accuracy and cost), ``help``,
-``version``, ``cfg`` (print the KD keys), ``methods`` (list built-in methods).
+``version``, ``cfg`` (print the KD keys), ``methods`` (the built-in methods: papers, terms, default weights; ``methods
+NAME``: one method's yaml).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from ultralytics.cfg import CLI_HELP_MSG, check_dict_alignment, merge_equals_args, parse_key_value_pair
 from ultralytics.utils import DEFAULT_CFG_DICT, LOGGER
 
-from yolokd.config import KD_DEFAULTS, PREFIX, KDError, available_methods, cfg_dir
+from yolokd.config import KD_DEFAULTS, PREFIX, TERM_WEIGHT, KDError, available_methods, cfg_dir, split_kd_args
 
 MODES = ("train", "demo", "benchmark", "sweep", "help", "version", "cfg", "methods")
 # Ultralytics modes yolokd runs unchanged through Ultralytics' own CLI ('yolokd val ...' is 'yolo val ...'); any
@@ -25,6 +26,7 @@ MODES = ("train", "demo", "benchmark", "sweep", "help", "version", "cfg", "metho
 PASSTHROUGH = ("val", "predict", "export", "track")
 TASKS = ("detect", "segment", "pose", "obb", "classify", "semantic", "depth")
 KD_TASKS = ("detect", "segment", "pose", "obb")  # the tasks with a Detect head, which yolokd distils
+TRAINING_MODES = ("train", "tune")  # never passed through: 'yolokd yolo train' would train without the teacher
 
 HELP = f"""
 yolokd: knowledge distillation for Ultralytics YOLO.
@@ -53,11 +55,12 @@ yolokd: knowledge distillation for Ultralytics YOLO.
     sweep    the benchmark's rows with every term weight of each method scaled (or automatic: balances=), scored on
              the val split only:
                yolokd sweep scales=[0.25,1] balances=[0.25] seeds=[0,1] teacher=path/to/teacher.pt
-    methods  built-in methods: {", ".join(available_methods())} (combine with '+', or pass a method .yaml)
+    methods  built-in methods ({", ".join(available_methods())}): each one's paper, terms (loss items) and default
+             weights; 'yolokd methods cwd' prints one method's yaml (combine with '+', or pass a method .yaml)
     val | predict | export | track   Ultralytics' own modes, unchanged (a distilled best.pt is a plain checkpoint):
                yolokd val model=runs/detect/train/weights/best.pt data=data.yaml
-    yolo     any other Ultralytics command, as 'yolo' runs it; Ultralytics' own speed benchmark is told apart from
-             the distillation benchmark above this way:
+    yolo     any other Ultralytics command but training, as 'yolo' runs it; Ultralytics' own speed benchmark is
+             told apart from the distillation benchmark above this way:
                yolokd yolo benchmark model=best.pt imgsz=640     yolokd yolo checks
 
 Docs: README.md and cfg/default.yaml. Ultralytics' own arguments: https://docs.ultralytics.com/usage/cfg/
@@ -147,14 +150,19 @@ def parse(argv: list[str]) -> tuple[str, dict[str, Any]]:
             overrides["task"] = a.lower()  # 'yolokd segment train ...', as 'yolo segment train ...'
         elif mode is None and a.lower() in MODES + ("-h", "h"):
             mode = "help" if a.lower() in {"-h", "h"} else a.lower()
+        elif mode == "methods" and "name" not in overrides:
+            overrides["name"] = a  # 'yolokd methods cwd': one method's yaml
         elif a in DEFAULT_CFG_DICT and isinstance(DEFAULT_CFG_DICT[a], bool) or a in {"resume", "baseline"}:
             overrides[a] = True  # bare boolean flags, as in 'yolo train resume'
         else:
             raise KDError(f"unknown argument '{a}'; use key=value pairs after one of the modes {list(MODES)}")
     mode = mode or "help"
     sweep = {**BENCH_DEFAULTS, **SWEEP_DEFAULTS}
+    if mode == "methods":
+        return mode, overrides  # only the optional method name
     extra = {"demo": DEMO_DEFAULTS, "benchmark": BENCH_DEFAULTS, "sweep": sweep}.get(mode, {})
-    valid = {**DEFAULT_CFG_DICT, **KD_DEFAULTS, **extra}
+    term_weights = {k: None for k in overrides if k.startswith(TERM_WEIGHT)}  # term_weights.<name>=w
+    valid = {**DEFAULT_CFG_DICT, **KD_DEFAULTS, **term_weights, **extra}
     try:
         with _without(CLI_HELP_MSG):
             check_dict_alignment(valid, overrides)
@@ -175,6 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         if (args := ultralytics_args(argv)) is not None:
+            words = [a.lower() for a in args if "=" not in a]
+            if any(w in TRAINING_MODES for w in words[:2]):
+                raise KDError(
+                    f"'yolokd yolo {' '.join(words[:2])}' would train without a teacher; distil with 'yolokd train "
+                    f"model=... teacher=... data=...', or run Ultralytics' own 'yolo' for a plain training"
+                )
             run_ultralytics(args)
             return 0
         mode, overrides = parse(argv)
@@ -187,7 +201,13 @@ def main(argv: list[str] | None = None) -> int:
         elif mode == "cfg":
             LOGGER.info((cfg_dir() / "default.yaml").read_text())
         elif mode == "methods":
-            LOGGER.info("\n".join(available_methods()))
+            from yolokd.catalog import describe_methods, method_yaml
+
+            if set(overrides) - {"name"}:
+                raise KDError(
+                    f"'yolokd methods' takes at most a method name, e.g. 'yolokd methods cwd'; got {overrides}"
+                )
+            LOGGER.info(method_yaml(overrides["name"]) if "name" in overrides else describe_methods())
         elif mode == "demo":
             from yolokd.demo import run_demo
 
@@ -206,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             model = overrides.pop("model", None)
             if model is None:
                 raise KDError("model= is required, e.g. model=yolov8s.yaml (from scratch) or model=yolov8s.pt")
-            kd = {k: overrides.pop(k) for k in list(overrides) if k in KD_DEFAULTS}
+            kd, overrides = split_kd_args(overrides)
             method, task = kd.pop("method", None), overrides.pop("task", None)
             YOLOKD(model, method=method, task=task, **kd).train(**overrides)
         return 0

@@ -36,6 +36,7 @@ def cfg_dir() -> Path:
 
 KD_DEFAULTS: dict[str, Any] = YAML.load(cfg_dir() / "default.yaml")
 TERM_KEYS = ("type", "name", "weight", "balance", "schedule", "params")
+TERM_WEIGHT = "term_weights."  # flat form of one term's weight: term_weights.<term name>=w
 
 
 def available_methods(task: str | None = None) -> list[str]:
@@ -59,9 +60,14 @@ def split_kd_args(args: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
     Examples:
         >>> split_kd_args({"teacher": "t.pt", "epochs": 3})
         ({'teacher': 't.pt'}, {'epochs': 3})
+        >>> split_kd_args({"term_weights.cwd": 2.0, "lr0": 0.01})
+        ({'term_weights': {'cwd': 2.0}}, {'lr0': 0.01})
     """
     kd = {k: v for k, v in args.items() if k in KD_DEFAULTS}
-    return kd, {k: v for k, v in args.items() if k not in KD_DEFAULTS}
+    flat = {k[len(TERM_WEIGHT) :]: v for k, v in args.items() if k.startswith(TERM_WEIGHT)}
+    if flat:  # term_weights.<name>=w, the flat form a command line and a tuner's search space use
+        kd["term_weights"] = {**(kd.get("term_weights") or {}), **flat}
+    return kd, {k: v for k, v in args.items() if k not in KD_DEFAULTS and not k.startswith(TERM_WEIGHT)}
 
 
 def suggest(key: str, choices) -> str:
@@ -96,6 +102,7 @@ class KDConfig:
     balance: float | None = None
     teacher_val: bool = True
     class_map: dict[int, int] | None = None
+    term_weights: dict[str, float] | None = None
     terms: list[TermSpec] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -223,8 +230,8 @@ def build_config(kd_args: dict[str, Any]) -> KDConfig:
 
     Args:
         kd_args (dict): KD keys (``teacher``, ``method``, ``distill_weight``, ``balance``, ``teacher_val``,
-            ``class_map``); missing
-            ones take the defaults of ``cfg/default.yaml``. A ``terms`` list (from a saved config) is taken as is.
+            ``class_map``, ``term_weights``); missing ones take the defaults of ``cfg/default.yaml``. A ``terms``
+            list (from a saved config) is taken as is.
 
     Returns:
         (KDConfig): The validated configuration.
@@ -246,6 +253,7 @@ def build_config(kd_args: dict[str, Any]) -> KDConfig:
     if teacher is not None and not isinstance(teacher, (str, Path)):
         raise KDError(f"teacher must be a path to a .pt checkpoint, got {teacher!r}")
     class_map = _class_map(args.get("class_map"))
+    term_weights = _term_weights(args.get("term_weights"))
     terms = args.get("terms")
     if terms:  # a saved configuration (resume): taken as it was validated then
         terms = [t if isinstance(t, TermSpec) else TermSpec(**t) for t in terms]
@@ -253,6 +261,7 @@ def build_config(kd_args: dict[str, Any]) -> KDConfig:
         terms = resolve_method(args["method"])
         if bal is not None:  # the run's balance= overrides every term's
             terms = [dataclasses.replace(t, balance=float(bal)) for t in terms]
+        terms = _apply_term_weights(terms, term_weights, str(args["method"]))
     return KDConfig(
         teacher=None if teacher is None else str(teacher),
         method=str(args["method"]),
@@ -260,8 +269,43 @@ def build_config(kd_args: dict[str, Any]) -> KDConfig:
         balance=None if bal is None else float(bal),
         teacher_val=args["teacher_val"],
         class_map=class_map,
+        term_weights=term_weights,
         terms=terms,
     )
+
+
+def _term_weights(value: Any) -> dict[str, float] | None:
+    """``term_weights=`` as ``{term name: weight >= 0}``, or None.
+
+    Examples:
+        >>> _term_weights({"cwd": 2}), _term_weights(None)
+        ({'cwd': 2.0}, None)
+    """
+    if value is None or value == "" or value == {}:
+        return None
+    ok = isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+        for k, v in value.items()
+    )
+    if not ok:
+        raise KDError(
+            f"term_weights must map term names to weights >= 0, e.g. term_weights={{cwd: 2.0}}, got {value!r}"
+        )
+    return {k: float(v) for k, v in value.items()}
+
+
+def _apply_term_weights(terms: list[TermSpec], weights: dict[str, float] | None, method: str) -> list[TermSpec]:
+    """The terms with the fixed weights of ``weights`` (automatic weight off for those), checked by name."""
+    if not weights:
+        return terms
+    names = [t.name for t in terms]
+    for k in weights:
+        if k not in names:
+            raise KDError(
+                f"term_weights names '{k}', which is no term of method '{method}'.{suggest(k, names)} "
+                f"Its terms: {names}"
+            )
+    return [dataclasses.replace(t, weight=weights[t.name], balance=0.0) if t.name in weights else t for t in terms]
 
 
 def _class_map(value: Any) -> dict[int, int] | None:

@@ -8,8 +8,8 @@ from typing import Any
 
 from ultralytics import YOLO
 
-from yolokd.config import KDError, build_config
-from yolokd.trainer import TRAINERS
+from yolokd.config import KDError, build_config, split_kd_args
+from yolokd.trainer import TRAINERS, KDTrainerMixin
 
 
 class YOLOKD(YOLO):
@@ -39,11 +39,12 @@ class YOLOKD(YOLO):
             model (str | Path): Student: a ``.yaml`` to train from scratch, or a ``.pt`` / model name to fine-tune.
             teacher (str | Path, optional): Teacher checkpoint (may also be given to `train`).
             method (str, optional): Distillation method: a built-in name, names joined by '+', or a method yaml
-                (default ``cwd``).
+                (default: ``method`` of ``cfg/default.yaml``).
             task (str, optional): Ultralytics task, as in `YOLO` (``detect``, ``segment``, ``pose``, ``obb``); inferred
                 from the model when omitted.
             verbose (bool): Print model information on load.
-            **kd (Any): Further KD keys (``distill_weight``, ``balance``, ``teacher_val``, ``class_map``).
+            **kd (Any): Further KD keys (``distill_weight``, ``balance``, ``teacher_val``, ``class_map``,
+                ``term_weights``).
         """
         try:
             super().__init__(model=model, task=task, verbose=verbose)
@@ -67,8 +68,25 @@ class YOLOKD(YOLO):
         """`YOLO`'s task map with the KD trainer of each task that has a Detect head."""
         return {t: {**v, "trainer": TRAINERS[t]} if t in TRAINERS else v for t, v in super().task_map.items()}
 
+    def _kd_trainer(self, trainer: type | None = None) -> type:
+        """The KD trainer for this student's task (or ``trainer``, which must be one), else a one-line `KDError`."""
+        if self.task not in TRAINERS:
+            raise KDError(
+                f"yolokd distils models with a Detect head ({', '.join(TRAINERS)}); this student is a '{self.task}' "
+                f"model"
+            )
+        if trainer is not None and not issubclass(trainer, KDTrainerMixin):
+            raise KDError(
+                f"trainer={trainer.__name__} would train without the teacher; pass a KDTrainerMixin subclass "
+                f"(e.g. yolokd.trainer.{TRAINERS[self.task].__name__}) or leave trainer= out"
+            )
+        return trainer or TRAINERS[self.task]
+
     def train(self, trainer=None, **kwargs: Any):
         """Train with distillation; KD keys given here override those given to the constructor.
+
+        Every path of ``YOLO.train`` distils: a list of data sets (Ultralytics' ``MultiTrainer``) trains each one with
+        the KD trainer in this process, not with a ``yolo train`` subprocess that knows no teacher.
 
         Args:
             trainer (type, optional): A KD trainer subclass (`yolokd.trainer.KDTrainerMixin`) to use instead of the
@@ -76,12 +94,61 @@ class YOLOKD(YOLO):
             **kwargs (Any): Every ``yolo train`` argument plus the KD keys.
 
         Returns:
-            (DetMetrics | SegmentMetrics | PoseMetrics | OBBMetrics | None): As ``YOLO.train``.
+            (DetMetrics | SegmentMetrics | PoseMetrics | OBBMetrics | dict | None): As ``YOLO.train``.
         """
-        if self.task not in TRAINERS:
-            raise KDError(
-                f"yolokd distils models with a Detect head ({', '.join(TRAINERS)}); this student is a '{self.task}' "
-                f"model"
-            )
+        trainer = self._kd_trainer(trainer)
         kd = {k: v for k, v in self.kd_overrides.items() if v is not None}
         return super().train(trainer=trainer, **{**kd, **kwargs})
+
+    def tune(self, use_ray: bool = False, iterations: int = 300, *args: Any, **kwargs: Any):
+        """Tune the hyper-parameters of a distillation run: every trial trains with the teacher and the method.
+
+        The search space may hold the distillation keys ``distill_weight``, ``balance`` and
+        ``term_weights.<term name>`` beside Ultralytics' own (`yolokd.tune`); without ``space=``, Ultralytics'
+        default space plus `yolokd.tune.KD_SPACE`. ``use_ray=True`` runs the trials on Ray Tune (``pip install
+        "yolokd[ray]"``), locally or on a Ray cluster; each trial calls this model's `train`, so it distils too.
+
+        Args:
+            use_ray (bool): Tune with Ray Tune instead of Ultralytics' own evolutionary tuner.
+            iterations (int): Number of trials.
+            *args (Any): With ``use_ray=True``, Ray's positional arguments (``space``, ``grace_period``, ...).
+            **kwargs (Any): Tuner and ``yolo train`` arguments plus the KD keys (they override the constructor's).
+
+        Returns:
+            (ray.tune.ResultGrid | None): As ``YOLO.tune``.
+        """
+        from yolokd.tune import KDTuner
+
+        trainer = self._kd_trainer()
+        kd_args, kwargs = split_kd_args(kwargs)
+        kd = {**{k: v for k, v in self.kd_overrides.items() if v is not None}, **kd_args}
+        if not kd.get("teacher"):
+            raise KDError("tune() needs a teacher: pass teacher=path/to/teacher.pt to YOLOKD(...) or to tune()")
+        build_config(kd)  # a bad method or key fails now, before any trial
+        if use_ray:
+            return self._tune_with_ray(kd, iterations, *args, **kwargs)
+        if args:
+            raise KDError(f"positional tune() arguments {args} need use_ray=True; pass the tuner's options as keywords")
+        self._check_is_pytorch_model()
+        if "optimizer" not in (kwargs.get("space") or {}):
+            kwargs.setdefault("optimizer", "AdamW")  # as YOLO.tune
+        tune_args = {**self.overrides, **kd, **kwargs, "mode": "train"}
+        return KDTuner(tune_args, trainer, _callbacks=self.callbacks, model=self.model)(iterations=iterations)
+
+    def _tune_with_ray(self, kd: dict, iterations: int, *args: Any, **kwargs: Any):
+        """``YOLO.tune(use_ray=True)`` with the KD keys on the model, where Ray's trials (``model.train``) read them.
+
+        Ray's trial function calls ``train(**config)`` on a copy of this model, and Ultralytics checks the other
+        arguments with ``get_cfg``, which knows no KD key: so the KD keys travel in `kd_overrides`, and searched KD
+        keys (in ``space``) reach `train` through each trial's config.
+        """
+        try:
+            import ray.tune  # noqa: F401
+        except ImportError as e:
+            raise KDError('use_ray=True needs Ray Tune: pip install "yolokd[ray]" (or "ray[tune]")') from e
+        saved = self.kd_overrides
+        self.kd_overrides = {**saved, **kd}
+        try:
+            return super().tune(True, iterations, *args, **kwargs)
+        finally:
+            self.kd_overrides = saved

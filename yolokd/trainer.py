@@ -31,6 +31,7 @@ Private Ultralytics names yolokd uses (all of them; tests/test_import_graph.py k
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -58,6 +59,23 @@ def _same_weights(a, b) -> bool:
 
 
 _STUDENT_ATTRS = ("nc", "names", "args", "kpt_shape", "kpt_oks_sigmas", "kpt_names")  # what the loss/validator read
+
+
+def launched_world_size(devices: int, env: dict | None = None) -> int:
+    """The number of DDP processes: ``devices`` (Ultralytics' count on this machine), or torchrun's ``WORLD_SIZE``.
+
+    Ultralytics counts the devices of ``device=`` in the launching process, which is the whole world when it spawns
+    its own workers on one machine. Under ``torchrun`` on several machines each process already is a worker
+    (``LOCAL_RANK`` set) and the world is every process of every node; on CPU (``devices == 0``) Ultralytics trains
+    without DDP, and that stays so.
+
+    Examples:
+        >>> launched_world_size(8, {"LOCAL_RANK": "3", "WORLD_SIZE": "16"}), launched_world_size(8, {})
+        (16, 8)
+    """
+    env = os.environ if env is None else env
+    world = int(env.get("WORLD_SIZE", "1"))
+    return world if devices > 0 and "LOCAL_RANK" in env and world > 1 else devices
 
 
 class KDTrainerMixin:
@@ -93,10 +111,13 @@ class KDTrainerMixin:
             raise KDError("no teacher given: pass teacher=path/to/teacher.pt (a trained detection checkpoint)")
         self.teacher_model = load_teacher(self.kd.teacher)  # before the data set: a bad teacher fails fast
         super().__init__(cfg, overrides, _callbacks)
+        self.world_size = launched_world_size(self.world_size)  # several machines under torchrun
         if self.args.compile:
             LOGGER.warning(f"{PREFIX}'compile' is not supported with distillation and is disabled")
             self.args.compile = False
-        if carried is None:
+        if carried is None or kd_args:  # kd_args: a new run, even where the dict holds an earlier run's callbacks
+            if carried is not None:  # e.g. a second train() of one model, or a tuner's next trial
+                carried.detach(self)
             KDCallbacks(self.kd).attach(self)
         if RANK in {-1, 0}:
             terms = ", ".join(f"{s.name}(w={s.weight:g}, {s.schedule})" for s in self.kd.terms)
