@@ -29,6 +29,7 @@ def test_config_default_keys_and_split():
         "teacher_val",
         "class_map",
         "term_weights",
+        "catchup",
     }
     kd, rest = split_kd_args({"teacher": "t.pt", "method": "cwd", "epochs": 3, "imgsz": 64})
     assert kd == {"teacher": "t.pt", "method": "cwd"} and rest == {"epochs": 3, "imgsz": 64}

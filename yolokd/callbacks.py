@@ -12,11 +12,14 @@ import copy
 import logging
 from typing import Any
 
+import torch
+import torch.distributed as dist
+from ultralytics.cfg import TASK2METRIC
 from ultralytics.utils import LOGGER, RANK
 from ultralytics.utils.torch_utils import unwrap_model
 
 from yolokd.config import PREFIX, KDConfig
-from yolokd.schedules import Progress
+from yolokd.schedules import Progress, catchup_factor
 from yolokd.taps import clear_neck_stops, detect_head
 
 EVENTS = (
@@ -148,6 +151,8 @@ class KDCallbacks:
             LOGGER.warning(f"{PREFIX}TensorBoard logging disabled: {e}")
         if self.config.teacher_val:
             self.teacher_metrics = validate_teacher(trainer)
+        if self.config.catchup >= 0 and not self.teacher_metrics:
+            LOGGER.info(f"{PREFIX}catchup: the teacher's mAP is not measured here, so distillation never fades")
             if self.teacher_metrics:
                 LOGGER.info(
                     f"{PREFIX}teacher mAP50-95 {self.teacher_metrics.get('metrics/mAP50-95(B)', 0):.4f}, "
@@ -207,14 +212,51 @@ class KDCallbacks:
             )
 
     def on_fit_epoch_end(self, trainer) -> None:
-        """Log validation metrics (unless Ultralytics' TensorBoard does) and the teacher's as reference lines."""
+        """Fade distillation once the student nears the teacher (every rank), then log (rank 0).
+
+        Logged: the validation metrics (unless Ultralytics' TensorBoard does), the teacher's as reference lines and
+        the fading factor ``kd_catchup``.
+        """
+        self._catch_up(trainer)
         if RANK not in {-1, 0} or self._writer is None:
             return
         step = trainer.epoch + 1
         if not _ultralytics_tensorboard_active():
             self._scalars(trainer.metrics or {}, step)
         self._scalars({f"teacher/{k.split('/')[-1]}": v for k, v in self.teacher_metrics.items()}, step)
+        self._scalars({"kd_catchup": self._kd_model(trainer).catchup}, step)
         self._writer.flush()
+
+    def _catch_up(self, trainer) -> None:
+        """Update the model's ``catchup`` factor from this epoch's validation (`catchup_factor`), alike on every rank.
+
+        Rank 0 holds the metrics (the teacher's, measured once, and the student's of this epoch); under DDP it
+        broadcasts the factor, once per epoch. Logged once when the fading starts and once when distillation stops.
+        """
+        model, margin = self._kd_model(trainer), self.config.catchup
+        if margin < 0:
+            return
+        factor = before = model.catchup
+        key = TASK2METRIC.get(trainer.args.task, "metrics/mAP50-95(B)")
+        teacher, student = self.teacher_metrics.get(key, 0.0), (trainer.metrics or {}).get(key)
+        if RANK in {-1, 0} and teacher > 0 and student is not None:
+            factor = catchup_factor(float(student), teacher, margin, before)
+            name, epoch = key.split("/")[-1], trainer.epoch + 1
+            if factor == 0 < before:
+                LOGGER.info(
+                    f"{PREFIX}the student's val {name} {float(student):.4f} reached the teacher's {teacher:.4f} "
+                    f"(epoch {epoch}): distillation is off for the rest of the run, which trains as without a teacher"
+                )
+            elif factor < before == 1.0:
+                LOGGER.info(
+                    f"{PREFIX}the student's val {name} {float(student):.4f} is within {margin:.0%} of the teacher's "
+                    f"{teacher:.4f} (epoch {epoch}): distillation fades (x{factor:.2f}), to stop at the teacher's score"
+                )
+        if RANK != -1 and dist.is_available() and dist.is_initialized():
+            buf = torch.tensor([factor], dtype=torch.float32, device=trainer.device)
+            dist.broadcast(buf, 0)
+            factor = float(buf.item())
+        model.catchup = factor
 
     def teardown(self, trainer) -> None:
         """Close the writer (and drop the log filter if the setup failed before removing it)."""

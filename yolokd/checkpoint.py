@@ -66,6 +66,7 @@ def kd_state(model: nn.Module) -> dict[str, Any]:
         "progress": dataclasses.asdict(model.progress),
         "nonfinite_skips": dict(model.flush_nonfinite()),
         "balance": None if model.balance is None else model.balance.state_dict(),
+        "catchup": float(getattr(model, "catchup", 1.0)),
     }
 
 
@@ -86,6 +87,7 @@ def restore_kd_state(model: nn.Module, ckpt: dict | None) -> bool:
     model.nonfinite_skips.update(state.get("nonfinite_skips") or {})
     if model.balance is not None and state.get("balance"):
         model.balance.load_state_dict(state["balance"])
+    model.catchup = float(state.get("catchup", 1.0))
     return True
 
 

@@ -103,6 +103,7 @@ class KDConfig:
     teacher_val: bool = True
     class_map: dict[int, int] | None = None
     term_weights: dict[str, float] | None = None
+    catchup: float = 0.1
     terms: list[TermSpec] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -230,8 +231,8 @@ def build_config(kd_args: dict[str, Any]) -> KDConfig:
 
     Args:
         kd_args (dict): KD keys (``teacher``, ``method``, ``distill_weight``, ``balance``, ``teacher_val``,
-            ``class_map``, ``term_weights``); missing ones take the defaults of ``cfg/default.yaml``. A ``terms``
-            list (from a saved config) is taken as is.
+            ``class_map``, ``term_weights``, ``catchup``); missing ones take the defaults of ``cfg/default.yaml``.
+            A ``terms`` list (from a saved config) is taken as is.
 
     Returns:
         (KDConfig): The validated configuration.
@@ -247,6 +248,9 @@ def build_config(kd_args: dict[str, Any]) -> KDConfig:
     bal = args["balance"]
     if bal is not None and (isinstance(bal, bool) or not isinstance(bal, (int, float)) or bal < 0):
         raise KDError(f"balance must be a number >= 0 (0 = fixed weights, r > 0 = automatic) or None, got {bal!r}")
+    catchup = args["catchup"]
+    if isinstance(catchup, bool) or not isinstance(catchup, (int, float)) or not (catchup >= 0 or catchup == -1):
+        raise KDError(f"catchup must be a fraction >= 0 of the teacher's mAP, or -1 (never fade), got {catchup!r}")
     if not isinstance(args["teacher_val"], bool):
         raise KDError(f"teacher_val must be True or False, got {args['teacher_val']!r}")
     teacher = args["teacher"]
@@ -270,6 +274,7 @@ def build_config(kd_args: dict[str, Any]) -> KDConfig:
         teacher_val=args["teacher_val"],
         class_map=class_map,
         term_weights=term_weights,
+        catchup=float(catchup),
         terms=terms,
     )
 

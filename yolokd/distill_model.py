@@ -147,6 +147,7 @@ class KDModel(DistillationModel):
         # no term reads the teacher's head outputs or stages: its forward ends at the Detect inputs (the neck)
         self.teacher_to_neck = not self.stage_taps and not any(t.reads_teacher_head for t in self.terms)
         self.progress = Progress()
+        self.catchup = 1.0  # `yolokd.schedules.catchup_factor`: fades distillation once the student nears the teacher
         self.nonfinite_skips: dict[str, int] = {}  # term name -> steps skipped because its value was NaN/Inf
         self._nonfinite: torch.Tensor | None = None  # the same, counted on the device since the last flush
         ratios = [s.balance for s in config.terms]  # terms with balance > 0 get automatic weights
@@ -204,7 +205,7 @@ class KDModel(DistillationModel):
 
     # ------------------------------------------------------------------ weights
     def term_weights(self, progress: Progress | None = None) -> dict[str, float]:
-        """Current effective weight of each term: ``weight x distill_weight x schedule(progress)``.
+        """Current effective weight of each term: ``weight x distill_weight x catchup x schedule(progress)``.
 
         ``weight`` is the yaml's, or for a term with ``balance > 0`` its automatic weight (`yolokd.balance`: running
         during the first steps, then frozen; 0 before its first measurement).
@@ -222,9 +223,12 @@ class KDModel(DistillationModel):
         return {s.name: b * f for s, b, f in zip(self.kd_config.terms, base, self.schedule_factors(progress))}
 
     def schedule_factors(self, progress: Progress | None = None) -> list[float]:
-        """Each term's ``distill_weight x schedule(progress)``: its weight's multiplier, 0 where it is scheduled off."""
+        """Each term's ``distill_weight x catchup x schedule(progress)``: its weight's multiplier, 0 where it is off.
+
+        ``catchup`` is 1 until the student nears the teacher's validation score (`yolokd.schedules.catchup_factor`).
+        """
         p = progress or self.progress
-        dw = self.kd_config.distill_weight
+        dw = self.kd_config.distill_weight * getattr(self, "catchup", 1.0)
         return [dw * SCHEDULES[s.schedule](p) for s in self.kd_config.terms]
 
     def item_names(self) -> list[str]:

@@ -129,7 +129,6 @@ class YOLOKD(YOLO):
             return self._tune_with_ray(kd, iterations, *args, **kwargs)
         if args:
             raise KDError(f"positional tune() arguments {args} need use_ray=True; pass the tuner's options as keywords")
-        self._check_is_pytorch_model()
         if "optimizer" not in (kwargs.get("space") or {}):
             kwargs.setdefault("optimizer", "AdamW")  # as YOLO.tune
         tune_args = {**self.overrides, **kd, **kwargs, "mode": "train"}

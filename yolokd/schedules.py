@@ -85,3 +85,35 @@ SCHEDULES: dict[str, Callable[[Progress], float]] = {
     "cosine": cosine,
     "stop_at_close_mosaic": stop_at_close_mosaic,
 }
+
+
+def catchup_factor(student: float, teacher: float, margin: float, previous: float = 1.0) -> float:
+    """Distillation's multiplier once the student nears the teacher: fades from 1 to 0, never comes back.
+
+    ``min(previous, clip((teacher - student) / (margin x teacher), 0, 1))``: 1 while the student's validation metric
+    is below ``(1 - margin) x`` the teacher's, 0 once it reaches the teacher's, linear between; it only decreases,
+    so a teacher the student has caught up with stops pulling it back for the rest of the run. ``margin = 0`` stops
+    distillation when the student reaches the teacher; a teacher score of 0 (not measured) leaves ``previous``.
+
+    Args:
+        student (float): The student's validation metric this epoch (e.g. mAP50-95).
+        teacher (float): The teacher's, measured once before training on the same split.
+        margin (float): The fraction of the teacher's metric over which distillation fades out.
+        previous (float): The factor so far.
+
+    Returns:
+        (float): The factor for the next epoch, in ``[0, previous]``.
+
+    Examples:
+        >>> catchup_factor(0.30, 0.50, 0.1), round(catchup_factor(0.475, 0.50, 0.1), 6), catchup_factor(0.52, 0.50, 0.1)
+        (1.0, 0.5, 0.0)
+        >>> catchup_factor(0.30, 0.50, 0.1, previous=0.5), catchup_factor(0.50, 0.50, 0.0), catchup_factor(0.4, 0, 0.1)
+        (0.5, 0.0, 1.0)
+    """
+    if teacher <= 0:
+        return previous
+    if margin <= 0:
+        f = 0.0 if student >= teacher else 1.0
+    else:
+        f = min(max((teacher - student) / (margin * teacher), 0.0), 1.0)
+    return min(previous, f)

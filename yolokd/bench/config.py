@@ -8,7 +8,7 @@ from typing import Any
 
 from ultralytics.utils import DEFAULT_CFG_DICT
 
-from yolokd.config import KD_DEFAULTS, KDError, available_methods, resolve_method, suggest
+from yolokd.config import KD_DEFAULTS, KDError, available_methods, build_config, resolve_method, suggest
 
 # Every benchmark key with its default (the ``cpu`` preset); any other key must be an Ultralytics train argument, and
 # is passed to every training (teacher and students).
@@ -42,6 +42,9 @@ BENCH_DEFAULTS: dict[str, Any] = {
     "project": "runs/yolokd-benchmark",  # (str) output folder
     "publish": None,  # (str, optional) a .md file to write the report into (plot: benchmarks/<preset>.png beside it)
     "jobs": 1,  # (int) rows trained at once; > 1 for accuracy-only runs (sweeps): the cost columns are then not valid
+    "catchup": None,  # (float, optional) catchup= of every distilled row (-1: never fade); None: yolokd's default
+    "executor": "local",  # (str) local | ray: rows as local processes (jobs= at once) or as Ray Tune trials (a cluster)
+    "ray_address": None,  # (str, optional) with executor=ray: the Ray cluster's address (None: ray.init's default)
     "profile": ["cwd", "crosskd"],  # (list[str]) methods whose step is profiled after the rows (teacher/student/terms)
     "reuse": False,  # (bool) keep rows an earlier run in this project finished with the same spec (arguments, terms)
 }
@@ -169,6 +172,14 @@ def _check_numbers(cfg: dict[str, Any]) -> None:
     _pos_int(cfg, "data_seed", 0)
     _pos_int(cfg, "teacher_batches", 10)
     _pos_int(cfg, "jobs")
+    if cfg["catchup"] is not None:
+        build_config({"catchup": cfg["catchup"]})  # the KD key's own check, before any row trains
+    if cfg["executor"] not in ("local", "ray"):
+        raise KDError(f"executor must be 'local' or 'ray', got {cfg['executor']!r}")
+    if cfg["executor"] == "ray":
+        from yolokd.bench.ray_jobs import require_ray
+
+        require_ray()  # before any training: a one-line error naming the extra
     dis = cfg["dis"]
     if isinstance(dis, bool) or not isinstance(dis, (int, float)) or dis < 0:
         raise KDError(f"dis must be a number >= 0, got {dis!r}")

@@ -129,6 +129,7 @@ def row_spec(setup: Setup, row: dict[str, Any], seed: int) -> dict[str, Any]:
         "terms": [asdict(t) for t in resolve_method(row["method"])] if row["method"] else None,
         "versions": {"yolokd": __version__, "ultralytics": ULTRALYTICS_VERSION},
         "teacher_batches": cfg["teacher_batches"],
+        "catchup": cfg["catchup"],
     }
 
 

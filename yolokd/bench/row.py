@@ -173,7 +173,9 @@ def _model(spec: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     from yolokd.model import YOLOKD
 
     if spec["kind"] in {"yolokd", "combo"}:
-        return YOLOKD(spec["student"], teacher=spec["teacher"], method=spec["method"], teacher_val=False), {}
+        # the teacher is validated once, as for a user: the catchup rule reads its score
+        kd = {"catchup": spec["catchup"]} if spec.get("catchup") is not None else {}
+        return YOLOKD(spec["student"], teacher=spec["teacher"], method=spec["method"], teacher_val=True, **kd), {}
     extra = {"distill_model": spec["teacher"], "dis": spec["dis"]} if spec["kind"] == "builtin" else {}
     return YOLO(spec["student"]), extra
 

@@ -76,16 +76,26 @@ def save(results: dict[str, Any], project: Path) -> None:
     (project / "results.json").write_text(json.dumps(results, indent=2, default=str))
 
 
+def launch_job(setup: Setup, row: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Run (or reuse) one row for one seed in its own process and return its result."""
+    return launch_row(row_spec(setup, row, seed), setup.cfg["timeout"], setup.cfg["reuse"])
+
+
 def run_job(setup: Setup, row: dict[str, Any], seed: int) -> None:
-    """Run (or reuse) one row for one seed and log its outcome; the result goes to ``row["runs"]``."""
+    """Run (or reuse) one row for one seed and record it (`record_job`)."""
     try:
-        r = launch_row(row_spec(setup, row, seed), setup.cfg["timeout"], setup.cfg["reuse"])
+        r = launch_job(setup, row, seed)
     except KeyboardInterrupt:
         LOGGER.warning(
             f"{PREFIX}benchmark interrupted; the rows finished so far are in {setup.project / 'results.json'}; the "
             f"same command with reuse=True goes on where it stopped"
         )
         raise
+    record_job(row, seed, r)
+
+
+def record_job(row: dict[str, Any], seed: int, r: dict[str, Any]) -> None:
+    """Put one row's result for one seed into ``row["runs"]`` and log its outcome."""
     row["runs"][str(seed)] = r
     if r.get("ok"):
         took = "reused from an earlier run" if r.get("reused") else f"{r['wall_s']:.0f} s"
@@ -103,15 +113,27 @@ def run_rows(setup: Setup, rows: list[dict[str, Any]], results: dict[str, Any], 
     pbar = TQDM(total=len(rows) * len(seeds) + (len(seeds) if setup.cfg["combo"] else 0), desc="benchmark")
     lock = threading.Lock()
 
-    def one(row: dict, seed: int) -> None:
-        run_job(setup, row, seed)
+    def saved(row: dict, seed: int) -> None:
         with lock:
             results["elapsed_s"] = time.perf_counter() - t_start
             save(results, setup.project)
             pbar.set_description(f"benchmark: {row['label']}, seed {seed} done")
             pbar.update(1)
 
+    def one(row: dict, seed: int) -> None:
+        run_job(setup, row, seed)
+        saved(row, seed)
+
     def jobs(todo: list[tuple[dict, int]]) -> None:
+        if setup.cfg["executor"] == "ray":  # every (row, seed) a Ray Tune trial, on a cluster where there is one
+            from yolokd.bench.ray_jobs import run_on_ray
+
+            def record(job: tuple[dict, int], r: dict) -> None:
+                record_job(*job, r)
+                saved(*job)
+
+            run_on_ray(todo, lambda job: launch_job(setup, *job), record, setup.cfg["ray_address"])
+            return
         if n_jobs == 1:
             for row, seed in todo:
                 one(row, seed)

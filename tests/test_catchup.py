@@ -1,0 +1,85 @@
+# yolokd, AGPL-3.0 License
+"""Never worse than training alone: distillation fades once the student's val score nears the teacher's, is off once
+it reaches it, stays off, travels with the checkpoint, and logs each change once."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from helpers import captured_logs, kd_model, toy_batch
+
+from yolokd.callbacks import KDCallbacks
+from yolokd.checkpoint import kd_state, restore_kd_state
+from yolokd.config import KDError, build_config
+from yolokd.schedules import catchup_factor
+
+KEY = "metrics/mAP50-95(B)"
+
+
+@pytest.mark.parametrize(
+    ("student", "teacher", "margin", "previous", "want"),
+    [
+        (0.30, 0.50, 0.1, 1.0, 1.0),  # far below (1 - 0.1) x 0.50 = 0.45
+        (0.45, 0.50, 0.1, 1.0, 1.0),  # at the start of the fade
+        (0.49, 0.50, 0.1, 1.0, 0.2),  # (0.50 - 0.49) / 0.05
+        (0.50, 0.50, 0.1, 1.0, 0.0),  # reached
+        (0.60, 0.50, 0.1, 1.0, 0.0),  # passed
+        (0.30, 0.50, 0.1, 0.2, 0.2),  # never comes back
+        (0.49, 0.50, 0.0, 1.0, 1.0),  # margin 0: on until the teacher's score ...
+        (0.50, 0.50, 0.0, 1.0, 0.0),  # ... then off
+        (0.90, 0.00, 0.1, 1.0, 1.0),  # the teacher's score was not measured
+    ],
+)
+def test_catchup_factor_hand_values(student, teacher, margin, previous, want):
+    assert catchup_factor(student, teacher, margin, previous) == pytest.approx(want)
+
+
+def _trainer(model, metrics, epoch):
+    return SimpleNamespace(
+        model=model, metrics=metrics, args=SimpleNamespace(task="detect"), epoch=epoch, device=torch.device("cpu")
+    )
+
+
+def test_callback_fades_then_stops_logs_once_each_and_the_terms_follow(pico_yaml):
+    model = kd_model(pico_yaml, "yolov8n.yaml", "cwd", balance=0)  # fixed weight 5
+    cb = KDCallbacks(model.kd_config)
+    cb.teacher_metrics = {KEY: 0.50}
+    with captured_logs() as records:
+        for epoch, score in enumerate([0.20, 0.4875, 0.49, 0.30]):  # far, fading (x0.25), fading (x0.2), lower again
+            cb._catch_up(_trainer(model, {KEY: score}, epoch))
+        fading = model.catchup
+        cb._catch_up(_trainer(model, {KEY: 0.51}, 4))  # reached
+        cb._catch_up(_trainer(model, {KEY: 0.40}, 5))  # and it stays off
+    lines = [r.getMessage() for r in records if "distillation" in r.getMessage()]
+    assert fading == pytest.approx(0.2) and model.catchup == 0.0
+    assert len(lines) == 2, lines
+    assert (
+        "val mAP50-95(B) 0.4875 is within 10% of the teacher's 0.5000 (epoch 2): distillation fades (x0.25)" in lines[0]
+    )
+    assert "0.5100 reached the teacher's 0.5000 (epoch 5): distillation is off for the rest of the run" in lines[1]
+    assert model.term_weights() == {"cwd": 0.0}
+    loss, items = model.loss(toy_batch())
+    assert items["cwd_loss"] == 0.0  # the term is not even computed
+
+
+def test_catchup_scales_the_weights_and_travels_with_the_checkpoint(pico_yaml):
+    model = kd_model(pico_yaml, "yolov8n.yaml", "cwd", balance=0)
+    model.catchup = 0.5
+    assert model.term_weights() == {"cwd": 2.5}
+    state = kd_state(model)
+    again = kd_model(pico_yaml, "yolov8n.yaml", "cwd", balance=0)
+    assert again.catchup == 1.0 and restore_kd_state(again, {"yolokd": state}) and again.catchup == 0.5
+
+
+def test_catchup_off_or_unmeasured_teacher_leaves_distillation_on(pico_yaml):
+    model = kd_model(pico_yaml, "yolov8n.yaml", "cwd", balance=0)
+    never = KDCallbacks(build_config({"method": "cwd", "catchup": -1}))
+    never.teacher_metrics = {KEY: 0.5}
+    never._catch_up(_trainer(model, {KEY: 0.9}, 0))
+    unmeasured = KDCallbacks(model.kd_config)  # teacher_val=False, or a teacher of other classes: no score
+    unmeasured._catch_up(_trainer(model, {KEY: 0.9}, 0))
+    assert model.catchup == 1.0
+    with pytest.raises(KDError, match="catchup must be a fraction >= 0"):
+        build_config({"catchup": -0.5})
