@@ -66,7 +66,10 @@ def test_publish_writes_nothing_outside_project_unless_given_a_path():
 
 def test_style_defaults_to_shapes():
     assert BENCH_DEFAULTS["style"] == "shapes" and merge_config({})[0]["style"] == "shapes"
-    assert merge_config({"style": "transfer"})[0]["style"] == "transfer"  # checked against the generator at run time
+    assert merge_config({"style": "aerial"})[0]["style"] == "aerial"
+    with pytest.raises(KDError, match=r"style must be one of the synthetic looks \['aerial', 'glyphs', 'shapes'\]"):
+        merge_config({"style": "transfer"})  # before anything is generated or trained
+    assert merge_config({"style": "anything", "data": "d.yaml"})[0]["style"] == "anything"  # unused with data=
 
 
 def test_format_command():

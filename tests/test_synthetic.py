@@ -536,3 +536,18 @@ def test_scaled_yaml_task_heads(tmp_path: Path) -> None:
             assert d["width_multiple"] == 0.25 and "scales" not in d
     with pytest.raises(ValueError, match="obb"):
         scaled_yaml(tmp_path / "x.yaml", task="classify")
+
+
+def test_make_dataset_aerial_style_has_many_small_objects(tmp_path: Path) -> None:
+    """style='aerial': the shapes' classes, but small (4-12% of the side) and up to 3x max_objects per image."""
+    kw = {**SMALL, "n_train": 30, "imgsz": 128, "nc": 8, "max_objects": 6}
+    shapes, aerial = make_dataset(tmp_path / "s", **kw), make_dataset(tmp_path / "a", style="aerial", **kw)
+    assert json.loads((aerial.parent / STAMP_NAME).read_text())["style"] == "aerial"
+    a, b = _files(shapes.parent), _files(aerial.parent)
+    assert all(a[k] != b[k] for k in a if k.startswith("images/"))
+    boxes_s, boxes_a = _labels(shapes.parent), _labels(aerial.parent)
+    sides = np.concatenate([np.maximum(x[:, 3], x[:, 4]) for x in boxes_a])
+    assert sides.max() < 0.12 * 1.2 + 2 / 128  # the largest shape's extent is below 1.2 x its size (+ rounding)
+    assert np.median(sides) < np.median(np.concatenate([np.maximum(x[:, 3], x[:, 4]) for x in boxes_s])) / 2
+    assert max(len(x) for x in boxes_a) > 6 and np.mean([len(x) for x in boxes_a]) > np.mean([len(x) for x in boxes_s])
+    assert _files(make_dataset(tmp_path / "a2", style="aerial", **kw).parent) == b  # deterministic

@@ -9,13 +9,14 @@ from typing import Any
 from ultralytics.utils import DEFAULT_CFG_DICT
 
 from yolokd.config import KD_DEFAULTS, KDError, available_methods, build_config, resolve_method, suggest
+from yolokd.data.synthetic import STYLES
 
 # Every benchmark key with its default (the ``cpu`` preset); any other key must be an Ultralytics train argument, and
 # is passed to every training (teacher and students).
 BENCH_DEFAULTS: dict[str, Any] = {
     "preset": "cpu",  # (str) cpu | gpu | micro: a named set of the values below; any key given overrides it
     "data": None,  # (str, optional) a data.yaml; None generates the built-in synthetic set (n_train, n_val, n_test)
-    "style": "shapes",  # (str) look of the built-in synthetic set (passed on when the generator has styles)
+    "style": "shapes",  # (str) look of the built-in synthetic set: shapes | glyphs | aerial
     "n_train": 600,  # (int) synthetic training images
     "n_val": 150,  # (int) synthetic validation images (the split used for choices: combination, defaults)
     "n_test": 150,  # (int) synthetic test images (the reported split)
@@ -241,6 +242,8 @@ def _check_choices(cfg: dict[str, Any]) -> None:
     for k in ("val_split", "test_split", "style"):
         if not isinstance(cfg[k], str) or not cfg[k]:
             raise KDError(f"{k} must be a non-empty name such as {BENCH_DEFAULTS[k]!r}, got {cfg[k]!r}")
+    if cfg["data"] is None and cfg["style"] not in STYLES:
+        raise KDError(f"style must be one of the synthetic looks {sorted(STYLES)}, got {cfg['style']!r}")
 
 
 def merge_config(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

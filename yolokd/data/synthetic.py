@@ -18,6 +18,10 @@ to 20 degrees), on other backgrounds (two-colour stripes or checks), at other si
 side), with less clutter; the same API, labelling rule and determinism. The benchmark reports its chosen defaults on
 it (transfer); it is never used to choose anything.
 
+A third look, ``style="aerial"``, is unlike both: many small objects (the shapes at 4-12% of the side, up to three
+times ``max_objects`` per image) on cluttered natural-looking ground (multi-octave noise between earthy and green
+colours, with grain) under many thin distractors, as in aerial or crowd scenes.
+
 Labelling rule (amodal boxes): the visible pixels of every object are tracked. An object is labelled only if at least
 40% of its full area is visible, i.e. neither hidden by objects drawn later nor cut off by the image border;
 otherwise it stays in the image unlabeled (as a hard negative). A labelled object gets the tight box of its FULL,
@@ -433,8 +437,11 @@ def _render(rng: np.random.Generator, s: int, nc: int, max_objects: int, style: 
     for _ in range(100):  # redraw in the (rare) case that no object ends up labelled
         img = style.background(rng, s)
         _clutter(img, rng, int(rng.integers(*style.clutter)))
+        if style.thin_clutter is not None:  # (the other looks draw none here, and their images stay as they were)
+            _clutter(img, rng, int(rng.integers(*style.thin_clutter)), thin=True)
         owner = np.full((s, s), -1, dtype=np.int16)  # index of the object visible at each pixel
-        objects = _draw_objects(img, owner, rng, int(rng.integers(1, max_objects + 1)), nc, style)
+        crowd = max(1, round(max_objects * style.crowd))
+        objects = _draw_objects(img, owner, rng, int(rng.integers(1, crowd + 1)), nc, style)
         img = _finish(img, rng)
         visible = np.bincount(owner.ravel().astype(np.int64) + 1, minlength=len(objects) + 1)[1:]
         labelled = [o for o in objects if _is_labelled(o, int(visible[o.k]), s)]
@@ -663,6 +670,9 @@ class Style:
         clutter (tuple[int, int]): ``rng.integers`` bounds of the number of thick distractors under the objects.
         low_contrast_p (float): Probability of a deliberately low-contrast object.
         near_p (float): Probability of placing an object next to an earlier one (forces overlap).
+        crowd (float): Factor on ``max_objects``: the most objects drawn per image.
+        thin_clutter (tuple[int, int] | None): ``rng.integers`` bounds of the number of thin distractor lines under
+            the objects (None: none).
     """
 
     names: tuple[str, ...]
@@ -673,11 +683,38 @@ class Style:
     clutter: tuple[int, int]
     low_contrast_p: float
     near_p: float
+    crowd: float = 1.0
+    thin_clutter: tuple[int, int] | None = None
+
+
+def _natural_background(rng: np.random.Generator, s: int) -> np.ndarray:
+    """Return an (s, s, 3) float32 ground texture: four octaves of smooth noise between two earthy/green colours.
+
+    Each octave is a small random grid upscaled with cubic interpolation, at half the amplitude of the one before; a
+    second field mixes in a third colour in patches (vegetation on soil), and a fine grain is added last.
+    """
+
+    def field(base: int) -> np.ndarray:
+        out, amp = np.zeros((s, s), np.float32), 1.0
+        for octave in range(4):
+            k = base * 2**octave
+            grid = rng.standard_normal((k, k)).astype(np.float32)
+            out += amp * cv2.resize(grid, (s, s), interpolation=cv2.INTER_CUBIC)
+            amp *= 0.5
+        return (out - out.min()) / (out.max() - out.min() + 1e-6)
+
+    soil, green, dry = (rng.uniform(lo, hi, 3).astype(np.float32) for lo, hi in ((40, 140), (30, 120), (90, 200)))
+    green[1] = max(green[1], green[0] + 20)  # BGR: more green than blue
+    t, patches = field(int(rng.integers(3, 6)))[..., None], field(int(rng.integers(2, 4)))[..., None]
+    img = soil + t * (green - soil)
+    img += np.clip(patches - 0.55, 0, 1) * 2 * (dry - img)
+    return img + rng.normal(0, 6, (s, s, 1)).astype(np.float32)
 
 
 STYLES: dict[str, Style] = {
     "shapes": Style(SHAPES, _draw_shape, _background, 0.12, 0.50, (2, 7), 0.12, 0.3),
     "glyphs": Style(GLYPHS, _draw_glyph, _texture_background, 0.20, 0.75, (1, 4), 0.08, 0.2),
+    "aerial": Style(SHAPES, _draw_shape, _natural_background, 0.04, 0.12, (4, 10), 0.15, 0.2, 3.0, (6, 16)),
 }
-"""The looks ``make_dataset(style=...)`` can draw; ``shapes`` is the default (benchmark and demo), ``glyphs`` is
-never used to choose anything and serves the benchmark's transfer table."""
+"""The looks ``make_dataset(style=...)`` can draw; ``shapes`` is the default (benchmark and demo), ``glyphs`` and
+``aerial`` are never used to choose anything on their own and serve the benchmark's transfer tables."""
