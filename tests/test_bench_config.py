@@ -76,3 +76,13 @@ def test_format_command():
     assert format_command({}) == "yolokd benchmark"
     assert format_command({"seeds": [0, 1], "project": "a b"}) == "yolokd benchmark seeds=[0,1] project='a b'"
     assert format_command({"publish": "BENCHMARKS.md"}, mode="sweep") == "yolokd sweep publish=BENCHMARKS.md"
+
+
+def test_converged_preset_validates_every_epoch_with_the_cpu_presets_data_and_student():
+    cfg, train = merge_config({"preset": "converged"})
+    cpu = merge_config({})[0]
+    assert train["val"] is True and train["nbs"] == cfg["batch"] and train["optimizer"] == "AdamW"
+    assert cfg["epochs"] > cpu["epochs"] and cfg["teacher_epochs"] > cpu["teacher_epochs"]
+    same = ("n_train", "n_val", "n_test", "imgsz", "batch", "student_model", "teacher_model", "seeds", "style")
+    assert {k: cfg[k] for k in same} == {k: cpu[k] for k in same}
+    assert cfg["combo"] == "tar+cwd" and cfg["profile"] == []

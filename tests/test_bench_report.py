@@ -113,3 +113,36 @@ def test_publish_report_writes_the_given_file_and_the_plot_beside_it(tmp_path):
     assert "built-in synthetic shapes (train 16" in text and "publish=bench.md" in text
     assert (tmp_path / "docs" / "benchmarks" / "micro.png").read_bytes() == b"png"
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["bench.md", "micro.png", "plot.png"]
+
+
+def test_format_curves_marks_each_training_converged_or_still_improving():
+    from yolokd.bench.report import format_curves
+
+    rows = fake_rows()
+    assert format_curves(rows, _teacher()) == ""  # no run validated every epoch: no table
+    flat = [0.1, 0.3] + [0.40] * 8  # best 40.0 at epoch 3, the last two epochs equal to it
+    rising = [i / 20 for i in range(1, 11)]  # best 50.0 at epoch 10, epoch 9 is 5 points below it
+    rows[0]["runs"]["0"]["curve"], rows[0]["runs"]["1"]["curve"] = flat, rising
+    lines = format_curves(rows, {**_teacher(), "curve": flat}).splitlines()
+    assert lines[0] == "| val mAP50-95: best (epoch) / last | seed 0 | seed 1 |" and set(lines[1]) == {"|", "-"}
+    assert lines[2] == "| teacher (yolov8n) | 40.0 (3) / 40.0, converged |  |"
+    assert lines[3] == "| student (no KD) | 40.0 (3) / 40.0, converged | 50.0 (10) / 50.0, **still improving** |"
+    assert lines[4].startswith("| ultralytics dis=6 | — | — |")
+    assert len({ln.count("|") for ln in lines}) == 1
+
+
+def test_converged_preset_has_its_own_block_and_plot(tmp_path):
+    from yolokd.bench.report import block_heading, report_tag
+
+    cfg = merge_config({"preset": "converged", "style": "aerial"})[0]
+    assert report_tag(cfg) == "converged-aerial" and block_heading(report_tag(cfg)) == "## Converged: aerial"
+    assert report_tag(merge_config({})[0]) == "" and report_tag(merge_config({"preset": "converged"})[0]) == (
+        "converged-shapes"
+    )
+    md = tmp_path / "BENCHMARKS.md"
+    write_benchmarks_md(md, "cpu block")
+    write_benchmarks_md(md, "converged block", "converged-shapes")
+    write_benchmarks_md(md, "cpu block 2")
+    text = md.read_text()
+    assert "cpu block 2" in text and "converged block" in text and "cpu block\n" not in text
+    assert text.count("## Converged: shapes") == 1

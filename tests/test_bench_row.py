@@ -81,3 +81,15 @@ def test_reuse_keeps_only_a_finished_row_with_the_same_spec(tmp_path):
 def test_row_entry_point_usage():
     assert ROW_MODULE == "yolokd.bench.row"
     assert main([]) == 2 and main(["preset=micro"]) == 2 and main(["--row"]) == 2
+
+
+def test_read_curve_reads_the_per_epoch_val_map_of_results_csv(tmp_path):
+    from yolokd.bench.row import read_curve
+
+    csv = tmp_path / "results.csv"
+    csv.write_text(
+        "epoch, train/box_loss, metrics/mAP50-95(B), metrics/mAP50(B)\n1, 2.5, 0.125, 0.3\n2, 2.1, 0.25, 0.5\n"
+    )  # older Ultralytics pads the header with spaces
+    assert read_curve(csv) == [0.125, 0.25]
+    assert read_curve(csv, "metrics/mAP50(B)") == [0.3, 0.5]
+    assert read_curve(tmp_path / "missing.csv") is None and read_curve(csv, "metrics/mAP50-95(M)") is None

@@ -158,3 +158,16 @@ def test_cost_targets_split_feature_and_head_methods_and_compare_with_the_built_
     assert by["every yolokd row no slower per iteration than the built-in"]["met"] is True  # 1350 ms < 1400 ms
     memory = by["every yolokd row's peak memory no higher than the built-in's"]
     assert memory["met"] is False and memory["detail"] == "built-in 900 MiB; above: tar 950"
+
+
+def test_plateau_and_epochs_to_reach():
+    from yolokd.bench.stats import epochs_to_reach, plateau
+
+    curve = [0.10, 0.20, 0.30, 0.35, 0.38, 0.39, 0.395, 0.40, 0.392, 0.401]  # last two within 1 point of 0.401
+    p = plateau(curve)
+    assert p == {"epochs": 10, "best": 0.401, "best_epoch": 10, "last": 0.401, "converged": True}
+    assert plateau(curve, tail=0.5)["converged"] is False  # epoch 6 (0.39) is 1.1 points below the best
+    assert plateau(curve[:5])["converged"] is True and plateau(curve[:6], tail=0.5)["converged"] is False
+    assert plateau(None) is None and plateau([]) is None
+    assert epochs_to_reach(curve, 0.38) == 5 and epochs_to_reach(curve, 0.5) is None
+    assert epochs_to_reach(curve, None) is None and epochs_to_reach(None, 0.1) is None

@@ -14,7 +14,7 @@ from yolokd.data.synthetic import STYLES
 # Every benchmark key with its default (the ``cpu`` preset); any other key must be an Ultralytics train argument, and
 # is passed to every training (teacher and students).
 BENCH_DEFAULTS: dict[str, Any] = {
-    "preset": "cpu",  # (str) cpu | gpu | micro: a named set of the values below; any key given overrides it
+    "preset": "cpu",  # (str) cpu | converged | gpu | micro: a named set of the values below; any key given overrides it
     "data": None,  # (str, optional) a data.yaml; None generates the built-in synthetic set (n_train, n_val, n_test)
     "style": "shapes",  # (str) look of the built-in synthetic set: shapes | glyphs | aerial
     "n_train": 600,  # (int) synthetic training images
@@ -68,6 +68,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "test_split": "val",
         "teacher_batches": 50,
     },
+    # Trained to convergence (BENCHMARKS.md "Converged"): the cpu preset's data, student and hyper-parameters, with a
+    # validation after every epoch (the curves in results.json; the catchup rule reads it) and budgets at which the
+    # undistilled student's and the teacher's val mAP50-95 stopped improving; the default method, bckd and the
+    # built-in at the same budget. Run with jobs=2 on 2 cores (accuracy only: the cost columns are then not valid).
+    "converged": {
+        "epochs": 60,
+        "teacher_epochs": 80,
+        "methods": ["bckd"],
+        "combo": "tar+cwd",
+        "profile": [],
+    },
     # A smoke test (tests and a first try): seconds per row, numbers meaningless.
     "micro": {
         "n_train": 16,
@@ -91,10 +102,11 @@ PRESET_TRAIN: dict[str, dict[str, Any]] = {
     # previous cpu preset (96 px, 5-50% shapes) the undistilled pico student reached val mAP50-95 1.52 points after 7
     # epochs (AdamW at 0.01: 1.04, SGD at 0.02: 0.56), against 0.33-0.56 with auto; kept for the current preset.
     "cpu": {"warmup_epochs": 1.0, "val": False, "plots": False, "optimizer": "AdamW", "lr0": 0.004},
+    "converged": {"warmup_epochs": 1.0, "val": True, "plots": False, "optimizer": "AdamW", "lr0": 0.004},
     "gpu": {},
     "micro": {"warmup_epochs": 1.0, "val": False, "plots": False, "workers": 0},
 }
-NBS_FOLLOWS_BATCH = {"cpu", "micro"}  # nbs=batch as the demo does, unless nbs= is given
+NBS_FOLLOWS_BATCH = {"cpu", "converged", "micro"}  # nbs=batch as the demo does, unless nbs= is given
 # Ultralytics arguments the benchmark sets itself, with the key to use instead.
 RESERVED = {
     "model": "student_model= / teacher_model=",

@@ -129,7 +129,8 @@ def row_spec(setup: Setup, row: dict[str, Any], seed: int) -> dict[str, Any]:
         "terms": [asdict(t) for t in resolve_method(row["method"])] if row["method"] else None,
         "versions": {"yolokd": __version__, "ultralytics": ULTRALYTICS_VERSION},
         "teacher_batches": cfg["teacher_batches"],
-        "catchup": cfg["catchup"],
+        # only distilled rows fade (catchup=): the other rows stay reusable across catchup= values
+        "catchup": cfg["catchup"] if row["kind"] in {"yolokd", "combo"} else None,
     }
 
 

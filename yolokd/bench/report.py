@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from yolokd.bench.profile import format_profile
+from yolokd.bench.stats import plateau
 
 MD_START, MD_END = "<!-- yolokd-benchmark:start (written by yolokd benchmark) -->", "<!-- yolokd-benchmark:end -->"
 HANDWRITTEN = """## How to read / what was tried
@@ -99,6 +100,31 @@ def format_table(rows: list[dict], teacher: dict | None = None) -> str:
             f"| {rss} | {seeds} |"
         )
     return "\n".join(lines)
+
+
+def format_curves(rows: list[dict], teacher: dict | None = None) -> str:
+    """Markdown table of each training's validation curve (`plateau`); '' when no run validated every epoch.
+
+    A cell is ``best (epoch) / last`` in points, marked ``converged`` where the last fifth of the epochs stayed
+    within 1 point of the best.
+    """
+
+    def cell(curve: list[float] | None) -> str | None:
+        p = plateau(curve)
+        if p is None or p["epochs"] < 2:
+            return None
+        flag = "converged" if p["converged"] else "**still improving**"
+        return f"{100 * p['best']:.1f} ({p['best_epoch']}) / {100 * p['last']:.1f}, {flag}"
+
+    seeds = sorted({s for r in rows for s in r["runs"]}, key=int)
+    table = [(r["label"], [cell((r["runs"].get(s) or {}).get("curve")) for s in seeds]) for r in rows]
+    if teacher:
+        table.insert(0, (teacher["label"], [cell(teacher.get("curve")), *[""] * (len(seeds) - 1)]))
+    if not any(c for _, cells in table for c in cells):
+        return ""
+    head = "| val mAP50-95: best (epoch) / last | " + " | ".join(f"seed {s}" for s in seeds) + " |"
+    body = [f"| {label} | " + " | ".join("—" if c is None else c for c in cells) + " |" for label, cells in table]
+    return "\n".join([head, "|" + "---|" * (len(seeds) + 1), *body])
 
 
 def format_targets(targets: list[dict[str, Any]]) -> str:
@@ -238,6 +264,15 @@ def render_report(results: dict[str, Any], plot_rel: str | None) -> str:
     ]
     if cfg.get("jobs", 1) > 1:
         lines += [f"**Cost columns not valid**: {cfg['jobs']} rows were trained at once (`jobs={cfg['jobs']}`).", ""]
+    curves = format_curves(results["rows"], results["teacher"])
+    if curves:
+        lines += [
+            "Validation after every epoch (`val=True`): a training counts as converged where its last fifth of "
+            "epochs stayed within 1 point of its best.",
+            "",
+            curves,
+            "",
+        ]
     if plot_rel:
         lines += [f"![test mAP50-95 vs cost]({plot_rel})", ""]
     lines += ["Targets:", "", format_targets(results["targets"]), ""]
@@ -268,13 +303,32 @@ def replace_block(text: str, start: str, end: str, body: str) -> str | None:
 
 
 def report_tag(cfg: dict[str, Any]) -> str:
-    """The name of a run's block and plot: '' for the built-in shapes or a given data set, else the synthetic style.
+    """The name of a run's block and plot: '' for the cpu preset on shapes or a given data set, else what differs.
+
+    Another synthetic style gets its own block (a transfer table); the converged preset gets one per style.
 
     Examples:
         >>> report_tag({"data": None, "style": "glyphs"}), report_tag({"data": None, "style": "shapes"})
         ('glyphs', '')
+        >>> report_tag({"preset": "converged", "data": None, "style": "shapes"})
+        'converged-shapes'
     """
-    return "" if cfg.get("data") or cfg.get("style", "shapes") == "shapes" else str(cfg["style"])
+    style = "" if cfg.get("data") else str(cfg.get("style", "shapes"))
+    if cfg.get("preset") == "converged":
+        return f"converged-{style}" if style else "converged"
+    return "" if style == "shapes" else style
+
+
+def block_heading(tag: str) -> str:
+    """The section heading a new tagged block is appended under.
+
+    Examples:
+        >>> block_heading("glyphs"), block_heading("converged-aerial")
+        ('## Transfer: glyphs', '## Converged: aerial')
+    """
+    if tag.startswith("converged"):
+        return f"## Converged: {tag.partition('-')[2] or 'given data'}"
+    return f"## Transfer: {tag}"
 
 
 def markers(tag: str = "") -> tuple[str, str]:
@@ -293,8 +347,8 @@ def markers(tag: str = "") -> tuple[str, str]:
 def write_benchmarks_md(path: Path, generated: str, tag: str = "") -> Path:
     """Write the generated block between the markers of ``path``, keeping the hand-written rest (created if missing).
 
-    A tagged block (another data style, `report_tag`) has markers of its own; when ``path`` has none yet, it is
-    appended as a section ``## Transfer: <tag>``.
+    A tagged block (another data style or the converged preset, `report_tag`) has markers of its own; when ``path``
+    has none yet, it is appended as a section (`block_heading`).
 
     Returns:
         (Path): ``path``.
@@ -303,7 +357,7 @@ def write_benchmarks_md(path: Path, generated: str, tag: str = "") -> Path:
     start, end = markers(tag)
     text = replace_block(old, start, end, generated)
     if text is None and tag and old:
-        text = old.rstrip("\n") + f"\n\n## Transfer: {tag}\n\n{start}\n{generated.strip()}\n{end}\n"
+        text = old.rstrip("\n") + f"\n\n{block_heading(tag)}\n\n{start}\n{generated.strip()}\n{end}\n"
     if text is None:
         block = f"{MD_START}\n{generated.strip()}\n{MD_END}"
         text = (
@@ -329,7 +383,9 @@ def publish_report(results: dict[str, Any], plot: Path, path: str | Path) -> lis
     """
     md = Path(path).resolve()
     tag = report_tag(results["config"])
-    png = md.parent / "benchmarks" / f"{results['config']['preset']}{'-' + tag if tag else ''}.png"
+    preset = results["config"]["preset"]
+    name = tag if tag.startswith(preset) else f"{preset}{'-' + tag if tag else ''}"
+    png = md.parent / "benchmarks" / f"{name}.png"
     png.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(plot, png)
     write_benchmarks_md(md, render_report(results, f"benchmarks/{png.name}"), tag)

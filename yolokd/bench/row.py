@@ -7,6 +7,7 @@ its own and a crash costs one row only; the process runs `run_row` and writes ``
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -145,6 +146,19 @@ def evaluate(weights: str | Path, data: str, split: str, imgsz: int, batch: int,
     return {"map": float(m.box.map), "map50": float(m.box.map50)}
 
 
+def read_curve(results_csv: Path, key: str = "metrics/mAP50-95(B)") -> list[float] | None:
+    """The per-epoch validation metric from Ultralytics' ``results.csv``; None without the file or the column.
+
+    Runs trained with ``val=False`` validate only after the last epoch, so their curve has one point at most.
+    """
+    try:
+        with open(results_csv, newline="") as f:
+            rows = [{k.strip(): v for k, v in r.items() if k} for r in csv.DictReader(f)]
+        return [float(r[key]) for r in rows if (r.get(key) or "").strip()] or None
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 def maxrss_mib() -> float | None:
     """Peak resident memory of this process in MiB.
 
@@ -210,6 +224,7 @@ def _train_and_evaluate(spec: dict[str, Any], out: Path, result: dict[str, Any])
     for key in ("val", "test"):
         result[key] = evaluate(weights, spec["data"], spec[f"{key}_split"], spec["imgsz"], spec["batch"], out)
     result["weights"] = str(weights)
+    result["curve"] = read_curve(out / "train" / "results.csv")  # val mAP50-95 per epoch (val=True)
 
 
 def run_row(spec: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from ultralytics.utils import LOGGER, TQDM
 from yolokd.bench.config import format_command, merge_config
 from yolokd.bench.plan import Setup, model_name, plan_combo, plan_rows, row_spec
 from yolokd.bench.report import format_table, format_targets, machine_info, publish_report, render_report, write_plot
-from yolokd.bench.row import evaluate, launch_row
+from yolokd.bench.row import evaluate, launch_row, read_curve
 from yolokd.bench.stats import check_targets, summarize, summarize_row
 from yolokd.config import PREFIX, KDError
 from yolokd.demo import resolve_model, train_teacher
@@ -59,11 +59,13 @@ def prepare_teacher(cfg: dict[str, Any], train: dict[str, Any], data: str, proje
             )
         )
         source = f"trained {cfg['teacher_epochs']} epoch(s), seed {seed}"
+    curve = read_curve(Path(teacher).parent.parent / "results.csv")  # a run folder's weights/best.pt
     info: dict[str, Any] = {
         "label": f"teacher ({model_name(str(cfg['teacher'] or cfg['teacher_model']))})",
         "weights": teacher,
         "source": source,
         "train_or_load_s": time.perf_counter() - t0,
+        "curve": curve,  # val mAP50-95 per epoch of a teacher trained here with per-epoch validation
     }
     for k in ("val", "test"):
         info[k] = evaluate(teacher, data, cfg[f"{k}_split"], cfg["imgsz"], cfg["batch"], project / "teacher-eval")

@@ -103,6 +103,50 @@ def summarize(values: list[float | None]) -> dict[str, float] | None:
     return {"mean": mean, "std": std, "min": min(v), "max": max(v), "n": len(v)}
 
 
+def plateau(curve: list[float] | None, tail: float = 0.2, tol: float = 0.01) -> dict[str, Any] | None:
+    """Whether a validation curve stopped improving: its last ``tail`` of epochs all within ``tol`` of its best.
+
+    Args:
+        curve (list[float] | None): Validation mAP50-95 after each epoch (fractions), in order.
+        tail (float): The fraction of the last epochs that must stay near the best (at least one epoch).
+        tol (float): How far below the best they may be (0.01 = 1 mAP point).
+
+    Returns:
+        (dict | None): ``epochs``, ``best``, ``best_epoch`` (1-based), ``last`` and ``converged``; None without a curve.
+
+    Examples:
+        >>> plateau([0.1, 0.3, 0.40, 0.41, 0.405])["converged"]  # the last fifth: one epoch, 0.5 points below the best
+        True
+        >>> plateau([i / 10 for i in range(1, 11)])["converged"]  # the last two epochs: 0.9 is 10 points below 1.0
+        False
+        >>> plateau([0.1, 0.5, 0.3, 0.3, 0.3])["best_epoch"]
+        2
+    """
+    if not curve:
+        return None
+    best = max(curve)
+    n_tail = max(1, round(tail * len(curve)))
+    return {
+        "epochs": len(curve),
+        "best": best,
+        "best_epoch": curve.index(best) + 1,
+        "last": curve[-1],
+        "converged": min(curve[-n_tail:]) >= best - tol,
+    }
+
+
+def epochs_to_reach(curve: list[float] | None, value: float | None) -> int | None:
+    """The first epoch (1-based) at which ``curve`` reaches ``value``; None if it never does or either is missing.
+
+    Examples:
+        >>> epochs_to_reach([0.1, 0.2, 0.3], 0.2), epochs_to_reach([0.1, 0.2], 0.5) is None
+        (2, True)
+    """
+    if not curve or value is None:
+        return None
+    return next((i + 1 for i, v in enumerate(curve) if v >= value), None)
+
+
 def cost_ratios(step_s: float | None, student_step_s: float | None, teacher_forward_s: float | None):
     """Time per iteration relative to the undistilled student's and to the floor (student step + teacher forward).
 
