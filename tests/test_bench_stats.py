@@ -102,7 +102,7 @@ def test_check_targets_issue_9_thresholds():
     # above the student's mean (25.5 > 21) but not on every seed (21 <= the student's 22): not met
     above = check_targets(fake_rows(kd_maps=(0.21, 0.30)), 0.40)[0]
     assert above["met"] is False and "not above on every seed: cwd" in above["detail"]
-    # 1.5 points above the built-in: the old 1.0 margin passed, issue 9's 2.0 does not
+    # 1.5 points above the built-in: the old 1.0 margin passed, the 2.0 target does not
     builtin = check_targets(fake_rows(kd_maps=(0.28, 0.30), builtin_maps=(0.27, 0.28)), 0.40)[2]
     assert builtin["met"] is False and "cwd - built-in = +1.50 points" in builtin["detail"]
     # the best single method is chosen among single methods, not the combination

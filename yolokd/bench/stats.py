@@ -25,7 +25,7 @@ STAT_KEYS = (
     "maxrss_mib",
 )
 NOISE_FACTOR = 5.0  # a verdict needs a teacher-student gap > NOISE_FACTOR x the undistilled student's seed spread
-# The regime the accuracy targets are meant for (issue 9): a strong teacher, a student far below it, quiet seeds.
+# The regime the accuracy targets are meant for: a strong teacher, a student far below it, quiet seeds.
 REGIME = {"teacher_min": 0.30, "student_max_frac": 0.5, "spread_max_frac": 1 / NOISE_FACTOR, "min_seeds": 3}
 TARGET_NAMES = {
     "above": "every method above the undistilled student on every seed (min > student's max)",
@@ -314,7 +314,7 @@ def _builtin_target(best: dict | None, builtin: dict | None) -> dict[str, Any]:
 
 
 def _cost_targets(kd: list[dict], builtin: dict | None, jobs: int = 1) -> list[dict[str, Any]]:
-    """Issue 11's cost targets: x floor by kind of method, per iteration and peak memory against the built-in.
+    """The cost targets: x floor by kind of method, per iteration and peak memory against the built-in.
 
     A row is a feature method when its teacher stops at the neck (``neck_only``, set by the plan: no term reads the
     teacher's head); otherwise a head method. The floor is the undistilled step plus one full, unfolded teacher
@@ -377,9 +377,9 @@ def _regime_target(noise: dict[str, Any], base: dict | None, teacher_test: float
 def check_targets(rows: list[dict], teacher_test: float | None, jobs: int = 1) -> list[dict[str, Any]]:
     """The project's targets against the summarised rows: met (True/False) or not measurable (None), with details.
 
-    Targets (issue 9): every method (and the combination) above the undistilled student on every seed; the best single
+    Targets: every method (and the combination) above the undistilled student on every seed; the best single
     method recovers at least half the gap (from the means) and beats Ultralytics' built-in distillation by at least
-    2.0 mAP50-95 points; issue 11's cost targets (feature methods at most 1.00x the floor, head methods 1.05x, every
+    2.0 mAP50-95 points; the cost targets (feature methods at most 1.00x the floor, head methods 1.05x, every
     row no slower per iteration and no larger in peak memory than the built-in); and, last, whether the run is in the
     regime the accuracy targets are meant for. The three accuracy targets get no verdict (``met`` None, ``status``
     'no verdict') when the teacher-student gap is not larger than `NOISE_FACTOR` x the undistilled student's spread.
