@@ -56,7 +56,7 @@ def _ultralytics_tensorboard_active() -> bool:
 DOMINANCE = 5.0
 """A term whose epoch-mean item exceeds this multiple of the student's own loss items is warned about (once per term).
 On the cpu benchmark every method that trained well stayed below 2x (hint's first epoch 1.8x, the built-in 1.1x),
-and mgd at its fixed weight, 12x, collapsed its student (BENCHMARKS.md "Cost")."""
+and mgd at its fixed weight, 12x, collapsed its student (BENCHMARKS.md "Cost of a step")."""
 
 
 def dominant_terms(means: dict[str, float], kd_items: list[str], ratio: float = DOMINANCE) -> list[tuple[str, float]]:

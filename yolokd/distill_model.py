@@ -28,8 +28,8 @@ from yolokd.teacher import fold_batchnorm
 
 _HEAD = "head"  # key of the Detect-output tap in the feature dicts
 # devices on which the frozen teacher may run channels-last (NHWC): on CPU its folded forward took 18 instead of 21 ms
-# here (oneDNN convolutions, BENCHMARKS.md "Cost"); on CUDA NHWC suits tensor cores under AMP (not measured: no GPU was
-# lent to this project's sessions); never on MPS, where Ultralytics finds NHWC numerically wrong
+# here (oneDNN convolutions, BENCHMARKS.md "Cost of a step"); on CUDA NHWC suits tensor cores under AMP (not
+# measured here); never on MPS, where Ultralytics finds NHWC numerically wrong
 NHWC_DEVICES = ("cpu", "cuda")
 
 

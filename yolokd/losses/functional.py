@@ -370,7 +370,7 @@ def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
     Shapes: std and mean (1, C, 1, 1); the deviations ``x - mean`` like ``x`` (every caller needs them next). The std
     is ``torch.std_mean(x, dim=(0, 2, 3), correction=1, keepdim=True)``'s, in two passes (the mean, then the squared
     deviations from it): about 10x faster on CPU, where ``std_mean`` over these dimensions runs a slow reduction
-    (BENCHMARKS.md, "Cost").
+    (BENCHMARKS.md, "Cost of a step").
     """
     mean = x.mean(dim=(0, 2, 3), keepdim=True)
     d = x - mean

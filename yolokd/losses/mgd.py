@@ -13,7 +13,7 @@ student feature itself is masked, then conv3x3 (Cs -> Cs) -> ReLU -> conv3x3 (Cs
 with no separate align conv. Multiply-adds per position: ``9 (Cs^2 + Cs Ct)`` against ``Cs Ct + 18 Ct^2`` for the
 paper's (the 1x1 align where the widths differ, then two 3x3 convolutions at the teacher's width): for ``Cs = Ct / 2``
 (a small student of a twice wider teacher) 6.75 Ct^2 against 18.5 Ct^2, 2.7x fewer. The paper's generator at the
-teacher's width is the largest cost of an MGD step on the cpu benchmark (BENCHMARKS.md, "Cost").
+teacher's width is the largest cost of an MGD step on the cpu benchmark (BENCHMARKS.md, "Cost of a step").
 
 The student feature is never compared with the teacher directly: it must hold enough to *generate* the teacher's
 feature from its unmasked positions. The align convs and the generators are this term's adapters (`make_adapters`),
