@@ -83,6 +83,6 @@ def test_converged_preset_validates_every_epoch_with_the_cpu_presets_data_and_st
     cpu = merge_config({})[0]
     assert train["val"] is True and train["nbs"] == cfg["batch"] and train["optimizer"] == "AdamW"
     assert cfg["epochs"] > cpu["epochs"] and cfg["teacher_epochs"] > cpu["teacher_epochs"]
-    same = ("n_train", "n_val", "n_test", "imgsz", "batch", "student_model", "teacher_model", "seeds", "style")
+    same = ("n_train", "n_val", "n_test", "imgsz", "batch", "teacher_model", "seeds", "style")
     assert {k: cfg[k] for k in same} == {k: cpu[k] for k in same}
-    assert cfg["combo"] == "tar+cwd" and cfg["profile"] == []
+    assert cfg["combo"] == "tar+cwd" and cfg["profile"] == [] and cfg["student_model"] == "yolov8-femto"

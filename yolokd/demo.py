@@ -95,8 +95,14 @@ def scaled_yaml(
     return out
 
 
+TINY_WIDTHS = {"yolov8-pico": 0.125, "yolov8-femto": 0.0625}
+"""Named students smaller than Ultralytics' n scale: YOLOv8 layers at depth 0.33 and these widths."""
+
+
 def resolve_model(name: str, folder: Path, task: str = "detect") -> str:
     """Resolve a model argument: ``yolov8-pico`` -> a generated width-0.125 YOLOv8 yaml of ``task`` in ``folder``.
+
+    ``yolov8-femto`` is the same at width 0.0625 (`TINY_WIDTHS`).
 
     An existing path becomes absolute; an Ultralytics detection yaml name (``yolov8n.yaml``) gets the task's suffix
     (``yolov8n-seg.yaml``); anything else (``yolov8s-pose.pt``) goes to Ultralytics unchanged.
@@ -106,8 +112,8 @@ def resolve_model(name: str, folder: Path, task: str = "detect") -> str:
         ('yolov8n-seg.yaml', 'yolo11s-obb.yaml')
     """
     suffix = _TASK_SUFFIX[task]
-    if name == "yolov8-pico":
-        return str(scaled_yaml(folder / f"yolov8-pico{suffix}.yaml", width=0.125, task=task))
+    if name in TINY_WIDTHS:
+        return str(scaled_yaml(folder / f"{name}{suffix}.yaml", width=TINY_WIDTHS[name], task=task))
     p = Path(name)
     if p.exists():
         return str(p.resolve())

@@ -1,0 +1,104 @@
+# yolokd, AGPL-3.0 License
+"""Pseudo-labels from the teacher for unlabeled images: its confident boxes, as a batch Ultralytics' loss reads.
+
+On an unlabeled image the student learns from the teacher alone (`yolokd.distill_model.KDModel`): its box and DFL
+losses against the teacher's confident boxes (score >= ``pseudo_conf`` after class-wise NMS, as Unbiased Teacher and
+Efficient Teacher do with a fixed threshold), and its class scores against the teacher's dense scores at every anchor
+(a per-class Bernoulli KL normalised by the teacher's score mass, as Dense Teacher does), so that an object the
+teacher is unsure of is taught at the teacher's score, never as background.
+
+Selecting the confident boxes needs their count on the host (one synchronisation per unlabeled step, as the
+detection loss's own target preprocessing has).
+"""
+
+from __future__ import annotations
+
+import torch
+from torchvision.ops import batched_nms
+from ultralytics.utils.tal import make_anchors
+
+from yolokd.targets import decode_boxes
+
+NMS_IOU = 0.7  # Ultralytics' default IoU of predict and val
+MAX_DET = 300  # pseudo-boxes kept per image at the most, Ultralytics' max_det
+
+
+def teacher_boxes(out: dict, strides: list[int], reg_max: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher head's class probabilities and decoded boxes at every anchor.
+
+    Args:
+        out (dict): Raw head outputs: ``boxes`` (B, 4 * reg_max, A), ``scores`` (B, nc, A) logits, ``feats``.
+        strides (list[int]): The head's strides, one per level.
+        reg_max (int): DFL bins of the teacher head.
+
+    Returns:
+        (tuple[Tensor, Tensor]): ``probs`` (B, nc, A) and ``xyxy`` (B, A, 4) in pixels.
+    """
+    anchor_points, stride_tensor = make_anchors(out["feats"], [float(s) for s in strides], 0.5)
+    xyxy = decode_boxes(out["boxes"], anchor_points, reg_max) * stride_tensor
+    return out["scores"].float().sigmoid(), xyxy
+
+
+def select_boxes(
+    probs: torch.Tensor, xyxy: torch.Tensor, conf: float, iou: float = NMS_IOU, max_det: int = MAX_DET
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The confident boxes of every image: best class score >= ``conf``, class-wise NMS at ``iou``, ``max_det`` best.
+
+    Args:
+        probs (torch.Tensor): (B, nc, A) class probabilities.
+        xyxy (torch.Tensor): (B, A, 4) boxes in pixels.
+        conf (float): Score threshold.
+        iou (float): NMS IoU threshold (boxes of one class overlapping more are suppressed).
+        max_det (int): Boxes kept per image at the most, highest scores first.
+
+    Returns:
+        (tuple[Tensor, Tensor, Tensor]): ``batch_idx`` (M,), ``cls`` (M,) and ``xyxy`` (M, 4) of the kept boxes.
+
+    Examples:
+        >>> probs = torch.tensor([[[0.9, 0.8, 0.2]]])  # one image, one class, three anchors
+        >>> xyxy = torch.tensor([[[0.0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]]])
+        >>> b, c, boxes = select_boxes(probs, xyxy, conf=0.5)  # anchor 1 overlaps anchor 0 (IoU 0.81): suppressed
+        >>> b.tolist(), c.tolist(), boxes.tolist()
+        ([0], [0], [[0.0, 0.0, 10.0, 10.0]])
+    """
+    score, cls = probs.max(1)  # (B, A)
+    keep_b, keep_c, keep_xyxy = [], [], []
+    for i in range(probs.shape[0]):
+        idx = (score[i] >= conf).nonzero().flatten()
+        if idx.numel() > 30 * max_det:  # bound the NMS: only the best candidates
+            idx = idx[score[i, idx].topk(30 * max_det).indices]
+        kept = batched_nms(xyxy[i, idx].float(), score[i, idx].float(), cls[i, idx], iou)[:max_det]
+        idx = idx[kept]
+        keep_b.append(torch.full_like(idx, i))
+        keep_c.append(cls[i, idx])
+        keep_xyxy.append(xyxy[i, idx])
+    return torch.cat(keep_b), torch.cat(keep_c), torch.cat(keep_xyxy).reshape(-1, 4)
+
+
+def pseudo_batch(img: torch.Tensor, batch_idx: torch.Tensor, cls: torch.Tensor, xyxy: torch.Tensor) -> dict:
+    """A training batch of ``img`` whose labels are the given boxes, in Ultralytics' layout.
+
+    Boxes are clipped to the image first.
+
+    Returns:
+        (dict): ``img``, ``batch_idx`` (M,), ``cls`` (M, 1) float and ``bboxes`` (M, 4) as xywh normalised by the
+        image's width and height.
+
+    Examples:
+        >>> img, box = torch.zeros(1, 3, 20, 40), torch.tensor([[0.0, 0, 20, 10], [30, 10, 50, 30]])
+        >>> b = pseudo_batch(img, torch.tensor([0, 0]), torch.tensor([2, 1]), box)  # the second crosses the border
+        >>> b["bboxes"].tolist(), b["cls"].tolist()
+        ([[0.25, 0.25, 0.5, 0.5], [0.875, 0.75, 0.25, 0.5]], [[2.0], [1.0]])
+    """
+    h, w = img.shape[-2:]
+    xyxy = torch.stack(
+        [xyxy[:, 0].clamp(0, w), xyxy[:, 1].clamp(0, h), xyxy[:, 2].clamp(0, w), xyxy[:, 3].clamp(0, h)], 1
+    )
+    xywh = torch.cat([(xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]], 1)
+    scale = xywh.new_tensor([w, h, w, h])
+    return {
+        "img": img,
+        "batch_idx": batch_idx.float(),
+        "cls": cls.float().reshape(-1, 1),
+        "bboxes": xywh / scale,
+    }
