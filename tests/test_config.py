@@ -30,6 +30,10 @@ def test_config_default_keys_and_split():
         "class_map",
         "term_weights",
         "catchup",
+        "unlabeled",
+        "unlabeled_ratio",
+        "unlabeled_weight",
+        "pseudo_conf",
     }
     kd, rest = split_kd_args({"teacher": "t.pt", "method": "cwd", "epochs": 3, "imgsz": 64})
     assert kd == {"teacher": "t.pt", "method": "cwd"} and rest == {"epochs": 3, "imgsz": 64}
@@ -109,3 +113,28 @@ def test_run_config_chooses_ddp_worker_resume_or_new_run():
     with pytest.raises(KDError, match="holds no yolokd configuration"):
         run_config({}, {"resume": "plain.pt"}, None, read)
     assert run_config({"teacher": "t.pt", "method": "tar"}, {}, None, read).method == "tar"  # a new run
+
+
+@pytest.mark.parametrize(
+    "key, value, match",
+    [
+        ("unlabeled", 3, "unlabeled must be a folder of images or a .txt list"),
+        ("unlabeled_ratio", 0, "unlabeled_ratio must be a number > 0"),
+        ("unlabeled_ratio", True, "unlabeled_ratio must be a number > 0"),
+        ("unlabeled_weight", -1, "unlabeled_weight must be a number >= 0"),
+        ("pseudo_conf", 1.0, "pseudo_conf must be a number > 0 and < 1"),
+        ("pseudo_conf", 0, "pseudo_conf must be a number > 0 and < 1"),
+    ],
+)
+def test_unlabeled_keys_are_checked_in_one_line(key, value, match):
+    with pytest.raises(KDError, match=match):
+        build_config({key: value})
+
+
+def test_unlabeled_keys_travel_in_the_saved_config():
+    cfg = build_config({"unlabeled": "raw/", "unlabeled_ratio": 2, "pseudo_conf": 0.3})
+    assert (cfg.unlabeled, cfg.unlabeled_ratio, cfg.unlabeled_weight, cfg.pseudo_conf) == ("raw/", 2.0, 1.0, 0.3)
+    back = KDConfig.from_dict(cfg.to_dict())
+    assert back == cfg
+    old = {k: v for k, v in cfg.to_dict().items() if not k.startswith(("unlabeled", "pseudo"))}  # an older checkpoint
+    assert KDConfig.from_dict(old).unlabeled is None and KDConfig.from_dict(old).pseudo_conf == 0.5

@@ -60,6 +60,51 @@ def test_ddp_gloo_two_ranks_nonzero_kd_and_identical_adapters(tmp_path):
     assert r0["teacher_grads"] == [] and r1["teacher_grads"] == []
 
 
+def _ddp_unlabeled(rank: int, world: int, port: int, student_yaml: str, folder: str, out_dir: str) -> None:
+    from ultralytics.cfg import get_cfg
+    from ultralytics.utils import DEFAULT_CFG
+
+    from yolokd.unlabeled import UnlabeledStream
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        args = get_cfg(DEFAULT_CFG, {"imgsz": 64, "workers": 0})
+        data = {"names": {i: str(i) for i in range(6)}, "nc": 6, "channels": 3}
+        torch.manual_seed(0)  # the sampler's seed: Ultralytics' init_seeds makes it the same on every rank
+        stream = UnlabeledStream(folder, args, data, batch=2, stride=32, rank=rank)
+        files = [f for _ in range(len(stream.loader)) for f in stream.next()["im_file"]]  # one pass
+        model = kd_model(student_yaml, "yolov8n.yaml", "cwd")
+        ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+        batch = toy_batch()
+        batch["unlabeled_img"] = stream.next()["img"].float() / 255
+        loss, items = ddp(batch)
+        loss.sum().backward()
+        grads = {k: p.grad.clone() for k, p in model.projector.named_parameters()}
+        torch.save(
+            {"files": files, "grads": grads, "unl_cls": items["unl_cls"].item()}, os.path.join(out_dir, f"u{rank}.pt")
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_gloo_each_rank_draws_its_own_unlabeled_images_and_adapters_agree(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    for i in range(8):
+        Image.new("RGB", (48, 40 + i), (30 * i, 60, 90)).save(folder / f"im{i}.png")
+    student = scaled_yaml(tmp_path / "s.yaml", width=0.125)
+    mp.spawn(_ddp_unlabeled, args=(2, _free_port(), str(student), str(folder), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"u{i}.pt", weights_only=False) for i in range(2))
+    assert len(r0["files"]) == len(r1["files"]) == 4 and not set(r0["files"]) & set(r1["files"])  # its own share
+    assert {f.rsplit("/", 1)[-1] for f in r0["files"] + r1["files"]} == {f"im{i}.png" for i in range(8)}
+    assert r0["unl_cls"] > 0 and r1["unl_cls"] > 0
+    for k in r0["grads"]:
+        assert r0["grads"][k].abs().sum() > 0 and torch.allclose(r0["grads"][k], r1["grads"][k], atol=1e-7), k
+
+
 def test_ddp_worker_rebuild_reproduces_the_kd_configuration(tmp_path, tiny_data, pico_yaml, teacher_pt):
     from ultralytics.utils import DEFAULT_CFG_DICT
     from ultralytics.utils.dist import ddp_cleanup, generate_ddp_file

@@ -19,6 +19,7 @@ from ultralytics.utils import LOGGER, RANK
 from ultralytics.utils.torch_utils import unwrap_model
 
 from yolokd.config import PREFIX, KDConfig
+from yolokd.distill_model import UNLABELED_ITEMS
 from yolokd.schedules import Progress, catchup_factor
 from yolokd.taps import clear_neck_stops, detect_head
 
@@ -200,7 +201,7 @@ class KDCallbacks:
         tloss = trainer.tloss
         if not isinstance(tloss, dict):
             return
-        means = {k: float(v) for k, v in tloss.items()}
+        means = {k: float(v) for k, v in tloss.items() if k not in UNLABELED_ITEMS}  # not the student's own
         for item, r in dominant_terms(means, kd_items):
             if item in self._warned:
                 continue

@@ -104,6 +104,10 @@ class KDConfig:
     class_map: dict[int, int] | None = None
     term_weights: dict[str, float] | None = None
     catchup: float = 0.1
+    unlabeled: str | list[str] | None = None
+    unlabeled_ratio: float = 1.0
+    unlabeled_weight: float = 1.0
+    pseudo_conf: float = 0.5
     terms: list[TermSpec] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -251,6 +255,7 @@ def build_config(kd_args: dict[str, Any]) -> KDConfig:
     catchup = args["catchup"]
     if isinstance(catchup, bool) or not isinstance(catchup, (int, float)) or not (catchup >= 0 or catchup == -1):
         raise KDError(f"catchup must be a fraction >= 0 of the teacher's mAP, or -1 (never fade), got {catchup!r}")
+    unlabeled = _unlabeled_keys(args)
     if not isinstance(args["teacher_val"], bool):
         raise KDError(f"teacher_val must be True or False, got {args['teacher_val']!r}")
     teacher = args["teacher"]
@@ -275,8 +280,42 @@ def build_config(kd_args: dict[str, Any]) -> KDConfig:
         class_map=class_map,
         term_weights=term_weights,
         catchup=float(catchup),
+        **unlabeled,
         terms=terms,
     )
+
+
+def _number(value: Any, key: str, low: float, high: float | None = None, low_open: bool = False) -> float:
+    """``value`` as a float in ``[low, high]`` (``(low, high)`` with ``low_open``), else a one-line `KDError`."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float))
+    ok = ok and (value > low if low_open else value >= low) and (high is None or value < high)
+    if not ok:
+        lo = f"> {low:g}" if low_open else f">= {low:g}"
+        raise KDError(f"{key} must be a number {lo}{'' if high is None else f' and < {high:g}'}, got {value!r}")
+    return float(value)
+
+
+def _unlabeled_keys(args: dict[str, Any]) -> dict[str, Any]:
+    """The checked unlabeled-image keys (``unlabeled``, ``unlabeled_ratio``, ``unlabeled_weight``, ``pseudo_conf``).
+
+    Examples:
+        >>> _unlabeled_keys({"unlabeled": "raw/", "unlabeled_ratio": 2, "unlabeled_weight": 1, "pseudo_conf": 0.4})
+        {'unlabeled': 'raw/', 'unlabeled_ratio': 2.0, 'unlabeled_weight': 1.0, 'pseudo_conf': 0.4}
+    """
+    src = args.get("unlabeled")
+    if isinstance(src, Path):
+        src = str(src)
+    ok = (
+        src is None or isinstance(src, str) or (isinstance(src, (list, tuple)) and all(isinstance(x, str) for x in src))
+    )
+    if not ok or src == "":
+        raise KDError(f"unlabeled must be a folder of images or a .txt list of image paths, got {src!r}")
+    return {
+        "unlabeled": list(src) if isinstance(src, tuple) else src,
+        "unlabeled_ratio": _number(args.get("unlabeled_ratio", 1.0), "unlabeled_ratio", 0, low_open=True),
+        "unlabeled_weight": _number(args.get("unlabeled_weight", 1.0), "unlabeled_weight", 0),
+        "pseudo_conf": _number(args.get("pseudo_conf", 0.5), "pseudo_conf", 0, 1, low_open=True),
+    }
 
 
 def _term_weights(value: Any) -> dict[str, float] | None:

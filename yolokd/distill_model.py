@@ -14,13 +14,15 @@ import torch
 from torch import nn
 from ultralytics.nn.distill_model import DistillationModel, FeatureHook
 from ultralytics.nn.modules import Detect
-from ultralytics.utils import LOGGER, RANK, WINDOWS
+from ultralytics.utils import DEFAULT_CFG_DICT, LOGGER, RANK, WINDOWS
 from ultralytics.utils.tal import make_anchors
 from ultralytics.utils.torch_utils import copy_attr
 
 from yolokd.balance import AutoBalance
 from yolokd.config import PREFIX, KDConfig, KDError
 from yolokd.losses import TERMS, DistillInputs, Probe, Term
+from yolokd.losses import functional as kdf
+from yolokd.pseudo import pseudo_batch, select_boxes, teacher_boxes
 from yolokd.schedules import SCHEDULES, Progress
 from yolokd.taps import NeckReached, NeckStop, clear_neck_stops, detect_head, head_outputs, model_task, probe
 from yolokd.targets import Assigned, GroundTruth, ground_truth, recording_assignment, rotated_to_anchor_frame
@@ -31,6 +33,18 @@ _HEAD = "head"  # key of the Detect-output tap in the feature dicts
 # here (oneDNN convolutions, BENCHMARKS.md "Cost of a step"); on CUDA NHWC suits tensor cores under AMP (not
 # measured here); never on MPS, where Ultralytics finds NHWC numerically wrong
 NHWC_DEVICES = ("cpu", "cuda")
+
+
+UNLABELED_ITEMS = ("unl_box", "unl_cls", "unl_dfl", "unl_kd", "pseudo")
+"""Items of the unlabeled images: the student's box, class (dense, from the teacher) and DFL losses there, the terms'
+weighted sum there, and the teacher's pseudo-boxes per unlabeled image."""
+
+
+def _gain(model: nn.Module, key: str) -> float:
+    """A loss gain of the student's arguments (``box``, ``cls``, ``dfl``), Ultralytics' default where unset."""
+    args = getattr(model, "args", None)
+    value = args.get(key) if isinstance(args, dict) else getattr(args, key, None)
+    return float(DEFAULT_CFG_DICT[key] if value is None else value)
 
 
 def teacher_nhwc(device: torch.device, channels_last: bool | None = None, windows: bool = WINDOWS) -> bool:
@@ -243,9 +257,14 @@ class KDModel(DistillationModel):
             batch (dict): Preprocessed batch.
             preds (Any, optional): Student predictions, only used in validation mode.
 
+        With ``batch["unlabeled_img"]`` (the trainer's unlabeled images, `yolokd.unlabeled`) the student also learns
+        from the teacher alone on those images (`_unlabeled_loss`).
+
         Returns:
-            loss (torch.Tensor): ``cat[detection loss x batch size, term values x batch size]``.
-            loss_items (dict[str, torch.Tensor]): Detached items: the detection items and one per term.
+            loss (torch.Tensor): ``cat[detection loss x batch size, term values x batch size]`` (and the unlabeled
+                loss's parts x batch size).
+            loss_items (dict[str, torch.Tensor]): Detached items: the detection items, one per term (and
+                `UNLABELED_ITEMS`).
         """
         img = batch["img"]
         if not self.training:  # validation during training: the terms are not evaluated
@@ -256,6 +275,17 @@ class KDModel(DistillationModel):
             items.update({k: v for k, v in zip(self.item_names(), kd)})
             return torch.cat([det, kd]), items
 
+        det, kd, items = self._distil(batch)
+        parts = [det.float(), kd * img.shape[0]]
+        if "unlabeled_img" in batch:  # the trainer's unlabeled stream (`yolokd.unlabeled`)
+            u, u_items = self._unlabeled_loss(batch["unlabeled_img"], img.shape[0])
+            parts.append(u)
+            items.update(u_items)
+        return torch.cat(parts), items
+
+    def _distil(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """One labelled batch: the student's detection loss and each weighted term (per image), with their items."""
+        img = batch["img"]
         self._student_feats.clear()
         t_out, t_stages = self._teacher_forward(img)
         classes = self._class_index(img.device)
@@ -263,13 +293,27 @@ class KDModel(DistillationModel):
             t_out["scores"] = t_out["scores"].index_select(1, classes)
         preds = self.student_model(img)
         det, items, assigned, gt = self._detection_loss(batch, preds)
+        inputs = self._inputs(batch, self._student_outputs(img), t_out, t_stages, assigned, gt, classes)
+        kd = self._terms(inputs, det.detach().float().sum() / img.shape[0])
+        items.update({k: v.detach() for k, v in zip(self.item_names(), kd)})
+        return det, kd, items
+
+    def _student_outputs(self, img: torch.Tensor) -> dict:
+        """The student's tapped head outputs (and stages, kept in the taps), their gradients kept finite.
+
+        Under CUDA AMP they are left as they are: Ultralytics' GradScaler skips a step with non-finite gradients.
+        """
         s_out = head_outputs(self._student_feats.pop(_HEAD))
-        if not (img.is_cuda and _cuda_autocast()):  # under AMP, Ultralytics' GradScaler skips such a step itself
+        if not (img.is_cuda and _cuda_autocast()):
             s_out = {
                 k: [finite_grad(f) for f in v] if k == "feats" else finite_grad(v) if torch.is_tensor(v) else v
                 for k, v in s_out.items()
             }  # a skipped term's NaN gradient never reaches the student
             self._student_feats.update({k: finite_grad(v) for k, v in self._student_feats.items()})
+        return s_out
+
+    def _inputs(self, batch, s_out, t_out, t_stages, assigned, gt, classes) -> DistillInputs:
+        """What the terms read of one step (the student's stages are taken from the taps, which are then cleared)."""
         inputs = DistillInputs(
             student_feats=list(s_out["feats"]),
             teacher_feats=list(t_out["feats"]),
@@ -289,6 +333,14 @@ class KDModel(DistillationModel):
             teacher_classes=classes,
         )
         self._student_feats.clear()
+        return inputs
+
+    def _terms(self, inputs: DistillInputs, det: torch.Tensor | None) -> torch.Tensor:
+        """Each term's ``weight x factor x value`` (non-finite ones zeroed and counted), ``(n_terms,)`` float32.
+
+        ``det`` is the step's detection loss per image, which the automatic weights measure (None: use the weights
+        as they stand, measuring nothing, as on the unlabeled images).
+        """
         factors = self.schedule_factors()
         raws: list[torch.Tensor | None] = []
         for spec, term, f in zip(self.kd_config.terms, self.terms, factors):
@@ -297,15 +349,52 @@ class KDModel(DistillationModel):
                 raws.append(None)
                 continue
             raws.append(term(inputs, self.projector[spec.name] if spec.name in self.projector else None))
+        zero = inputs.student_feats[0].new_zeros(())
         weights: list = [s.weight for s in self.kd_config.terms]
         if self.balance is not None:  # automatic weights from the measured sizes (device tensors: no host sync)
-            auto = self.balance.weights(det.detach().float().sum() / img.shape[0], raws)
+            auto = self.balance.weights(det, raws) if det is not None else self.balance.current().to(zero.device)
             weights = [a if s.balance > 0 else w for s, a, w in zip(self.kd_config.terms, auto, weights)]
-        values = [det.new_zeros(()) if r is None else w * f * r for r, w, f in zip(raws, weights, factors)]
+        values = [zero if r is None else w * f * r for r, w, f in zip(raws, weights, factors)]
         values = self._drop_nonfinite([v.float().reshape(()) for v in values])
-        kd = torch.stack(values)
-        items.update({k: v.detach() for k, v in zip(self.item_names(), kd)})
-        return torch.cat([det.float(), kd * img.shape[0]]), items
+        return torch.stack(values) if values else zero.float().reshape(0)
+
+    def _unlabeled_loss(self, img: torch.Tensor, n_labelled: int) -> tuple[torch.Tensor, dict]:
+        """The student's loss on unlabeled images, from the teacher alone (`yolokd.pseudo`).
+
+        The teacher's confident boxes are the targets of the student's box and DFL losses (Ultralytics' own, with its
+        assignment, which the terms also read); its class scores at every anchor are the targets of the student's
+        (a per-class Bernoulli KL normalised by the teacher's score mass, at the detection loss's ``cls`` gain) in
+        place of the loss's own classification, which would teach everything else as background; every term of the
+        method runs as on a labelled batch. The sum is weighted by ``unlabeled_weight`` and fades with ``catchup``,
+        and counts as much as the labelled batch whatever ``unlabeled_ratio`` is (a mean over the images).
+
+        Returns:
+            (tuple[Tensor, dict]): ``[box, cls, dfl, terms] x weight x n_labelled`` and `UNLABELED_ITEMS`.
+        """
+        cfg, n = self.kd_config, img.shape[0]
+        self._student_feats.clear()
+        t_out, t_stages = self._teacher_forward(img, head=True)
+        classes = self._class_index(img.device)
+        if classes is not None:
+            t_out["scores"] = t_out["scores"].index_select(1, classes)
+        probs, xyxy = teacher_boxes(t_out, self.probe.strides, self.probe.teacher_reg_max)
+        batch = pseudo_batch(img, *select_boxes(probs, xyxy, cfg.pseudo_conf))
+        preds = self.student_model(img)
+        det, items, assigned, gt = self._detection_loss(batch, preds)
+        s_out = self._student_outputs(img)
+        nc = s_out["scores"].shape[1]
+        dense = kdf.binary_kl(
+            s_out["scores"].transpose(1, 2).reshape(-1, nc),
+            t_out["scores"].transpose(1, 2).reshape(-1, nc).to(s_out["scores"].dtype),
+            avg_factor=probs.sum().clamp(min=1),
+        ) * _gain(self.student_model, "cls")
+        box, dfl = det[0] / n, det[2] / n  # the detection loss's (box, cls, dfl); its cls is replaced by `dense`
+        kd = self._terms(self._inputs(batch, s_out, t_out, t_stages, assigned, gt, classes), None).sum()
+        parts = torch.stack([box.float(), dense.float(), dfl.float(), kd])
+        w = cfg.unlabeled_weight * getattr(self, "catchup", 1.0)
+        count = torch.full((), len(batch["cls"]) / n, device=img.device)
+        values = [box, dense, dfl, kd, count]
+        return parts * (w * n_labelled), {k: v.detach().float() for k, v in zip(UNLABELED_ITEMS, values)}
 
     def _class_index(self, device: torch.device) -> torch.Tensor | None:
         """`teacher_classes` as a long tensor on ``device`` (made once per device), or None."""
@@ -328,7 +417,7 @@ class KDModel(DistillationModel):
         self.teacher_model.to(memory_format=torch.channels_last if on else torch.contiguous_format)
         self.teacher_channels_last = bool(on)
 
-    def _teacher_forward(self, img: torch.Tensor) -> tuple[dict, dict]:
+    def _teacher_forward(self, img: torch.Tensor, head: bool = False) -> tuple[dict, dict]:
         """Run the frozen teacher in inference mode, to its neck when no term reads its head; return its taps.
 
         A plain ``Detect`` head (not its segment, pose or OBB subclasses, whose training outputs differ) runs with its
@@ -338,9 +427,13 @@ class KDModel(DistillationModel):
         backward pass of the terms, so the tapped outputs are copied once (the neck levels, and the head outputs and
         stages when tapped), in the usual contiguous layout whatever the teacher's (`set_teacher_channels_last`).
 
+        Args:
+            img (torch.Tensor): The batch's images.
+            head (bool): Run the head even where no term reads it (the unlabeled images' pseudo-labels need it).
+
         Returns:
-            (tuple[dict, dict]): The head outputs (``{"feats": [...]}`` only when the forward stopped at the neck) and
-            the tapped head stages, all ordinary tensors without grad.
+            (tuple[dict, dict]): The head outputs (``{"feats": [...]}`` only when the forward stopped at the neck and
+            ``head`` is False) and the tapped head stages, all ordinary tensors without grad.
         """
         self._teacher_feats.clear()
         if getattr(self, "teacher_channels_last", None) is None:
@@ -348,24 +441,29 @@ class KDModel(DistillationModel):
             self.set_teacher_channels_last(teacher_nhwc(img.device, getattr(args, "channels_last", None)))
         if self.teacher_channels_last:
             img = img.contiguous(memory_format=torch.channels_last)
-        head = detect_head(self.teacher_model)
-        raw = type(head) is Detect  # a plain Detect in training mode returns the raw outputs the terms read, undecoded
+        head_module = detect_head(self.teacher_model)
+        raw = type(head_module) is Detect  # a plain Detect in training mode returns the raw outputs, undecoded
         with torch.inference_mode():
             try:
-                head.training = raw  # the head module only: its layers stay in eval mode (folded, frozen)
+                head_module.training = raw  # the head module only: its layers stay in eval mode (folded, frozen)
                 self.teacher_model(img)
             except NeckReached:  # `NeckStop`: the neck levels are tapped, the head is not run
                 pass
             finally:
-                head.training = False
+                head_module.training = False
 
         def copy(v):
             return v.clone(memory_format=torch.contiguous_format) if torch.is_tensor(v) else v
 
-        out = {
-            k: [copy(f) for f in v] if k == "feats" else copy(v)
-            for k, v in head_outputs(self._teacher_feats.pop(_HEAD)).items()
-        }
+        tapped = head_outputs(self._teacher_feats.pop(_HEAD))
+        if head and "scores" not in tapped:  # stopped at the neck: run the head on the neck levels
+            with torch.inference_mode():
+                try:
+                    head_module.training = raw
+                    tapped = head_outputs(head_module.forward(list(tapped["feats"])))  # past its `NeckStop`
+                finally:
+                    head_module.training = False
+        out = {k: [copy(f) for f in v] if k == "feats" else copy(v) for k, v in tapped.items()}
         stages = {k: copy(v) for k, v in self._teacher_feats.items()}
         self._teacher_feats.clear()
         return out, stages

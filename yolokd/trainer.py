@@ -10,6 +10,7 @@ Overrides (each short, each calling Ultralytics and delegating to the module tha
 - ``__init__``: split the KD keys off before Ultralytics' ``get_cfg`` sees them, choose the run's configuration
   (`yolokd.config.run_config`), load the teacher (`yolokd.teacher`).
 - ``get_dataset`` / ``build_dataset``: Ultralytics' data set errors as one line naming the fix.
+- ``preprocess_batch``: with unlabeled images (``unlabeled=``), add the next unlabeled batch (`yolokd.unlabeled`).
 - ``setup_model``: wrap the student built by Ultralytics into a `KDModel` (before the optimizer is built); restore
   the adapters on resume (`yolokd.checkpoint`).
 - ``set_model_attributes``: also set ``nc``/``names``/``args`` (and a pose model's keypoint attributes) on the
@@ -40,14 +41,15 @@ from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.models.yolo.obb import OBBTrainer
 from ultralytics.models.yolo.pose import PoseTrainer
 from ultralytics.models.yolo.segment import SegmentationTrainer
-from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK
+from ultralytics.utils import DEFAULT_CFG, LOCAL_RANK, LOGGER, RANK
 from ultralytics.utils.torch_utils import unwrap_model
 
 from yolokd import checkpoint
 from yolokd.callbacks import QUIET_TEACHER_FREEZE, KDCallbacks
 from yolokd.config import PREFIX, KDConfig, KDError, run_config, split_kd_args
-from yolokd.distill_model import KDModel
+from yolokd.distill_model import UNLABELED_ITEMS, KDModel
 from yolokd.teacher import check_pair, describe_classes, load_teacher
+from yolokd.unlabeled import UnlabeledStream, check_unlabeled, resolve_unlabeled
 
 
 def _same_weights(a, b) -> bool:
@@ -112,6 +114,15 @@ class KDTrainerMixin:
         self.teacher_model = load_teacher(self.kd.teacher)  # before the data set: a bad teacher fails fast
         super().__init__(cfg, overrides, _callbacks)
         self.world_size = launched_world_size(self.world_size)  # several machines under torchrun
+        self.unlabeled_source = resolve_unlabeled(self.kd.unlabeled, self.data)
+        self.unlabeled_stream: UnlabeledStream | None = None  # built at the first step, in each DDP process
+        if self.unlabeled_source is not None:
+            n = len(check_unlabeled(self.unlabeled_source, self.args.task))
+            if RANK in {-1, 0}:
+                LOGGER.info(
+                    f"{PREFIX}unlabeled: {n} images from {self.unlabeled_source}, {self.kd.unlabeled_ratio:g} per "
+                    f"labeled image; pseudo-boxes from teacher score {self.kd.pseudo_conf:g}"
+                )
         if self.args.compile:
             LOGGER.warning(f"{PREFIX}'compile' is not supported with distillation and is disabled")
             self.args.compile = False
@@ -146,6 +157,30 @@ class KDTrainerMixin:
         if mode == "train" and not any(len(lb.get("cls", [])) for lb in getattr(dataset, "labels", [])):
             raise KDError(fix)  # label files exist but are all empty
         return dataset
+
+    def preprocess_batch(self, batch: dict) -> dict:
+        """Ultralytics' preprocessing; while training with unlabeled images, the next ones as ``unlabeled_img``."""
+        batch = super().preprocess_batch(batch)
+        if self.unlabeled_source is not None and unwrap_model(self.model).training:
+            batch["unlabeled_img"] = super().preprocess_batch(self._unlabeled().next())["img"]
+        return batch
+
+    def _unlabeled(self) -> UnlabeledStream:
+        """The unlabeled stream (built on first use), with mosaic closed when the training loader's is."""
+        if self.unlabeled_stream is None:
+            per_rank = max(self.batch_size // max(self.world_size, 1), 1)
+            self.unlabeled_stream = UnlabeledStream(
+                self.unlabeled_source,
+                self.args,
+                self.data,
+                batch=max(1, round(per_rank * self.kd.unlabeled_ratio)),
+                stride=max(int(unwrap_model(self.model).stride.max()), 32),
+                rank=LOCAL_RANK,
+            )
+        stream, close = self.unlabeled_stream, self.args.close_mosaic
+        if close and not stream.mosaic_closed and self.epoch >= self.epochs - close:
+            stream.close_mosaic(self.args)
+        return stream
 
     # ------------------------------------------------------------------ model
     def setup_model(self):
@@ -186,14 +221,14 @@ class KDTrainerMixin:
     def label_loss_items(self, loss_items=None, prefix="train"):
         """Ultralytics' labelled loss items, without the distillation items under the ``val`` prefix.
 
-        Validation runs the EMA, which Ultralytics keeps without the teacher, so no term is computed there: a
-        ``val/<term>_loss`` column would hold zeros in ``results.csv``, ``results.png`` and TensorBoard, which reads
-        as a term that does nothing. The training items keep every term.
+        Validation runs the EMA, which Ultralytics keeps without the teacher, so no term is computed there (nor the
+        unlabeled images' items, `UNLABELED_ITEMS`): a ``val/<term>_loss`` column would hold zeros in ``results.csv``,
+        ``results.png`` and TensorBoard, which reads as a term that does nothing. The training items keep every term.
         """
         items = super().label_loss_items(loss_items, prefix)
         if prefix != "val":
             return items
-        kd = {f"{prefix}/{name}" for name in unwrap_model(self.model).item_names()}
+        kd = {f"{prefix}/{name}" for name in (*unwrap_model(self.model).item_names(), *UNLABELED_ITEMS)}
         if loss_items is None:
             return [k for k in items if k not in kd]
         return {k: v for k, v in items.items() if k not in kd}

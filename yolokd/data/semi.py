@@ -1,0 +1,78 @@
+# yolokd, AGPL-3.0 License
+"""A semi-supervised view of a data set: a fraction of its training labels, the other images as unlabeled ones.
+
+`labeled_split` copies the first ``labeled_fraction`` of a YOLO data set's training images with their labels into
+``out/images/train`` and ``out/labels/train``, the other training images (without labels) into ``out/unlabeled``,
+and writes ``out/data.yaml`` with the same ``val``/``test`` splits and ``unlabeled: unlabeled`` (the key yolokd's
+``unlabeled=`` falls back to). Extra raw images of the same look can be added to ``out/unlabeled`` too.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from ultralytics.data.utils import IMG_FORMATS, img2label_paths
+from ultralytics.utils import YAML
+
+_STAMP = ".yolokd_semi.json"
+
+
+def _train_images(data: dict) -> list[Path]:
+    """The training images of a data dict whose ``train`` is a folder relative to ``path`` (sorted)."""
+    folder = Path(data["path"]) / data["train"]
+    return sorted(p for p in folder.rglob("*.*") if p.suffix[1:].lower() in IMG_FORMATS)
+
+
+def labeled_split(data_yaml: str | Path, out: str | Path, labeled_fraction: float, extra: list[Path] = ()) -> Path:
+    """Write (or reuse) the semi-supervised view of ``data_yaml`` in ``out`` and return its ``data.yaml``.
+
+    Args:
+        data_yaml (str | Path): A data set whose ``train`` is a folder of images with YOLO labels beside them.
+        out (str | Path): The view's folder (its ``images``, ``labels`` and ``unlabeled`` folders are rewritten).
+        labeled_fraction (float): The fraction of the training images that keep their labels, in (0, 1]; at least
+            one image keeps them.
+        extra (list[Path]): More images to put among the unlabeled ones (their labels, if any, are not copied).
+
+    Returns:
+        (Path): ``out/data.yaml``.
+
+    Raises:
+        ValueError: A fraction outside (0, 1].
+    """
+    if not 0 < labeled_fraction <= 1:
+        raise ValueError(f"labeled_fraction must be in (0, 1], got {labeled_fraction!r}")
+    data, out = YAML.load(Path(data_yaml)), Path(out).resolve()
+    images = _train_images(data)
+    n = max(1, round(labeled_fraction * len(images)))
+    stamp = {"source": str(Path(data_yaml).resolve()), "fraction": labeled_fraction, "n": n, "extra": len(extra)}
+    yaml_path = out / "data.yaml"
+    try:
+        if json.loads((out / _STAMP).read_text()) == stamp and yaml_path.is_file():
+            return yaml_path
+    except (OSError, ValueError):
+        pass
+    (out / _STAMP).unlink(missing_ok=True)
+    for sub in ("images", "labels", "unlabeled"):
+        shutil.rmtree(out / sub, ignore_errors=True)
+    (out / "images" / "train").mkdir(parents=True)
+    (out / "labels" / "train").mkdir(parents=True)
+    (out / "unlabeled").mkdir(parents=True)
+    for img, label in zip(images[:n], img2label_paths([str(p) for p in images[:n]])):
+        shutil.copy(img, out / "images" / "train" / img.name)
+        if Path(label).is_file():
+            shutil.copy(label, out / "labels" / "train" / Path(label).name)
+    for i, img in enumerate([*images[n:], *map(Path, extra)]):
+        shutil.copy(img, out / "unlabeled" / f"{i:06d}{img.suffix}")  # renamed: extra images may share names
+    root = Path(data["path"])
+    view = {
+        **{k: v for k, v in data.items() if k not in {"path", "train", "val", "test", "unlabeled"}},
+        "path": str(out),
+        "train": "images/train",
+        "unlabeled": "unlabeled",
+        **{k: str((root / data[k]).resolve()) for k in ("val", "test") if data.get(k)},
+    }
+    YAML.save(yaml_path, view)
+    (out / _STAMP).write_text(json.dumps(stamp))  # last: an interrupted view is rewritten next time
+    return yaml_path
