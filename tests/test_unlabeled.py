@@ -192,3 +192,31 @@ def test_training_with_unlabeled_images_logs_its_items_and_keeps_the_key(tmp_pat
     assert float(values["train/unl_kd"]) > 0  # cwd also runs on the unlabeled images
     ckpt = torch.load(tmp_path / "run" / "weights" / "last.pt", map_location="cpu", weights_only=False)
     assert ckpt[CKPT_KEY]["config"]["unlabeled"] == str(raw)  # comes back on resume
+
+
+def test_demo_unlabeled_shows_a_fraction_of_labels_alone_distilled_and_with_the_rest_unlabeled(tmp_path):
+    from yolokd.demo import run_demo
+
+    rows = run_demo(
+        unlabeled=True,
+        labeled_fraction=0.25,
+        n_train=16,
+        n_val=8,
+        n_test=8,
+        imgsz=IMGSZ,
+        epochs=1,
+        teacher_epochs=1,
+        workers=0,
+        project=str(tmp_path / "demo"),
+    )
+    assert [r["role"] for r in rows] == [
+        "teacher",
+        "student (no KD)",
+        "student (tar+cwd)",
+        "student (tar+cwd) + unlabeled",
+    ]
+    csv = {r["role"]: (tmp_path / "demo" / r["run"] / "results.csv").read_text().splitlines() for r in rows[1:]}
+    assert all(len(lines) == 1 + 4 for lines in csv.values())  # 1 / 0.25 x the epochs: as many steps as all labels
+    assert "train/unl_cls" in csv["student (tar+cwd) + unlabeled"][0]
+    assert not any("unl_" in csv[k][0] for k in ("student (no KD)", "student (tar+cwd)"))
+    assert len(list((tmp_path / "demo" / "labeled-0.25" / "images" / "train").iterdir())) == 4

@@ -44,6 +44,7 @@ yolokd: knowledge distillation for Ultralytics YOLO.
                yolokd demo
                yolokd demo task=segment          # the same with masks (also pose, obb)
                yolokd demo method=crosskd baseline=False   # another method, without the undistilled student
+               yolokd demo unlabeled=True        # 10% of the labels, and the rest as unlabeled images
     benchmark  every method vs no distillation vs Ultralytics' built-in (distill_model=, dis=): test mAP, gap
                recovered, time per iteration, peak memory; writes results.json, a table and a plot in project=:
                yolokd benchmark                         # preset=cpu: the whole table, 3 seeds, on 2 CPU cores

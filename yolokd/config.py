@@ -104,7 +104,7 @@ class KDConfig:
     class_map: dict[int, int] | None = None
     term_weights: dict[str, float] | None = None
     catchup: float = 0.1
-    unlabeled: str | list[str] | None = None
+    unlabeled: str | list[str] | bool | None = None  # False: none, even where the data yaml has the key
     unlabeled_ratio: float = 1.0
     unlabeled_weight: float = 1.0
     pseudo_conf: float = 0.5
@@ -305,11 +305,9 @@ def _unlabeled_keys(args: dict[str, Any]) -> dict[str, Any]:
     src = args.get("unlabeled")
     if isinstance(src, Path):
         src = str(src)
-    ok = (
-        src is None or isinstance(src, str) or (isinstance(src, (list, tuple)) and all(isinstance(x, str) for x in src))
-    )
-    if not ok or src == "":
-        raise KDError(f"unlabeled must be a folder of images or a .txt list of image paths, got {src!r}")
+    paths = isinstance(src, (list, tuple)) and all(isinstance(x, str) for x in src)
+    if not (src is None or src is False or isinstance(src, str) or paths) or src == "":
+        raise KDError(f"unlabeled must be a folder of images or a .txt list of image paths (False: none), got {src!r}")
     return {
         "unlabeled": list(src) if isinstance(src, tuple) else src,
         "unlabeled_ratio": _number(args.get("unlabeled_ratio", 1.0), "unlabeled_ratio", 0, low_open=True),

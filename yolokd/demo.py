@@ -41,6 +41,10 @@ DEMO_DEFAULTS: dict[str, Any] = {
     "student_model": "yolov8-pico",  # YOLOv8 layers at width 0.125 (derived from Ultralytics' yolov8.yaml, or -seg...)
     "project": "runs/yolokd-demo",  # for another task: runs/yolokd-demo-<task>
     "baseline": True,  # also train the student without distillation: the gain is measured against it
+    # with unlabeled=True the students see labeled_fraction of the training labels, for 1 / labeled_fraction times the
+    # epochs (the same number of steps), and a third student adds the other training images as unlabeled= images
+    "unlabeled": False,
+    "labeled_fraction": 0.1,
 }
 # Ordinary Ultralytics arguments the demo changes for short CPU runs (any of them can be overridden), as the
 # benchmark's cpu preset: one optimizer step per batch, one warm-up epoch, AdamW at lr0=0.004, no per-epoch validation
@@ -221,6 +225,40 @@ def format_results(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _student_data(cfg: dict[str, Any], data: Path, project: Path, task: str) -> tuple[Path, int]:
+    """The students' data set and epochs: all labels, or with ``unlabeled=True`` a fraction of them (`labeled_split`).
+
+    With a fraction ``f`` of the labels the students train ``epochs / f`` epochs, as many steps as on all labels.
+    """
+    if not cfg["unlabeled"]:
+        return data, int(cfg["epochs"])
+    if task != "detect":
+        raise KDError(f"unlabeled=True shows detection only; leave task={task} out or unlabeled=False")
+    from yolokd.data.semi import labeled_split
+
+    f = cfg["labeled_fraction"]
+    if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
+        raise KDError(f"labeled_fraction must be a number in (0, 1], e.g. 0.1, got {f!r}")
+    return labeled_split(data, project / f"labeled-{f:g}", float(f)), max(1, round(int(cfg["epochs"]) / f))
+
+
+def _students(cfg: dict[str, Any], method: str, seed: int, tagged: bool) -> list[tuple[str, str, str | None, bool]]:
+    """The students of one seed: ``(role, run name, method or None, unlabeled)``.
+
+    Examples:
+        >>> [s[:2] for s in _students({"baseline": True, "unlabeled": True}, "tar+cwd", 0, False)]
+        [('student (no KD)', 'student-baseline'), ('student (tar+cwd)', 'student-tar-cwd'), \
+('student (tar+cwd) + unlabeled', 'student-tar-cwd-unlabeled')]
+    """
+    tag = f" seed {seed}" if tagged else ""
+    name = f"student-{method.replace('+', '-').replace('/', '_')}"
+    out = [(f"student (no KD){tag}", "student-baseline", None, False)] if cfg["baseline"] else []
+    out.append((f"student ({method}){tag}", name, method, False))
+    if cfg["unlabeled"]:
+        out.append((f"student ({method}) + unlabeled{tag}", f"{name}-unlabeled", method, True))
+    return [(role, f"{n}-s{seed}" if tagged else n, m, u) for role, n, m, u in out]
+
+
 def run_demo(**overrides: Any) -> list[dict[str, Any]]:
     """Run the demo; unknown keys are passed to every ``train`` call (Ultralytics validates them).
 
@@ -248,20 +286,18 @@ def run_demo(**overrides: Any) -> list[dict[str, Any]]:
     rows = [{"role": "teacher", "model": Path(teacher_model).stem, "weights": teacher}]
     method = str(cfg["method"] or TASK_METHODS[task])
     seeds = [int(s) for s in (cfg["seeds"] if cfg["seeds"] is not None else [cfg["seed"]])]
+    student_data, epochs = _student_data(cfg, data, project, task)
     for seed in seeds:
-        tag = f" seed {seed}" if len(seeds) > 1 else ""
-        students = [(f"student (no KD){tag}", "student-baseline", None)] if cfg["baseline"] else []
-        students.append((f"student ({method}){tag}", f"student-{method.replace('+', '-').replace('/', '_')}", method))
-        for role, name, m in students:
-            name = f"{name}-s{seed}" if len(seeds) > 1 else name
+        for role, name, m, unlabeled in _students(cfg, method, seed, len(seeds) > 1):
             model = YOLO(student_model) if m is None else YOLOKD(student_model, teacher=str(teacher), method=m)
+            kd = {} if m is None else {"unlabeled": None if unlabeled else False}  # None: the view's unlabeled: key
             model.train(
-                data=str(data),
-                epochs=cfg["epochs"],
+                data=str(student_data),
+                epochs=epochs,
                 project=str(project),
                 name=name,
                 exist_ok=True,
-                **{**common, "seed": seed},
+                **{**common, "seed": seed, **kd},
             )
             weights = project / name / "weights" / "last.pt"
             rows.append({"role": role, "model": Path(student_model).stem, "weights": weights, "seed": seed})

@@ -36,9 +36,13 @@ def resolve_unlabeled(value: Any, data: dict | None) -> str | list[str] | None:
     Examples:
         >>> resolve_unlabeled("raw/", {"unlabeled": "x"}), resolve_unlabeled(None, {"names": {0: "a"}})
         ('raw/', None)
+        >>> resolve_unlabeled(False, {"unlabeled": "x"}) is None
+        True
         >>> Path(resolve_unlabeled(None, {"path": "/data/set", "unlabeled": "images/raw"})).as_posix()
         '/data/set/images/raw'
     """
+    if value is False:  # unlabeled=False: none, whatever the data yaml says
+        return None
     if value not in (None, ""):
         return [str(v) for v in value] if isinstance(value, (list, tuple)) else str(value)
     raw = (data or {}).get("unlabeled")
