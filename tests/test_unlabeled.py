@@ -220,3 +220,17 @@ def test_demo_unlabeled_shows_a_fraction_of_labels_alone_distilled_and_with_the_
     assert "train/unl_cls" in csv["student (tar+cwd) + unlabeled"][0]
     assert not any("unl_" in csv[k][0] for k in ("student (no KD)", "student (tar+cwd)"))
     assert len(list((tmp_path / "demo" / "labeled-0.25" / "images" / "train").iterdir())) == 4
+
+
+def test_unlabeled_loss_stays_finite_under_cpu_bfloat16_autocast(pico_yaml):
+    from helpers import kd_model, toy_batch
+
+    model = kd_model(pico_yaml, "yolov8n.yaml", "tar+cwd")
+    batch = toy_batch()
+    batch["unlabeled_img"] = torch.rand(3, 3, IMGSZ, IMGSZ, generator=torch.Generator().manual_seed(1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, items = model.loss(batch)
+    assert torch.isfinite(loss).all() and all(items[k].dtype == torch.float32 for k in UNLABELED_ITEMS)
+    assert float(items["unl_cls"]) > 0 and torch.isfinite(items["unl_kd"])
+    loss.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.student_model.parameters() if p.grad is not None)
