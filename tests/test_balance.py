@@ -7,10 +7,9 @@ import pytest
 import torch
 from helpers import build, toy_batch
 
-from yolokd.balance import AutoBalance
+from yolokd.balance import AutoBalance, balance_weights
 from yolokd.config import KDError, build_config
 from yolokd.distill_model import KDModel
-from yolokd.losses.functional import balance_weights
 
 
 def test_balance_weights_hand_values():

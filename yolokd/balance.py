@@ -22,9 +22,44 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from yolokd.losses.functional import balance_weights
-
 BALANCE_STEPS = 50  # training steps over which the term sizes are measured before the weights freeze
+
+
+def balance_weights(
+    det: torch.Tensor, raw: torch.Tensor, ratio: float | torch.Tensor, eps: float = 1e-12
+) -> torch.Tensor:
+    r"""Term weights that make every weighted term ``ratio`` times the detection loss (``balance=``).
+
+    .. math::
+
+        w_i = r \, \frac{\bar L_{det}}{\max(\bar L_i, \epsilon)}
+
+    with :math:`\bar L_{det}` the mean detection loss and :math:`\bar L_i` the mean raw (unweighted) value of term
+    ``i`` over the measured steps, so that :math:`w_i \bar L_i = r \bar L_{det}` for every term with
+    :math:`\bar L_i \ge \epsilon`. A term that measured 0 gets weight :math:`r \bar L_{det} / \epsilon` only in theory:
+    values below ``eps`` give weight 0 instead (a term that never fires has nothing to balance). Detached.
+
+    Shape:
+        - det: :math:`()`
+        - raw: :math:`(n,)`
+        - ratio: a number or :math:`(n,)`
+        - output: :math:`(n,)` float32
+
+    Args:
+        det (torch.Tensor): Mean detection loss.
+        raw (torch.Tensor): Mean raw value of each term.
+        ratio (float | torch.Tensor): Target ratio ``r`` of each weighted term to the detection loss (one per term).
+        eps (float): Raw values below it give weight 0.
+
+    Returns:
+        (torch.Tensor): The weights.
+
+    Examples:
+        >>> balance_weights(torch.tensor(6.0), torch.tensor([2.0, 0.5, 0.0]), 0.5).tolist()  # 0.5*6/2, 0.5*6/0.5, 0
+        [1.5, 6.0, 0.0]
+    """
+    det, raw = det.detach().float(), raw.detach().float()
+    return torch.where(raw >= eps, ratio * det / raw.clamp_min(eps), torch.zeros_like(raw))
 
 
 class AutoBalance:

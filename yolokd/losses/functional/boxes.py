@@ -1,0 +1,423 @@
+# yolokd, AGPL-3.0 License
+"""Box formulas: bounded regression, DFL distances, corners, teacher-better masks, GIoU and BCKD's localisation.
+
+Also the log-quality of predictions that TAR weights its terms by.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from ultralytics.utils.metrics import bbox_iou
+from ultralytics.utils.tal import bbox2dist
+
+from yolokd.losses.functional._shared import check_shapes, graph_zero, reduce_rows, upcast
+from yolokd.targets import decode_boxes
+
+if TYPE_CHECKING:
+    from yolokd.targets import Assigned
+
+__all__ = [
+    "anchor_distances",
+    "bckd_loc",
+    "bounded_regression",
+    "giou_loss",
+    "log_quality",
+    "positive_distances",
+    "sort_corners",
+    "teacher_better",
+]
+
+
+def bounded_regression(
+    rs: torch.Tensor,
+    rt: torch.Tensor,
+    y: torch.Tensor,
+    margin: float = 0.0,
+    weight: torch.Tensor | None = None,
+    avg_factor: float | torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""Teacher-bounded regression loss: penalise the student only where it is not clearly better than the teacher.
+
+    .. math::
+
+        d^S_i = \sum_{k=1}^{4} (r^S_{i,k} - y_{i,k})^2, \qquad d^T_i = \sum_{k=1}^{4} (r^T_{i,k} - y_{i,k})^2, \qquad
+        l_i = d^S_i \, [d^S_i + m > d^T_i]
+
+    The gate is a strict inequality and carries no gradient; rows where it is off still count in the reduction:
+    :math:`\sum_i l_i w_i / \text{avg\_factor}` if ``avg_factor`` is given, else :math:`\operatorname{mean}_i(l_i w_i)`
+    (a 0/1 ``weight`` with ``avg_factor`` = its sum selects rows without indexing, hence without a host sync).
+
+    Shape:
+        - rs: :math:`(n, 4)`
+        - rt: :math:`(n, 4)`
+        - y: :math:`(n, 4)`
+        - weight: :math:`(n,)`
+        - output: :math:`()`
+
+    Args:
+        rs (torch.Tensor): Student box regression.
+        rt (torch.Tensor): Teacher box regression; not detached here (it only enters the gate).
+        y (torch.Tensor): Ground-truth boxes in the same encoding.
+        margin (float): Margin ``m`` of the gate.
+        weight (torch.Tensor | None): Optional per-row weight.
+        avg_factor (float | torch.Tensor | None): Optional normaliser; when given the weighted sum is divided by it
+            (callers clamp it to ``>= 1``).
+
+    Returns:
+        (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs); zero connected to the graph if ``n == 0``.
+
+    Raises:
+        ValueError: If the inputs are not ``(n, 4)``, their shapes differ, or ``weight`` is not ``(n,)``.
+
+    Examples:
+        >>> rs = torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])  # d_S = [2, 1]
+        >>> rt = torch.tensor([[1.0, 0.0, 0.0, 0.0], [2.0, 0.0, 0.0, 0.0]])  # d_T = [1, 4]
+        >>> float(bounded_regression(rs, rt, torch.zeros(2, 4)))  # (2 + 0) / 2
+        1.0
+        >>> float(bounded_regression(rs, rt, torch.zeros(2, 4), weight=torch.tensor([1.0, 0.0]), avg_factor=1.0))
+        2.0
+
+    """
+    check_shapes("bounded_regression", rs, rt, 2, "(n, 4)")
+    if rs.shape[-1] != 4:
+        raise ValueError(f"bounded_regression: inputs must have shape (n, 4), got {tuple(rs.shape)}")
+    if y.shape != rs.shape:
+        raise ValueError(f"bounded_regression: y shape {tuple(y.shape)} differs from student shape {tuple(rs.shape)}")
+    if rs.shape[0] == 0:
+        return graph_zero(rs)
+    rs, rt, y = upcast(rs), upcast(rt), upcast(y)
+    d_s = (rs - y).pow(2).sum(dim=-1)
+    d_t = (rt - y).pow(2).sum(dim=-1)
+    gate = (d_s + margin > d_t).to(d_s.dtype)
+    return reduce_rows(d_s * gate, weight, avg_factor, "bounded_regression")
+
+
+def anchor_distances(boxes: torch.Tensor, reg_max: int, anchor_points: torch.Tensor) -> torch.Tensor:
+    r"""Decoded ltrb distances (grid units of each anchor's level) of a Detect head's box output at every anchor.
+
+    DFL expectation ``softmax over bins @ arange(reg_max)`` when ``reg_max > 1``, raw values when ``reg_max == 1``
+    (`yolokd.targets.decode_boxes`), then back from xyxy to ltrb with Ultralytics' ``bbox2dist``. Output is float32
+    (``decode_boxes`` computes in float32; autocast is off here).
+
+    .. math::
+
+        d_{n,a,k} = \sum_{b=0}^{R-1} b \, \operatorname{softmax}_b(x_{n,k,b,a}) \quad (R > 1), \qquad
+        d_{n,a,k} = x_{n,k,a} \quad (R = 1)
+
+    for the sides :math:`k \in` (left, top, right, bottom), ``R = reg_max``.
+
+    Shape:
+        - boxes: :math:`(N, 4R, A)`
+        - anchor_points: :math:`(A, 2)`
+        - output: :math:`(N, A, 4)`, float32
+
+    Args:
+        boxes (torch.Tensor): (N, 4 * reg_max, A) head box output.
+        reg_max (int): DFL bins per side of that head.
+        anchor_points (torch.Tensor): (A, 2) anchor centres in grid units.
+
+    Returns:
+        (torch.Tensor): (N, A, 4) ltrb distances.
+
+    Raises:
+        ValueError: If ``boxes`` does not have ``4 * reg_max`` channels or ``A`` anchors.
+
+    Examples:
+        >>> b = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0986]).view(1, 8, 1)  # reg_max 2; last: 1/4, 3/4
+        >>> [round(v, 2) for v in anchor_distances(b, 2, torch.tensor([[0.5, 0.5]]))[0, 0].tolist()]
+        [0.5, 0.5, 0.5, 0.75]
+    """
+    n, c, a = boxes.shape
+    if c != 4 * reg_max:
+        raise ValueError(f"anchor_distances: boxes have {c} channels, expected 4 * reg_max = {4 * reg_max}")
+    if anchor_points.shape != (a, 2):
+        raise ValueError(f"anchor_distances: anchor_points shape {tuple(anchor_points.shape)}, expected {(a, 2)}")
+    points = anchor_points.float()
+    with torch.autocast(boxes.device.type, enabled=False):  # keep the DFL expectation in float32 under AMP
+        xyxy = decode_boxes(boxes, points, reg_max)  # (N, A, 4)
+    return bbox2dist(points, xyxy)
+
+
+def positive_distances(
+    boxes: torch.Tensor, reg_max: int, anchor_points: torch.Tensor, fg_mask: torch.Tensor
+) -> torch.Tensor:
+    r"""`anchor_distances` at the positives only: (P, 4), positives in (image, anchor) row-major order.
+
+    Selecting the positives by a boolean mask waits for the device (the count decides the shape); the terms use
+    `anchor_distances` with a 0/1 weight instead.
+
+    .. math::
+
+        r_p = d_{n,a,:} \quad \text{for the positives } (n, a) \text{ with } \text{fg}_{n,a}, \text{ in row-major order}
+
+    Shape:
+        - boxes: :math:`(N, 4R, A)`
+        - anchor_points: :math:`(A, 2)`
+        - fg_mask: :math:`(N, A)`, bool
+        - output: :math:`(P, 4)`, ``P`` positives
+
+    Args:
+        boxes (torch.Tensor): (N, 4 * reg_max, A) head box output.
+        reg_max (int): DFL bins per side of that head.
+        anchor_points (torch.Tensor): (A, 2) anchor centres in grid units.
+        fg_mask (torch.Tensor): (N, A) bool, the positives.
+
+    Returns:
+        (torch.Tensor): (P, 4) ltrb distances.
+
+    Raises:
+        ValueError: If ``boxes`` does not have ``4 * reg_max`` channels or its anchors differ from ``fg_mask``'s.
+
+    Examples:
+        >>> b = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0986]).view(1, 8, 1)  # reg_max 2; last: 1/4, 3/4
+        >>> r = positive_distances(b, 2, torch.tensor([[0.5, 0.5]]), torch.ones(1, 1, dtype=torch.bool))
+        >>> [round(v, 2) for v in r[0].tolist()]
+        [0.5, 0.5, 0.5, 0.75]
+    """
+    n, _, a = boxes.shape
+    if fg_mask.shape != (n, a):
+        raise ValueError(f"positive_distances: fg_mask shape {tuple(fg_mask.shape)} differs from (N, A) = {(n, a)}")
+    return anchor_distances(boxes, reg_max, anchor_points)[fg_mask]
+
+
+def sort_corners(boxes: torch.Tensor) -> torch.Tensor:
+    r"""Sort the corners of xyxy boxes so that ``x1 <= x2`` and ``y1 <= y2``.
+
+    .. math::
+
+        (x_1, y_1, x_2, y_2) \mapsto (\min(x_1, x_2), \min(y_1, y_2), \max(x_1, x_2), \max(y_1, y_2))
+
+    Raw YOLO26 distances may be negative; when ``l + r < 0`` the decoded box is inverted, and the GIoU of an inverted
+    box can exceed 1 without bound (its negative width times negative height counts as area in the union), which would
+    let the loss ``1 - GIoU`` be driven towards minus infinity. Sorting keeps the GIoU in ``[-1, 1]`` and the gradient.
+    The price is a mirror symmetry per axis, ``(l, r) -> (-r, -l)``: far from the start in CrossKD, since the cross
+    distances come from the teacher's own final conv on features re-standardised to the teacher's statistics.
+
+    Shape:
+        - boxes: :math:`(*, 4)`
+        - output: :math:`(*, 4)`
+
+    Args:
+        boxes (torch.Tensor): Boxes, xyxy, possibly inverted.
+
+    Returns:
+        (torch.Tensor): The same boxes with sorted corners.
+
+    Examples:
+        >>> sort_corners(torch.tensor([[3.0, 0.0, 1.0, 2.0]])).tolist()  # x inverted, y in order
+        [[1.0, 0.0, 3.0, 2.0]]
+    """
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    return torch.stack((torch.minimum(x1, x2), torch.minimum(y1, y2), torch.maximum(x1, x2), torch.maximum(y1, y2)), -1)
+
+
+def teacher_better(s_boxes: torch.Tensor, t_boxes: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    r"""TAR's regression gate: True where IoU(teacher box, GT) > IoU(student box, GT) (strict).
+
+    .. math::
+
+        g_i = \left[\operatorname{IoU}(b^T_i, y_i) > \operatorname{IoU}(b^S_i, y_i)\right]
+
+    Uses Ultralytics' ``bbox_iou`` (xyxy); no gradient flows through the gate.
+
+    Shape:
+        - s_boxes, t_boxes, gt: :math:`(n, 4)`
+        - output: :math:`(n,)`, bool
+
+    Args:
+        s_boxes (torch.Tensor): (n, 4) student boxes, xyxy.
+        t_boxes (torch.Tensor): (n, 4) teacher boxes, xyxy, same units.
+        gt (torch.Tensor): (n, 4) assigned ground-truth boxes, xyxy, same units.
+
+    Returns:
+        (torch.Tensor): (n,) bool gate.
+
+    Examples:
+        >>> gt = torch.tensor([[0.0, 0.0, 4.0, 4.0], [0.0, 0.0, 4.0, 4.0]])
+        >>> s = torch.tensor([[0.0, 0.0, 2.0, 4.0], [0.0, 0.0, 4.0, 4.0]])
+        >>> teacher_better(s, gt.flip(0), gt).tolist()  # teacher == GT beats a half box; a tie is not strict
+        [True, False]
+    """
+    with torch.no_grad():
+        s_boxes, t_boxes, gt = upcast(s_boxes), upcast(t_boxes), upcast(gt)
+        iou_t = bbox_iou(t_boxes, gt, xywh=False).squeeze(-1)
+        iou_s = bbox_iou(s_boxes, gt, xywh=False).squeeze(-1)
+        return iou_t > iou_s
+
+
+def giou_loss(
+    s_boxes: torch.Tensor, t_boxes: torch.Tensor, gate: torch.Tensor, avg_factor: float | torch.Tensor | None = None
+) -> torch.Tensor:
+    r"""Gated ``1 - GIoU(student box, teacher box)`` (Ultralytics' ``bbox_iou``, xyxy) over the candidate rows.
+
+    .. math::
+
+        L = \frac{1}{Z} \sum_i g_i \left(1 - \operatorname{GIoU}(b^S_i, b^T_i)\right), \qquad
+        Z = \text{avg\_factor} \text{ if given, else } \max(n, 1)
+
+    The divisor is the number of candidates (the ``n`` rows, or ``avg_factor`` when the rows hold more than the
+    candidates, e.g. every anchor with the positives as candidates), not the number of open gates, so the loss per
+    open row (and its gradient) does not swing with the fraction of open gates. A zero connected to the graph of
+    ``s_boxes`` when no row is gated. The teacher boxes are targets; they are not detached here (callers detach them).
+
+    Shape:
+        - s_boxes, t_boxes: :math:`(n, 4)`
+        - gate: :math:`(n,)`, bool
+        - output: :math:`()`
+
+    Args:
+        s_boxes (torch.Tensor): (n, 4) student boxes, xyxy.
+        t_boxes (torch.Tensor): (n, 4) teacher boxes, xyxy.
+        gate (torch.Tensor): (n,) bool, rows that count.
+        avg_factor (float | torch.Tensor | None): Number of candidates ``Z`` (callers clamp it to ``>= 1``).
+
+    Returns:
+        (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs).
+
+    Examples:
+        >>> s = torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 1.0, 1.0]])
+        >>> t = torch.tensor([[0.0, 0.0, 2.0, 4.0], [5.0, 5.0, 6.0, 6.0]])
+        >>> round(float(giou_loss(s, t, torch.tensor([True, False]))), 4)  # IoU 1/2, hull = union: (1 - 0.5) / 2
+        0.25
+        >>> round(float(giou_loss(s, t, torch.tensor([True, False]), avg_factor=1.0)), 4)
+        0.5
+    """
+    s_boxes, t_boxes = upcast(s_boxes), upcast(t_boxes)
+    dist = 1.0 - bbox_iou(s_boxes, t_boxes, xywh=False, GIoU=True).squeeze(-1)
+    total = torch.where(gate, dist, torch.zeros_like(dist)).sum()
+    if avg_factor is None:
+        return total / max(dist.shape[0], 1)
+    if isinstance(avg_factor, torch.Tensor):
+        avg_factor = avg_factor.to(dtype=total.dtype, device=total.device).reshape(())
+    return total / avg_factor
+
+
+@torch.no_grad()
+def log_quality(scores: torch.Tensor, boxes: torch.Tensor, reg_max: int, assigned: Assigned) -> torch.Tensor:
+    r"""Log of the TAL alignment quality of one model's predictions against the assigned ground truth, per anchor.
+
+    .. math::
+
+        \log q = \alpha \log \sigma(x_{\text{label}}) + \beta \log \operatorname{IoU}(\hat b, b_{\text{gt}})
+
+    with :math:`x_{\text{label}}` the model's logit for the assigned class, :math:`\hat b` its decoded box in pixels
+    and :math:`\alpha, \beta` the assigner's exponents. The log form orders anchors exactly as
+    :math:`q = \text{score}^\alpha \text{IoU}^\beta` does without float32 underflow (IoU 0 gives ``-inf``).
+    Meaningful only where ``assigned.fg_mask`` is true. No gradient.
+
+    Shape:
+        - scores: :math:`(N, nc, A)` logits
+        - boxes: :math:`(N, 4R, A)`, ``R = reg_max``
+        - output: :math:`(N, A)`, float32
+
+    Args:
+        scores (torch.Tensor): The model's class logits.
+        boxes (torch.Tensor): The model's box output (DFL logits, or distances when ``reg_max == 1``).
+        reg_max (int): The model's own DFL bins per side.
+        assigned (Assigned): The TAL assignment (labels, target boxes, anchors, strides, alpha, beta).
+
+    Returns:
+        (torch.Tensor): Log quality per anchor.
+
+    Examples:
+        >>> from yolokd.targets import Assigned
+        >>> fg, idx = torch.ones(1, 1, dtype=torch.bool), torch.zeros(1, 1, dtype=torch.long)
+        >>> gt = torch.tensor([[[0.0, 0.0, 8.0, 8.0]]])  # pixels; anchor (0.5, 0.5), stride 8
+        >>> a = Assigned(fg, idx, gt, torch.tensor([[0.5, 0.5]]), torch.full((1, 1), 8.0), idx, alpha=0.5, beta=6.0)
+        >>> box = torch.full((1, 4, 1), 0.5)  # reg_max 1: ltrb 0.5 grid units, exactly the GT box
+        >>> round(float(log_quality(torch.zeros(1, 2, 1), box, 1, a)), 4)  # 0.5 ln sigma(0) + 6 ln 1
+        -0.3466
+    """
+    scores = scores.float()
+    labels = assigned.target_labels.long().clamp(0, scores.shape[1] - 1)
+    log_score = F.logsigmoid(scores.gather(1, labels.unsqueeze(1)).squeeze(1))  # (N, A)
+    boxes = decode_boxes(boxes, assigned.anchor_points, reg_max) * assigned.stride_tensor.float()
+    iou = bbox_iou(boxes, assigned.target_bboxes.float(), xywh=False).squeeze(-1).clamp(0, 1)  # (N, A)
+    out = assigned.alpha * log_score
+    if assigned.beta != 0:
+        out = out + assigned.beta * iou.log()
+    return out
+
+
+def _giou(a: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
+    """Row-wise GIoU of xyxy boxes ``(n, 4)``, union and enclosing area clamped at ``eps`` (mmdet's form)."""
+    wh = (torch.minimum(a[:, 2:], b[:, 2:]) - torch.maximum(a[:, :2], b[:, :2])).clamp(min=0)
+    inter = wh[:, 0] * wh[:, 1]
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = (area_a + area_b - inter).clamp(min=eps)
+    ewh = (torch.maximum(a[:, 2:], b[:, 2:]) - torch.minimum(a[:, :2], b[:, :2])).clamp(min=0)
+    enclose = (ewh[:, 0] * ewh[:, 1]).clamp(min=eps)
+    return inter / union - (enclose - union) / enclose
+
+
+def bckd_loc(
+    sb: torch.Tensor,
+    tb: torch.Tensor,
+    s: torch.Tensor,
+    t: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    avg_factor: float | torch.Tensor | None = None,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    r"""BCKD's IoU-based localisation distillation (Yang et al., ICCV 2023), weighted by the score disagreement.
+
+    .. math::
+
+        w_i = v_i \max_c \left|\sigma(t_{i,c}) - \sigma(s_{i,c})\right|, \qquad
+        L = \frac{1}{Z} \sum_i w_i \left(1 - \operatorname{GIoU}(b^S_i, b^T_i)\right)
+
+    with the scores detached (the weight carries no gradient), :math:`v` the optional ``weight`` (1 when None),
+    :math:`Z` = ``avg_factor`` if given, else ``n`` (mean over rows). The GIoU clamps the union and the enclosing area
+    at ``eps``. When no :math:`w_i` is positive (e.g. equal score maps) the loss is exactly 0 and still connected to
+    the graph of ``sb``.
+
+    Shape:
+        - sb: :math:`(n, 4)` student boxes, xyxy
+        - tb: :math:`(n, 4)` teacher boxes, xyxy
+        - s: :math:`(n, C)` student class logits
+        - t: :math:`(n, C)` teacher class logits
+        - weight: :math:`(n,)`
+        - output: :math:`()`
+
+    Args:
+        sb (torch.Tensor): Student boxes (the loss's gradient goes here).
+        tb (torch.Tensor): Teacher boxes, the target; not detached here.
+        s (torch.Tensor): Student class logits (detached for the weight).
+        t (torch.Tensor): Teacher class logits (detached for the weight).
+        weight (torch.Tensor | None): Optional extra per-row weight.
+        avg_factor (float | torch.Tensor | None): Optional normaliser (callers clamp it to ``>= 1``).
+        eps (float): Floor of the union and the enclosing area.
+
+    Returns:
+        (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs); zero connected to the graph if ``n == 0``.
+
+    Raises:
+        ValueError: If the boxes are not ``(n, 4)``, the logits not ``(n, C)`` with the same ``n``, or ``weight`` is
+            not ``(n,)``.
+
+    Examples:
+        >>> sb = torch.tensor([[0.0, 0.0, 2.0, 2.0]])
+        >>> tb = torch.tensor([[1.0, 0.0, 3.0, 2.0]])  # IoU 2/6, enclosing box 6 = union: GIoU 1/3
+        >>> s, t = torch.zeros(1, 2), torch.tensor([[0.0, 1e4]])  # max |sigmoid(t) - sigmoid(s)| = 0.5
+        >>> round(float(bckd_loc(sb, tb, s, t)), 6)  # 0.5 * (1 - 1/3)
+        0.333333
+        >>> float(bckd_loc(sb, tb, t, t))  # equal scores: no weight
+        0.0
+
+    """
+    check_shapes("bckd_loc", sb, tb, 2, "(n, 4)")
+    if sb.shape[-1] != 4:
+        raise ValueError(f"bckd_loc: boxes must have shape (n, 4), got {tuple(sb.shape)}")
+    check_shapes("bckd_loc", s, t, 2, "(n, C)")
+    if s.shape[0] != sb.shape[0]:
+        raise ValueError(f"bckd_loc: {sb.shape[0]} boxes but {s.shape[0]} rows of logits")
+    if sb.shape[0] == 0:
+        return graph_zero(sb)
+    sb, tb = upcast(sb), upcast(tb)
+    w = (upcast(t.detach()).sigmoid() - upcast(s.detach()).sigmoid()).abs().amax(dim=-1).to(sb.dtype)
+    loss = w * (1.0 - _giou(sb, tb, eps))
+    return reduce_rows(loss, weight, avg_factor, "bckd_loc")
