@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def upcast(x: torch.Tensor) -> torch.Tensor:
@@ -44,3 +45,9 @@ def reduce_rows(
     if isinstance(avg_factor, torch.Tensor):
         avg_factor = avg_factor.to(dtype=loss.dtype, device=loss.device).reshape(())
     return loss.sum() / avg_factor
+
+
+def bernoulli_kl(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Elementwise ``KL(sigmoid(t) || sigmoid(s))`` of two logit tensors, in log-sigmoids (finite for logits of 1e4)."""
+    q = t.sigmoid()
+    return q * (F.logsigmoid(t) - F.logsigmoid(s)) + (1.0 - q) * (F.logsigmoid(-t) - F.logsigmoid(-s))

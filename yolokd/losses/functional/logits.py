@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from yolokd.losses.functional._shared import check_shapes, graph_zero, reduce_rows, tempered, upcast
+from yolokd.losses.functional._shared import bernoulli_kl, check_shapes, graph_zero, reduce_rows, tempered, upcast
 
 __all__ = ["binary_kl", "kd_qfl", "ld", "weighted_soft_bce"]
 
@@ -246,9 +246,5 @@ def binary_kl(
     check_shapes("binary_kl", s, t, 2, "(n, C)")
     if s.shape[0] == 0:
         return graph_zero(s)
-    s, t = upcast(s), upcast(t)
-    log_q, log_1q = F.logsigmoid(t), F.logsigmoid(-t)
-    log_p, log_1p = F.logsigmoid(s), F.logsigmoid(-s)
-    q = t.sigmoid()
-    loss = (q * (log_q - log_p) + (1.0 - q) * (log_1q - log_1p)).sum(dim=-1)
+    loss = bernoulli_kl(upcast(s), upcast(t)).sum(dim=-1)
     return reduce_rows(loss, weight, avg_factor, "binary_kl")

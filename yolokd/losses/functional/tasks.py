@@ -4,9 +4,8 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from yolokd.losses.functional._shared import check_shapes, graph_zero, upcast
+from yolokd.losses.functional._shared import bernoulli_kl, check_shapes, graph_zero, upcast
 
 __all__ = ["keypoint_kd", "mask_kd", "mask_logits"]
 
@@ -47,9 +46,7 @@ def mask_kd(s: torch.Tensor, t: torch.Tensor, region: torch.Tensor, weight: torc
     if s.shape[0] == 0:
         return graph_zero(s)
     s, t, region = upcast(s), upcast(t), upcast(region)
-    p = t.sigmoid()
-    kl = p * (F.logsigmoid(t) - F.logsigmoid(s)) + (1.0 - p) * (F.logsigmoid(-t) - F.logsigmoid(-s))
-    per = (kl * region).flatten(1).sum(1) / region.flatten(1).sum(1).clamp(min=1.0)
+    per = (bernoulli_kl(s, t) * region).flatten(1).sum(1) / region.flatten(1).sum(1).clamp(min=1.0)
     w = upcast(weight)
     return (w * per).sum() / w.sum().clamp(min=1.0)
 
@@ -103,9 +100,7 @@ def keypoint_kd(
         s_vis, t_vis = upcast(s_vis), upcast(t_vis)
         v = t_vis.sigmoid()
         per = (v * dist).sum(-1) / v.sum(-1).clamp(min=1e-6)
-        p = v
-        kl = p * (F.logsigmoid(t_vis) - F.logsigmoid(s_vis)) + (1 - p) * (F.logsigmoid(-t_vis) - F.logsigmoid(-s_vis))
-        per = per + kl.mean(-1)
+        per = per + bernoulli_kl(s_vis, t_vis).mean(-1)
     return (w * per).sum() / w.sum().clamp(min=1.0)
 
 
