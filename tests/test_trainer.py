@@ -64,7 +64,9 @@ def test_train_cli_end_to_end_logs_terms_to_csv_and_tensorboard(tmp_path, tiny_d
         f"project={tmp_path}",
         "name=cli",
     ] + [f"{k}={v}" for k, v in TRAIN.items()]
-    assert main(argv) == 0
+    with captured_logs() as logs:
+        assert main(argv) == 0
+    assert sum("teacher mAP50-95" in r.getMessage() for r in logs) == 1  # validated once, logged once
     run = tmp_path / "cli"
     header, row = (run / "results.csv").read_text().splitlines()[:2]
     values = dict(zip(header.split(","), row.split(",")))

@@ -154,12 +154,12 @@ class KDCallbacks:
             self.teacher_metrics = validate_teacher(trainer)
         if self.config.catchup >= 0 and not self.teacher_metrics:
             LOGGER.info(f"{PREFIX}catchup: the teacher's mAP is not measured here, so distillation never fades")
-            if self.teacher_metrics:
-                LOGGER.info(
-                    f"{PREFIX}teacher mAP50-95 {self.teacher_metrics.get('metrics/mAP50-95(B)', 0):.4f}, "
-                    f"mAP50 {self.teacher_metrics.get('metrics/mAP50(B)', 0):.4f} on '{trainer.args.split}'"
-                )
-                self._scalars({f"teacher/{k.split('/')[-1]}": v for k, v in self.teacher_metrics.items()}, 0)
+        if self.teacher_metrics:
+            LOGGER.info(
+                f"{PREFIX}teacher mAP50-95 {self.teacher_metrics.get('metrics/mAP50-95(B)', 0):.4f}, "
+                f"mAP50 {self.teacher_metrics.get('metrics/mAP50(B)', 0):.4f} on '{trainer.args.split}'"
+            )
+            self._scalars({f"teacher/{k.split('/')[-1]}": v for k, v in self.teacher_metrics.items()}, 0)
 
     def on_train_epoch_start(self, trainer) -> None:
         """Reset the batch counter of the epoch."""
