@@ -59,7 +59,7 @@ def test_pkd_hand_computed_numpy() -> None:
 
 
 def test_pkd_equals_one_minus_pearson() -> None:
-    """With eps -> 0, pkd = (M - 1)/M x mean over channels of (1 - Pearson r), M = N*H*W (METHODS.md)."""
+    """With eps -> 0, pkd = (M - 1)/M x mean over channels of (1 - Pearson r), M = N*H*W (docs/methods.md)."""
     rng = np.random.default_rng(1)
     s_np, t_np = rng.normal(size=(2, 4, 3, 3)), rng.normal(size=(2, 4, 3, 3))
     m = 2 * 3 * 3
