@@ -19,10 +19,10 @@ from ultralytics.utils import LOGGER, YAML
 from yolokd.config import PREFIX, KDError
 from yolokd.data.synthetic import make_dataset
 from yolokd.model import YOLOKD
+from yolokd.teacher import TASK_SUFFIX
 
 TASK_METHODS = {"detect": "tar+cwd", "segment": "tar+cwd+mask", "pose": "tar+cwd+keypoint", "obb": "tar+cwd"}
 """The demo's method per task: the default method= (best on the benchmark's val split), plus the task's own term."""
-_TASK_SUFFIX = {"detect": "", "segment": "-seg", "pose": "-pose", "obb": "-obb"}
 
 DEMO_DEFAULTS: dict[str, Any] = {
     "task": "detect",  # detect | segment | pose | obb: the synthetic labels, models and metric of the demo
@@ -86,11 +86,10 @@ def scaled_yaml(
     Raises:
         ValueError: If ``task`` is unknown.
     """
-    suffix = {"detect": "", "segment": "-seg", "pose": "-pose", "obb": "-obb"}
-    if task not in suffix:
-        raise ValueError(f"task must be one of {list(suffix)}, got {task!r}")
+    if task not in TASK_SUFFIX:
+        raise ValueError(f"task must be one of {list(TASK_SUFFIX)}, got {task!r}")
     sub = {"yolov8": "v8", "yolo11": "11", "yolo26": "26"}[family]
-    d = YAML.load(Path(ultralytics.__file__).parent / "cfg" / "models" / sub / f"{family}{suffix[task]}.yaml")
+    d = YAML.load(Path(ultralytics.__file__).parent / "cfg" / "models" / sub / f"{family}{TASK_SUFFIX[task]}.yaml")
     d.pop("scales", None)
     d.update(depth_multiple=depth, width_multiple=width, max_channels=max_channels)
     out = Path(out)
@@ -115,13 +114,13 @@ def resolve_model(name: str, folder: Path, task: str = "detect") -> str:
         >>> resolve_model("yolov8n.yaml", Path("."), "segment"), resolve_model("yolo11s-obb.yaml", Path("."), "obb")
         ('yolov8n-seg.yaml', 'yolo11s-obb.yaml')
     """
-    suffix = _TASK_SUFFIX[task]
+    suffix = TASK_SUFFIX[task]
     if name in TINY_WIDTHS:
         return str(scaled_yaml(folder / f"{name}{suffix}.yaml", width=TINY_WIDTHS[name], task=task))
     p = Path(name)
     if p.exists():
         return str(p.resolve())
-    if p.suffix == ".yaml" and len(p.parts) == 1 and not any(p.stem.endswith(x) for x in _TASK_SUFFIX.values() if x):
+    if p.suffix == ".yaml" and len(p.parts) == 1 and not any(p.stem.endswith(x) for x in TASK_SUFFIX.values() if x):
         return f"{p.stem}{suffix}.yaml"
     return name
 

@@ -51,7 +51,7 @@ def load_teacher(path: str | Path | None) -> nn.Module:
     return teacher.float()
 
 
-_TASK_SUFFIX = {"detect": "", "segment": "-seg", "pose": "-pose", "obb": "-obb"}
+TASK_SUFFIX = {"detect": "", "segment": "-seg", "pose": "-pose", "obb": "-obb"}
 
 
 def check_pair(
@@ -73,7 +73,7 @@ def check_pair(
     if t_task != s_task:
         raise KDError(
             f"teacher is a '{t_task}' model but the student is a '{s_task}' model; pass a {s_task} teacher "
-            f"(a *{_TASK_SUFFIX.get(s_task, '')}.pt checkpoint trained with task={s_task})"
+            f"(a *{TASK_SUFFIX.get(s_task, '')}.pt checkpoint trained with task={s_task})"
         )
     try:
         th = detect_head(teacher)
