@@ -14,8 +14,8 @@ from ultralytics.cfg import get_cfg
 from ultralytics.utils import DEFAULT_CFG
 
 from yolokd.config import KDError, build_config
-from yolokd.distill_model import UNLABELED_ITEMS, KDModel
-from yolokd.pseudo import pseudo_batch, select_boxes, teacher_boxes
+from yolokd.distill_model import KDModel
+from yolokd.pseudo import UNLABELED_ITEMS, pseudo_batch, select_boxes, teacher_boxes
 from yolokd.taps import detect_head
 from yolokd.unlabeled import UnlabeledStream, check_unlabeled, list_images, resolve_unlabeled
 

@@ -19,7 +19,7 @@ from ultralytics.utils import LOGGER, RANK
 from ultralytics.utils.torch_utils import unwrap_model
 
 from yolokd.config import PREFIX, KDConfig
-from yolokd.distill_model import UNLABELED_ITEMS
+from yolokd.pseudo import UNLABELED_ITEMS
 from yolokd.schedules import Progress, catchup_factor
 from yolokd.taps import clear_neck_stops, detect_head
 

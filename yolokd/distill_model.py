@@ -13,78 +13,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 from ultralytics.nn.distill_model import DistillationModel, FeatureHook
-from ultralytics.nn.modules import Detect
-from ultralytics.utils import DEFAULT_CFG_DICT, LOGGER, RANK, WINDOWS
 from ultralytics.utils.tal import make_anchors
 from ultralytics.utils.torch_utils import copy_attr
 
 from yolokd.balance import AutoBalance
-from yolokd.config import PREFIX, KDConfig, KDError
+from yolokd.config import KDConfig, KDError
 from yolokd.losses import TERMS, DistillInputs, Probe, Term
-from yolokd.losses import functional as kdf
-from yolokd.pseudo import pseudo_batch, select_boxes, teacher_boxes
+from yolokd.nonfinite import NonFiniteGuard, cuda_autocast, finite_grad
+from yolokd.pseudo import UnlabeledLoss
 from yolokd.schedules import SCHEDULES, Progress
-from yolokd.taps import NeckReached, NeckStop, clear_neck_stops, detect_head, head_outputs, model_task, probe
+from yolokd.taps import NeckStop, clear_neck_stops, detect_head, head_outputs, model_task, probe
 from yolokd.targets import Assigned, GroundTruth, ground_truth, recording_assignment, rotated_to_anchor_frame
 from yolokd.teacher import fold_batchnorm
-
-_HEAD = "head"  # key of the Detect-output tap in the feature dicts
-# devices on which the frozen teacher may run channels-last (NHWC): on CPU its folded forward took 18 instead of 21 ms
-# here (oneDNN convolutions, BENCHMARKS.md "Cost of a step"); on CUDA NHWC suits tensor cores under AMP (not
-# measured here); never on MPS, where Ultralytics finds NHWC numerically wrong
-NHWC_DEVICES = ("cpu", "cuda")
-
-
-UNLABELED_ITEMS = ("unl_box", "unl_cls", "unl_dfl", "unl_kd", "pseudo")
-"""Items of the unlabeled images: the student's box, class (dense, from the teacher) and DFL losses there, the terms'
-weighted sum there, and the teacher's pseudo-boxes per unlabeled image."""
-
-
-def _gain(model: nn.Module, key: str) -> float:
-    """A loss gain of the student's arguments (``box``, ``cls``, ``dfl``), Ultralytics' default where unset."""
-    args = getattr(model, "args", None)
-    value = args.get(key) if isinstance(args, dict) else getattr(args, key, None)
-    return float(DEFAULT_CFG_DICT[key] if value is None else value)
-
-
-def teacher_nhwc(device: torch.device, channels_last: bool | None = None, windows: bool = WINDOWS) -> bool:
-    """Whether the frozen teacher runs channels-last on ``device``, following Ultralytics' ``channels_last=`` argument.
-
-    ``True``/``False`` are the user's choice (on CPU and CUDA only); ``None`` (Ultralytics' default, "auto") means on,
-    except on Windows, where Ultralytics does not turn NHWC on by itself (it measured 3x slower there).
-
-    Examples:
-        >>> cpu, mps = torch.device("cpu"), torch.device("mps")
-        >>> teacher_nhwc(cpu), teacher_nhwc(cpu, False), teacher_nhwc(mps), teacher_nhwc(mps, True)
-        (True, False, False, False)
-        >>> teacher_nhwc(torch.device("cuda"), windows=True), teacher_nhwc(torch.device("cuda"), True, windows=True)
-        (False, True)
-    """
-    if device.type not in NHWC_DEVICES:
-        return False
-    return bool(channels_last) if channels_last is not None else not windows
-
-
-class _FiniteGrad(torch.autograd.Function):
-    """Identity forward; the backward sets non-finite gradient entries to 0 (on the device, no host sync)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        """Return ``x`` as a new view."""
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        """Return the gradient with NaN and +-Inf set to 0."""
-        return torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
-
-
-def _cuda_autocast() -> bool:
-    """Whether CUDA autocast is on (``torch.is_autocast_enabled`` takes a device type from torch 2.4 on)."""
-    try:
-        return torch.is_autocast_enabled("cuda")
-    except TypeError:  # torch < 2.4: the no-argument form is CUDA's
-        return torch.is_autocast_enabled()
+from yolokd.teacher_runtime import HEAD, TeacherRuntime
 
 
 def check_tasks(terms: list[Term], names: list[str], task: str) -> None:
@@ -102,19 +43,7 @@ def check_tasks(terms: list[Term], names: list[str], task: str) -> None:
             )
 
 
-def finite_grad(x: torch.Tensor) -> torch.Tensor:
-    """``x`` for the terms: the same values, but the gradient the terms send back to the student is kept finite.
-
-    Examples:
-        >>> x = torch.tensor([0.0, 1.0], requires_grad=True)
-        >>> torch.log(finite_grad(x)).mul(0).sum().backward()  # 0 x (1 / 0) = NaN at x = 0
-        >>> x.grad
-        tensor([0., 0.])
-    """
-    return _FiniteGrad.apply(x) if x.requires_grad else x
-
-
-class KDModel(DistillationModel):
+class KDModel(TeacherRuntime, NonFiniteGuard, UnlabeledLoss, DistillationModel):
     """Teacher + student + per-term adapters; ``loss(batch)`` returns detection plus weighted distillation losses.
 
     Attributes:
@@ -177,8 +106,8 @@ class KDModel(DistillationModel):
         gs = int(max(student.stride.max(), teacher.stride.max()))
         imgsz = max(gs, -(-int(imgsz) // gs) * gs)
         ch = student.yaml.get("channels", 3) if hasattr(student, "yaml") else 3
-        s_feats, s_stages = probe(student, self._student_feats, _HEAD, imgsz, ch)
-        t_feats, t_stages = probe(self.teacher_model, self._teacher_feats, _HEAD, imgsz, ch)
+        s_feats, s_stages = probe(student, self._student_feats, HEAD, imgsz, ch)
+        t_feats, t_stages = probe(self.teacher_model, self._teacher_feats, HEAD, imgsz, ch)
         self.probe = Probe(
             student_channels=[f.shape[1] for f in s_feats],
             teacher_channels=[f.shape[1] for f in t_feats],
@@ -205,9 +134,9 @@ class KDModel(DistillationModel):
             head = detect_head(model)
             if model is self.teacher_model and getattr(self, "teacher_to_neck", False):
                 clear_neck_stops(head)
-                handles.append(head.register_forward_pre_hook(NeckStop(store, _HEAD)))
+                handles.append(head.register_forward_pre_hook(NeckStop(store, HEAD)))
                 continue
-            modules = [(head, _HEAD)]
+            modules = [(head, HEAD)]
             for attr, stage in getattr(self, "stage_taps", []):
                 branch = getattr(head, attr, None)
                 if branch is None:
@@ -303,8 +232,8 @@ class KDModel(DistillationModel):
 
         Under CUDA AMP they are left as they are: Ultralytics' GradScaler skips a step with non-finite gradients.
         """
-        s_out = head_outputs(self._student_feats.pop(_HEAD))
-        if not (img.is_cuda and _cuda_autocast()):
+        s_out = head_outputs(self._student_feats.pop(HEAD))
+        if not (img.is_cuda and cuda_autocast()):
             s_out = {
                 k: [finite_grad(f) for f in v] if k == "feats" else finite_grad(v) if torch.is_tensor(v) else v
                 for k, v in s_out.items()
@@ -357,163 +286,6 @@ class KDModel(DistillationModel):
         values = [zero if r is None else w * f * r for r, w, f in zip(raws, weights, factors)]
         values = self._drop_nonfinite([v.float().reshape(()) for v in values])
         return torch.stack(values) if values else zero.float().reshape(0)
-
-    def _unlabeled_loss(self, img: torch.Tensor, n_labelled: int) -> tuple[torch.Tensor, dict]:
-        """The student's loss on unlabeled images, from the teacher alone (`yolokd.pseudo`).
-
-        The teacher's confident boxes are the targets of the student's box and DFL losses (Ultralytics' own, with its
-        assignment, which the terms also read); its class scores at every anchor are the targets of the student's
-        (a per-class Bernoulli KL normalised by the teacher's score mass, at the detection loss's ``cls`` gain) in
-        place of the loss's own classification, which would teach everything else as background; every term of the
-        method runs as on a labelled batch. The sum is weighted by ``unlabeled_weight`` and fades with ``catchup``,
-        and counts as much as the labelled batch whatever ``unlabeled_ratio`` is (a mean over the images).
-
-        Returns:
-            (tuple[Tensor, dict]): ``[box, cls, dfl, terms] x weight x n_labelled`` and `UNLABELED_ITEMS`.
-        """
-        cfg, n = self.kd_config, img.shape[0]
-        self._student_feats.clear()
-        t_out, t_stages = self._teacher_forward(img, head=True)
-        classes = self._class_index(img.device)
-        if classes is not None:
-            t_out["scores"] = t_out["scores"].index_select(1, classes)
-        probs, xyxy = teacher_boxes(t_out, self.probe.strides, self.probe.teacher_reg_max)
-        batch = pseudo_batch(img, *select_boxes(probs, xyxy, cfg.pseudo_conf))
-        preds = self.student_model(img)
-        det, items, assigned, gt = self._detection_loss(batch, preds)
-        s_out = self._student_outputs(img)
-        nc = s_out["scores"].shape[1]
-        dense = kdf.binary_kl(
-            s_out["scores"].transpose(1, 2).reshape(-1, nc),
-            t_out["scores"].transpose(1, 2).reshape(-1, nc).to(s_out["scores"].dtype),
-            avg_factor=probs.sum().clamp(min=1),
-        ) * _gain(self.student_model, "cls")
-        box, dfl = det[0] / n, det[2] / n  # the detection loss's (box, cls, dfl); its cls is replaced by `dense`
-        kd = self._terms(self._inputs(batch, s_out, t_out, t_stages, assigned, gt, classes), None).sum()
-        parts = torch.stack([box.float(), dense.float(), dfl.float(), kd])
-        w = cfg.unlabeled_weight * getattr(self, "catchup", 1.0)
-        count = torch.full((), len(batch["cls"]) / n, device=img.device)
-        values = [box, dense, dfl, kd, count]
-        return parts * (w * n_labelled), {k: v.detach().float() for k, v in zip(UNLABELED_ITEMS, values)}
-
-    def _class_index(self, device: torch.device) -> torch.Tensor | None:
-        """`teacher_classes` as a long tensor on ``device`` (made once per device), or None."""
-        if self.teacher_classes is None:
-            return None
-        cached = getattr(self, "_class_index_cache", None)
-        if cached is None or cached.device != device:
-            cached = torch.tensor(self.teacher_classes, dtype=torch.long, device=device)
-            self._class_index_cache = cached
-        return cached
-
-    def set_teacher_channels_last(self, on: bool) -> None:
-        """Keep the teacher's weights channels-last (NHWC) and feed it NHWC images, or go back to the usual layout.
-
-        Unless set, the first training forward chooses it from the image's device and Ultralytics' ``channels_last=``
-        argument (`teacher_nhwc`: on for CPU and CUDA unless ``channels_last=False`` or on Windows; the model is built
-        on the CPU and moved by the trainer afterwards, so the device is only known then); the terms always receive
-        the usual (contiguous) layout.
-        """
-        self.teacher_model.to(memory_format=torch.channels_last if on else torch.contiguous_format)
-        self.teacher_channels_last = bool(on)
-
-    def _teacher_forward(self, img: torch.Tensor, head: bool = False) -> tuple[dict, dict]:
-        """Run the frozen teacher in inference mode, to its neck when no term reads its head; return its taps.
-
-        A plain ``Detect`` head (not its segment, pose or OBB subclasses, whose training outputs differ) runs with its
-        own training flag set, so that it skips the box decoding of inference, which no term reads.
-
-        Autocast, when on, comes from the trainer's context. Tensors made in inference mode cannot be saved for the
-        backward pass of the terms, so the tapped outputs are copied once (the neck levels, and the head outputs and
-        stages when tapped), in the usual contiguous layout whatever the teacher's (`set_teacher_channels_last`).
-
-        Args:
-            img (torch.Tensor): The batch's images.
-            head (bool): Run the head even where no term reads it (the unlabeled images' pseudo-labels need it).
-
-        Returns:
-            (tuple[dict, dict]): The head outputs (``{"feats": [...]}`` only when the forward stopped at the neck and
-            ``head`` is False) and the tapped head stages, all ordinary tensors without grad.
-        """
-        self._teacher_feats.clear()
-        if getattr(self, "teacher_channels_last", None) is None:
-            args = getattr(self, "args", None) or getattr(self.student_model, "args", None)
-            self.set_teacher_channels_last(teacher_nhwc(img.device, getattr(args, "channels_last", None)))
-        if self.teacher_channels_last:
-            img = img.contiguous(memory_format=torch.channels_last)
-        head_module = detect_head(self.teacher_model)
-        raw = type(head_module) is Detect  # a plain Detect in training mode returns the raw outputs, undecoded
-        with torch.inference_mode():
-            try:
-                head_module.training = raw  # the head module only: its layers stay in eval mode (folded, frozen)
-                self.teacher_model(img)
-            except NeckReached:  # `NeckStop`: the neck levels are tapped, the head is not run
-                pass
-            finally:
-                head_module.training = False
-
-        def copy(v):
-            return v.clone(memory_format=torch.contiguous_format) if torch.is_tensor(v) else v
-
-        tapped = head_outputs(self._teacher_feats.pop(_HEAD))
-        if head and "scores" not in tapped:  # stopped at the neck: run the head on the neck levels
-            with torch.inference_mode():
-                try:
-                    head_module.training = raw
-                    tapped = head_outputs(head_module.forward(list(tapped["feats"])))  # past its `NeckStop`
-                finally:
-                    head_module.training = False
-        out = {k: [copy(f) for f in v] if k == "feats" else copy(v) for k, v in tapped.items()}
-        stages = {k: copy(v) for k, v in self._teacher_feats.items()}
-        self._teacher_feats.clear()
-        return out, stages
-
-    def _drop_nonfinite(self, values: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Replace non-finite term values by 0 for this step and count them, all on the device (no host sync).
-
-        The value is replaced with ``torch.where`` (its gradient into the term is 0); a term whose forward went
-        non-finite can still leave NaN in its own backward (``0 x inf``), so the student tensors the terms read are
-        wrapped by `finite_grad` (see `loss`) and adapter gradients are cleaned by `clean_adapter_grads`: the bad
-        term then adds nothing to the step, as if skipped. Under CUDA AMP neither is applied: Ultralytics' GradScaler
-        already skips a step whose gradients are not finite (and lowers its scale), which cleaning would hide. The
-        counts are read once per epoch (`flush_nonfinite`).
-        """
-        if not values:
-            return values
-        v = torch.stack(values)
-        ok = torch.isfinite(v.detach())
-        if self._nonfinite is None or self._nonfinite.device != v.device:
-            self._nonfinite = torch.zeros(len(values), device=v.device)
-        self._nonfinite += (~ok).float()
-        return list(torch.where(ok, v, torch.zeros_like(v)).unbind())
-
-    def flush_nonfinite(self) -> dict[str, int]:
-        """Add the device-side skip counts to `nonfinite_skips` (one host read), warn once per term; return the dict.
-
-        Called at epoch end (the statistics callback, through `term_stats`) and when a checkpoint is saved.
-        """
-        pending, self._nonfinite = self._nonfinite, None
-        if pending is not None:
-            for spec, n in zip(self.kd_config.terms, pending.tolist()):
-                if n <= 0:
-                    continue
-                first = spec.name not in self.nonfinite_skips
-                self.nonfinite_skips[spec.name] = self.nonfinite_skips.get(spec.name, 0) + int(n)
-                if first and RANK in {-1, 0}:
-                    LOGGER.warning(
-                        f"{PREFIX}term '{spec.name}' was NaN/Inf at {int(n)} step(s) and was skipped there; further "
-                        f"skips are counted (TensorBoard kd_stats/nonfinite/{spec.name}) without a warning"
-                    )
-        return self.nonfinite_skips
-
-    def clean_adapter_grads(self) -> None:
-        """Set non-finite adapter gradients to 0, on the device (the trainer calls it before each optimizer step).
-
-        Adapters are trained only by the terms, so a NaN there can only come from a skipped term's backward.
-        """
-        grads = [p.grad for p in self.projector.parameters() if p.grad is not None]
-        for g in grads:
-            torch.nan_to_num_(g, nan=0.0, posinf=0.0, neginf=0.0)
 
     def _detection_loss(self, batch: dict, preds) -> tuple[torch.Tensor, dict, Assigned | None, GroundTruth | None]:
         """The student's loss (its task's: detect, segment, pose, OBB), plus its TAL assignment and the ground truth.

@@ -14,13 +14,27 @@ detection loss's own target preprocessing has).
 from __future__ import annotations
 
 import torch
+from torch import nn
 from torchvision.ops import batched_nms
+from ultralytics.utils import DEFAULT_CFG_DICT
 from ultralytics.utils.tal import make_anchors
 
+from yolokd.losses import functional as kdf
 from yolokd.targets import decode_boxes
 
 NMS_IOU = 0.7  # Ultralytics' default IoU of predict and val
 MAX_DET = 300  # pseudo-boxes kept per image at the most, Ultralytics' max_det
+
+UNLABELED_ITEMS = ("unl_box", "unl_cls", "unl_dfl", "unl_kd", "pseudo")
+"""Items of the unlabeled images: the student's box, class (dense, from the teacher) and DFL losses there, the terms'
+weighted sum there, and the teacher's pseudo-boxes per unlabeled image."""
+
+
+def _gain(model: nn.Module, key: str) -> float:
+    """A loss gain of the student's arguments (``box``, ``cls``, ``dfl``), Ultralytics' default where unset."""
+    args = getattr(model, "args", None)
+    value = args.get(key) if isinstance(args, dict) else getattr(args, key, None)
+    return float(DEFAULT_CFG_DICT[key] if value is None else value)
 
 
 def teacher_boxes(out: dict, strides: list[int], reg_max: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,3 +116,49 @@ def pseudo_batch(img: torch.Tensor, batch_idx: torch.Tensor, cls: torch.Tensor, 
         "cls": cls.float().reshape(-1, 1),
         "bboxes": xywh / scale,
     }
+
+
+class UnlabeledLoss:
+    """`KDModel`'s step on unlabeled images.
+
+    The host class provides the teacher forward, the student's detection loss and outputs, and the terms
+    (``_teacher_forward``, ``_class_index``, ``_detection_loss``, ``_student_outputs``, ``_inputs``, ``_terms``).
+    """
+
+    def _unlabeled_loss(self, img: torch.Tensor, n_labelled: int) -> tuple[torch.Tensor, dict]:
+        """The student's loss on unlabeled images, from the teacher alone (`yolokd.pseudo`).
+
+        The teacher's confident boxes are the targets of the student's box and DFL losses (Ultralytics' own, with its
+        assignment, which the terms also read); its class scores at every anchor are the targets of the student's
+        (a per-class Bernoulli KL normalised by the teacher's score mass, at the detection loss's ``cls`` gain) in
+        place of the loss's own classification, which would teach everything else as background; every term of the
+        method runs as on a labelled batch. The sum is weighted by ``unlabeled_weight`` and fades with ``catchup``,
+        and counts as much as the labelled batch whatever ``unlabeled_ratio`` is (a mean over the images).
+
+        Returns:
+            (tuple[Tensor, dict]): ``[box, cls, dfl, terms] x weight x n_labelled`` and `UNLABELED_ITEMS`.
+        """
+        cfg, n = self.kd_config, img.shape[0]
+        self._student_feats.clear()
+        t_out, t_stages = self._teacher_forward(img, head=True)
+        classes = self._class_index(img.device)
+        if classes is not None:
+            t_out["scores"] = t_out["scores"].index_select(1, classes)
+        probs, xyxy = teacher_boxes(t_out, self.probe.strides, self.probe.teacher_reg_max)
+        batch = pseudo_batch(img, *select_boxes(probs, xyxy, cfg.pseudo_conf))
+        preds = self.student_model(img)
+        det, items, assigned, gt = self._detection_loss(batch, preds)
+        s_out = self._student_outputs(img)
+        nc = s_out["scores"].shape[1]
+        dense = kdf.binary_kl(
+            s_out["scores"].transpose(1, 2).reshape(-1, nc),
+            t_out["scores"].transpose(1, 2).reshape(-1, nc).to(s_out["scores"].dtype),
+            avg_factor=probs.sum().clamp(min=1),
+        ) * _gain(self.student_model, "cls")
+        box, dfl = det[0] / n, det[2] / n  # the detection loss's (box, cls, dfl); its cls is replaced by `dense`
+        kd = self._terms(self._inputs(batch, s_out, t_out, t_stages, assigned, gt, classes), None).sum()
+        parts = torch.stack([box.float(), dense.float(), dfl.float(), kd])
+        w = cfg.unlabeled_weight * getattr(self, "catchup", 1.0)
+        count = torch.full((), len(batch["cls"]) / n, device=img.device)
+        values = [box, dense, dfl, kd, count]
+        return parts * (w * n_labelled), {k: v.detach().float() for k, v in zip(UNLABELED_ITEMS, values)}

@@ -47,7 +47,8 @@ from ultralytics.utils.torch_utils import unwrap_model
 from yolokd import checkpoint
 from yolokd.callbacks import QUIET_TEACHER_FREEZE, KDCallbacks
 from yolokd.config import PREFIX, KDConfig, KDError, run_config, split_kd_args
-from yolokd.distill_model import UNLABELED_ITEMS, KDModel
+from yolokd.distill_model import KDModel
+from yolokd.pseudo import UNLABELED_ITEMS
 from yolokd.teacher import check_pair, describe_classes, load_teacher
 from yolokd.unlabeled import UnlabeledStream, check_unlabeled, resolve_unlabeled
 
