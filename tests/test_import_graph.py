@@ -81,6 +81,33 @@ def test_no_private_name_is_imported_across_modules():
     assert _graph()[1] == []
 
 
+def _private_attribute_reads(mods: dict[str, Path] | None = None) -> list[str]:
+    """``alias._name`` reads where ``alias`` is another yolokd module bound by an import (``kdf._up``, say)."""
+    mods, out = mods or _modules(), []
+    for m, path in mods.items():
+        tree = ast.parse(path.read_text())
+        aliases = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                aliases |= {(a.asname or a.name): a.name for a in node.names if a.name in mods}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "yolokd":
+                full = {(a.asname or a.name): f"{node.module}.{a.name}" for a in node.names}
+                aliases |= {k: v for k, v in full.items() if v in mods}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
+                if node.attr.startswith("_") and not node.attr.startswith("__") and aliases[node.value.id] != m:
+                    out.append(f"{m} reads {aliases[node.value.id]}.{node.attr}")
+    return out
+
+
+def test_no_module_reads_another_modules_private_attribute(tmp_path):
+    assert _private_attribute_reads() == []
+    probe = tmp_path / "probe.py"  # the check itself finds one
+    probe.write_text("from yolokd.losses import functional as kdf\n\nX = kdf._shared\n")
+    mods = {"yolokd.losses.functional": _modules()["yolokd.losses.functional"], "yolokd.probe": probe}
+    assert _private_attribute_reads(mods) == ["yolokd.probe reads yolokd.losses.functional._shared"]
+
+
 def test_bench_imports_nothing_that_imports_the_cli():
     edges, _ = _graph()
     assert not any(m.startswith("yolokd.bench") and "yolokd.cli" in e for m, e in edges.items())
