@@ -93,3 +93,7 @@ def test_read_curve_reads_the_per_epoch_val_map_of_results_csv(tmp_path):
     assert read_curve(csv) == [0.125, 0.25]
     assert read_curve(csv, "metrics/mAP50(B)") == [0.3, 0.5]
     assert read_curve(tmp_path / "missing.csv") is None and read_curve(csv, "metrics/mAP50-95(M)") is None
+    (tmp_path / "args.yaml").write_text("epochs: 2\nval: false\nplots: false\n")  # zeros but for the last epoch
+    assert read_curve(csv) is None
+    (tmp_path / "args.yaml").write_text("epochs: 2\nval: true\n")
+    assert read_curve(csv) == [0.125, 0.25]

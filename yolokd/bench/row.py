@@ -149,8 +149,12 @@ def evaluate(weights: str | Path, data: str, split: str, imgsz: int, batch: int,
 def read_curve(results_csv: Path, key: str = "metrics/mAP50-95(B)") -> list[float] | None:
     """The per-epoch validation metric from Ultralytics' ``results.csv``; None without the file or the column.
 
-    Runs trained with ``val=False`` validate only after the last epoch, so their curve has one point at most.
+    None for a run trained with ``val=False`` (its ``args.yaml`` says so): it validated only after the last epoch and
+    wrote zeros for the others.
     """
+    args = Path(results_csv).parent / "args.yaml"
+    if args.is_file() and "\nval: false" in "\n" + args.read_text().lower():
+        return None
     try:
         with open(results_csv, newline="") as f:
             rows = [{k.strip(): v for k, v in r.items() if k} for r in csv.DictReader(f)]
