@@ -151,7 +151,7 @@ def test_confident_teacher_boxes_train_the_students_boxes(pico_yaml):
     parts = torch.stack([items[k] for k in ("unl_box", "unl_cls", "unl_dfl", "unl_kd")])
     assert torch.allclose(loss.detach(), parts * 2.0 * 4)  # x unlabeled_weight x the labelled batch size
     model.catchup = 0.0  # the student caught up with the teacher: nothing is learnt from it any more
-    assert float(model._unlabeled_loss(img, n_labelled=4)[0].abs().sum()) == 0
+    assert float(model._unlabeled_loss(img, n_labelled=4)[0].detach().abs().sum()) == 0
 
 
 def test_training_with_unlabeled_images_logs_its_items_and_keeps_the_key(tmp_path, tiny_data, pico_yaml, teacher_pt):
