@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from ultralytics.utils import LOGGER
+from ultralytics.utils import LOGGER, YAML
 
 from yolokd.bench.stats import summarize
 from yolokd.config import PREFIX
@@ -153,7 +153,7 @@ def read_curve(results_csv: Path, key: str = "metrics/mAP50-95(B)") -> list[floa
     wrote zeros for the others.
     """
     args = Path(results_csv).parent / "args.yaml"
-    if args.is_file() and "\nval: false" in "\n" + args.read_text().lower():
+    if args.is_file() and YAML.load(args).get("val") is False:
         return None
     try:
         with open(results_csv, newline="") as f:
