@@ -246,9 +246,7 @@ def build_config(kd_args: dict[str, Any]) -> KDConfig:
     if unknown:
         k = sorted(unknown)[0]
         raise KDError(f"'{k}' is not a yolokd argument.{suggest(k, KD_DEFAULTS)} Valid: {sorted(KD_DEFAULTS)}")
-    dw = args["distill_weight"]
-    if isinstance(dw, bool) or not isinstance(dw, (int, float)) or dw < 0:
-        raise KDError(f"distill_weight must be a number >= 0, got {dw!r}")
+    dw = _number(args["distill_weight"], "distill_weight", 0)
     bal = args["balance"]
     if bal is not None and (isinstance(bal, bool) or not isinstance(bal, (int, float)) or bal < 0):
         raise KDError(f"balance must be a number >= 0 (0 = fixed weights, r > 0 = automatic) or None, got {bal!r}")

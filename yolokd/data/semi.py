@@ -13,16 +13,17 @@ import json
 import shutil
 from pathlib import Path
 
-from ultralytics.data.utils import IMG_FORMATS, img2label_paths
+from ultralytics.data.utils import img2label_paths
 from ultralytics.utils import YAML
+
+from yolokd.unlabeled import list_images
 
 _STAMP = ".yolokd_semi.json"
 
 
 def _train_images(data: dict) -> list[Path]:
     """The training images of a data dict whose ``train`` is a folder relative to ``path`` (sorted)."""
-    folder = Path(data["path"]) / data["train"]
-    return sorted(p for p in folder.rglob("*.*") if p.suffix[1:].lower() in IMG_FORMATS)
+    return [Path(f) for f in list_images(str(Path(data["path"]) / data["train"]))]
 
 
 def labeled_split(data_yaml: str | Path, out: str | Path, labeled_fraction: float, extra: list[Path] = ()) -> Path:
