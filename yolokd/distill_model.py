@@ -91,6 +91,7 @@ class KDModel(TeacherRuntime, NonFiniteGuard, UnlabeledLoss, DistillationModel):
         self.teacher_to_neck = not self.stage_taps and not any(t.reads_teacher_head for t in self.terms)
         self.progress = Progress()
         self.catchup = 1.0  # `yolokd.schedules.catchup_factor`: fades distillation once the student nears the teacher
+        self.catchup_first = None  # the student's first val score (`yolokd.schedules.outpaces`)
         self.nonfinite_skips: dict[str, int] = {}  # term name -> steps skipped because its value was NaN/Inf
         self._nonfinite: torch.Tensor | None = None  # the same, counted on the device since the last flush
         ratios = [s.balance for s in config.terms]  # terms with balance > 0 get automatic weights
