@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -15,7 +17,7 @@ from ultralytics.utils import LOGGER, TQDM
 
 from yolokd.config import PREFIX
 from yolokd.data.synthetic.labels import KPT_NAMES, LINES, TASKS
-from yolokd.data.synthetic.looks import STYLES, as_int, class_names
+from yolokd.data.synthetic.looks import STYLES, Style, as_int, class_names
 from yolokd.data.synthetic.scene import render
 
 STAMP_NAME = ".yolokd_synthetic.json"
@@ -52,12 +54,13 @@ def make_dataset(
         n_test (int): Number of test images (for reporting), at least 0; with 0 the ``test`` key is omitted.
         imgsz (int): Side of the square images in pixels, at least 32.
         seed (int): Non-negative base seed; every image uses ``default_rng([seed, split_id, index])``.
-        nc (int): Number of classes, 1 to 8 (the first ``nc`` names of ``SHAPES``).
+        nc (int): Number of classes, 1 to 8 (the first ``nc`` names of the style, `class_names`).
         max_objects (int): Maximum number of objects drawn per image, at least 1.
         progress (bool): Show a progress bar per split and log where the data set was written.
         style (str): What the data set looks like, a key of ``STYLES``: ``shapes`` (the default: filled geometric
-            shapes on gradients, 12-50% of the side) or ``glyphs`` (letters and a digit on striped or checked
-            textures, boxes about 16-60% of the side), the second look kept for transfer checks.
+            shapes on gradients, 12-50% of the side), ``glyphs`` (letters and a digit on striped or checked
+            textures, boxes about 16-60% of the side) or ``aerial`` (many small shapes, 4-12% of the side, on
+            natural-looking ground); the other two looks are kept for transfer checks.
         task (str): The label kind, one of ``TASKS``; the images and the labelled objects are the same for every task,
             and every geometry is that of the object's full (amodal) shape, clipped to the image:
 
@@ -82,42 +85,10 @@ def make_dataset(
         ValueError: If an argument is out of range.
     """
     names = class_names(nc, style)
-    nc = len(names)
-    if task not in LINES:
-        raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}")
-    n_train, n_val, n_test = as_int(n_train, "n_train"), as_int(n_val, "n_val"), as_int(n_test, "n_test")
-    imgsz, seed, max_objects = as_int(imgsz, "imgsz"), as_int(seed, "seed"), as_int(max_objects, "max_objects")
-    if n_train < 1:
-        raise ValueError(f"n_train must be >= 1, got {n_train}")
-    if n_val < 1:
-        raise ValueError(f"n_val must be >= 1, got {n_val}")
-    if n_test < 0:
-        raise ValueError(f"n_test must be >= 0, got {n_test}")
-    if imgsz < 32:
-        raise ValueError(f"imgsz must be >= 32, got {imgsz}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
-    if max_objects < 1:
-        raise ValueError(f"max_objects must be >= 1, got {max_objects}")
-
+    n_train, n_val, n_test, imgsz, seed, max_objects = _checked(task, n_train, n_val, n_test, imgsz, seed, max_objects)
     root = Path(root).expanduser().resolve()
     counts = {"train": n_train, "val": n_val, "test": n_test}
-    stamp = {
-        "generator": "yolokd.data.synthetic",
-        "version": _VERSION,
-        "n_train": n_train,
-        "n_val": n_val,
-        "n_test": n_test,
-        "imgsz": imgsz,
-        "seed": seed,
-        "nc": nc,
-        "max_objects": max_objects,
-        "names": names,
-    }
-    if style != "shapes":  # the default's stamp is unchanged, so existing shapes data sets are reused
-        stamp["style"] = style
-    if task != "detect":  # likewise for the default task
-        stamp["task"] = task
+    stamp = _stamp(counts, imgsz, seed, max_objects, names, style, task)
     yaml_path, stamp_path = root / "data.yaml", root / STAMP_NAME
     data_yaml = _data_yaml(root, names, with_test=n_test > 0, task=task)
 
@@ -128,39 +99,86 @@ def make_dataset(
             LOGGER.info(f"{PREFIX}reusing synthetic data set in {root}")
         return yaml_path
 
-    # (Re)generate cleanly: drop the stamp first so that an interruption can never leave a stamp claiming a full set.
-    stamp_path.unlink(missing_ok=True)
-    yaml_path.unlink(missing_ok=True)
+    _clear(root)
+    draw = partial(_labelled_image, s=imgsz, nc=len(names), max_objects=max_objects, style=STYLES[style], task=task)
+    for split_id, split in enumerate(_SPLITS):
+        _write_split(root, split, [[seed, split_id, i] for i in range(counts[split])], draw, progress)
+    yaml_path.write_text(data_yaml, encoding="utf-8")
+    _write_stamp(stamp_path, stamp)  # last: the stamp appears only once every file is in place
+    if progress:
+        total, nc = n_train + n_val + n_test, len(names)
+        LOGGER.info(f"{PREFIX}wrote {total} synthetic images ({nc} classes, {imgsz} px) to {root}, config {yaml_path}")
+    return yaml_path
+
+
+_MINIMA = {"n_train": 1, "n_val": 1, "n_test": 0, "imgsz": 32, "seed": 0, "max_objects": 1}
+"""The integer arguments of `make_dataset` besides ``nc``, in signature order, and their smallest values."""
+
+
+def _checked(task: str, *values: int) -> list[int]:
+    """Return ``values`` (those of `_MINIMA`, in its order) as ints; raise ValueError for a bad task or value."""
+    if task not in LINES:
+        raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}")
+    ints = [as_int(value, name) for value, name in zip(values, _MINIMA)]
+    for value, (name, low) in zip(ints, _MINIMA.items()):
+        if value < low:
+            raise ValueError(f"{name} must be >= {low}, got {value}")
+    return ints
+
+
+def _stamp(
+    counts: dict[str, int], imgsz: int, seed: int, max_objects: int, names: list[str], style: str, task: str
+) -> dict:
+    """Return the stamp of a data set: the generator, its version and the arguments that shape the files."""
+    stamp = {"generator": "yolokd.data.synthetic", "version": _VERSION}
+    stamp.update({f"n_{split}": n for split, n in counts.items()})
+    stamp.update({"imgsz": imgsz, "seed": seed, "nc": len(names), "max_objects": max_objects, "names": names})
+    if style != "shapes":  # the default's stamp is unchanged, so existing shapes data sets are reused
+        stamp["style"] = style
+    if task != "detect":  # likewise for the default task
+        stamp["task"] = task
+    return stamp
+
+
+def _clear(root: Path) -> None:
+    """Remove the stamp, ``data.yaml`` and the ``images`` and ``labels`` folders under ``root``; nothing else."""
+    (root / STAMP_NAME).unlink(missing_ok=True)  # first: an interruption can never leave a stamp claiming a full set
+    (root / "data.yaml").unlink(missing_ok=True)
     for sub in ("images", "labels"):
         if (root / sub).is_dir() and not (root / sub).is_symlink():
             shutil.rmtree(root / sub)
         elif (root / sub).exists():
             (root / sub).unlink()
 
-    for split_id, split in enumerate(_SPLITS):
-        n = counts[split]
-        if n == 0:
-            continue
-        img_dir, lbl_dir = root / "images" / split, root / "labels" / split
-        img_dir.mkdir(parents=True, exist_ok=True)
-        lbl_dir.mkdir(parents=True, exist_ok=True)
-        for i in TQDM(range(n), desc=f"{PREFIX}{split}", total=n, disable=not progress, unit="img"):
-            rng = np.random.default_rng([seed, split_id, i])
-            img, owner, labelled = render(rng, imgsz, nc, max_objects, STYLES[style])
-            stem = f"{split}_{i:06d}"
-            if not cv2.imwrite(str(img_dir / f"{stem}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 95]):
-                raise OSError(f"could not write {img_dir / f'{stem}.jpg'}")
-            lines = "".join(f"{LINES[task](obj, owner)}\n" for obj in labelled)
-            (lbl_dir / f"{stem}.txt").write_text(lines, encoding="utf-8")
 
-    yaml_path.write_text(data_yaml, encoding="utf-8")
-    tmp = stamp_path.with_name(stamp_path.name + ".tmp")
+def _labelled_image(
+    rng: np.random.Generator, s: int, nc: int, max_objects: int, style: Style, task: str
+) -> tuple[np.ndarray, str]:
+    """Return one image drawn with ``rng`` (`render`) and the text of its label file for ``task``."""
+    img, owner, labelled = render(rng, s, nc, max_objects, style)
+    return img, "".join(f"{LINES[task](obj, owner)}\n" for obj in labelled)
+
+
+def _write_split(root: Path, split: str, seeds: list[list[int]], draw: Callable, progress: bool) -> None:
+    """Write one image and label file of ``split`` per seed, drawn by ``draw(default_rng(seed))``; none for no seeds."""
+    if not seeds:
+        return
+    img_dir, lbl_dir = root / "images" / split, root / "labels" / split
+    img_dir.mkdir(parents=True, exist_ok=True)
+    lbl_dir.mkdir(parents=True, exist_ok=True)
+    for i, seed in enumerate(TQDM(seeds, desc=f"{PREFIX}{split}", total=len(seeds), disable=not progress, unit="img")):
+        img, lines = draw(np.random.default_rng(seed))
+        stem = f"{split}_{i:06d}"
+        if not cv2.imwrite(str(img_dir / f"{stem}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 95]):
+            raise OSError(f"could not write {img_dir / f'{stem}.jpg'}")
+        (lbl_dir / f"{stem}.txt").write_text(lines, encoding="utf-8")
+
+
+def _write_stamp(path: Path, stamp: dict) -> None:
+    """Write ``stamp`` as JSON to ``path`` atomically (through a temporary file)."""
+    tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, stamp_path)  # atomic: the stamp appears only once every file is in place
-    if progress:
-        total = n_train + n_val + n_test
-        LOGGER.info(f"{PREFIX}wrote {total} synthetic images ({nc} classes, {imgsz} px) to {root}, config {yaml_path}")
-    return yaml_path
+    os.replace(tmp, path)
 
 
 def _read_json(path: Path) -> dict | None:
