@@ -41,7 +41,8 @@ interrupted or different one is regenerated from scratch.
 
 Modules, each importing only those above it: `drawing` (object masks, backgrounds, clutter), `looks` (`Style`,
 `STYLES`, `class_names`), `scene` (one image and the objects to label), `labels` (one label line per task) and
-`writer` (`make_dataset`: the files, ``data.yaml`` and the stamp). The names below are imported from here.
+`writer` (`make_dataset`: the files, ``data.yaml`` and the stamp). Import from the package, as before the split:
+``from yolokd.data.synthetic import make_dataset``.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from yolokd.data.synthetic.looks import STYLES, Style, class_names
 from yolokd.data.synthetic.scene import Drawn
 from yolokd.data.synthetic.writer import STAMP_NAME, make_dataset  # noqa: F401  (STAMP_NAME: not in __all__)
 
-# the helpers' former names in the single-file module, still imported by the tests
+# the private names the tests import, as the helpers were named before the split into modules
 _Drawn, _extreme_points, _pose_line, _rotated_box = Drawn, extreme_points, pose_line, rotated_box
 
 __all__ = ["GLYPHS", "KPT_NAMES", "SHAPES", "STYLES", "TASKS", "Style", "class_names", "make_dataset"]
