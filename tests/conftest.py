@@ -4,10 +4,17 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from helpers import IMGSZ
 
 from yolokd.data.synthetic import make_dataset
 from yolokd.demo import scaled_yaml
+
+
+@pytest.fixture
+def seeded() -> None:
+    """Seed torch's global generator before the test (a file opts in with ``pytest.mark.usefixtures("seeded")``)."""
+    torch.manual_seed(0)
 
 
 @pytest.fixture(scope="session")

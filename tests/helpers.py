@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from ultralytics.cfg import get_cfg
@@ -187,3 +188,80 @@ def plain_python(code: str, cwd) -> str:
     r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env, cwd=cwd)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     return r.stdout + r.stderr
+
+
+# ---------------------------------------------------------------------------------------- independent references
+# Expected values in numpy or plain python, never the torch expression under test.
+
+
+def np_sigmoid(x):
+    """Logistic function, numpy (also on plain floats)."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
+
+
+def np_log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Numerically stable log-softmax, numpy."""
+    z = x - x.max(axis=axis, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
+
+
+def np_align_scale(s: np.ndarray, t: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """``s`` re-standardised to ``t``'s per-channel mean and unbiased std over (N, H, W), numpy."""
+    ms, ss = s.mean((0, 2, 3), keepdims=True), s.std((0, 2, 3), ddof=1, keepdims=True)
+    mt, st = t.mean((0, 2, 3), keepdims=True), t.std((0, 2, 3), ddof=1, keepdims=True)
+    return (s - ms) / (ss + eps) * st + mt
+
+
+def np_bernoulli_kl(s, t):
+    """``KL(Bernoulli(sigmoid t) || Bernoulli(sigmoid s))`` elementwise, numpy (also on plain floats)."""
+    p, q = np_sigmoid(s), np_sigmoid(t)
+    return q * np.log(q / p) + (1 - q) * np.log((1 - q) / (1 - p))
+
+
+def np_soft_bce(x, q):
+    """Binary cross-entropy of logit ``x`` against the probability ``q``, numpy (also on plain floats)."""
+    p = np_sigmoid(x)
+    return -q * np.log(p) - (1.0 - q) * np.log(1.0 - p)
+
+
+def np_giou(a, b):
+    """GIoU of proper xyxy boxes along the last axis (``(..., 4)``: one pair, or rows of pairs), numpy."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = iw * ih
+    union = (
+        (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1]) + (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1]) - inter
+    )
+    ew = np.maximum(a[..., 2], b[..., 2]) - np.minimum(a[..., 0], b[..., 0])
+    eh = np.maximum(a[..., 3], b[..., 3]) - np.minimum(a[..., 1], b[..., 1])
+    return inter / union - (ew * eh - union) / (ew * eh)
+
+
+def grads_finite(loss: torch.Tensor, *inputs: torch.Tensor) -> bool:
+    """Backpropagate ``loss`` and check that it and the gradients of ``inputs`` are finite."""
+    loss.backward()
+    return bool(torch.isfinite(loss)) and all(bool(torch.isfinite(x.grad).all()) for x in inputs)
+
+
+# ------------------------------------------------------------------------------------------- hand-made term inputs
+def assigned(fg, anchor_points=None, stride_tensor=None, target_bboxes=None):
+    """A hand-made TAL assignment of the (N, A) positives ``fg`` (nested lists or a bool tensor).
+
+    Ground-truth index and labels are 0; unspecified geometry is anchors at (0, 0), stride 8 and zero boxes. The
+    geometry may be given as tensors or nested lists: ``anchor_points`` (A, 2), ``stride_tensor`` (A,) or (A, 1),
+    ``target_bboxes`` (N, A, 4) xyxy pixels.
+    """
+    from yolokd.targets import Assigned
+
+    fg_mask = torch.as_tensor(fg, dtype=torch.bool)
+    n, a = fg_mask.shape
+    as_float = lambda x: torch.as_tensor(x, dtype=torch.float32)  # noqa: E731
+    return Assigned(
+        fg_mask=fg_mask,
+        target_gt_idx=torch.zeros(n, a, dtype=torch.long),
+        target_bboxes=torch.zeros(n, a, 4) if target_bboxes is None else as_float(target_bboxes),
+        anchor_points=torch.zeros(a, 2) if anchor_points is None else as_float(anchor_points),
+        stride_tensor=torch.full((a, 1), 8.0) if stride_tensor is None else as_float(stride_tensor).view(-1, 1),
+        target_labels=torch.zeros(n, a, dtype=torch.long),
+    )

@@ -1,0 +1,46 @@
+# yolokd, AGPL-3.0 License
+"""Task formulas of ``yolokd.losses.functional.tasks``: mask_kd, keypoint_kd and mask_logits.
+
+Expected values are computed independently with numpy or plain python arithmetic, never with the torch expression
+under test.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from helpers import np_sigmoid
+
+from yolokd.losses import functional as kdf
+
+pytestmark = pytest.mark.usefixtures("seeded")
+
+
+def test_mask_kd_matches_a_numpy_loop():
+    s, t = torch.randn(3, 4, 5, dtype=torch.float64), torch.randn(3, 4, 5, dtype=torch.float64)
+    region = (torch.rand(3, 4, 5) > 0.4).double()
+    region[2] = 0  # an empty region counts as 0 (divided by max(|R|, 1))
+    w = torch.tensor([1.0, 0.5, 1.0], dtype=torch.float64)
+    p, q = np_sigmoid(t.numpy()), np_sigmoid(s.numpy())
+    kl = p * np.log(p / q) + (1 - p) * np.log((1 - p) / (1 - q))
+    per = [(kl[k] * region[k].numpy()).sum() / max(region[k].sum().item(), 1) for k in range(3)]
+    want = sum(wk * pk for wk, pk in zip(w.tolist(), per)) / max(w.sum().item(), 1)
+    assert kdf.mask_kd(s, t, region, w).item() == pytest.approx(want, rel=1e-10)
+    assert kdf.mask_kd(t, t, region, w).item() == pytest.approx(0.0, abs=1e-12)
+    s.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: kdf.mask_kd(x, t, region, w), (s,))
+
+
+def test_keypoint_kd_matches_hand_values():
+    s = torch.zeros(2, 3, 2)
+    t = torch.tensor([[[1.0, 1.0], [2.0, 0.0], [0.0, 0.5]], [[4.0, 0.0], [0.0, 0.0], [0.0, 0.0]]])
+    w = torch.tensor([1.0, 0.0])  # the second prediction is not a positive
+    assert kdf.keypoint_kd(s, t, w).item() == pytest.approx((2.0 + 2.0 + 0.5) / 3)
+    t_vis = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])  # v = 1/2 each: the plain mean again
+    s_vis = torch.tensor([[0.0, 0.0, math.log(3.0)], [0.0, 0.0, 0.0]])  # one visibility differs: q = 3/4 vs p = 1/2
+    kl = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)
+    assert kdf.keypoint_kd(s, t, w, s_vis, t_vis).item() == pytest.approx((2.0 + 2.0 + 0.5) / 3 + kl / 3)
+    assert kdf.keypoint_kd(t, t, torch.ones(2), t_vis, t_vis).item() == 0.0
