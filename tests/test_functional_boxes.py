@@ -1,6 +1,6 @@
 # yolokd, AGPL-3.0 License
-"""Box formulas of ``yolokd.losses.functional.boxes``: bounded_regression, positive_distances, teacher_better, giou_loss
-and bckd_loc.
+"""Box formulas of ``yolokd.losses.functional.boxes``: bounded_regression, the distance decoders, sort_corners,
+teacher_better, giou_loss and bckd_loc.
 
 Expected values are computed independently with numpy or plain python arithmetic, never with the torch expression
 under test.
@@ -16,6 +16,7 @@ from ultralytics.utils.metrics import bbox_iou
 
 from yolokd.losses import functional as kdf
 from yolokd.losses.functional import (
+    anchor_distances,
     bounded_regression,
     giou_loss,
     positive_distances,
@@ -67,12 +68,17 @@ def test_bounded_regression_gradcheck() -> None:
 
 
 def test_bounded_regression_large_values_finite() -> None:
-    """bounded_regression stays finite for float32 values of magnitude 1e4."""
+    """bounded_regression stays finite for float32 values of magnitude 1e4 and equals the numpy gate and mean: every
+    squared side error is 0 or 4e8, exact in float32, so ties (gate closed) are exact too."""
     rs = (torch.randn(8, 4).sign() * 1e4).requires_grad_()
     rt = torch.randn(8, 4).sign() * 1e4
     y = torch.randn(8, 4).sign() * -1e4
     loss = bounded_regression(rs, rt, y)
-    assert grads_finite(loss, rs) and float(loss.detach()) > 0
+    d_s = ((rs.detach().double().numpy() - y.double().numpy()) ** 2).sum(1)
+    d_t = ((rt.double().numpy() - y.double().numpy()) ** 2).sum(1)
+    expected = (d_s * (d_s > d_t)).mean()
+    assert expected > 0 and float(loss.detach()) == pytest.approx(expected, rel=1e-7)
+    assert grads_finite(loss, rs)
 
 
 def test_bounded_regression_empty_is_connected_zero() -> None:
@@ -96,7 +102,7 @@ def test_bounded_regression_bad_shapes_raise() -> None:
         bounded_regression(torch.randn(4), torch.randn(4), torch.randn(4))
 
 
-# ----------------------------------------------------------------------------------------------- positive_distances
+# ----------------------------------------------------------------------------- anchor_distances, positive_distances
 def test_positive_distances_raw_and_target_round_trip():
     """reg_max 1: the raw ltrb sides come back at the positives (decoded to xyxy and back), in row-major order."""
     rs = [[1.0, 1.0, 1.0, 3.0], [2.0, 0.5, 2.0, 1.5], [9.0, 9.0, 9.0, 9.0], [0.5, 0.5, 1.5, 1.5]]  # (A, 4)
@@ -106,6 +112,42 @@ def test_positive_distances_raw_and_target_round_trip():
     r = positive_distances(torch.tensor(rs).t()[None], 1, points, fg)
     assert r.tolist() == [rs[0], rs[1], rs[3]]
     assert positive_distances(torch.tensor(y).t()[None], 1, points, fg).tolist() == [y[0], y[1], y[3]]
+    # two images: image 0's positives first, then image 1's, each in anchor order
+    two = torch.stack([torch.tensor(rs).t(), torch.tensor(y).t()])  # (2, 4, A)
+    fg2 = torch.tensor([[False, False, True, True], [True, False, False, True]])
+    assert positive_distances(two, 1, points, fg2).tolist() == [rs[2], rs[3], y[0], y[3]]
+    with pytest.raises(ValueError, match="fg_mask shape"):
+        positive_distances(two, 1, points, fg)
+
+
+def test_anchor_distances_dfl_expectation_by_hand():
+    """reg_max 4: each side is the expectation of its bin softmax (bins 0..3), at every anchor."""
+    low = -1e4
+    sides = [
+        [0.0, 0.0, 0.0, 0.0],  # uniform: 1.5
+        [float(np.log(3.0)), 0.0, low, low],  # 3/4 on bin 0, 1/4 on bin 1: 0.25
+        [low, low, 0.0, 0.0],  # 2.5
+        [low, low, low, 0.0],  # 3
+    ]
+    boxes = torch.tensor(sides).view(1, 16, 1).expand(1, 16, 2).contiguous()  # two anchors, the same logits
+    points = torch.tensor([[2.5, 1.5], [0.5, 7.5]])
+    d = anchor_distances(boxes, 4, points)
+    assert d.shape == (1, 2, 4) and d.dtype == torch.float32
+    for anchor in range(2):
+        assert d[0, anchor].tolist() == pytest.approx([1.5, 0.25, 2.5, 3.0], abs=1e-6)
+    with pytest.raises(ValueError, match="4 \\* reg_max"):
+        anchor_distances(boxes, 2, points)
+    with pytest.raises(ValueError, match="anchor_points"):
+        anchor_distances(boxes, 4, points[:1])
+
+
+# ----------------------------------------------------------------------------------------------------- sort_corners
+def test_sort_corners_hand_computed():
+    """Inverted x, inverted y, both, and a proper box (unchanged); any leading shape."""
+    boxes = torch.tensor([[3.0, 0.0, 1.0, 2.0], [0.0, 5.0, 4.0, 1.0], [2.0, 2.0, -1.0, -3.0], [1.0, 1.0, 2.0, 2.0]])
+    want = [[1.0, 0.0, 3.0, 2.0], [0.0, 1.0, 4.0, 5.0], [-1.0, -3.0, 2.0, 2.0], [1.0, 1.0, 2.0, 2.0]]
+    assert kdf.sort_corners(boxes).tolist() == want
+    assert kdf.sort_corners(boxes.view(2, 2, 4)).tolist() == [want[:2], want[2:]]
 
 
 # ---------------------------------------------------------------------------------------- teacher_better, giou_loss
@@ -183,11 +225,15 @@ def test_bckd_loc_gradcheck() -> None:
 
 
 def test_bckd_loc_degenerate_and_empty() -> None:
-    """Point boxes (zero area) stay finite thanks to the eps clamps; no rows gives a zero in the graph."""
+    """Point boxes (zero area) stay finite thanks to the eps clamps: no overlap, union eps, enclosing box 2 x 2, so
+    GIoU = -(4 - eps) / 4 and the loss is w x (2 - eps / 4), w = sigmoid(1) - sigmoid(0); no rows gives a zero in
+    the graph."""
     p = torch.tensor([[1.0, 1.0, 1.0, 1.0]], requires_grad=True)
     loss = kdf.bckd_loc(p, torch.tensor([[3.0, 3.0, 3.0, 3.0]]), torch.zeros(1, 2), torch.ones(1, 2))
     loss.backward()
-    assert torch.isfinite(loss) and torch.isfinite(p.grad).all()
+    w = float(np_sigmoid(1.0) - 0.5)
+    assert float(loss.detach()) == pytest.approx(w * (2.0 - 1e-6 / 4), rel=1e-6)
+    assert torch.isfinite(p.grad).all()
     e = torch.zeros(0, 4, requires_grad=True)
     z = kdf.bckd_loc(e, torch.zeros(0, 4), torch.zeros(0, 2), torch.zeros(0, 2))
     assert z.item() == 0.0 and z.requires_grad

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as TF
-from helpers import grads_finite, np_log_softmax
+from helpers import grads_finite, np_align_scale, np_log_softmax
 
 from yolokd.losses import functional as kdf
 from yolokd.losses.functional import align_scale, cosine_fg, cwd, gaussian_imitation
@@ -27,6 +27,14 @@ def _np_standardise(x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     mean = x.mean(axis=(0, 2, 3), keepdims=True)
     std = x.std(axis=(0, 2, 3), ddof=1, keepdims=True)
     return (x - mean) / (std + eps)
+
+
+def _np_cwd(s: torch.Tensor, t: torch.Tensor, tau: float = 1.0) -> float:
+    """CWD in float64 numpy: tau^2 / (N C) x the KL of the spatial softmaxes, summed over (N, C)."""
+    n, c = s.shape[:2]
+    log_ps = np_log_softmax(s.detach().double().numpy().reshape(n, c, -1) / tau)
+    log_pt = np_log_softmax(t.detach().double().numpy().reshape(n, c, -1) / tau)
+    return float(tau**2 / (n * c) * (np.exp(log_pt) * (log_pt - log_ps)).sum())
 
 
 # -------------------------------------------------------------------------------------------------------------- cwd
@@ -68,10 +76,14 @@ def test_cwd_gradcheck(shape: tuple[int, ...]) -> None:
 
 
 def test_cwd_large_logits_finite() -> None:
-    """CWD stays finite (loss and gradients) for float32 logits of magnitude 1e4 at tau=1."""
+    """CWD stays finite (loss and gradients) for float32 logits of magnitude 1e4 at tau=1, and equals the float64 KL
+    (about 2e4 in a channel of mixed signs: the teacher's mass sits where the student's logits are 2e4 lower)."""
     s = (torch.randn(2, 3, 4, 4).sign() * 1e4).requires_grad_()
     t = (torch.randn(2, 3, 4, 4).sign() * -1e4).requires_grad_()
-    assert grads_finite(cwd(s, t), s, t)
+    loss = cwd(s, t)
+    assert float(loss.detach()) == pytest.approx(_np_cwd(s, t), rel=1e-5)
+    assert float(loss.detach()) > 1e3
+    assert grads_finite(loss, s, t)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -82,7 +94,7 @@ def test_cwd_low_precision_returns_float32(dtype: torch.dtype) -> None:
     assert loss.dtype == torch.float32 and loss.dim() == 0 and torch.isfinite(loss)
     assert float(loss) == pytest.approx(float(cwd(s.float(), t.float())), rel=1e-6)
     big = (torch.randn(1, 2, 3, 3).sign() * 1e4).to(dtype)  # large logits stay finite in low precision too
-    assert torch.isfinite(cwd(big, -big))
+    assert float(cwd(big, -big)) == pytest.approx(_np_cwd(big, -big), rel=1e-5)
 
 
 def test_cwd_teacher_not_detached() -> None:
@@ -137,18 +149,22 @@ def test_align_scale_gradcheck() -> None:
 
 
 def test_align_scale_large_values_finite() -> None:
-    """align_scale stays finite for float32 values of magnitude 1e4."""
+    """align_scale stays finite for float32 values of magnitude 1e4 and equals the float64 numpy formula."""
     s = (torch.randn(2, 3, 4, 4) * 1e4).requires_grad_()
     t = (torch.randn(2, 3, 4, 4) * 1e4).requires_grad_()
     out = align_scale(s, t)
-    assert torch.isfinite(out).all()
+    expected = np_align_scale(s.detach().double().numpy(), t.detach().double().numpy())
+    np.testing.assert_allclose(out.detach().numpy(), expected, rtol=1e-4, atol=1.0)  # 1e-4 of the values' scale
     assert grads_finite((out * torch.randn_like(out)).sum(), s, t)
 
 
 def test_align_scale_half_input_returns_float32() -> None:
-    """Half inputs are computed and returned in float32."""
-    out = align_scale(torch.randn(2, 3, 4, 4).half(), torch.randn(2, 3, 4, 4).half())
-    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    """Half inputs are computed and returned in float32: the numpy formula on the half-rounded values."""
+    s, t = torch.randn(2, 3, 4, 4).half(), torch.randn(2, 3, 4, 4).half()
+    out = align_scale(s, t)
+    assert out.dtype == torch.float32
+    expected = np_align_scale(s.double().numpy(), t.double().numpy())
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_align_scale_bad_shapes_raise() -> None:
@@ -216,11 +232,15 @@ def test_cosine_fg_gradcheck() -> None:
 
 
 def test_cosine_fg_large_values_finite() -> None:
-    """cosine_fg stays finite for float32 features of magnitude 1e4."""
+    """cosine_fg stays finite for float32 features of magnitude 1e4; with +-1e4 entries over C = 8 each position's
+    cosine is (agreeing signs - disagreeing signs) / 8, so the loss is the mean of 1 - that."""
     s = (torch.randn(2, 8, 4, 4).sign() * 1e4).requires_grad_()
     t = (torch.randn(2, 8, 4, 4).sign() * 1e4).requires_grad_()
     mask = torch.ones(2, 4, 4, dtype=torch.bool)
-    assert grads_finite(cosine_fg(s, t, mask), s, t)
+    loss = cosine_fg(s, t, mask)
+    agree = (s.detach().sign() * t.detach().sign()).sum(1).numpy() / 8  # (2, 4, 4)
+    assert float(loss.detach()) == pytest.approx((1.0 - agree).mean(), rel=1e-6)
+    assert grads_finite(loss, s, t)
 
 
 def test_cosine_fg_equals_torch_cosine_similarity_with_its_gradient_at_zero_vectors() -> None:
@@ -265,6 +285,20 @@ def test_cosine_fg_bad_shapes_raise() -> None:
 
 
 # ----------------------------------------------------------------------------------------------- gaussian_imitation
+def test_gaussian_imitation_hand_computed() -> None:
+    """Two images, C = 2: sum of M x squared error over (N, C, H, W), divided by C x sum M (by hand)."""
+    s = torch.tensor([[[[1.0, 2.0]], [[0.0, -1.0]]], [[[3.0, 0.0]], [[1.0, 1.0]]]])  # (2, 2, 1, 2)
+    t = torch.zeros(2, 2, 1, 2)
+    m = torch.tensor([[[1.0, 0.5]], [[0.0, 0.25]]])  # (2, 1, 2)
+    # position sums over C of (s - t)^2: image 0 [1, 5], image 1 [10, 1]
+    expected = (1.0 * 1 + 0.5 * 5 + 0.0 * 10 + 0.25 * 1) / (2 * (1.0 + 0.5 + 0.0 + 0.25))
+    assert float(gaussian_imitation(s, t, m)) == pytest.approx(expected, rel=1e-6)
+    assert float(gaussian_imitation(s, t, m * 1e-30)) == pytest.approx(expected, rel=1e-5)  # a tiny mask: same mean
+    assert float(gaussian_imitation(s, s.clone(), m)) == 0.0
+    zero = gaussian_imitation(s.clone().requires_grad_(), t, torch.zeros(2, 1, 2))
+    assert float(zero.detach()) == 0.0 and zero.requires_grad  # no boxes: a zero in the graph
+    with pytest.raises(ValueError, match="mask"):
+        gaussian_imitation(s, t, torch.ones(2, 2))
 
 
 def test_gaussian_imitation_gradcheck() -> None:

@@ -75,12 +75,16 @@ def test_kd_qfl_gradcheck(beta: float) -> None:
 
 
 def test_kd_qfl_large_logits_finite() -> None:
-    """kd_qfl stays finite for float32 logits of magnitude 1e4, including fully wrong saturated predictions."""
+    """kd_qfl stays finite for float32 logits of magnitude 1e4, including fully wrong saturated predictions, and has
+    the hand value: a wrong saturated element costs |logit| = 1e4 (factor 1), a right one 0, s = 0 against q = 1 costs
+    ln 2 x (1/2)^2, s = 5 against q = 0 costs softplus(5) x sigmoid(5)^2."""
     s = torch.tensor([[1e4, -1e4, 1e4], [-1e4, 0.0, 5.0]], requires_grad=True)
     t = torch.tensor([[-1e4, 1e4, 1e4], [-1e4, 1e4, -1e4]], requires_grad=True)
     loss = kd_qfl(s, t, beta=2.0)
+    softplus5, sigmoid5 = 5.0 + math.log1p(math.exp(-5.0)), 1.0 / (1.0 + math.exp(-5.0))
+    expected = (1e4 + 1e4 + 0.0 + 0.0 + LN2 / 4 + softplus5 * sigmoid5**2) / 6
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-6)
     assert grads_finite(loss, s, t)
-    assert float(loss.detach()) > 0
 
 
 def test_kd_qfl_weight_and_avg_factor() -> None:
@@ -157,10 +161,14 @@ def test_ld_gradcheck() -> None:
 
 
 def test_ld_large_logits_finite() -> None:
-    """LD stays finite for float32 logits of magnitude 1e4 at T=1."""
+    """LD stays finite for float32 logits of magnitude 1e4 at T=1 and equals the float64 numpy KL per row."""
     s = (torch.randn(8, 16).sign() * 1e4).requires_grad_()
     t = (torch.randn(8, 16).sign() * -1e4).requires_grad_()
-    assert grads_finite(ld(s, t), s, t)
+    loss = ld(s, t)
+    log_ps, log_pt = np_log_softmax(s.detach().double().numpy()), np_log_softmax(t.detach().double().numpy())
+    expected = (np.exp(log_pt) * (log_pt - log_ps)).sum(axis=1).mean()
+    assert expected > 1e3 and float(loss.detach()) == pytest.approx(expected, rel=1e-5)
+    assert grads_finite(loss, s, t)
 
 
 def test_ld_weight_and_avg_factor() -> None:

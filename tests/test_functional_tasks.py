@@ -44,3 +44,36 @@ def test_keypoint_kd_matches_hand_values():
     kl = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)
     assert kdf.keypoint_kd(s, t, w, s_vis, t_vis).item() == pytest.approx((2.0 + 2.0 + 0.5) / 3 + kl / 3)
     assert kdf.keypoint_kd(t, t, torch.ones(2), t_vis, t_vis).item() == 0.0
+
+
+def test_keypoint_kd_weights_the_distance_by_the_teachers_visibility():
+    """v = sigmoid(teacher visibility logit) = 3/4, 1/2, 1/4 over distances 2, 2, 0.5: (1.5 + 1 + 0.125) / 1.5."""
+    s = torch.zeros(1, 3, 2)
+    t = torch.tensor([[[1.0, 1.0], [2.0, 0.0], [0.0, 0.5]]])
+    vis = torch.tensor([[math.log(3.0), 0.0, -math.log(3.0)]])
+    assert kdf.keypoint_kd(s, t, torch.ones(1), vis, vis.clone()).item() == pytest.approx(2.625 / 1.5, rel=1e-6)
+    # all invisible to the teacher: the distances weigh nothing, only the visibility KL is left
+    hidden = torch.full((1, 3), -1e4)
+    assert kdf.keypoint_kd(s, t, torch.ones(1), hidden, hidden.clone()).item() == 0.0
+
+
+def test_mask_kd_and_keypoint_kd_reject_bad_shapes():
+    with pytest.raises(ValueError, match="region must be"):
+        kdf.mask_kd(torch.zeros(2, 3, 3), torch.zeros(2, 3, 3), torch.ones(2, 3, 4), torch.ones(2))
+    with pytest.raises(ValueError, match="weight"):
+        kdf.mask_kd(torch.zeros(2, 3, 3), torch.zeros(2, 3, 3), torch.ones(2, 3, 3), torch.ones(3))
+    with pytest.raises(ValueError, match="weight must have shape"):
+        kdf.keypoint_kd(torch.zeros(2, 3, 2), torch.zeros(2, 3, 2), torch.ones(3))
+    with pytest.raises(ValueError, match="both be None"):
+        kdf.keypoint_kd(torch.zeros(2, 3, 2), torch.zeros(2, 3, 2), torch.ones(2), torch.zeros(2, 3), None)
+
+
+def test_mask_logits_picks_the_anchors_coefficients_per_image():
+    """logits[n, k] = sum_m coef[n, m, idx[n, k]] proto[n, m], by hand on a 1 x 2 prototype."""
+    coef = torch.tensor([[[1.0, 2.0, 0.0], [0.0, 1.0, -1.0]], [[3.0, 0.0, 1.0], [1.0, 1.0, 1.0]]])  # (N=2, nm=2, A=3)
+    proto = torch.tensor([[[[1.0, 0.0]], [[0.0, 1.0]]], [[[2.0, 1.0]], [[1.0, -1.0]]]])  # (2, 2, 1, 2)
+    idx = torch.tensor([[1, 2], [0, 0]])
+    got = kdf.mask_logits(coef, proto, idx)
+    assert got.shape == (2, 2, 1, 2)
+    # image 0: anchor 1 (2, 1) -> [2, 1]; anchor 2 (0, -1) -> [0, -1]; image 1: anchor 0 (3, 1) -> [7, 2], twice
+    assert got.flatten(2).tolist() == [[[2.0, 1.0], [0.0, -1.0]], [[7.0, 2.0], [7.0, 2.0]]]
