@@ -18,6 +18,7 @@ from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils import DEFAULT_CFG
 
 IMGSZ = 64
+KL_TOLERANCE = 1e-6  # how far below 0 float32 rounding may put a divergence (near equality it reaches about 1e-7)
 
 
 def build(cfg, nc: int = 6) -> DetectionModel:
@@ -242,6 +243,26 @@ def grads_finite(loss: torch.Tensor, *inputs: torch.Tensor) -> bool:
     """Backpropagate ``loss`` and check that it and the gradients of ``inputs`` are finite."""
     loss.backward()
     return bool(torch.isfinite(loss)) and all(bool(torch.isfinite(x.grad).all()) for x in inputs)
+
+
+def logit_draws(shape: tuple[int, ...], draws: int = 50, seed: int = 0):
+    """``draws`` (student, teacher) float32 logit pairs of ``shape`` from a fixed seed, for properties of a formula.
+
+    The scale sweeps 1e-3 to 1e4 over the draws; of every three pairs one is independent, one nearly equal (teacher =
+    student + 1e-3 x scale noise, where rounding is most likely to push a divergence below 0) and one has only the
+    extreme logits +-1e4 (every sigmoid and softmax saturated).
+    """
+    g = torch.Generator().manual_seed(seed)
+    for i, scale in enumerate(torch.logspace(-3, 4, draws).tolist()):
+        s = torch.randn(shape, generator=g) * scale
+        if i % 3 == 0:
+            t = torch.randn(shape, generator=g) * scale
+        elif i % 3 == 1:
+            t = s + torch.randn(shape, generator=g) * (1e-3 * scale)
+        else:
+            s = torch.randn(shape, generator=g).sign() * 1e4
+            t = torch.randn(shape, generator=g).sign() * 1e4
+        yield s, t
 
 
 # ------------------------------------------------------------------------------------------- hand-made term inputs

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as TF
-from helpers import grads_finite, np_align_scale, np_log_softmax
+from helpers import KL_TOLERANCE, grads_finite, logit_draws, np_align_scale, np_log_softmax
 
 from yolokd.losses import functional as kdf
 from yolokd.losses.functional import align_scale, cosine_fg, cwd, gaussian_imitation
@@ -84,6 +84,15 @@ def test_cwd_large_logits_finite() -> None:
     assert float(loss.detach()) == pytest.approx(_np_cwd(s, t), rel=1e-5)
     assert float(loss.detach()) > 1e3
     assert grads_finite(loss, s, t)
+
+
+@pytest.mark.parametrize("tau", [1.0, 2.0])
+def test_cwd_is_a_divergence_on_random_draws(tau: float) -> None:
+    """On 50 seeded draws (scales 1e-3 to 1e4, nearly equal pairs, logits of +-1e4): never below 0 beyond float32
+    rounding, and exactly 0 when the student equals the teacher."""
+    for i, (s, t) in enumerate(logit_draws((2, 3, 4, 5))):
+        assert float(cwd(s, t, tau=tau)) >= -KL_TOLERANCE, i
+        assert float(cwd(s, s.clone(), tau=tau)) == 0.0 and float(cwd(t, t.clone(), tau=tau)) == 0.0, i
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

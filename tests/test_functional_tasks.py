@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import np_sigmoid
+from helpers import KL_TOLERANCE, logit_draws, np_sigmoid
 
 from yolokd.losses import functional as kdf
 
@@ -55,6 +55,26 @@ def test_keypoint_kd_weights_the_distance_by_the_teachers_visibility():
     # all invisible to the teacher: the distances weigh nothing, only the visibility KL is left
     hidden = torch.full((1, 3), -1e4)
     assert kdf.keypoint_kd(s, t, torch.ones(1), hidden, hidden.clone()).item() == 0.0
+
+
+@pytest.mark.parametrize("shape", [(4, 6, 5), (1, 1, 1)])
+def test_mask_kd_is_a_divergence_on_random_draws(shape):
+    """On 50 seeded draws (scales 1e-3 to 1e4, nearly equal pairs, logits of +-1e4): never below 0 beyond float32
+    rounding, and exactly 0 when the student's masks equal the teacher's."""
+    region, w = torch.ones(shape), torch.ones(shape[0])
+    for i, (s, t) in enumerate(logit_draws(shape)):
+        assert kdf.mask_kd(s, t, region, w).item() >= -KL_TOLERANCE, i
+        assert kdf.mask_kd(s, s.clone(), region, w).item() == 0.0 and kdf.mask_kd(t, t.clone(), region, w).item() == 0.0
+
+
+def test_keypoint_kd_visibility_kl_is_a_divergence_on_random_draws():
+    """With equal keypoints only the visibility KL is left: on 50 seeded draws never below 0 beyond float32 rounding,
+    and exactly 0 when the visibilities are equal too."""
+    xy = torch.randn(6, 17, 2)
+    w = torch.ones(6)
+    for i, (s, t) in enumerate(logit_draws((6, 17))):
+        assert kdf.keypoint_kd(xy, xy.clone(), w, s, t).item() >= -KL_TOLERANCE, i
+        assert kdf.keypoint_kd(xy, xy.clone(), w, s, s.clone()).item() == 0.0, i
 
 
 def test_mask_kd_and_keypoint_kd_reject_bad_shapes():
