@@ -47,7 +47,7 @@ def pico_yamls(session_dir) -> dict[str, str]:
 def teachers(session_dir, tiny_data):
     """One teacher per family (YOLOv8n, YOLO11n, YOLO26n), trained 3 epochs on the tiny data set, keyed by family.
 
-    Session-scoped: the end-to-end files of the original and of the newer methods share them.
+    Session-scoped: every method's end-to-end runs (test_methods_e2e.py) and the class-subset steps share them.
     """
     from ultralytics import YOLO
 

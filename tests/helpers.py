@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -286,3 +287,39 @@ def assigned(fg, anchor_points=None, stride_tensor=None, target_bboxes=None):
         stride_tensor=torch.full((a, 1), 8.0) if stride_tensor is None else as_float(stride_tensor).view(-1, 1),
         target_labels=torch.zeros(n, a, dtype=torch.long),
     )
+
+
+# -------------------------------------------------------------------------------------------- end-to-end loss items
+def divergence_terms() -> tuple[type, ...]:
+    """The terms whose value is a divergence (docs/methods.md), which float rounding may put just below 0.
+
+    CWD (spatial softmax KL), CrossKD's box term (LD, a KL of the DFL bins; 1 - GIoU on heads without DFL), FG/BG's
+    background term (binary KL), and the mask (binary KL) and keypoint (L1 plus the visibility KL) terms.
+    """
+    from yolokd.losses.crosskd import CrossKDBox
+    from yolokd.losses.cwd import CWD
+    from yolokd.losses.fgbg import FGBGBackground
+    from yolokd.losses.keypoint import KeypointKD
+    from yolokd.losses.mask import MaskKD
+
+    return CWD, CrossKDBox, FGBGBackground, MaskKD, KeypointKD
+
+
+def check_loss_items(values: dict[str, float], specs) -> None:
+    """Each term's epoch-mean item ``<name>_loss`` in ``values`` is finite and non-zero; a divergence is at least
+    ``-KL_TOLERANCE`` (with a barely trained teacher CrossKD's LD sits within rounding of 0), every other term > 0.
+
+    Args:
+        values (dict[str, float]): The trainer's ``tloss`` as floats, before results.csv rounds them.
+        specs (list[TermSpec]): The run's terms (`yolokd.config.resolve_method`).
+    """
+    from yolokd.losses import TERMS
+
+    divergences = divergence_terms()
+    for spec in specs:
+        value = values[f"{spec.name}_loss"]
+        assert value != 0 and math.isfinite(value), (spec.name, value)
+        if issubclass(TERMS[spec.type], divergences):
+            assert value >= -KL_TOLERANCE, (spec.name, value)
+        else:
+            assert value > 0, (spec.name, value)
