@@ -181,6 +181,23 @@ def neck_inputs(s_feats, t_feats):
     )
 
 
+def head_inputs(s_preds: dict, t_preds: dict, assigned=None, s_reg: int = 1, t_reg: int = 1, s_feats=(), t_feats=()):
+    """`DistillInputs` holding head outputs (student, teacher), the TAL assignment and each head's reg_max (the
+    probe's), and optionally neck features: what a head term such as hint_soft or bckd_box reads."""
+    from yolokd.losses import DistillInputs
+
+    return DistillInputs(
+        student_feats=list(s_feats),
+        teacher_feats=list(t_feats),
+        student_preds=s_preds,
+        teacher_preds=t_preds,
+        batch={},
+        student_reg_max=s_reg,
+        teacher_reg_max=t_reg,
+        assigned=assigned,
+    )
+
+
 def plain_python(code: str, cwd) -> str:
     """Run ``code`` (dedented) in a fresh interpreter that does not get yolokd's path; return its output.
 

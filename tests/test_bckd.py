@@ -8,26 +8,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import assigned, kd_model, np_giou, np_sigmoid, toy_batch
+from helpers import assigned, head_inputs, kd_model, np_giou, np_sigmoid, toy_batch
 
 from yolokd.config import resolve_method
-from yolokd.losses import TERMS, DistillInputs
+from yolokd.losses import TERMS
 from yolokd.losses.bckd import BCKDBox, BCKDCls
 
 pytestmark = pytest.mark.usefixtures("seeded")
-
-
-def _inputs(s_preds, t_preds, assigned, s_reg=1, t_reg=1) -> DistillInputs:
-    return DistillInputs(
-        student_feats=[],
-        teacher_feats=[],
-        student_preds=s_preds,
-        teacher_preds=t_preds,
-        batch={},
-        assigned=assigned,
-        student_reg_max=s_reg,
-        teacher_reg_max=t_reg,
-    )
 
 
 def _np_ltrb(boxes: np.ndarray, reg_max: int) -> np.ndarray:
@@ -53,7 +40,7 @@ FG = [[True, False, False, True, False], [False, False, True, False, False]]  # 
 def test_bckd_cls_hand_computed_over_every_anchor_divided_by_positives() -> None:
     s, t = _preds(2, 3, 5, 1), _preds(2, 3, 5, 1)
     s["scores"].requires_grad_()
-    value = BCKDCls()(_inputs(s, t, assigned(FG, POINTS)), None)
+    value = BCKDCls()(head_inputs(s, t, assigned(FG, POINTS)), None)
     x, y = s["scores"].detach().double().numpy(), t["scores"].double().numpy()
     q = np_sigmoid(y)
     bce = np.logaddexp(0, x) - q * x  # BCE with logits against q
@@ -66,7 +53,7 @@ def test_bckd_cls_hand_computed_over_every_anchor_divided_by_positives() -> None
 def test_bckd_cls_zero_without_positives_still_in_graph() -> None:
     s, t = _preds(2, 3, 5, 1), _preds(2, 3, 5, 1)
     s["scores"].requires_grad_()
-    value = BCKDCls()(_inputs(s, t, assigned([[False] * 5, [False] * 5], POINTS)), None)
+    value = BCKDCls()(head_inputs(s, t, assigned([[False] * 5, [False] * 5], POINTS)), None)
     assert value.item() == 0.0 and value.requires_grad
     value.backward()
     assert not s["scores"].grad.any()
@@ -78,7 +65,7 @@ def test_bckd_box_hand_computed_with_each_heads_own_reg_max(s_reg: int, t_reg: i
     """Boxes decoded with each head's own reg_max (DFL expectation or raw sides), GIoU weighted by max |dp|, / P."""
     s, t = _preds(2, 3, 5, s_reg, box_scale=2.0), _preds(2, 3, 5, t_reg, box_scale=2.0)
     s["boxes"].requires_grad_()
-    value = BCKDBox()(_inputs(s, t, assigned(FG, POINTS), s_reg, t_reg), None)
+    value = BCKDBox()(head_inputs(s, t, assigned(FG, POINTS), s_reg, t_reg), None)
     pts = POINTS.double().numpy()[None]  # (1, A, 2)
 
     def xyxy(preds, reg):
@@ -97,11 +84,11 @@ def test_bckd_box_exactly_zero_with_equal_scores_and_without_positives() -> None
     s, t = _preds(2, 3, 5, 4), _preds(2, 3, 5, 1)
     s["boxes"].requires_grad_()
     same = {"boxes": t["boxes"], "scores": s["scores"].clone()}
-    value = BCKDBox()(_inputs(s, same, assigned(FG, POINTS), 4, 1), None)
+    value = BCKDBox()(head_inputs(s, same, assigned(FG, POINTS), 4, 1), None)
     assert value.item() == 0.0 and value.requires_grad
     value.backward()
     assert not s["boxes"].grad.any()
-    none = BCKDBox()(_inputs(s, t, assigned([[False] * 5, [False] * 5], POINTS), 4, 1), None)
+    none = BCKDBox()(head_inputs(s, t, assigned([[False] * 5, [False] * 5], POINTS), 4, 1), None)
     assert none.item() == 0.0 and none.requires_grad
 
 
@@ -110,7 +97,7 @@ def test_bckd_box_inverted_raw_boxes_stay_bounded() -> None:
     s, t = _preds(1, 2, 5, 1), _preds(1, 2, 5, 1)
     s["boxes"] = -3.0 * torch.rand(1, 4, 5)  # every box inverted
     s["scores"], t["scores"] = torch.full((1, 2, 5), -50.0), torch.full((1, 2, 5), 50.0)  # w = 1 everywhere
-    value = BCKDBox()(_inputs(s, t, assigned([[True] * 5], POINTS)), None)
+    value = BCKDBox()(head_inputs(s, t, assigned([[True] * 5], POINTS)), None)
     assert 0.0 <= float(value) <= 2.0
 
 
@@ -118,8 +105,8 @@ def test_bckd_terms_need_the_assignment_and_reg_max() -> None:
     s, t = _preds(1, 2, 5, 1), _preds(1, 2, 5, 1)
     for term in (BCKDCls(), BCKDBox()):
         with pytest.raises(ValueError, match="TAL assignment"):
-            term(_inputs(s, t, None), None)
-    inputs = _inputs(s, t, assigned([[True] * 5], POINTS))
+            term(head_inputs(s, t, None), None)
+    inputs = head_inputs(s, t, assigned([[True] * 5], POINTS))
     inputs.teacher_reg_max = 0  # not given (hand-built inputs): the probe's value is required
     with pytest.raises(ValueError, match="reg_max"):
         BCKDBox()(inputs, None)

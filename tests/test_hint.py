@@ -1,7 +1,7 @@
 # yolokd, AGPL-3.0 License
 """Hint terms (Chen et al., NeurIPS 2017): hint, hint_soft, hint_bounded, on hand-built inputs and real models.
 
-Expected values are hand computations in plain python (``math``), never the torch expression under test.
+Expected values are hand computations in plain python or numpy, never the torch expression under test.
 """
 
 from __future__ import annotations
@@ -10,30 +10,15 @@ import math
 
 import pytest
 import torch
-from helpers import assigned, kd_model, np_soft_bce, toy_batch
+from helpers import assigned, head_inputs, kd_model, np_soft_bce, toy_batch
 from torch import nn
 from ultralytics.utils.tal import bbox2dist as ultralytics_bbox2dist
 
 from yolokd.config import resolve_method
 from yolokd.losses import TERMS, DistillInputs, Probe
 from yolokd.taps import head_outputs
-from yolokd.targets import Assigned
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
-
-
-def _inputs(s_preds: dict, t_preds: dict, assigned: Assigned | None = None, s_reg: int = 1, t_reg: int = 1, **kw):
-    """DistillInputs with the given reg_max of each model (the probe's)."""
-    return DistillInputs(
-        student_feats=kw.pop("student_feats", []),
-        teacher_feats=kw.pop("teacher_feats", []),
-        student_preds=s_preds,
-        teacher_preds=t_preds,
-        batch={},
-        student_reg_max=s_reg,
-        teacher_reg_max=t_reg,
-        assigned=assigned,
-    )
 
 
 # ---------------------------------------------------------------------------------------------------------------- hint
@@ -53,7 +38,7 @@ def test_hint_make_adapters_one_per_level_even_when_channels_match():
 def test_hint_zero_when_adapted_student_equals_teacher():
     feats = [torch.randn(2, 3, 4, 4), torch.randn(2, 3, 2, 2)]
     adapters = nn.ModuleList(_identity_adapter(3) for _ in feats)
-    inputs = _inputs({}, {}, student_feats=[f.clone() for f in feats], teacher_feats=feats)
+    inputs = head_inputs({}, {}, s_feats=[f.clone() for f in feats], t_feats=feats)
     assert TERMS["hint"]()(inputs, adapters).item() == 0.0
 
 
@@ -67,7 +52,7 @@ def test_hint_hand_computed_sum_over_levels_of_mean_squared_error():
     adapters = nn.ModuleList([_identity_adapter(2), zero])
     t0 = torch.randn(1, 2, 3, 3)
     s1 = torch.randn(1, 2, 2, 2, requires_grad=True)
-    inputs = _inputs({}, {}, student_feats=[t0 + 1.0, s1], teacher_feats=[t0, torch.full((1, 3, 2, 2), 2.5)])
+    inputs = head_inputs({}, {}, s_feats=[t0 + 1.0, s1], t_feats=[t0, torch.full((1, 3, 2, 2), 2.5)])
     loss = TERMS["hint"]()(inputs, adapters)
     assert loss.dtype == torch.float32 and loss.dim() == 0
     assert loss.item() == pytest.approx(1.0 + 4.0, rel=1e-6)
@@ -77,7 +62,7 @@ def test_hint_hand_computed_sum_over_levels_of_mean_squared_error():
 
 
 def test_hint_shape_mismatch_raises():
-    inputs = _inputs({}, {}, student_feats=[torch.zeros(1, 2, 2, 2)], teacher_feats=[torch.zeros(1, 4, 2, 2)])
+    inputs = head_inputs({}, {}, s_feats=[torch.zeros(1, 2, 2, 2)], t_feats=[torch.zeros(1, 4, 2, 2)])
     with pytest.raises(ValueError, match="shapes differ"):
         TERMS["hint"]()(inputs, nn.ModuleList([nn.Conv2d(2, 3, 1)]))
 
@@ -90,7 +75,7 @@ def _soft_inputs(s: torch.Tensor, t: torch.Tensor, fg: list[list[bool]], score_s
     n, a = len(fg), len(fg[0])
     asg = assigned(fg, [[0.5, 0.5]] * a, [8.0] * a, torch.zeros(n, a, 4).tolist())
     asg.target_scores_sum = None if score_sum is None else torch.tensor(score_sum)
-    return _inputs({"scores": s}, {"scores": t}, asg)
+    return head_inputs({"scores": s}, {"scores": t}, asg)
 
 
 def test_hint_soft_hand_computed_and_gradient_zero_at_equal_logits():
@@ -147,7 +132,7 @@ def test_hint_soft_large_logits_float32_finite():
 
 def test_hint_soft_requires_assignment():
     with pytest.raises(ValueError, match="needs the TAL assignment"):
-        TERMS["hint_soft"]()(_inputs({"scores": torch.zeros(1, 1, 1)}, {"scores": torch.zeros(1, 1, 1)}), None)
+        TERMS["hint_soft"]()(head_inputs({"scores": torch.zeros(1, 1, 1)}, {"scores": torch.zeros(1, 1, 1)}), None)
 
 
 # -------------------------------------------------------------------------------------------------------- hint_bounded
@@ -165,7 +150,7 @@ RT = [[1.0, 1.0, 1.0, 1.0], [1.0, 0.5, 2.0, 3.5], [0.0, 0.0, 0.0, 0.0], [1.5, 1.
 def _bounded_inputs(rs=RS, rt=RT, fg=(True, True, False, True), requires_grad=False) -> DistillInputs:
     s = torch.tensor(rs).t()[None].clone().requires_grad_(requires_grad)  # (1, 4, A): reg_max 1, raw distances
     t = torch.tensor(rt).t()[None]
-    return _inputs({"boxes": s}, {"boxes": t}, assigned([list(fg)], POINTS, STRIDES, BOXES_PX))
+    return head_inputs({"boxes": s}, {"boxes": t}, assigned([list(fg)], POINTS, STRIDES, BOXES_PX))
 
 
 @pytest.mark.parametrize(
@@ -215,7 +200,7 @@ def test_hint_bounded_dfl_student_and_plain_teacher_hand_computed():
     t = torch.tensor([0.5, 0.5, 0.5, 0.75]).view(1, 4, 1)  # teacher reg_max 1: d_t = 1/16 < d_s: open
     asg = assigned([[True]], [[0.5, 0.5]], [8.0], [[[0.0, 0.0, 8.0, 8.0]]])
     term = TERMS["hint_bounded"]()
-    loss = term(_inputs({"boxes": s}, {"boxes": t}, asg, s_reg=2, t_reg=1), None)
+    loss = term(head_inputs({"boxes": s}, {"boxes": t}, asg, s_reg=2, t_reg=1), None)
     assert loss.item() == pytest.approx(0.125, rel=1e-6)
     assert term.stats["open"] == 1.0
 
@@ -237,7 +222,7 @@ def test_hint_bounded_dfl_student_targets_clamped_to_the_bin_range_like_ultralyt
     s = torch.tensor(_dfl([0.5, 0.5, 3.0, 0.5], 4)).view(1, 16, 1)  # the student at its last bin on the right side
     t = torch.tensor([0.5, 0.5, 5.0, 0.5]).view(1, 4, 1)  # a reg_max-1 teacher exactly on the (unclamped) box
     term = TERMS["hint_bounded"]()
-    loss = term(_inputs({"boxes": s}, {"boxes": t}, asg, s_reg=4, t_reg=1), None)
+    loss = term(head_inputs({"boxes": s}, {"boxes": t}, asg, s_reg=4, t_reg=1), None)
     # y -> [.5, .5, 2.99, .5]: d_s = (3 - 2.99)^2 = 1e-4 (unclamped: (3 - 5)^2 = 4); the teacher clamped to the same
     # range: d_t = 0 < d_s, the gate is open (unclamped teacher: d_t = 4.04, closed, loss 0)
     assert loss.item() == pytest.approx(1e-4, rel=1e-3)
@@ -251,7 +236,7 @@ def test_hint_bounded_reg_max_1_student_not_clamped():
     asg = assigned([[True]], [[0.5, 0.5]], [8.0], [[[0.0, 0.0, 44.0, 8.0]]])  # y = [.5, .5, 5, .5]
     s = torch.tensor([0.5, 0.5, 5.5, 0.5]).view(1, 4, 1)  # d_s = 0.25
     t = torch.tensor([0.5, 0.5, 5.0, 0.5]).view(1, 4, 1)  # d_t = 0
-    loss = TERMS["hint_bounded"]()(_inputs({"boxes": s}, {"boxes": t}, asg, s_reg=1, t_reg=1), None)
+    loss = TERMS["hint_bounded"]()(head_inputs({"boxes": s}, {"boxes": t}, asg, s_reg=1, t_reg=1), None)
     assert loss.item() == pytest.approx(0.25, rel=1e-6)
 
 
@@ -267,7 +252,7 @@ def test_hint_bounded_large_dfl_logits_float32_finite():
     t = torch.tensor([-3e4, 3e4] * 4).view(1, 8, 1)  # all mass on bin 1: rt = 1, clamped to 0.99 like y
     asg = assigned([[True]], [[0.5, 0.5]], [8.0], [[[-4.0, -4.0, 12.0, 12.0]]])  # y = [1, 1, 1, 1] -> 0.99 (reg_max 2)
     term = TERMS["hint_bounded"]()
-    loss = term(_inputs({"boxes": s}, {"boxes": t}, asg, s_reg=2, t_reg=2), None)
+    loss = term(head_inputs({"boxes": s}, {"boxes": t}, asg, s_reg=2, t_reg=2), None)
     assert loss.item() == pytest.approx(4 * 0.99**2, rel=1e-6) and term.stats["open"] == 1.0  # d_s > d_t = 0
     loss.backward()
     assert torch.isfinite(s.grad).all()
