@@ -283,13 +283,25 @@ def test_fgbg_fg_rejects_an_assignment_of_other_anchors():
 
 
 def test_fgbg_fg_large_values_finite():
+    # saturated logits of 1e4 and features scaled by 1e4: quality 1 or e^-5000, still ordered by the log form
     big = [1e4, -1e4, 1e4, -1e4]
-    inputs = make_inputs(t_logit=big, s_logit=[-v for v in big])
+    inputs = make_inputs(t_logit=big, s_logit=[-v for v in big])  # each model sure at 2 of 4 positives: a tie
     for f in inputs.student_feats:
         f.data.mul_(1e4)
-    loss = TERMS["fgbg_fg"]()(inputs, IDENTITY)
+    term = TERMS["fgbg_fg"]()
+    loss = term(inputs, IDENTITY)
     loss.backward()
-    assert torch.isfinite(loss) and all(torch.isfinite(f.grad).all() for f in inputs.student_feats)
+    assert loss.item() == 0.0 and term.stats["fg_gate_open"] == 0.0  # strict: a tie stays closed
+    assert all(torch.isfinite(f.grad).all() for f in inputs.student_feats)
+    inputs = make_inputs(t_logit=big, s_logit=[-1e4] * 4)  # the student is unsure everywhere: the teacher is better
+    for f in inputs.student_feats:
+        f.data.mul_(1e4)
+    term.reset_stats()
+    loss = term(inputs, IDENTITY)
+    loss.backward()
+    assert term.stats["fg_gate_open"] == 1.0
+    assert loss.item() == pytest.approx(_expected_fg(inputs, FG), rel=1e-5)  # the cosines ignore the 1e4 scale
+    assert all(torch.isfinite(f.grad).all() and f.grad.any() for f in inputs.student_feats)
 
 
 # ---------------------------------------------------------------------------------------------------- fgbg_bg

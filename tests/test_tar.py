@@ -244,7 +244,8 @@ def test_tar_terms_large_logits_finite() -> None:
     a = assigned([[True, True, False, True]])
     loss = TARCls()(_inputs(s_preds={"scores": s_sc}, t_preds={"scores": t_sc}, assigned=a), None)
     loss.backward()
-    assert torch.isfinite(loss) and loss.item() > 1e3 and torch.isfinite(s_sc.grad).all()
+    # at each of the 3 positives: two classes confidently wrong (BCE 1e4, factor 1), one right (0); over 3 positives
+    assert loss.item() == pytest.approx(2e4, rel=1e-6) and torch.isfinite(s_sc.grad).all()
 
     s_box = (torch.randn(1, 64, 2) * 1e4).requires_grad_(True)  # DFL logits, reg_max 16
     t_box = _dfl_logits(_GT_DIST, low=-1e4) + 1e4  # the teacher is the GT, logits around 1e4
@@ -260,14 +261,18 @@ def test_tar_terms_large_logits_finite() -> None:
     loss = term(inp, None)
     loss.backward()
     assert term.stats["teacher_better"] == 1.0
-    assert torch.isfinite(loss) and loss.item() > 0 and torch.isfinite(s_box.grad).all()
+    # logits 1e4 apart put each side's whole mass on its largest bin: the student's distances are the argmax bins
+    s_dist = s_box.detach().view(4, 16, 2).argmax(1).T.float()  # (A, 4)
+    expected = sum(1 - np_giou(sb, gb) for sb, gb in zip(_to_px(s_dist).tolist(), gt[0].tolist())) / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-5) and torch.isfinite(s_box.grad).all()
 
     s_f = (torch.randn(1, 2, 4, 4) * 1e4).requires_grad_(True)
-    loss = TARFeat()(
-        _inputs([s_f], [torch.randn(1, 2, 4, 4) * 1e4], batch=_one_box_batch()), nn.ModuleList([nn.Identity()])
-    )
+    t_f = torch.randn(1, 2, 4, 4) * 1e4
+    loss = TARFeat()(_inputs([s_f], [t_f], batch=_one_box_batch()), nn.ModuleList([nn.Identity()]))
     loss.backward()
-    assert torch.isfinite(loss) and loss.item() > 1e6 and torch.isfinite(s_f.grad).all()
+    m = _hand_mask(4, 4, 8.0, (32, 32), (0.4, 0.5, 0.5, 0.25), 0.5)  # _one_box_batch's box, sigma_scale 0.5
+    sq = ((s_f.detach() - t_f).double().numpy() ** 2).sum(1)[0]
+    assert loss.item() == pytest.approx((m * sq).sum() / (2 * m.sum()), rel=1e-5) and torch.isfinite(s_f.grad).all()
 
 
 # ------------------------------------------------------------------------------------------------ real models, yaml
