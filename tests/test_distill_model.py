@@ -12,7 +12,7 @@ import torch
 from helpers import IMGSZ, build, captured_logs, host_sync_allowed, kd_model, no_host_sync, toy_batch
 from ultralytics.utils.torch_utils import ModelEMA
 
-from yolokd.config import PREFIX, KDError, build_config
+from yolokd.config import PREFIX, KDError, available_methods, build_config
 from yolokd.distill_model import KDModel
 from yolokd.losses import functional as kdf
 from yolokd.taps import detect_head, head_outputs
@@ -224,7 +224,7 @@ def test_composition_weights_schedules_and_global_multiplier(pico_yaml):
 
 
 # ----------------------------------------------------------------------------------------- statistics, host syncs
-@pytest.mark.parametrize("method", ["cwd", "crosskd", "fgbg", "hint", "tar", "pkd", "mgd", "bckd"])
+@pytest.mark.parametrize("method", available_methods("detect"))
 @pytest.mark.parametrize(("family", "teacher"), [("yolov8", "yolov8n.yaml"), ("yolo26", "yolo26n.yaml")])
 def test_terms_step_without_host_sync(pico_yamls, monkeypatch, method, family, teacher):
     """No term reads a device value on the host or selects by a boolean mask (both stall an accelerator each step)."""
