@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from ultralytics.nn.distill_model import DistillationModel, FeatureHook
+from ultralytics.nn.distill_model import DistillationModel
 from ultralytics.utils.tal import make_anchors
 from ultralytics.utils.torch_utils import copy_attr
 
 from yolokd.balance import AutoBalance
 from yolokd.config import KDConfig, KDError
-from yolokd.losses import TERMS, DistillInputs, Probe, Term
+from yolokd.losses import TERMS, DistillInputs, Term
 from yolokd.nonfinite import NonFiniteGuard, cuda_autocast, finite_grad
+from yolokd.pair import probe_pair, register_taps
 from yolokd.pseudo import UnlabeledLoss
 from yolokd.schedules import SCHEDULES, Progress
-from yolokd.taps import NeckStop, clear_neck_stops, detect_head, head_outputs, model_task, probe
+from yolokd.taps import HEAD, detect_head, head_outputs, model_task
 from yolokd.targets import Assigned, GroundTruth, ground_truth, recording_assignment, rotated_to_anchor_frame
 from yolokd.teacher import fold_batchnorm
-from yolokd.teacher_runtime import HEAD, TeacherRuntime
+from yolokd.teacher_runtime import TeacherRuntime
 
 
 def check_tasks(terms: list[Term], names: list[str], task: str) -> None:
@@ -102,49 +103,19 @@ class KDModel(TeacherRuntime, NonFiniteGuard, UnlabeledLoss, DistillationModel):
         self._teacher_hooks: list = []
         self._student_hooks: list = []
         self._register_feature_hooks()
-
-        gs = int(max(student.stride.max(), teacher.stride.max()))
-        imgsz = max(gs, -(-int(imgsz) // gs) * gs)
-        ch = student.yaml.get("channels", 3) if hasattr(student, "yaml") else 3
-        s_feats, s_stages = probe(student, self._student_feats, HEAD, imgsz, ch)
-        t_feats, t_stages = probe(self.teacher_model, self._teacher_feats, HEAD, imgsz, ch)
-        self.probe = Probe(
-            student_channels=[f.shape[1] for f in s_feats],
-            teacher_channels=[f.shape[1] for f in t_feats],
-            strides=[int(s) for s in student.stride.tolist()],
-            student_reg_max=int(detect_head(student).reg_max),
-            teacher_reg_max=int(detect_head(self.teacher_model).reg_max),
-            student_stage_channels={k: v.shape[1] for k, v in s_stages.items()},
-            teacher_stage_channels={k: v.shape[1] for k, v in t_stages.items()},
-        )
+        self.probe = probe_pair(student, self.teacher_model, self._student_feats, self._teacher_feats, imgsz)
         adapters = {spec.name: a for spec, t in zip(config.terms, self.terms) if (a := t.make_adapters(self.probe))}
         self.projector = nn.ModuleDict(adapters).to(device)
         copy_attr(self, student)
 
-    # ------------------------------------------------------------------ hooks (called by DistillationModel pickling)
     def _register_feature_hooks(self) -> None:
-        """Tap the Detect head (and the head stages the terms asked for) of student and teacher."""
+        """Tap both heads (`yolokd.pair.register_taps`); DistillationModel's pickling hooks call it again."""
         self._remove_feature_hooks()
-        for model, store, handles in (
-            (self.student_model, self._student_feats, self._student_hooks),
-            (self.teacher_model, self._teacher_feats, self._teacher_hooks),
-        ):
-            if model is None:  # the EMA copy has no teacher
-                continue
-            head = detect_head(model)
-            if model is self.teacher_model and getattr(self, "teacher_to_neck", False):
-                clear_neck_stops(head)
-                handles.append(head.register_forward_pre_hook(NeckStop(store, HEAD)))
-                continue
-            modules = [(head, HEAD)]
-            for attr, stage in getattr(self, "stage_taps", []):
-                branch = getattr(head, attr, None)
-                if branch is None:
-                    raise KDError(f"{type(model).__name__} head has no '{attr}' branch to tap")
-                modules += [(seq[stage], (attr, level, stage)) for level, seq in enumerate(branch)]
-            for module, key in modules:
-                self._clear_feature_hooks(module)
-                handles.append(module.register_forward_hook(FeatureHook(store, key)))
+        stages = getattr(self, "stage_taps", [])
+        self._student_hooks += register_taps(self.student_model, self._student_feats, stages)
+        if self.teacher_model is not None:  # the EMA copy has no teacher
+            to_neck = getattr(self, "teacher_to_neck", False)
+            self._teacher_hooks += register_taps(self.teacher_model, self._teacher_feats, stages, to_neck)
 
     # ------------------------------------------------------------------ weights
     def term_weights(self, progress: Progress | None = None) -> dict[str, float]:

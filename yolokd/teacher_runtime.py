@@ -7,9 +7,7 @@ import torch
 from ultralytics.nn.modules import Detect
 from ultralytics.utils import WINDOWS
 
-from yolokd.taps import NeckReached, detect_head, head_outputs
-
-HEAD = "head"  # key of the Detect-output tap in the feature dicts
+from yolokd.taps import HEAD, NeckReached, detect_head, head_outputs
 
 # devices on which the frozen teacher may run channels-last (NHWC): on CPU its folded forward took 18 instead of 21 ms
 # here (oneDNN convolutions, BENCHMARKS.md "Cost of a step"); on CUDA NHWC suits tensor cores under AMP (not
