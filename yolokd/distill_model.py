@@ -16,7 +16,7 @@ from ultralytics.nn.distill_model import DistillationModel
 from ultralytics.utils.tal import make_anchors
 from ultralytics.utils.torch_utils import copy_attr
 
-from yolokd.balance import AutoBalance
+from yolokd.balance import AutoBalance, effective_weights
 from yolokd.config import KDConfig, KDError
 from yolokd.losses import TERMS, DistillInputs, Term
 from yolokd.nonfinite import NonFiniteGuard, cuda_autocast, finite_grad
@@ -130,11 +130,9 @@ class KDModel(TeacherRuntime, NonFiniteGuard, UnlabeledLoss, DistillationModel):
         Returns:
             (dict[str, float]): ``{term name: weight}``.
         """
-        base = [s.weight for s in self.kd_config.terms]
-        if self.balance is not None:  # automatic weights (running, then frozen); reading them syncs once
-            auto = self.balance.current().tolist()
-            base = [a if s.balance > 0 else w for s, a, w in zip(self.kd_config.terms, auto, base)]
-        return {s.name: b * f for s, b, f in zip(self.kd_config.terms, base, self.schedule_factors(progress))}
+        auto = self.balance.current().tolist() if self.balance is not None else None  # reading them syncs once
+        weights = effective_weights(self.kd_config.terms, self.schedule_factors(progress), auto)
+        return {s.name: w for s, w in zip(self.kd_config.terms, weights)}
 
     def schedule_factors(self, progress: Progress | None = None) -> list[float]:
         """Each term's ``distill_weight x catchup x schedule(progress)``: its weight's multiplier, 0 where it is off.
@@ -250,11 +248,11 @@ class KDModel(TeacherRuntime, NonFiniteGuard, UnlabeledLoss, DistillationModel):
                 continue
             raws.append(term(inputs, self.projector[spec.name] if spec.name in self.projector else None))
         zero = inputs.student_feats[0].new_zeros(())
-        weights: list = [s.weight for s in self.kd_config.terms]
+        auto = None
         if self.balance is not None:  # automatic weights from the measured sizes (device tensors: no host sync)
             auto = self.balance.weights(det, raws) if det is not None else self.balance.current().to(zero.device)
-            weights = [a if s.balance > 0 else w for s, a, w in zip(self.kd_config.terms, auto, weights)]
-        values = [zero if r is None else w * f * r for r, w, f in zip(raws, weights, factors)]
+        weights = effective_weights(self.kd_config.terms, factors, auto)
+        values = [zero if r is None else w * r for r, w in zip(raws, weights)]
         values = self._drop_nonfinite([v.float().reshape(()) for v in values])
         return torch.stack(values) if values else zero.float().reshape(0)
 
