@@ -13,7 +13,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 from ultralytics.nn.distill_model import DistillationModel
-from ultralytics.utils.tal import make_anchors
 from ultralytics.utils.torch_utils import copy_attr
 
 from yolokd.balance import AutoBalance, effective_weights
@@ -24,7 +23,7 @@ from yolokd.pair import probe_pair, register_taps
 from yolokd.pseudo import UnlabeledLoss
 from yolokd.schedules import SCHEDULES, Progress
 from yolokd.taps import HEAD, detect_head, head_outputs, model_task
-from yolokd.targets import Assigned, GroundTruth, ground_truth, recording_assignment, rotated_to_anchor_frame
+from yolokd.targets import Assigned, GroundTruth, ground_truth, recorded_assignment, recording_assignment
 from yolokd.teacher import fold_batchnorm
 from yolokd.teacher_runtime import TeacherRuntime
 
@@ -273,25 +272,7 @@ class KDModel(TeacherRuntime, NonFiniteGuard, UnlabeledLoss, DistillationModel):
         crit = getattr(student.criterion, "one2many", student.criterion)
         with recording_assignment(crit.assigner) as rec:
             det, items = student.loss(batch, preds)
-        feats = head_outputs(preds)["feats"]
-        strides = [float(s) for s in self.probe.strides]  # host numbers: no device read
-        anchor_points, stride_tensor = make_anchors(feats, strides, 0.5)
-        bboxes, rboxes = rec["bboxes"], None
-        if bboxes.shape[-1] == 5:  # OBB: xywhr in pixels
-            rboxes, bboxes = bboxes, rotated_to_anchor_frame(bboxes, anchor_points * stride_tensor)
-        assigner = crit.assigner
-        assigned = Assigned(
-            fg_mask=rec["fg_mask"].bool(),
-            target_gt_idx=rec["gt_idx"],
-            target_bboxes=bboxes,
-            anchor_points=anchor_points,
-            stride_tensor=stride_tensor,
-            target_labels=rec["labels"].long(),
-            alpha=float(assigner.alpha),
-            beta=float(assigner.beta),
-            target_scores_sum=rec["scores_sum"],
-            target_rboxes=rboxes,
-        )
+        assigned = recorded_assignment(rec, head_outputs(preds)["feats"], self.probe.strides, crit.assigner)
         return det, items, assigned, ground_truth(batch, tuple(batch["img"].shape[-2:]))
 
     def term_stats(self, reset: bool = False) -> dict[str, float]:
