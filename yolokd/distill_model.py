@@ -18,7 +18,7 @@ from ultralytics.utils.torch_utils import copy_attr
 from yolokd.balance import AutoBalance, effective_weights
 from yolokd.config import KDConfig, KDError
 from yolokd.losses import TERMS, DistillInputs, Term
-from yolokd.nonfinite import NonFiniteGuard, cuda_autocast, finite_grad
+from yolokd.nonfinite import NonFiniteGuard, finite_student
 from yolokd.pair import probe_pair, register_taps
 from yolokd.pseudo import UnlabeledLoss
 from yolokd.schedules import SCHEDULES, Progress
@@ -196,18 +196,8 @@ class KDModel(TeacherRuntime, NonFiniteGuard, UnlabeledLoss, DistillationModel):
         return det, kd, items
 
     def _student_outputs(self, img: torch.Tensor) -> dict:
-        """The student's tapped head outputs (and stages, kept in the taps), their gradients kept finite.
-
-        Under CUDA AMP they are left as they are: Ultralytics' GradScaler skips a step with non-finite gradients.
-        """
-        s_out = head_outputs(self._student_feats.pop(HEAD))
-        if not (img.is_cuda and cuda_autocast()):
-            s_out = {
-                k: [finite_grad(f) for f in v] if k == "feats" else finite_grad(v) if torch.is_tensor(v) else v
-                for k, v in s_out.items()
-            }  # a skipped term's NaN gradient never reaches the student
-            self._student_feats.update({k: finite_grad(v) for k, v in self._student_feats.items()})
-        return s_out
+        """The student's tapped head outputs, and stages (kept in the taps), whose gradients stay finite."""
+        return finite_student(head_outputs(self._student_feats.pop(HEAD)), self._student_feats, img.device)
 
     def _inputs(self, batch, s_out, t_out, t_stages, assigned, gt, classes) -> DistillInputs:
         """What the terms read of one step (the student's stages are taken from the taps, which are then cleared)."""
