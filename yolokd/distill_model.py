@@ -1,11 +1,9 @@
 # yolokd, AGPL-3.0 License
-"""`KDModel`: teacher + student + adapters on Ultralytics' `DistillationModel` seam, summing a stack of terms.
+"""`KDModel`: the student's training loss with a frozen teacher, as its task's loss plus a stack of weighted terms.
 
-Reusing the seam means Ultralytics already freezes ``teacher_model.`` parameters, drops the teacher from the EMA,
-forwards ``criterion``/``end2end``/``set_head_attr`` to the student, keeps the teacher in eval mode under
-``train()``, fuses to the bare student, and handles the hook state on deepcopy/pickle (EMA, checkpoints, DDP).
-What differs from the built-in: the adapters are the terms' (``projector`` is a ``ModuleDict`` by term name), the
-loss is a configurable stack of terms, and the taps read the Detect head once per model.
+Each step runs the teacher, then the student, and adds every term of the method, read from the taps on both Detect
+heads and weighted by `yolokd.balance.effective_weights`. It extends Ultralytics' `DistillationModel`, which freezes
+the teacher, leaves it out of the EMA and of the fused model, and re-taps the heads after deepcopy or pickle.
 """
 
 from __future__ import annotations
@@ -47,7 +45,7 @@ class KDModel(TeacherRuntime, NonFiniteGuard, UnlabeledLoss, DistillationModel):
     """Teacher + student + per-term adapters; ``loss(batch)`` returns detection plus weighted distillation losses.
 
     Attributes:
-        teacher_model (nn.Module): Frozen teacher, eval mode, run under ``torch.no_grad()``.
+        teacher_model (nn.Module): Frozen teacher, eval mode, run in inference mode.
         student_model (nn.Module): The student being trained.
         projector (nn.ModuleDict): Trainable adapters by term name (only terms that need adapters appear).
         terms (nn.ModuleList): The distillation terms, in configuration order.
@@ -63,18 +61,17 @@ class KDModel(TeacherRuntime, NonFiniteGuard, UnlabeledLoss, DistillationModel):
         imgsz: int = 64,
         teacher_classes: list[int] | None = None,
     ):
-        """Build the pair, tap both heads, probe shapes and create the adapters.
+        """Build the terms, tap both heads, probe the shapes and create the adapters.
 
         Args:
-            student (nn.Module): Student model with a Detect head (detect, segment, pose or obb).
-            teacher (nn.Module): Teacher of the same task (checked with `yolokd.teacher.check_pair` by the caller).
+            student (nn.Module): Student with a Detect head (detect, segment, pose or obb).
+            teacher (nn.Module): Teacher of the same task, checked by the caller (`yolokd.teacher.check_pair`).
             config (KDConfig): Validated distillation configuration.
-            imgsz (int): Dummy input size for the shape probe (rounded up to a multiple of the largest stride).
-            teacher_classes (list[int], optional): The teacher class that feeds each student class (from
-                `yolokd.teacher.check_pair`); None when both have the same classes in the same order. The teacher's
-                class logits are reduced to these before any term reads them.
+            imgsz (int): Dummy input size of the shape probe (`yolokd.pair.probe_pair`).
+            teacher_classes (list[int], optional): The teacher class of each student class (`check_pair`), to which
+                the teacher's class logits are reduced; None when both have the same classes in the same order.
         """
-        nn.Module.__init__(self)  # DistillationModel.__init__ would build Ultralytics' own projector and loss
+        nn.Module.__init__(self)  # not DistillationModel's: it reads student.args, taps the neck, builds a projector
         device = next(student.parameters()).device
         self.teacher_model = teacher.to(device)
         self._freeze_teacher()
@@ -95,7 +92,7 @@ class KDModel(TeacherRuntime, NonFiniteGuard, UnlabeledLoss, DistillationModel):
         self._nonfinite: torch.Tensor | None = None  # the same, counted on the device since the last flush
         ratios = [s.balance for s in config.terms]  # terms with balance > 0 get automatic weights
         self.balance = AutoBalance(ratios) if any(r > 0 for r in ratios) else None
-        # DistillationModel's pickling hooks read these names
+        # DistillationModel's attributes, which its pickling hooks read (tests/test_distill_model.py checks the names)
         self.feats_idx = self.teacher_feats_idx = [detect_head(student).i]
         self._teacher_feats: dict = {}
         self._student_feats: dict = {}
@@ -118,26 +115,17 @@ class KDModel(TeacherRuntime, NonFiniteGuard, UnlabeledLoss, DistillationModel):
 
     # ------------------------------------------------------------------ weights
     def term_weights(self, progress: Progress | None = None) -> dict[str, float]:
-        """Current effective weight of each term: ``weight x distill_weight x catchup x schedule(progress)``.
+        """Each term's effective weight now (or at ``progress``), as the step uses it: ``{term name: weight}``.
 
-        ``weight`` is the yaml's, or for a term with ``balance > 0`` its automatic weight (`yolokd.balance`: running
-        during the first steps, then frozen; 0 before its first measurement).
-
-        Args:
-            progress (Progress, optional): Progress to evaluate at; defaults to ``self.progress``.
-
-        Returns:
-            (dict[str, float]): ``{term name: weight}``.
+        ``weight x distill_weight x catchup x schedule``, the weight being automatic where ``balance > 0``
+        (`yolokd.balance.effective_weights`; 0 before its first measurement).
         """
         auto = self.balance.current().tolist() if self.balance is not None else None  # reading them syncs once
         weights = effective_weights(self.kd_config.terms, self.schedule_factors(progress), auto)
         return {s.name: w for s, w in zip(self.kd_config.terms, weights)}
 
     def schedule_factors(self, progress: Progress | None = None) -> list[float]:
-        """Each term's ``distill_weight x catchup x schedule(progress)``: its weight's multiplier, 0 where it is off.
-
-        ``catchup`` is 1 until the student nears the teacher's validation score (`yolokd.schedules.catchup_factor`).
-        """
+        """Each term's ``distill_weight x catchup x schedule(progress)``: its weight's multiplier, 0 where it is off."""
         p = progress or self.progress
         dw = self.kd_config.distill_weight * getattr(self, "catchup", 1.0)
         return [dw * SCHEDULES[s.schedule](p) for s in self.kd_config.terms]
@@ -148,20 +136,14 @@ class KDModel(TeacherRuntime, NonFiniteGuard, UnlabeledLoss, DistillationModel):
 
     # ------------------------------------------------------------------ loss
     def loss(self, batch: dict, preds=None):
-        """Detection loss of the student plus the weighted distillation terms.
+        """The student's detection loss plus the weighted terms (zeros in validation, where no term runs).
 
-        Args:
-            batch (dict): Preprocessed batch.
-            preds (Any, optional): Student predictions, only used in validation mode.
-
-        With ``batch["unlabeled_img"]`` (the trainer's unlabeled images, `yolokd.unlabeled`) the student also learns
-        from the teacher alone on those images (`_unlabeled_loss`).
+        With ``batch["unlabeled_img"]`` (`yolokd.unlabeled`) the student also learns from the teacher alone on those
+        images (`_unlabeled_loss`); ``preds`` are the student's predictions, read in validation only.
 
         Returns:
-            loss (torch.Tensor): ``cat[detection loss x batch size, term values x batch size]`` (and the unlabeled
-                loss's parts x batch size).
-            loss_items (dict[str, torch.Tensor]): Detached items: the detection items, one per term (and
-                `UNLABELED_ITEMS`).
+            loss (torch.Tensor): ``cat[detection loss, term values (, unlabeled parts)] x batch size``.
+            loss_items (dict[str, torch.Tensor]): Detached: the detection items, one per term (and `UNLABELED_ITEMS`).
         """
         img = batch["img"]
         if not self.training:  # validation during training: the terms are not evaluated
@@ -246,12 +228,10 @@ class KDModel(TeacherRuntime, NonFiniteGuard, UnlabeledLoss, DistillationModel):
         return torch.stack(values) if values else zero.float().reshape(0)
 
     def _detection_loss(self, batch: dict, preds) -> tuple[torch.Tensor, dict, Assigned | None, GroundTruth | None]:
-        """The student's loss (its task's: detect, segment, pose, OBB), plus its TAL assignment and the ground truth.
+        """The student's task loss, with its own TAL assignment and the ground truth where a term ``needs_targets``.
 
-        The assignment and ground truth are None unless a term sets ``needs_targets``; the ground truth is shared with
-        the terms through `DistillInputs.cache`. The assignment is the one the loss itself made: it is recorded from
-        the criterion's assigner during the one loss call (`yolokd.targets.recording_assignment`; the one-to-many
-        branch of an end-to-end criterion such as YOLO26's ``E2ELoss``), so nothing is assigned twice.
+        The assignment is recorded from the criterion's assigner during that one loss call (its one-to-many branch
+        for an end-to-end criterion such as YOLO26's), so nothing is assigned twice; else both are None.
         """
         student = self.student_model
         if getattr(student, "criterion", None) is None:
@@ -266,16 +246,9 @@ class KDModel(TeacherRuntime, NonFiniteGuard, UnlabeledLoss, DistillationModel):
         return det, items, assigned, ground_truth(batch, tuple(batch["img"].shape[-2:]))
 
     def term_stats(self, reset: bool = False) -> dict[str, float]:
-        """Term statistics (e.g. gate ratios) as ``<term name>/<stat>``, and the non-finite skip counts.
+        """``{"<term name>/<stat>": mean since the last reset, "nonfinite/<term name>": skips}``, one host read.
 
-        Each term statistic is its mean since the terms' last reset (`Term.stats`): the epoch-end callback reads them
-        with ``reset=True``, so TensorBoard gets epoch means. Reading copies a few numbers to the host, once.
-
-        Args:
-            reset (bool): Reset the terms' statistics after reading them (the skip counts are cumulative).
-
-        Returns:
-            (dict[str, float]): ``{"<term name>/<stat>": mean, "nonfinite/<term name>": count}``.
+        The epoch-end callback reads them with ``reset=True`` (the term means restart; the skip counts add up).
         """
         stats = {f"{s.name}/{k}": v for s, t in zip(self.kd_config.terms, self.terms) for k, v in t.stats.items()}
         stats.update({f"nonfinite/{k}": float(v) for k, v in self.flush_nonfinite().items()})
