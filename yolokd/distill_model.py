@@ -22,7 +22,6 @@ from yolokd.pseudo import UnlabeledLoss
 from yolokd.schedules import SCHEDULES, Progress
 from yolokd.taps import HEAD, detect_head, head_outputs, model_task
 from yolokd.targets import Assigned, GroundTruth, ground_truth, recorded_assignment, recording_assignment
-from yolokd.teacher import fold_batchnorm
 from yolokd.teacher_runtime import TeacherRuntime
 
 
@@ -73,13 +72,9 @@ class KDModel(TeacherRuntime, NonFiniteGuard, UnlabeledLoss, DistillationModel):
         """
         nn.Module.__init__(self)  # not DistillationModel's: it reads student.args, taps the neck, builds a projector
         device = next(student.parameters()).device
-        self.teacher_model = teacher.to(device)
-        self._freeze_teacher()
-        fold_batchnorm(self.teacher_model)  # eval-mode BatchNorm folded into the convs: a cheaper teacher forward
-        self.teacher_channels_last: bool | None = None  # None: chosen at the first forward, by the image's device
+        self._set_teacher(teacher, device, teacher_classes)
         self.student_model = student
         self.kd_config = config
-        self.teacher_classes = None if teacher_classes is None else [int(c) for c in teacher_classes]
         self.terms = nn.ModuleList(TERMS[s.type](**s.params) for s in config.terms)
         check_tasks(list(self.terms), [s.name for s in config.terms], model_task(student))
         self.stage_taps = sorted({tap for t in self.terms for tap in t.taps()})
