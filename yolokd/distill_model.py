@@ -44,7 +44,7 @@ class KDModel(TeacherRuntime, NonFiniteGuard, UnlabeledLoss, DistillationModel):
     """Teacher + student + per-term adapters; ``loss(batch)`` returns detection plus weighted distillation losses.
 
     Attributes:
-        teacher_model (nn.Module): Frozen teacher, eval mode, run in inference mode.
+        teacher_model (nn.Module): Frozen teacher in eval mode, run under ``torch.inference_mode()``.
         student_model (nn.Module): The student being trained.
         projector (nn.ModuleDict): Trainable adapters by term name (only terms that need adapters appear).
         terms (nn.ModuleList): The distillation terms, in configuration order.
@@ -100,7 +100,7 @@ class KDModel(TeacherRuntime, NonFiniteGuard, UnlabeledLoss, DistillationModel):
         copy_attr(self, student)
 
     def _register_feature_hooks(self) -> None:
-        """Tap both heads (`yolokd.pair.register_taps`); DistillationModel's pickling hooks call it again."""
+        """Tap both heads (`yolokd.pair.register_taps`); unpickling and the trainer's checkpoints call it again."""
         self._remove_feature_hooks()
         stages = getattr(self, "stage_taps", [])
         self._student_hooks += register_taps(self.student_model, self._student_feats, stages)
