@@ -90,6 +90,27 @@ def test_taps_survive_deepcopy_and_pickle_mid_step(kd):
     assert items["cwd_loss"].item() > 0
 
 
+def test_kdmodel_recreates_the_attributes_distillation_model_init_sets(kd, pico_yaml):
+    """KDModel skips DistillationModel.__init__: a change to the attributes it sets must be mirrored in KDModel."""
+    import inspect
+
+    from torch import nn
+    from ultralytics.nn.distill_model import DistillationModel
+
+    student, teacher = build(pico_yaml), build("yolov8n.yaml")
+    student.args.imgsz = IMGSZ
+    theirs = DistillationModel(teacher, student)
+    own = (set(vars(theirs)) | set(theirs._modules)) - set(vars(nn.Module())) - set(vars(student))  # not copy_attr's
+    modules = {"teacher_model", "student_model", "projector"}
+    plain = {"feats_idx", "teacher_feats_idx", "_teacher_feats", "_student_feats", "_teacher_hooks", "_student_hooks"}
+    assert own == modules | plain | {"dis"}
+    assert all(isinstance(getattr(kd, a), nn.Module) for a in modules)
+    assert all(type(getattr(kd, a)) is type(getattr(theirs, a)) for a in plain)
+    # dis is left out: only DistillationModel.loss reads it, and KDModel replaces that method
+    readers = {n for n, f in vars(DistillationModel).items() if callable(f) and "self.dis" in inspect.getsource(f)}
+    assert readers == {"__init__", "loss"}
+
+
 def test_check_pair_errors(pico_yaml):
     student = build(pico_yaml)
     assert check_pair(student, build("yolov8n.yaml"), student.names) is None  # same classes: no map

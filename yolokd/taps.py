@@ -16,6 +16,8 @@ from torch import nn
 from ultralytics.nn.modules.head import Detect
 from ultralytics.nn.tasks import guess_model_task
 
+HEAD = "head"  # key of the Detect-output tap in the feature dicts
+
 
 def detect_head(model: nn.Module) -> Detect:
     """Return the model's Detect head (the last ``Detect`` instance of ``model.model``).
