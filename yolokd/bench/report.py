@@ -305,17 +305,19 @@ def replace_block(text: str, start: str, end: str, body: str) -> str | None:
 def report_tag(cfg: dict[str, Any]) -> str:
     """The name of a run's block and plot: '' for the cpu preset on shapes or a given data set, else what differs.
 
-    Another synthetic style gets its own block (a transfer table); the converged preset gets one per style.
+    Another synthetic style gets its own block (a transfer table); the converged and semi presets get one per style.
 
     Examples:
         >>> report_tag({"data": None, "style": "glyphs"}), report_tag({"data": None, "style": "shapes"})
         ('glyphs', '')
         >>> report_tag({"preset": "converged", "data": None, "style": "shapes"})
         'converged-shapes'
+        >>> report_tag({"preset": "semi", "data": None, "style": "shapes"})
+        'semi-shapes'
     """
     style = "" if cfg.get("data") else str(cfg.get("style", "shapes"))
-    if cfg.get("preset") == "converged":
-        return f"converged-{style}" if style else "converged"
+    if cfg.get("preset") in {"converged", "semi"}:
+        return f"{cfg['preset']}-{style}" if style else str(cfg["preset"])
     return "" if style == "shapes" else style
 
 
@@ -323,9 +325,11 @@ def block_heading(tag: str) -> str:
     """The section heading a new tagged block is appended under.
 
     Examples:
-        >>> block_heading("glyphs"), block_heading("converged-aerial")
-        ('## Transfer: glyphs', '## Converged: aerial')
+        >>> block_heading("glyphs"), block_heading("converged-aerial"), block_heading("semi-shapes")
+        ('## Transfer: glyphs', '## Converged: aerial', '## Semi-supervised: shapes')
     """
+    if tag.startswith("semi"):
+        return f"## Semi-supervised: {tag.partition('-')[2] or 'given data'}"
     if tag.startswith("converged"):
         return f"## Converged: {tag.partition('-')[2] or 'given data'}"
     return f"## Transfer: {tag}"
