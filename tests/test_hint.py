@@ -15,8 +15,9 @@ from torch import nn
 from ultralytics.utils.tal import bbox2dist as ultralytics_bbox2dist
 
 from yolokd.config import resolve_method
+from yolokd.head import anchor_distances
 from yolokd.losses import TERMS, DistillInputs, Probe
-from yolokd.losses.functional import positive_distances, weighted_soft_bce
+from yolokd.losses.functional import weighted_soft_bce
 from yolokd.taps import head_outputs
 from yolokd.targets import Assigned
 
@@ -215,11 +216,11 @@ def _bounded_inputs(rs=RS, rt=RT, fg=(True, True, False, True), requires_grad=Fa
     return _inputs({"boxes": s}, {"boxes": t}, _assigned([list(fg)], POINTS, STRIDES, BOXES_PX))
 
 
-def test_positive_distances_raw_and_target_round_trip():
+def test_anchor_distances_at_the_positives_raw_and_target_round_trip():
     fg = torch.tensor([[True, True, False, True]])
-    r = positive_distances(torch.tensor(RS).t()[None], 1, torch.tensor(POINTS), fg)
+    r = anchor_distances(torch.tensor(RS).t()[None], 1, torch.tensor(POINTS))[fg]
     assert r.tolist() == [RS[0], RS[1], RS[3]]
-    y = positive_distances(torch.tensor(Y).t()[None], 1, torch.tensor(POINTS), fg)
+    y = anchor_distances(torch.tensor(Y).t()[None], 1, torch.tensor(POINTS))[fg]
     assert y.tolist() == [Y[0], Y[1], Y[3]]
 
 

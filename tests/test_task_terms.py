@@ -11,9 +11,10 @@ import torch
 from ultralytics.nn.modules.head import Pose, Pose26
 from ultralytics.utils.tal import make_anchors
 
+from yolokd.head import decode_keypoints
 from yolokd.losses import DistillInputs
 from yolokd.losses import functional as kdf
-from yolokd.losses.keypoint import KeypointKD, decode_keypoints
+from yolokd.losses.keypoint import KeypointKD
 from yolokd.losses.mask import MaskKD
 from yolokd.targets import Assigned
 

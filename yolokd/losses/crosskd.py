@@ -39,13 +39,12 @@ from typing import ClassVar
 
 import torch
 from torch import nn
-from ultralytics.utils.metrics import bbox_iou
 
 from yolokd.adapters import per_level
+from yolokd.head import head_boxes, rows
 from yolokd.losses import functional as kdf
 from yolokd.losses import register
 from yolokd.losses.base import DistillInputs, Probe, Term
-from yolokd.targets import decode_boxes
 
 __all__ = ["CrossKDBox", "CrossKDCls", "cross_head_predictions"]
 
@@ -189,10 +188,7 @@ class CrossKDCls(_CrossKD):
         """Return the unweighted class-branch CrossKD loss."""
         num_pos = self.assigned(inputs).num_pos  # the avg_factor
         cross, teacher = self.cross(inputs, adapters)
-        nc = cross.shape[1]
-        s = cross.permute(0, 2, 1).reshape(-1, nc)
-        t = teacher.permute(0, 2, 1).reshape(-1, nc)
-        return kdf.kd_qfl(s, t, beta=self.beta, avg_factor=num_pos)
+        return kdf.kd_qfl(rows(cross), rows(teacher), beta=self.beta, avg_factor=num_pos)
 
 
 @register
@@ -241,14 +237,13 @@ class CrossKDBox(_CrossKD):
         w = inputs.teacher_preds["scores"].detach().float().amax(1).sigmoid()  # (N, A)
         if reg_max > 1:
             n, _, a = cross.shape
-            s = cross.permute(0, 2, 1).reshape(-1, reg_max)  # (N*A*4, reg_max), sides in Ultralytics' (4, R) order
-            t = teacher.permute(0, 2, 1).reshape(-1, reg_max)
+            s = rows(cross).reshape(-1, reg_max)  # (N*A*4, reg_max), sides in Ultralytics' (4, R) order
+            t = rows(teacher).reshape(-1, reg_max)
             w4 = w.unsqueeze(-1).expand(n, a, 4).reshape(-1)
             return kdf.ld(s, t, T=self.T, weight=w4, avg_factor=(4.0 * w.sum()).clamp(min=_EPS))
         # both boxes of an anchor share its centre and GIoU is translation (and scale) invariant, so decoding around
         # the origin gives the same GIoU; make_anchors would read the head's stride tensor on the host at every step
         origin = cross.new_zeros(cross.shape[-1], 2)
-        box_s = kdf.sort_corners(decode_boxes(cross, origin, 1))  # (N, A, 4) xyxy, grid units, relative to the anchor
-        box_t = kdf.sort_corners(decode_boxes(teacher, origin, 1))
-        giou = bbox_iou(box_s, box_t, xywh=False, GIoU=True).squeeze(-1)  # (N, A)
-        return self.giou_scale * (w * (1.0 - giou)).sum() / w.sum().clamp(min=_EPS)
+        box_s = head_boxes(cross, origin, 1)  # (N, A, 4) xyxy, grid units, relative to the anchor, corners sorted
+        box_t = head_boxes(teacher, origin, 1)
+        return self.giou_scale * (w * kdf.giou_distance(box_s, box_t)).sum() / w.sum().clamp(min=_EPS)

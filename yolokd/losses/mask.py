@@ -19,17 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 from ultralytics.utils.ops import crop_mask
 
+from yolokd.head import prototypes
 from yolokd.losses import functional as kdf
 from yolokd.losses import register
 from yolokd.losses.base import DistillInputs, Term
 
 __all__ = ["MaskKD"]
-
-
-def _proto(preds: dict) -> torch.Tensor:
-    """The prototypes of a Segment head's outputs (YOLO26's ``Proto26`` returns them with a semantic map)."""
-    proto = preds["proto"]
-    return proto[0] if isinstance(proto, (tuple, list)) else proto
 
 
 @register
@@ -68,7 +63,7 @@ class MaskKD(Term):
         conf = t["scores"].detach().float().amax(1).sigmoid()  # (N, A), in (0, 1): positives first, surest first
         idx = (fg * (1.0 + conf)).topk(k, dim=1).indices  # (N, k)
         weight = fg.gather(1, idx)  # 0 where an image has fewer than k positives
-        s_proto, t_proto = _proto(s), _proto(t).detach()
+        s_proto, t_proto = prototypes(s), prototypes(t).detach()
         s_log = kdf.mask_logits(s["mask_coefficient"], s_proto, idx)
         t_log = kdf.mask_logits(t["mask_coefficient"].detach(), t_proto, idx)
         if t_log.shape[-2:] != s_log.shape[-2:]:

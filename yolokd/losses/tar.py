@@ -22,17 +22,13 @@ import torch
 from torch import nn
 
 from yolokd.adapters import per_level
+from yolokd.head import decode_boxes, rows
 from yolokd.losses import functional as kdf
 from yolokd.losses import register
 from yolokd.losses.base import DistillInputs, Probe, Term
-from yolokd.targets import decode_boxes, gaussian_masks
+from yolokd.targets import gaussian_masks
 
 __all__ = ["TARBox", "TARCls", "TARFeat"]
-
-
-def _rows(x: torch.Tensor) -> torch.Tensor:
-    """(N, K, A) head output -> (N * A, K) rows, one per anchor in (image, anchor) order."""
-    return x.permute(0, 2, 1).reshape(-1, x.shape[1])
 
 
 @register
@@ -106,7 +102,7 @@ class TARCls(Term):
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
         """Return the unweighted soft-target classification loss at the positives."""
         a = self.assigned(inputs)
-        s, t = _rows(inputs.student_preds["scores"]), _rows(inputs.teacher_preds["scores"]).detach()
+        s, t = rows(inputs.student_preds["scores"]), rows(inputs.teacher_preds["scores"]).detach()
         w = a.fg_mask.reshape(-1).float()  # the positives as a 0/1 row weight: no boolean indexing, no host sync
         return kdf.kd_qfl(s, t, beta=self.beta, weight=w, avg_factor=a.num_pos)
 
