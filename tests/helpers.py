@@ -171,11 +171,9 @@ def train_one_kd_epoch(method: str, model: str, teacher: str, data: str, project
 
 def neck_inputs(s_feats, t_feats):
     """`DistillInputs` holding only neck features (student, teacher): what a neck term such as pkd or mgd reads."""
-    from yolokd.losses import DistillInputs
+    from yolokd.losses import DistillInputs, Side
 
-    return DistillInputs(
-        student_feats=list(s_feats), teacher_feats=list(t_feats), student_preds={}, teacher_preds={}, batch={}
-    )
+    return DistillInputs(Side(list(s_feats)), Side(list(t_feats)), batch={})
 
 
 def plain_python(code: str, cwd) -> str:

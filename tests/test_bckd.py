@@ -11,7 +11,7 @@ import torch
 from helpers import kd_model, toy_batch
 
 from yolokd.config import resolve_method
-from yolokd.losses import TERMS, DistillInputs
+from yolokd.losses import TERMS, DistillInputs, Side
 from yolokd.losses.bckd import BCKDBox, BCKDCls
 from yolokd.targets import Assigned
 
@@ -36,14 +36,10 @@ def _assigned(fg: list[list[bool]], anchor_points: torch.Tensor) -> Assigned:
 
 def _inputs(s_preds, t_preds, assigned, s_reg=1, t_reg=1) -> DistillInputs:
     return DistillInputs(
-        student_feats=[],
-        teacher_feats=[],
-        student_preds=s_preds,
-        teacher_preds=t_preds,
+        student=Side(preds=s_preds, reg_max=s_reg),
+        teacher=Side(preds=t_preds, reg_max=t_reg),
         batch={},
         assigned=assigned,
-        student_reg_max=s_reg,
-        teacher_reg_max=t_reg,
     )
 
 

@@ -16,7 +16,7 @@ from ultralytics.utils.tal import bbox2dist as ultralytics_bbox2dist
 
 from yolokd.config import resolve_method
 from yolokd.head import anchor_distances
-from yolokd.losses import TERMS, DistillInputs, Probe
+from yolokd.losses import TERMS, DistillInputs, Probe, Side
 from yolokd.losses.functional import weighted_soft_bce
 from yolokd.taps import head_outputs
 from yolokd.targets import Assigned
@@ -47,13 +47,9 @@ def _assigned(fg: list[list[bool]], points, strides, boxes_px) -> Assigned:
 def _inputs(s_preds: dict, t_preds: dict, assigned: Assigned | None = None, s_reg: int = 1, t_reg: int = 1, **kw):
     """DistillInputs with the given reg_max of each model (the probe's)."""
     return DistillInputs(
-        student_feats=kw.pop("student_feats", []),
-        teacher_feats=kw.pop("teacher_feats", []),
-        student_preds=s_preds,
-        teacher_preds=t_preds,
+        student=Side(kw.pop("student_feats", []), s_preds, reg_max=s_reg),
+        teacher=Side(kw.pop("teacher_feats", []), t_preds, reg_max=t_reg),
         batch={},
-        student_reg_max=s_reg,
-        teacher_reg_max=t_reg,
         assigned=assigned,
     )
 

@@ -12,7 +12,7 @@ from ultralytics.nn.modules.head import Pose, Pose26
 from ultralytics.utils.tal import make_anchors
 
 from yolokd.head import decode_keypoints
-from yolokd.losses import DistillInputs
+from yolokd.losses import DistillInputs, Side
 from yolokd.losses import functional as kdf
 from yolokd.losses.keypoint import KeypointKD
 from yolokd.losses.mask import MaskKD
@@ -67,10 +67,8 @@ def test_mask_term_is_blind_to_the_prototype_basis_and_compares_only_positives()
     boxes = torch.tensor([0.0, 0.0, 32.0, 32.0]).expand(n, a, 4).clone()  # pixels of a 32-px image
     scores = torch.zeros(n, 3, a)
     inputs = DistillInputs(
-        [],
-        [],
-        {"mask_coefficient": coef2, "proto": proto2, "scores": scores},
-        {"mask_coefficient": coef, "proto": proto, "scores": scores},
+        Side(preds={"mask_coefficient": coef2, "proto": proto2, "scores": scores}),
+        Side(preds={"mask_coefficient": coef, "proto": proto, "scores": scores}),
         {"img": torch.zeros(n, 3, 32, 32)},
         assigned=_assigned(fg, boxes, torch.zeros(a, 2)),
     )
@@ -99,10 +97,8 @@ def test_mask_term_crops_to_the_assigned_box():
     fg = torch.ones(n, a, dtype=torch.bool)
     box = torch.tensor([[[0.0, 0.0, 8.0, 16.0]]])  # left half, full height of a 16-px image -> 2 x 4 proto pixels
     inputs = DistillInputs(
-        [],
-        [],
-        {"mask_coefficient": coef_s, "proto": proto, "scores": torch.zeros(n, 1, a)},
-        {"mask_coefficient": coef_t, "proto": proto, "scores": torch.zeros(n, 1, a)},
+        Side(preds={"mask_coefficient": coef_s, "proto": proto, "scores": torch.zeros(n, 1, a)}),
+        Side(preds={"mask_coefficient": coef_t, "proto": proto, "scores": torch.zeros(n, 1, a)}),
         {"img": torch.zeros(n, 3, 16, 16)},
         assigned=_assigned(fg, box, torch.zeros(a, 2)),
     )
@@ -148,13 +144,9 @@ def test_keypoint_term_reads_positives_only():
     t_k[0, 0, 2] = 9.0  # anchor 2 is not a positive
     fg = torch.tensor([[False, True, False, False]])
     inputs = DistillInputs(
-        [],
-        [],
-        {"kpts": s_k},
-        {"kpts": t_k},
+        Side(preds={"kpts": s_k}, head=head),
+        Side(preds={"kpts": t_k}, head=head),
         {},
-        student_head=head,
-        teacher_head=head,
         assigned=_assigned(fg, torch.zeros(1, a, 4), torch.rand(a, 2)),
     )
     # v = sigmoid(0) = 1/2 for both keypoints: (1/2 x 1 + 1/2 x 0) / 1 = 0.5; equal visibilities: no KL

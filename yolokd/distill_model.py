@@ -18,7 +18,7 @@ from ultralytics.utils.torch_utils import copy_attr
 
 from yolokd.balance import AutoBalance
 from yolokd.config import KDConfig, KDError
-from yolokd.losses import TERMS, DistillInputs, Probe, Term
+from yolokd.losses import TERMS, DistillInputs, Probe, Side, Term
 from yolokd.nonfinite import NonFiniteGuard, cuda_autocast, finite_grad
 from yolokd.pseudo import UnlabeledLoss
 from yolokd.schedules import SCHEDULES, Progress
@@ -243,23 +243,16 @@ class KDModel(TeacherRuntime, NonFiniteGuard, UnlabeledLoss, DistillationModel):
 
     def _inputs(self, batch, s_out, t_out, t_stages, assigned, gt, classes) -> DistillInputs:
         """What the terms read of one step (the student's stages are taken from the taps, which are then cleared)."""
+        s_head, t_head = detect_head(self.student_model), detect_head(self.teacher_model)
         inputs = DistillInputs(
-            student_feats=list(s_out["feats"]),
-            teacher_feats=list(t_out["feats"]),
-            student_preds=s_out,
-            teacher_preds=t_out,
+            student=Side(list(s_out["feats"]), s_out, dict(self._student_feats), s_head, self.probe.student_reg_max),
+            teacher=Side(list(t_out["feats"]), t_out, t_stages, t_head, self.probe.teacher_reg_max),
             batch=batch,
             progress=self.progress,
-            student_head=detect_head(self.student_model),
-            teacher_head=detect_head(self.teacher_model),
-            student_stages=dict(self._student_feats),
-            teacher_stages=t_stages,
             assigned=assigned,
             cache={"ground_truth": gt} if gt is not None else {},
             strides=list(self.probe.strides),
-            student_reg_max=self.probe.student_reg_max,
-            teacher_reg_max=self.probe.teacher_reg_max,
-            teacher_classes=classes,
+            classes=classes,
         )
         self._student_feats.clear()
         return inputs

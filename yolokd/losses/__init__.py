@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from yolokd.losses.base import DistillInputs, Probe, Term
+from yolokd.losses.base import DistillInputs, Probe, Side, Term
 
 TERMS: dict[str, type[Term]] = {}
 
@@ -35,4 +35,4 @@ def _import_builtin_terms() -> None:
 
 _import_builtin_terms()
 
-__all__ = ["TERMS", "DistillInputs", "Probe", "Term", "register"]
+__all__ = ["TERMS", "DistillInputs", "Probe", "Side", "Term", "register"]

@@ -66,7 +66,7 @@ class BCKDCls(Term):
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
         """Return the unweighted binary class distillation loss."""
         a = self.assigned(inputs)
-        s, t = rows(inputs.student_preds["scores"]), rows(inputs.teacher_preds["scores"]).detach()
+        s, t = rows(inputs.student.preds["scores"]), rows(inputs.teacher.preds["scores"]).detach()
         return _zero_without_positives(kdf.kd_qfl(s, t, beta=self.beta, avg_factor=a.num_pos), a)
 
 
@@ -86,7 +86,7 @@ class BCKDBox(Term):
         """Return the unweighted localisation distillation loss."""
         a = self.assigned(inputs)
         r_s, r_t = inputs.reg_max()
-        sb = head_boxes(inputs.student_preds["boxes"], a.anchor_points, r_s).reshape(-1, 4)
-        tb = head_boxes(inputs.teacher_preds["boxes"], a.anchor_points, r_t).detach().reshape(-1, 4)
-        s, t = rows(inputs.student_preds["scores"]), rows(inputs.teacher_preds["scores"])
+        sb = head_boxes(inputs.student.preds["boxes"], a.anchor_points, r_s).reshape(-1, 4)
+        tb = head_boxes(inputs.teacher.preds["boxes"], a.anchor_points, r_t).detach().reshape(-1, 4)
+        s, t = rows(inputs.student.preds["scores"]), rows(inputs.teacher.preds["scores"])
         return _zero_without_positives(kdf.bckd_loc(sb, tb, s, t, avg_factor=a.num_pos), a)

@@ -72,7 +72,7 @@ def cross_head_predictions(inputs: DistillInputs, branch: str, stage: int, adapt
     and teacher's outputs of stage ``stage``; the teacher's parameters are detached, ``h_s`` keeps its graph.
 
     Args:
-        inputs (DistillInputs): Step inputs with ``teacher_head`` and the tapped ``student_stages``/``teacher_stages``.
+        inputs (DistillInputs): Step inputs with ``teacher.head`` and the tapped ``student.stages``/``teacher.stages``.
         branch (str): ``"cv2"`` (box) or ``"cv3"`` (class).
         stage (int): Index of the crossed stage in each ``Sequential`` of the branch.
         adapters (nn.Module | None): One adapter per level (e.g. ``nn.Identity``), or None for identity.
@@ -80,17 +80,17 @@ def cross_head_predictions(inputs: DistillInputs, branch: str, stage: int, adapt
     Returns:
         (torch.Tensor): Cross predictions (N, C, A), float32, levels concatenated like the head's outputs.
     """
-    head = inputs.teacher_head
+    head = inputs.teacher.head
     if head is None or not hasattr(head, branch):
-        raise ValueError(f"crosskd: inputs.teacher_head must be a Detect head with a '{branch}' branch")
+        raise ValueError(f"crosskd: inputs.teacher.head must be a Detect head with a '{branch}' branch")
     outs = []
     for level, seq in enumerate(getattr(head, branch)):
         if stage + 1 >= len(seq):
             raise ValueError(f"crosskd: stage {stage} leaves no teacher layer to run in {branch}[{level}]")
         key = (branch, level, stage)
-        if key not in inputs.student_stages or key not in inputs.teacher_stages:
+        if key not in inputs.student.stages or key not in inputs.teacher.stages:
             raise KeyError(f"crosskd: head stage {key} was not tapped; taps() must list ({branch!r}, {stage})")
-        h_s, h_t = inputs.student_stages[key], inputs.teacher_stages[key].detach()
+        h_s, h_t = inputs.student.stages[key], inputs.teacher.stages[key].detach()
         h_s = adapters[level](h_s) if adapters is not None else h_s
         x = kdf.align_scale(h_s, h_t)
         outs.append(_frozen_forward(seq[stage + 1 :], x).float().flatten(2))
@@ -146,7 +146,7 @@ class _CrossKD(Term):
         cross = cross_head_predictions(inputs, self.branch, self.stage, adapters)
         if self.pred_key == "scores":  # the teacher's class layers give all its classes: keep the matched ones
             cross = inputs.teacher_class_logits(cross)
-        teacher = inputs.teacher_preds[self.pred_key].detach().float()
+        teacher = inputs.teacher.preds[self.pred_key].detach().float()
         if cross.shape != teacher.shape:
             raise ValueError(
                 f"{self.type}: cross predictions {tuple(cross.shape)} do not match the teacher's "
@@ -234,7 +234,7 @@ class CrossKDBox(_CrossKD):
         """Return the unweighted box-branch CrossKD loss."""
         cross, teacher = self.cross(inputs, adapters)
         reg_max = inputs.reg_max()[1]  # the teacher's: the cross predictions come out of its final conv
-        w = inputs.teacher_preds["scores"].detach().float().amax(1).sigmoid()  # (N, A)
+        w = inputs.teacher.preds["scores"].detach().float().amax(1).sigmoid()  # (N, A)
         if reg_max > 1:
             n, _, a = cross.shape
             s = rows(cross).reshape(-1, reg_max)  # (N*A*4, reg_max), sides in Ultralytics' (4, R) order

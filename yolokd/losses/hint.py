@@ -50,10 +50,10 @@ class Hint(Term):
 
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
         """Return the unweighted hint loss summed over levels."""
-        if adapters is None or len(adapters) != len(inputs.student_feats):
+        if adapters is None or len(adapters) != len(inputs.student.feats):
             raise ValueError("hint: needs one adapter per neck level")
         total = None
-        for a, s, t in zip(adapters, inputs.student_feats, inputs.teacher_feats):
+        for a, s, t in zip(adapters, inputs.student.feats, inputs.teacher.feats):
             s = a(s)
             if s.shape != t.shape:
                 raise ValueError(f"hint: adapted student {tuple(s.shape)} and teacher {tuple(t.shape)} shapes differ")
@@ -95,7 +95,7 @@ class HintSoft(Term):
         """Return the unweighted, anchor-weighted soft BCE over the TAL target-score sum."""
         asg = self.assigned(inputs)
         fg = asg.fg_mask.bool()
-        s, t = inputs.student_preds["scores"].float(), inputs.teacher_preds["scores"].float()
+        s, t = inputs.student.preds["scores"].float(), inputs.teacher.preds["scores"].float()
         weight = torch.where(fg, torch.full_like(s[:, 0], self.w_fg), torch.full_like(s[:, 0], self.w_bg))
         return kdf.weighted_soft_bce(s, t, weight, avg_factor=asg.score_sum)
 
@@ -140,8 +140,8 @@ class HintBounded(Term):
         asg = self.assigned(inputs)
         fg = asg.fg_mask.bool()
         s_reg, t_reg = inputs.reg_max()
-        r_s = anchor_distances(inputs.student_preds["boxes"], s_reg, asg.anchor_points)  # (N, A, 4)
-        r_t = anchor_distances(inputs.teacher_preds["boxes"], t_reg, asg.anchor_points)
+        r_s = anchor_distances(inputs.student.preds["boxes"], s_reg, asg.anchor_points)  # (N, A, 4)
+        r_t = anchor_distances(inputs.teacher.preds["boxes"], t_reg, asg.anchor_points)
         points = asg.anchor_points.float()
         target = asg.target_bboxes.float() / asg.stride_tensor.float()  # (N, A, 4) xyxy, grid units
         if s_reg > 1:  # the student's DFL range, as Ultralytics' BboxLoss: bbox2dist clamps to [0, reg_max - 1.01]

@@ -40,8 +40,8 @@ class KeypointKD(Term):
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
         """Return the unweighted keypoint distillation loss."""
         a = self.assigned(inputs)
-        s = decode_keypoints(inputs.student_head, inputs.student_preds["kpts"], a.anchor_points)
-        t = decode_keypoints(inputs.teacher_head, inputs.teacher_preds["kpts"].detach(), a.anchor_points)
+        s = decode_keypoints(inputs.student.head, inputs.student.preds["kpts"], a.anchor_points)
+        t = decode_keypoints(inputs.teacher.head, inputs.teacher.preds["kpts"].detach(), a.anchor_points)
         n, anchors, k, ndim = s.shape
         vis = (s[..., 2].reshape(-1, k), t[..., 2].reshape(-1, k)) if ndim == 3 else (None, None)
         weight = a.fg_mask.float().reshape(-1)

@@ -57,7 +57,7 @@ class MaskKD(Term):
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
         """Return the unweighted mask distillation loss."""
         a = self.assigned(inputs)
-        s, t = inputs.student_preds, inputs.teacher_preds
+        s, t = inputs.student.preds, inputs.teacher.preds
         fg = a.fg_mask.float()  # (N, A)
         k = min(self.max_instances, fg.shape[1])
         conf = t["scores"].detach().float().amax(1).sigmoid()  # (N, A), in (0, 1): positives first, surest first
