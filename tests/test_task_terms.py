@@ -1,9 +1,11 @@
 # yolokd, AGPL-3.0 License
-"""Task terms: mask_kd (segment) and kpt_kd (pose), against hand computations and Ultralytics' own decoding."""
+"""Task terms: mask (segment) and keypoint (pose), against hand computations and Ultralytics' own decoding."""
 
 from __future__ import annotations
 
+import inspect
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +13,9 @@ import torch
 from ultralytics.nn.modules.head import Pose, Pose26
 from ultralytics.utils.tal import make_anchors
 
+from yolokd.config import KDConfig, resolve_method
 from yolokd.head import decode_keypoints
-from yolokd.losses import DistillInputs, Side
+from yolokd.losses import TERM_ALIASES, TERMS, DistillInputs, Side
 from yolokd.losses import functional as kdf
 from yolokd.losses.keypoint import KeypointKD
 from yolokd.losses.mask import MaskKD
@@ -151,3 +154,17 @@ def test_keypoint_term_reads_positives_only():
     )
     # v = sigmoid(0) = 1/2 for both keypoints: (1/2 x 1 + 1/2 x 0) / 1 = 0.5; equal visibilities: no KL
     assert KeypointKD()(inputs, None).item() == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(("method", "old", "cls"), [("mask", "mask_kd", MaskKD), ("keypoint", "kpt_kd", KeypointKD)])
+def test_task_terms_are_named_as_their_method_and_the_old_type_still_works(tmp_path, method, old, cls):
+    """Method, module and term type share one name; a yaml or a saved config with the old type name still works."""
+    assert TERMS[method] is cls and Path(inspect.getfile(cls)).stem == method
+    assert old not in TERMS and TERM_ALIASES[old] == method
+    (spec,) = resolve_method(method)
+    assert (spec.type, spec.name) == (method, old)  # the built-in method keeps its loss item, <old>_loss
+    user_yaml = tmp_path / "old.yaml"
+    user_yaml.write_text(f"terms:\n  - type: {old}\n")
+    (spec,) = resolve_method(str(user_yaml))
+    assert (spec.type, spec.name) == (method, old)
+    assert KDConfig.from_dict({"terms": [{"type": old, "name": old}]}).terms[0].type == method  # an old checkpoint

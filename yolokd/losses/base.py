@@ -191,9 +191,10 @@ class DistillInputs:
 class Term(nn.Module):
     """One distillation loss term: holds hyper-parameters, reads `DistillInputs`, returns an unweighted scalar.
 
-    Subclasses set ``type`` (the registry key), take their hyper-parameters as keyword arguments with defaults (the
-    yaml ``params`` are validated against that signature), may build trainable adapters in `make_adapters` (the
-    distillation model stores them under its ``projector``, never inside the term), and implement `forward`.
+    Subclasses set ``type`` (the registry key; ``aliases``: old names of it that method yamls may still use), take
+    their hyper-parameters as keyword arguments with defaults (the yaml ``params`` are validated against that
+    signature), may build trainable adapters in `make_adapters` (the distillation model stores them under its
+    ``projector``, never inside the term), and implement `forward`.
 
     Statistics (e.g. gate ratios) are recorded with `record` at every step, as detached device tensors (no host
     sync), and read as epoch means through `stats`; the trainer's epoch-end callback reads and resets them once per
@@ -201,6 +202,9 @@ class Term(nn.Module):
     """
 
     type: ClassVar[str] = ""
+    # Old type names that keep working in method yamls (the loss item of a term whose yaml says ``type: <alias>``
+    # keeps its old name ``<alias>_loss``)
+    aliases: ClassVar[tuple[str, ...]] = ()
     needs_targets: ClassVar[bool] = False  # True: the model computes the TAL assignment (``inputs.assigned``)
     # True: the term reads the teacher's head outputs (``teacher.preds`` boxes/scores) or head stages. When no term of
     # a stack does, the teacher's forward stops at its Detect inputs (the neck) and ``teacher.preds`` holds only feats.

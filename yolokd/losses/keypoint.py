@@ -33,7 +33,8 @@ class KeypointKD(Term):
         ('pose',)
     """
 
-    type = "kpt_kd"
+    type = "keypoint"
+    aliases = ("kpt_kd",)  # its type before it took the method's name
     needs_targets = True
     tasks = ("pose",)
 

@@ -39,7 +39,8 @@ class MaskKD(Term):
         MaskKD(max_instances=32)
     """
 
-    type = "mask_kd"
+    type = "mask"
+    aliases = ("mask_kd",)  # its type before it took the method's name
     needs_targets = True
     tasks = ("segment",)
 
@@ -47,7 +48,7 @@ class MaskKD(Term):
         """Store how many positives per image are compared."""
         super().__init__()
         if isinstance(max_instances, bool) or max_instances < 1:
-            raise ValueError(f"mask_kd: max_instances must be an integer >= 1, got {max_instances!r}")
+            raise ValueError(f"mask: max_instances must be an integer >= 1, got {max_instances!r}")
         self.max_instances = int(max_instances)
 
     def extra_repr(self) -> str:
