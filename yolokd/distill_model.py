@@ -22,7 +22,7 @@ from yolokd.losses import TERMS, DistillInputs, Probe, Side, Term
 from yolokd.nonfinite import NonFiniteGuard, cuda_autocast, finite_grad
 from yolokd.pseudo import UnlabeledLoss
 from yolokd.schedules import SCHEDULES, Progress
-from yolokd.taps import NeckStop, clear_neck_stops, detect_head, head_outputs, model_task, probe
+from yolokd.taps import NeckStop, clear_neck_stops, detect_head, dummy_forward, head_outputs, model_task
 from yolokd.targets import Assigned, GroundTruth, ground_truth, recording_assignment, rotated_to_anchor_frame
 from yolokd.teacher import fold_batchnorm
 from yolokd.teacher_runtime import HEAD, TeacherRuntime
@@ -106,8 +106,8 @@ class KDModel(TeacherRuntime, NonFiniteGuard, UnlabeledLoss, DistillationModel):
         gs = int(max(student.stride.max(), teacher.stride.max()))
         imgsz = max(gs, -(-int(imgsz) // gs) * gs)
         ch = student.yaml.get("channels", 3) if hasattr(student, "yaml") else 3
-        s_feats, s_stages = probe(student, self._student_feats, HEAD, imgsz, ch)
-        t_feats, t_stages = probe(self.teacher_model, self._teacher_feats, HEAD, imgsz, ch)
+        s_feats, s_stages = dummy_forward(student, self._student_feats, HEAD, imgsz, ch)
+        t_feats, t_stages = dummy_forward(self.teacher_model, self._teacher_feats, HEAD, imgsz, ch)
         self.probe = Probe(
             student_channels=[f.shape[1] for f in s_feats],
             teacher_channels=[f.shape[1] for f in t_feats],
