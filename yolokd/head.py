@@ -1,5 +1,5 @@
 # yolokd, AGPL-3.0 License
-"""Reading a Detect head's training outputs: rows at anchors, decoded boxes and keypoints, prototypes, task suffixes.
+"""Reading a Detect head's outputs: rows at anchors, confidences, decoded boxes and keypoints, prototypes, suffixes.
 
 Every term, the pseudo-labels and the formulas that need a decoded box read a head through this module, so a head's
 output is decoded one way everywhere. Decoding uses Ultralytics' own rules (``dist2bbox``, ``bbox2dist``, the pose
@@ -25,6 +25,7 @@ from yolokd.taps import detect_head
 __all__ = [
     "TASK_SUFFIX",
     "anchor_distances",
+    "confidence",
     "decode_boxes",
     "decode_keypoints",
     "head_boxes",
@@ -51,6 +52,16 @@ def rows(x: torch.Tensor) -> torch.Tensor:
         [[0.0, 3.0], [1.0, 4.0], [2.0, 5.0]]
     """
     return x.permute(0, 2, 1).reshape(-1, x.shape[1])
+
+
+def confidence(preds: dict) -> torch.Tensor:
+    """(N, A) each anchor's highest class probability ``sigmoid(max_c logit)``, float32, without gradient.
+
+    Examples:
+        >>> confidence({"scores": torch.tensor([[[0.0, -1.0], [-2.0, 1.0]]])}).tolist()  # nc 2, A 2
+        [[0.5, 0.7310585975646973]]
+    """
+    return preds["scores"].detach().float().amax(1).sigmoid()
 
 
 def decode_boxes(boxes: torch.Tensor, anchor_points: torch.Tensor, reg_max: int) -> torch.Tensor:

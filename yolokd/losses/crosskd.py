@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from yolokd.adapters import per_level
-from yolokd.head import head_boxes, rows
+from yolokd.head import confidence, head_boxes, rows
 from yolokd.losses import functional as kdf
 from yolokd.losses import register
 from yolokd.losses.base import DistillInputs, Probe, Term
@@ -234,7 +234,7 @@ class CrossKDBox(_CrossKD):
         """Return the unweighted box-branch CrossKD loss."""
         cross, teacher = self.cross(inputs, adapters)
         reg_max = inputs.reg_max()[1]  # the teacher's: the cross predictions come out of its final conv
-        w = inputs.teacher.preds["scores"].detach().float().amax(1).sigmoid()  # (N, A)
+        w = confidence(inputs.teacher.preds)  # (N, A)
         if reg_max > 1:
             n, _, a = cross.shape
             s = rows(cross).reshape(-1, reg_max)  # (N*A*4, reg_max), sides in Ultralytics' (4, R) order

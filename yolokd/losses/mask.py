@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from ultralytics.utils.ops import crop_mask
 
-from yolokd.head import prototypes
+from yolokd.head import confidence, prototypes
 from yolokd.losses import functional as kdf
 from yolokd.losses import register
 from yolokd.losses.base import DistillInputs, Term
@@ -61,7 +61,7 @@ class MaskKD(Term):
         s, t = inputs.student.preds, inputs.teacher.preds
         fg = a.fg_mask.float()  # (N, A)
         k = min(self.max_instances, fg.shape[1])
-        conf = t["scores"].detach().float().amax(1).sigmoid()  # (N, A), in (0, 1): positives first, surest first
+        conf = confidence(t)  # (N, A), in (0, 1): positives first, surest first
         idx = (fg * (1.0 + conf)).topk(k, dim=1).indices  # (N, k)
         weight = fg.gather(1, idx)  # 0 where an image has fewer than k positives
         s_proto, t_proto = prototypes(s), prototypes(t).detach()
