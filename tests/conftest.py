@@ -4,10 +4,17 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from helpers import IMGSZ
 
 from yolokd.data.synthetic import make_dataset
 from yolokd.demo import scaled_yaml
+
+
+@pytest.fixture
+def seeded() -> None:
+    """Seed torch's global generator before the test (a file opts in with ``pytest.mark.usefixtures("seeded")``)."""
+    torch.manual_seed(0)
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +47,7 @@ def pico_yamls(session_dir) -> dict[str, str]:
 def teachers(session_dir, tiny_data):
     """One teacher per family (YOLOv8n, YOLO11n, YOLO26n), trained 3 epochs on the tiny data set, keyed by family.
 
-    Session-scoped: the end-to-end files of the original and of the newer methods share them.
+    Session-scoped: every method's end-to-end runs (test_methods_e2e.py) and the class-subset steps share them.
     """
     from ultralytics import YOLO
 

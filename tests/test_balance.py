@@ -97,3 +97,5 @@ def test_kdmodel_mixes_automatic_and_fixed_weights(pico_yaml, tmp_path):
     assert items["cwd_loss"].item() == pytest.approx(0.5 * det, rel=1e-4)
     assert items["hint_loss"].item() == pytest.approx(3.0 * model.balance.sums[2].item(), rel=1e-4)  # fixed weight
     assert model.term_weights()["hint"] == 3.0
+    logged = model.term_weights()["cwd"]  # the weight the step used: one rule for both (`effective_weights`)
+    assert items["cwd_loss"].item() == pytest.approx(logged * model.balance.sums[1].item(), rel=1e-6)

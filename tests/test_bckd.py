@@ -8,43 +8,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import kd_model, toy_batch
+from helpers import assigned, head_inputs, kd_model, np_giou, np_sigmoid, toy_batch
 
 from yolokd.config import resolve_method
-from yolokd.losses import TERMS, DistillInputs, Side
+from yolokd.losses import TERMS
 from yolokd.losses.bckd import BCKDBox, BCKDCls
-from yolokd.targets import Assigned
 
-
-@pytest.fixture(autouse=True)
-def _seed() -> None:
-    torch.manual_seed(0)
-
-
-def _assigned(fg: list[list[bool]], anchor_points: torch.Tensor) -> Assigned:
-    fg_mask = torch.tensor(fg, dtype=torch.bool)
-    n, a = fg_mask.shape
-    return Assigned(
-        fg_mask=fg_mask,
-        target_gt_idx=torch.zeros(n, a, dtype=torch.long),
-        target_bboxes=torch.zeros(n, a, 4),
-        anchor_points=anchor_points,
-        stride_tensor=torch.full((a, 1), 8.0),
-        target_labels=torch.zeros(n, a, dtype=torch.long),
-    )
-
-
-def _inputs(s_preds, t_preds, assigned, s_reg=1, t_reg=1) -> DistillInputs:
-    return DistillInputs(
-        student=Side(preds=s_preds, reg_max=s_reg),
-        teacher=Side(preds=t_preds, reg_max=t_reg),
-        batch={},
-        assigned=assigned,
-    )
-
-
-def _sig(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+pytestmark = pytest.mark.usefixtures("seeded")
 
 
 def _np_ltrb(boxes: np.ndarray, reg_max: int) -> np.ndarray:
@@ -55,17 +25,6 @@ def _np_ltrb(boxes: np.ndarray, reg_max: int) -> np.ndarray:
         return x[..., 0]
     p = np.exp(x - x.max(-1, keepdims=True))
     return (p / p.sum(-1, keepdims=True) * np.arange(reg_max)).sum(-1)
-
-
-def _np_giou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = iw * ih
-    area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])  # noqa: E731
-    union = area(a) + area(b) - inter
-    ew = np.maximum(a[..., 2], b[..., 2]) - np.minimum(a[..., 0], b[..., 0])
-    eh = np.maximum(a[..., 3], b[..., 3]) - np.minimum(a[..., 1], b[..., 1])
-    return inter / union - (ew * eh - union) / (ew * eh)
 
 
 def _preds(n: int, nc: int, a: int, reg_max: int, box_scale: float = 1.0, cls_scale: float = 3.0) -> dict:
@@ -81,11 +40,11 @@ FG = [[True, False, False, True, False], [False, False, True, False, False]]  # 
 def test_bckd_cls_hand_computed_over_every_anchor_divided_by_positives() -> None:
     s, t = _preds(2, 3, 5, 1), _preds(2, 3, 5, 1)
     s["scores"].requires_grad_()
-    value = BCKDCls()(_inputs(s, t, _assigned(FG, POINTS)), None)
+    value = BCKDCls()(head_inputs(s, t, assigned(FG, POINTS)), None)
     x, y = s["scores"].detach().double().numpy(), t["scores"].double().numpy()
-    q = _sig(y)
+    q = np_sigmoid(y)
     bce = np.logaddexp(0, x) - q * x  # BCE with logits against q
-    expected = (bce * np.abs(_sig(x) - q)).sum() / 3  # every anchor (background too), 3 positives
+    expected = (bce * np.abs(np_sigmoid(x) - q)).sum() / 3  # every anchor (background too), 3 positives
     assert value.item() == pytest.approx(expected, rel=1e-5)
     value.backward()
     assert s["scores"].grad.abs().sum() > 0 and t["scores"].grad is None
@@ -94,7 +53,7 @@ def test_bckd_cls_hand_computed_over_every_anchor_divided_by_positives() -> None
 def test_bckd_cls_zero_without_positives_still_in_graph() -> None:
     s, t = _preds(2, 3, 5, 1), _preds(2, 3, 5, 1)
     s["scores"].requires_grad_()
-    value = BCKDCls()(_inputs(s, t, _assigned([[False] * 5, [False] * 5], POINTS)), None)
+    value = BCKDCls()(head_inputs(s, t, assigned([[False] * 5, [False] * 5], POINTS)), None)
     assert value.item() == 0.0 and value.requires_grad
     value.backward()
     assert not s["scores"].grad.any()
@@ -106,15 +65,15 @@ def test_bckd_box_hand_computed_with_each_heads_own_reg_max(s_reg: int, t_reg: i
     """Boxes decoded with each head's own reg_max (DFL expectation or raw sides), GIoU weighted by max |dp|, / P."""
     s, t = _preds(2, 3, 5, s_reg, box_scale=2.0), _preds(2, 3, 5, t_reg, box_scale=2.0)
     s["boxes"].requires_grad_()
-    value = BCKDBox()(_inputs(s, t, _assigned(FG, POINTS), s_reg, t_reg), None)
+    value = BCKDBox()(head_inputs(s, t, assigned(FG, POINTS), s_reg, t_reg), None)
     pts = POINTS.double().numpy()[None]  # (1, A, 2)
 
     def xyxy(preds, reg):
         d = _np_ltrb(preds["boxes"].detach().double().numpy(), reg)
         return np.concatenate([pts - d[..., :2], pts + d[..., 2:]], -1)
 
-    w = np.abs(_sig(t["scores"].double().numpy()) - _sig(s["scores"].double().numpy())).max(1)  # (N, A)
-    expected = (w * (1 - _np_giou(xyxy(s, s_reg), xyxy(t, t_reg)))).sum() / 3
+    w = np.abs(np_sigmoid(t["scores"].double().numpy()) - np_sigmoid(s["scores"].double().numpy())).max(1)  # (N, A)
+    expected = (w * (1 - np_giou(xyxy(s, s_reg), xyxy(t, t_reg)))).sum() / 3
     assert value.item() == pytest.approx(expected, rel=1e-4)
     value.backward()
     assert s["boxes"].grad.abs().sum() > 0 and t["boxes"].grad is None
@@ -125,11 +84,11 @@ def test_bckd_box_exactly_zero_with_equal_scores_and_without_positives() -> None
     s, t = _preds(2, 3, 5, 4), _preds(2, 3, 5, 1)
     s["boxes"].requires_grad_()
     same = {"boxes": t["boxes"], "scores": s["scores"].clone()}
-    value = BCKDBox()(_inputs(s, same, _assigned(FG, POINTS), 4, 1), None)
+    value = BCKDBox()(head_inputs(s, same, assigned(FG, POINTS), 4, 1), None)
     assert value.item() == 0.0 and value.requires_grad
     value.backward()
     assert not s["boxes"].grad.any()
-    none = BCKDBox()(_inputs(s, t, _assigned([[False] * 5, [False] * 5], POINTS), 4, 1), None)
+    none = BCKDBox()(head_inputs(s, t, assigned([[False] * 5, [False] * 5], POINTS), 4, 1), None)
     assert none.item() == 0.0 and none.requires_grad
 
 
@@ -138,7 +97,7 @@ def test_bckd_box_inverted_raw_boxes_stay_bounded() -> None:
     s, t = _preds(1, 2, 5, 1), _preds(1, 2, 5, 1)
     s["boxes"] = -3.0 * torch.rand(1, 4, 5)  # every box inverted
     s["scores"], t["scores"] = torch.full((1, 2, 5), -50.0), torch.full((1, 2, 5), 50.0)  # w = 1 everywhere
-    value = BCKDBox()(_inputs(s, t, _assigned([[True] * 5], POINTS)), None)
+    value = BCKDBox()(head_inputs(s, t, assigned([[True] * 5], POINTS)), None)
     assert 0.0 <= float(value) <= 2.0
 
 
@@ -146,8 +105,8 @@ def test_bckd_terms_need_the_assignment_and_reg_max() -> None:
     s, t = _preds(1, 2, 5, 1), _preds(1, 2, 5, 1)
     for term in (BCKDCls(), BCKDBox()):
         with pytest.raises(ValueError, match="TAL assignment"):
-            term(_inputs(s, t, None), None)
-    inputs = _inputs(s, t, _assigned([[True] * 5], POINTS))
+            term(head_inputs(s, t, None), None)
+    inputs = head_inputs(s, t, assigned([[True] * 5], POINTS))
     inputs.teacher_reg_max = 0  # not given (hand-built inputs): the probe's value is required
     with pytest.raises(ValueError, match="reg_max"):
         BCKDBox()(inputs, None)

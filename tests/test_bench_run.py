@@ -10,6 +10,7 @@ import pytest
 
 from yolokd.bench.config import merge_config
 from yolokd.bench.run import prepare_data, run_benchmark
+from yolokd.bench.semi import SEMI_TARGETS
 from yolokd.cli import main as cli_main
 from yolokd.cli import parse
 from yolokd.config import KDError
@@ -123,3 +124,33 @@ def test_benchmark_micro_end_to_end(tmp_path, tiny_data, teacher_pt):
     assert all(r["runs"]["0"].get("reused") for r in again["rows"])  # same specs: nothing trained again
     assert again["published"] == [str(publish), str(tmp_path / "pub" / "benchmarks" / "micro.png")]
     assert "![test mAP50-95 vs cost](benchmarks/micro.png)" in publish.read_text()
+
+
+@pytest.mark.slow
+def test_benchmark_semi_rows_train_on_their_own_data_and_unlabeled_images(tmp_path, teacher_pt):
+    kw = {"preset": "micro", "project": str(tmp_path / "semi"), "teacher": str(teacher_pt), "builtin": False}
+    res = run_benchmark(**kw, methods=[], combo="cwd", profile=[], labeled_fraction=0.25, unlabeled_extra=4)
+    rows = {r["id"]: r for r in res["rows"]}
+    assert list(rows) == ["student", "semi-a", "semi-b", "semi-c", "semi-f", "combo-cwd"]
+    assert all(r["runs"]["0"]["ok"] for r in rows.values()), [r["runs"]["0"].get("error") for r in rows.values()]
+    spec = {k: json.loads((tmp_path / "semi" / "rows" / f"{k}-seed0" / "spec.json").read_text()) for k in rows}
+    view = str(tmp_path / "semi" / "semi-data" / "data.yaml")
+    assert spec["semi-a"]["data"] == spec["semi-b"]["data"] == spec["semi-c"]["data"] == view
+    assert spec["student"]["data"] == spec["semi-f"]["data"] == spec["combo-cwd"]["data"] != view
+    assert spec["semi-b"]["unlabeled"] is False and spec["semi-c"]["unlabeled"] is None  # None: the view's key
+    assert spec["semi-f"]["unlabeled"] == str(tmp_path / "semi" / "extra-data" / "images" / "train")
+    assert "unlabeled" not in spec["student"] and "unlabeled" not in spec["combo-cwd"]  # reusable as before
+    assert len(list((tmp_path / "semi" / "extra-data" / "images" / "train").iterdir())) == 4
+    assert len((tmp_path / "semi" / "semi-data" / "train.txt").read_text().split()) == 16  # n_train entries
+    header = {
+        k: (tmp_path / "semi" / "rows" / f"{k}-seed0" / "train" / "results.csv").read_text().split("\n")[0]
+        for k in rows
+    }
+    assert "unl_box" in header["semi-c"] and "unl_box" in header["semi-f"] and "unl_box" not in header["semi-b"]
+    targets = [t["target"] for t in res["targets"]]
+    assert targets[-3:] == list(SEMI_TARGETS.values()) and len(targets) == 8 + 3
+    assert res["targets"][-1]["status"] in {"met", "NOT met"}  # jobs=1: the cost is measured
+    with pytest.raises(KDError, match="labeled_fraction must be a fraction in"):
+        merge_config({"labeled_fraction": 1.0})
+    with pytest.raises(KDError, match="need the built-in synthetic data"):
+        merge_config({"labeled_fraction": 0.1, "data": "coco.yaml"})

@@ -30,6 +30,7 @@ def test_config_default_keys_and_split():
         "class_map",
         "term_weights",
         "catchup",
+        "catchup_pace",
         "unlabeled",
         "unlabeled_ratio",
         "unlabeled_weight",

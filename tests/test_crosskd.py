@@ -12,17 +12,18 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from helpers import build, kd_model, toy_batch
+from helpers import assigned, build, kd_model, np_align_scale, np_giou, np_log_softmax, np_sigmoid, toy_batch
 from torch import nn
 
 from yolokd.config import resolve_method
 from yolokd.losses import TERMS, DistillInputs, Probe, Side
 from yolokd.losses.crosskd import CrossKDBox, CrossKDCls, cross_head_predictions
 from yolokd.taps import detect_head
-from yolokd.targets import Assigned
 
 SIZES = ((2, 3), (2, 2))  # two levels, (H, W)
 CH, NC, N = 4, 3, 2
+
+pytestmark = pytest.mark.usefixtures("seeded")
 
 
 class FakeHead(nn.Module):
@@ -43,13 +44,6 @@ class FakeHead(nn.Module):
         self.cv3 = nn.ModuleList(seq(NC, 0.0) for _ in range(nl))
 
 
-def _assigned(a: int, num_fg: int) -> Assigned:
-    fg = torch.zeros(N, a, dtype=torch.bool)
-    fg.view(-1)[:num_fg] = True
-    z = torch.zeros(N, a)
-    return Assigned(fg, z.long(), torch.zeros(N, a, 4), torch.zeros(a, 2), torch.ones(a, 1), z.long())
-
-
 def fake_inputs(head: FakeHead, stage: int = 1, same: bool = False, num_fg: int = 3, t_scale: float = 2.0):
     """DistillInputs whose teacher predictions are the fake head run on the teacher's stage outputs."""
     feats = [torch.randn(N, CH, h, w) for h, w in SIZES]
@@ -64,23 +58,19 @@ def fake_inputs(head: FakeHead, stage: int = 1, same: bool = False, num_fg: int 
                 preds[key].append(getattr(head, branch)[level][stage + 1 :](t).flatten(2))
     preds = {k: torch.cat(v, 2) for k, v in preds.items()} | {"feats": feats}
     a = preds["scores"].shape[-1]
+    fg = torch.zeros(N, a, dtype=torch.bool)
+    fg.view(-1)[:num_fg] = True
     return DistillInputs(
         student=Side(feats, preds, s_stages, reg_max=head.reg_max),
         teacher=Side(feats, preds, t_stages, head, head.reg_max),
         batch={},
-        assigned=_assigned(a, num_fg),
+        assigned=assigned(fg, stride_tensor=torch.ones(a, 1)),
     )
 
 
 # ------------------------------------------------------------------------------------------------ numpy references
 def _np(x: torch.Tensor) -> np.ndarray:
     return x.detach().double().numpy()
-
-
-def _np_align(s: np.ndarray, t: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    ms, ss = s.mean((0, 2, 3), keepdims=True), s.std((0, 2, 3), ddof=1, keepdims=True)
-    mt, st = t.mean((0, 2, 3), keepdims=True), t.std((0, 2, 3), ddof=1, keepdims=True)
-    return (s - ms) / (ss + eps) * st + mt
 
 
 def _np_conv1x1(x: np.ndarray, conv: nn.Conv2d) -> np.ndarray:
@@ -90,7 +80,7 @@ def _np_conv1x1(x: np.ndarray, conv: nn.Conv2d) -> np.ndarray:
 def _np_cross(inputs: DistillInputs, branch: str, level: int) -> np.ndarray:
     """Stage-1 cross prediction of one level: the teacher's final conv on the aligned student features."""
     key = (branch, level, 1)
-    x = _np_align(_np(inputs.student_stages[key]), _np(inputs.teacher_stages[key]))
+    x = np_align_scale(_np(inputs.student_stages[key]), _np(inputs.teacher_stages[key]))
     return _np_conv1x1(x, getattr(inputs.teacher_head, branch)[level][2])
 
 
@@ -101,29 +91,6 @@ def _np_level_preds(inputs: DistillInputs, key: str, level: int) -> np.ndarray:
     return _np(inputs.teacher_preds[key])[:, :, start : start + h * w].reshape(N, -1, h, w)
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    z = x - x.max()
-    return z - np.log(np.exp(z).sum())
-
-
-def _np_giou(b1: np.ndarray, b2: np.ndarray) -> float:
-    iw = max(min(b1[2], b2[2]) - max(b1[0], b2[0]), 0.0)
-    ih = max(min(b1[3], b2[3]) - max(b1[1], b2[1]), 0.0)
-    inter = iw * ih
-    union = (b1[2] - b1[0]) * (b1[3] - b1[1]) + (b2[2] - b2[0]) * (b2[3] - b2[1]) - inter
-    c = (max(b1[2], b2[2]) - min(b1[0], b2[0])) * (max(b1[3], b2[3]) - min(b1[1], b2[1]))
-    return inter / union - (c - union) / c
-
-
-@pytest.fixture(autouse=True)
-def _seed() -> None:
-    torch.manual_seed(0)
-
-
 # ------------------------------------------------------------------------------------------------ hand computations
 def test_crosskd_cls_equals_hand_kd_qfl() -> None:
     """cls = sum over anchors and classes of BCE(cross, sigmoid(t)) * |sigmoid(cross) - sigmoid(t)| / num positives."""
@@ -132,9 +99,9 @@ def test_crosskd_cls_equals_hand_kd_qfl() -> None:
     total = 0.0
     for level in range(len(SIZES)):
         s, t = _np_cross(inputs, "cv3", level), _np_level_preds(inputs, "scores", level)
-        q = _sigmoid(t)
+        q = np_sigmoid(t)
         bce = np.maximum(s, 0) - s * q + np.log1p(np.exp(-np.abs(s)))
-        total += (bce * np.abs(_sigmoid(s) - q)).sum()
+        total += (bce * np.abs(np_sigmoid(s) - q)).sum()
     got = CrossKDCls()(inputs, None)
     assert got.dim() == 0 and got.dtype == torch.float32
     assert got.item() == pytest.approx(total / 3, rel=1e-5)
@@ -148,14 +115,14 @@ def test_crosskd_box_ld_equals_hand_weighted_kl() -> None:
     num, den = 0.0, 0.0
     for level, (h, w) in enumerate(SIZES):
         s, t = _np_cross(inputs, "cv2", level), _np_level_preds(inputs, "boxes", level)
-        wts = _sigmoid(_np_level_preds(inputs, "scores", level).max(1))  # (N, H, W)
+        wts = np_sigmoid(_np_level_preds(inputs, "scores", level).max(1))  # (N, H, W)
         for n in range(N):
             for y in range(h):
                 for x in range(w):
                     den += 4 * wts[n, y, x]
                     for side in range(4):
-                        ls = _log_softmax(s[n, side * r : (side + 1) * r, y, x])
-                        lt = _log_softmax(t[n, side * r : (side + 1) * r, y, x])
+                        ls = np_log_softmax(s[n, side * r : (side + 1) * r, y, x])
+                        lt = np_log_softmax(t[n, side * r : (side + 1) * r, y, x])
                         num += wts[n, y, x] * (np.exp(lt) * (lt - ls)).sum()
     got = CrossKDBox()(inputs, None)
     assert got.item() == pytest.approx(num / den, rel=1e-5)
@@ -169,14 +136,14 @@ def test_crosskd_box_giou_equals_hand_weighted_giou() -> None:
     num, den = 0.0, 0.0
     for level, (h, w) in enumerate(SIZES):
         s, t = _np_cross(inputs, "cv2", level), _np_level_preds(inputs, "boxes", level)
-        wts = _sigmoid(_np_level_preds(inputs, "scores", level).max(1))
+        wts = np_sigmoid(_np_level_preds(inputs, "scores", level).max(1))
         for n in range(N):
             for y in range(h):
                 for x in range(w):
                     ax, ay = x + 0.5, y + 0.5
                     bs = [ax - s[n, 0, y, x], ay - s[n, 1, y, x], ax + s[n, 2, y, x], ay + s[n, 3, y, x]]
                     bt = [ax - t[n, 0, y, x], ay - t[n, 1, y, x], ax + t[n, 2, y, x], ay + t[n, 3, y, x]]
-                    num += wts[n, y, x] * (1.0 - _np_giou(bs, bt))
+                    num += wts[n, y, x] * (1.0 - np_giou(bs, bt))
                     den += wts[n, y, x]
     assert num > 0
     assert CrossKDBox()(inputs, None).item() == pytest.approx(0.25 * num / den, rel=1e-4)
@@ -193,7 +160,9 @@ def test_crosskd_box_weight_is_exactly_zero_where_teacher_is_certain_background(
     s, t = _np_cross(inputs, "cv2", 0)[1, :, 1, 1], _np_level_preds(inputs, "boxes", 0)[1, :, 1, 1]
     kl = [
         (np.exp(lt) * (lt - ls)).sum()
-        for ls, lt in ((_log_softmax(s[i * r : (i + 1) * r]), _log_softmax(t[i * r : (i + 1) * r])) for i in range(4))
+        for ls, lt in (
+            (np_log_softmax(s[i * r : (i + 1) * r]), np_log_softmax(t[i * r : (i + 1) * r])) for i in range(4)
+        )
     ]
     got = CrossKDBox()(inputs, None).item()
     assert got == pytest.approx(np.mean(kl), rel=1e-5)
@@ -232,7 +201,7 @@ def test_crosskd_box_giou_bounded_for_inverted_boxes() -> None:
     num, den = 0.0, 0.0
     for level, (h, w) in enumerate(SIZES):
         s, t = _np_cross(inputs, "cv2", level), _np_level_preds(inputs, "boxes", level)
-        wts = _sigmoid(_np_level_preds(inputs, "scores", level).max(1))
+        wts = np_sigmoid(_np_level_preds(inputs, "scores", level).max(1))
         for n in range(N):
             for y in range(h):
                 for x in range(w):
@@ -242,7 +211,7 @@ def test_crosskd_box_giou_bounded_for_inverted_boxes() -> None:
                         sorted([ay - s[n, 1, y, x], ay + s[n, 3, y, x]]),
                     )
                     bt = [ax - t[n, 0, y, x], ay - t[n, 1, y, x], ax + t[n, 2, y, x], ay + t[n, 3, y, x]]
-                    num += wts[n, y, x] * (1.0 - _np_giou([xs[0], ys[0], xs[1], ys[1]], bt))
+                    num += wts[n, y, x] * (1.0 - np_giou([xs[0], ys[0], xs[1], ys[1]], bt))
                     den += wts[n, y, x]
     got = CrossKDBox(giou_scale=1.0)(inputs, None).item()
     assert 0.0 <= got <= 2.0

@@ -12,7 +12,7 @@ import torch
 from helpers import IMGSZ, build, captured_logs, host_sync_allowed, kd_model, no_host_sync, toy_batch
 from ultralytics.utils.torch_utils import ModelEMA
 
-from yolokd.config import PREFIX, KDError, build_config
+from yolokd.config import PREFIX, KDError, available_methods, build_config
 from yolokd.distill_model import KDModel
 from yolokd.losses import functional as kdf
 from yolokd.taps import detect_head, head_outputs
@@ -88,6 +88,27 @@ def test_taps_survive_deepcopy_and_pickle_mid_step(kd):
         assert items["cwd_loss"].item() > 0
     _, items = kd.loss(batch)  # and the original still works
     assert items["cwd_loss"].item() > 0
+
+
+def test_kdmodel_recreates_the_attributes_distillation_model_init_sets(kd, pico_yaml):
+    """KDModel skips DistillationModel.__init__: a change to the attributes it sets must be mirrored in KDModel."""
+    import inspect
+
+    from torch import nn
+    from ultralytics.nn.distill_model import DistillationModel
+
+    student, teacher = build(pico_yaml), build("yolov8n.yaml")
+    student.args.imgsz = IMGSZ
+    theirs = DistillationModel(teacher, student)
+    own = (set(vars(theirs)) | set(theirs._modules)) - set(vars(nn.Module())) - set(vars(student))  # not copy_attr's
+    modules = {"teacher_model", "student_model", "projector"}
+    plain = {"feats_idx", "teacher_feats_idx", "_teacher_feats", "_student_feats", "_teacher_hooks", "_student_hooks"}
+    assert own == modules | plain | {"dis"}
+    assert all(isinstance(getattr(kd, a), nn.Module) for a in modules)
+    assert all(type(getattr(kd, a)) is type(getattr(theirs, a)) for a in plain)
+    # dis is left out: only DistillationModel.loss reads it, and KDModel replaces that method
+    readers = {n for n, f in vars(DistillationModel).items() if callable(f) and "self.dis" in inspect.getsource(f)}
+    assert readers == {"__init__", "loss"}
 
 
 def test_check_pair_errors(pico_yaml):
@@ -224,7 +245,7 @@ def test_composition_weights_schedules_and_global_multiplier(pico_yaml):
 
 
 # ----------------------------------------------------------------------------------------- statistics, host syncs
-@pytest.mark.parametrize("method", ["cwd", "crosskd", "fgbg", "hint", "tar", "pkd", "mgd", "bckd"])
+@pytest.mark.parametrize("method", available_methods("detect"))
 @pytest.mark.parametrize(("family", "teacher"), [("yolov8", "yolov8n.yaml"), ("yolo26", "yolo26n.yaml")])
 def test_terms_step_without_host_sync(pico_yamls, monkeypatch, method, family, teacher):
     """No term reads a device value on the host or selects by a boolean mask (both stall an accelerator each step)."""

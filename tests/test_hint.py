@@ -1,7 +1,7 @@
 # yolokd, AGPL-3.0 License
 """Hint terms (Chen et al., NeurIPS 2017): hint, hint_soft, hint_bounded, on hand-built inputs and real models.
 
-Expected values are hand computations in plain python (``math``), never the torch expression under test.
+Expected values are hand computations in plain python or numpy, never the torch expression under test.
 """
 
 from __future__ import annotations
@@ -10,48 +10,15 @@ import math
 
 import pytest
 import torch
-from helpers import kd_model, toy_batch
+from helpers import assigned, head_inputs, kd_model, np_soft_bce, toy_batch
 from torch import nn
 from ultralytics.utils.tal import bbox2dist as ultralytics_bbox2dist
 
 from yolokd.config import resolve_method
-from yolokd.head import anchor_distances
-from yolokd.losses import TERMS, DistillInputs, Probe, Side
-from yolokd.losses.functional import weighted_soft_bce
+from yolokd.losses import TERMS, DistillInputs, Probe
 from yolokd.taps import head_outputs
-from yolokd.targets import Assigned
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
-
-
-def _bce(x: float, q: float) -> float:
-    """Plain-python BCE of logit ``x`` against probability ``q``."""
-    p = 1.0 / (1.0 + math.exp(-x))
-    return -q * math.log(p) - (1.0 - q) * math.log(1.0 - p)
-
-
-def _assigned(fg: list[list[bool]], points, strides, boxes_px) -> Assigned:
-    """A hand-made TAL assignment: fg (N, A), anchor points (A, 2), strides (A,), target boxes (N, A, 4) in pixels."""
-    fg_mask = torch.tensor(fg)
-    n, a = fg_mask.shape
-    return Assigned(
-        fg_mask=fg_mask,
-        target_gt_idx=torch.zeros(n, a, dtype=torch.long),
-        target_bboxes=torch.tensor(boxes_px, dtype=torch.float32),
-        anchor_points=torch.tensor(points, dtype=torch.float32),
-        stride_tensor=torch.tensor(strides, dtype=torch.float32).view(-1, 1),
-        target_labels=torch.zeros(n, a, dtype=torch.long),
-    )
-
-
-def _inputs(s_preds: dict, t_preds: dict, assigned: Assigned | None = None, s_reg: int = 1, t_reg: int = 1, **kw):
-    """DistillInputs with the given reg_max of each model (the probe's)."""
-    return DistillInputs(
-        student=Side(kw.pop("student_feats", []), s_preds, reg_max=s_reg),
-        teacher=Side(kw.pop("teacher_feats", []), t_preds, reg_max=t_reg),
-        batch={},
-        assigned=assigned,
-    )
 
 
 # ---------------------------------------------------------------------------------------------------------------- hint
@@ -71,7 +38,7 @@ def test_hint_make_adapters_one_per_level_even_when_channels_match():
 def test_hint_zero_when_adapted_student_equals_teacher():
     feats = [torch.randn(2, 3, 4, 4), torch.randn(2, 3, 2, 2)]
     adapters = nn.ModuleList(_identity_adapter(3) for _ in feats)
-    inputs = _inputs({}, {}, student_feats=[f.clone() for f in feats], teacher_feats=feats)
+    inputs = head_inputs({}, {}, s_feats=[f.clone() for f in feats], t_feats=feats)
     assert TERMS["hint"]()(inputs, adapters).item() == 0.0
 
 
@@ -85,7 +52,7 @@ def test_hint_hand_computed_sum_over_levels_of_mean_squared_error():
     adapters = nn.ModuleList([_identity_adapter(2), zero])
     t0 = torch.randn(1, 2, 3, 3)
     s1 = torch.randn(1, 2, 2, 2, requires_grad=True)
-    inputs = _inputs({}, {}, student_feats=[t0 + 1.0, s1], teacher_feats=[t0, torch.full((1, 3, 2, 2), 2.5)])
+    inputs = head_inputs({}, {}, s_feats=[t0 + 1.0, s1], t_feats=[t0, torch.full((1, 3, 2, 2), 2.5)])
     loss = TERMS["hint"]()(inputs, adapters)
     assert loss.dtype == torch.float32 and loss.dim() == 0
     assert loss.item() == pytest.approx(1.0 + 4.0, rel=1e-6)
@@ -95,7 +62,7 @@ def test_hint_hand_computed_sum_over_levels_of_mean_squared_error():
 
 
 def test_hint_shape_mismatch_raises():
-    inputs = _inputs({}, {}, student_feats=[torch.zeros(1, 2, 2, 2)], teacher_feats=[torch.zeros(1, 4, 2, 2)])
+    inputs = head_inputs({}, {}, s_feats=[torch.zeros(1, 2, 2, 2)], t_feats=[torch.zeros(1, 4, 2, 2)])
     with pytest.raises(ValueError, match="shapes differ"):
         TERMS["hint"]()(inputs, nn.ModuleList([nn.Conv2d(2, 3, 1)]))
 
@@ -106,35 +73,16 @@ SCORE_SUM = 4.0  # the TAL target-score sum of the hand-made assignments: neithe
 
 def _soft_inputs(s: torch.Tensor, t: torch.Tensor, fg: list[list[bool]], score_sum: float | None = SCORE_SUM):
     n, a = len(fg), len(fg[0])
-    asg = _assigned(fg, [[0.5, 0.5]] * a, [8.0] * a, torch.zeros(n, a, 4).tolist())
+    asg = assigned(fg, [[0.5, 0.5]] * a, [8.0] * a, torch.zeros(n, a, 4).tolist())
     asg.target_scores_sum = None if score_sum is None else torch.tensor(score_sum)
-    return _inputs({"scores": s}, {"scores": t}, asg)
-
-
-def test_weighted_soft_bce_hand_computed_not_zero_at_equal_logits():
-    s = torch.tensor([[[0.0, LN3, 0.0], [0.0, 0.0, 0.0]]])  # (N=1, C=2, A=3)
-    t = torch.tensor([[[0.0, 0.0, 0.0], [0.0, LN3, 0.0]]])
-    w = torch.tensor([[1.0, 1.5, 1.5]])
-    # anchor 0: s == t == 0, 2 classes -> 2 ln 2 (the entropy, not 0); anchor 1: BCE(ln3, 1/2) + BCE(0, 3/4)
-    a1 = 0.5 * (math.log(4 / 3) + math.log(4)) + LN2
-    expected = (1.0 * 2 * LN2 + 1.5 * a1 + 1.5 * 2 * LN2) / 3
-    assert a1 == pytest.approx(_bce(LN3, 0.5) + _bce(0.0, 0.75))
-    assert weighted_soft_bce(s, t, w).item() == pytest.approx(expected, rel=1e-6)
-
-
-def test_weighted_soft_bce_avg_factor_replaces_anchor_count():
-    s, t = torch.zeros(2, 1, 3), torch.full((2, 1, 3), LN3)  # BCE(0, 3/4) = ln 2 at each of the 6 anchors
-    w = torch.tensor([[1.0, 1.5, 1.5], [1.0, 1.0, 0.0]])  # sum 6
-    assert weighted_soft_bce(s, t, w).item() == pytest.approx(6 * LN2 / 6, rel=1e-6)
-    assert weighted_soft_bce(s, t, w, avg_factor=2.5).item() == pytest.approx(6 * LN2 / 2.5, rel=1e-6)
-    assert weighted_soft_bce(s, t, w, avg_factor=torch.tensor([2.5])).item() == pytest.approx(6 * LN2 / 2.5, rel=1e-6)
+    return head_inputs({"scores": s}, {"scores": t}, asg)
 
 
 def test_hint_soft_hand_computed_and_gradient_zero_at_equal_logits():
     s = torch.tensor([[[0.0, LN3, 0.0], [0.0, 0.0, 0.0]]], requires_grad=True)
     t = torch.tensor([[[0.0, 0.0, 0.0], [0.0, LN3, 0.0]]])
     loss = TERMS["hint_soft"]()(_soft_inputs(s, t, [[True, False, False]]), None)
-    a1 = _bce(LN3, 0.5) + _bce(0.0, 0.75)
+    a1 = np_soft_bce(LN3, 0.5) + np_soft_bce(0.0, 0.75)
     assert loss.item() == pytest.approx((2 * LN2 + 1.5 * a1 + 1.5 * 2 * LN2) / SCORE_SUM, rel=1e-6)
     loss.backward()
     # d/ds = w * (sigmoid(s) - sigmoid(t)) / Z: zero where s == t (the minimum), 1.5 * (3/4 - 1/2) / 4 at (0, 1)
@@ -182,16 +130,9 @@ def test_hint_soft_large_logits_float32_finite():
     assert torch.isfinite(s.grad).all()
 
 
-def test_weighted_soft_bce_gradcheck_float64():
-    s = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
-    t = torch.randn(2, 3, 4, dtype=torch.float64)
-    w = torch.rand(2, 4, dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda x: weighted_soft_bce(x, t, w), (s,))
-
-
 def test_hint_soft_requires_assignment():
     with pytest.raises(ValueError, match="needs the TAL assignment"):
-        TERMS["hint_soft"]()(_inputs({"scores": torch.zeros(1, 1, 1)}, {"scores": torch.zeros(1, 1, 1)}), None)
+        TERMS["hint_soft"]()(head_inputs({"scores": torch.zeros(1, 1, 1)}, {"scores": torch.zeros(1, 1, 1)}), None)
 
 
 # -------------------------------------------------------------------------------------------------------- hint_bounded
@@ -209,15 +150,7 @@ RT = [[1.0, 1.0, 1.0, 1.0], [1.0, 0.5, 2.0, 3.5], [0.0, 0.0, 0.0, 0.0], [1.5, 1.
 def _bounded_inputs(rs=RS, rt=RT, fg=(True, True, False, True), requires_grad=False) -> DistillInputs:
     s = torch.tensor(rs).t()[None].clone().requires_grad_(requires_grad)  # (1, 4, A): reg_max 1, raw distances
     t = torch.tensor(rt).t()[None]
-    return _inputs({"boxes": s}, {"boxes": t}, _assigned([list(fg)], POINTS, STRIDES, BOXES_PX))
-
-
-def test_anchor_distances_at_the_positives_raw_and_target_round_trip():
-    fg = torch.tensor([[True, True, False, True]])
-    r = anchor_distances(torch.tensor(RS).t()[None], 1, torch.tensor(POINTS))[fg]
-    assert r.tolist() == [RS[0], RS[1], RS[3]]
-    y = anchor_distances(torch.tensor(Y).t()[None], 1, torch.tensor(POINTS))[fg]
-    assert y.tolist() == [Y[0], Y[1], Y[3]]
+    return head_inputs({"boxes": s}, {"boxes": t}, assigned([list(fg)], POINTS, STRIDES, BOXES_PX))
 
 
 @pytest.mark.parametrize(
@@ -265,9 +198,9 @@ def test_hint_bounded_dfl_student_and_plain_teacher_hand_computed():
     # student reg_max 2: bins [0, 0] -> 0.5, [0, ln3] -> 0.75, [ln3, 0] -> 0.25: rs = [.5, .5, .75, .25], d_s = 1/8
     s = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, LN3, LN3, 0.0]).view(1, 8, 1)
     t = torch.tensor([0.5, 0.5, 0.5, 0.75]).view(1, 4, 1)  # teacher reg_max 1: d_t = 1/16 < d_s: open
-    asg = _assigned([[True]], [[0.5, 0.5]], [8.0], [[[0.0, 0.0, 8.0, 8.0]]])
+    asg = assigned([[True]], [[0.5, 0.5]], [8.0], [[[0.0, 0.0, 8.0, 8.0]]])
     term = TERMS["hint_bounded"]()
-    loss = term(_inputs({"boxes": s}, {"boxes": t}, asg, s_reg=2, t_reg=1), None)
+    loss = term(head_inputs({"boxes": s}, {"boxes": t}, asg, s_reg=2, t_reg=1), None)
     assert loss.item() == pytest.approx(0.125, rel=1e-6)
     assert term.stats["open"] == 1.0
 
@@ -285,11 +218,11 @@ def _dfl(dists: list[float], reg_max: int) -> list[float]:
 def test_hint_bounded_dfl_student_targets_clamped_to_the_bin_range_like_ultralytics():
     # one positive at (0.5, 0.5), stride 8, box [0, 0, 44, 8] px: y = [.5, .5, 5, .5] grid units, beyond a reg_max-4
     # student's range [0, 3]: Ultralytics' DFL target is bbox2dist(..., reg_max - 1) = y clamped to [0, 2.99]
-    asg = _assigned([[True]], [[0.5, 0.5]], [8.0], [[[0.0, 0.0, 44.0, 8.0]]])
+    asg = assigned([[True]], [[0.5, 0.5]], [8.0], [[[0.0, 0.0, 44.0, 8.0]]])
     s = torch.tensor(_dfl([0.5, 0.5, 3.0, 0.5], 4)).view(1, 16, 1)  # the student at its last bin on the right side
     t = torch.tensor([0.5, 0.5, 5.0, 0.5]).view(1, 4, 1)  # a reg_max-1 teacher exactly on the (unclamped) box
     term = TERMS["hint_bounded"]()
-    loss = term(_inputs({"boxes": s}, {"boxes": t}, asg, s_reg=4, t_reg=1), None)
+    loss = term(head_inputs({"boxes": s}, {"boxes": t}, asg, s_reg=4, t_reg=1), None)
     # y -> [.5, .5, 2.99, .5]: d_s = (3 - 2.99)^2 = 1e-4 (unclamped: (3 - 5)^2 = 4); the teacher clamped to the same
     # range: d_t = 0 < d_s, the gate is open (unclamped teacher: d_t = 4.04, closed, loss 0)
     assert loss.item() == pytest.approx(1e-4, rel=1e-3)
@@ -300,10 +233,10 @@ def test_hint_bounded_dfl_student_targets_clamped_to_the_bin_range_like_ultralyt
 
 
 def test_hint_bounded_reg_max_1_student_not_clamped():
-    asg = _assigned([[True]], [[0.5, 0.5]], [8.0], [[[0.0, 0.0, 44.0, 8.0]]])  # y = [.5, .5, 5, .5]
+    asg = assigned([[True]], [[0.5, 0.5]], [8.0], [[[0.0, 0.0, 44.0, 8.0]]])  # y = [.5, .5, 5, .5]
     s = torch.tensor([0.5, 0.5, 5.5, 0.5]).view(1, 4, 1)  # d_s = 0.25
     t = torch.tensor([0.5, 0.5, 5.0, 0.5]).view(1, 4, 1)  # d_t = 0
-    loss = TERMS["hint_bounded"]()(_inputs({"boxes": s}, {"boxes": t}, asg, s_reg=1, t_reg=1), None)
+    loss = TERMS["hint_bounded"]()(head_inputs({"boxes": s}, {"boxes": t}, asg, s_reg=1, t_reg=1), None)
     assert loss.item() == pytest.approx(0.25, rel=1e-6)
 
 
@@ -317,9 +250,9 @@ def test_hint_bounded_no_positives_zero_in_graph():
 def test_hint_bounded_large_dfl_logits_float32_finite():
     s = torch.tensor([1e4, -1e4] * 4).view(1, 8, 1).requires_grad_(True)  # all mass on bin 0: rs = 0
     t = torch.tensor([-3e4, 3e4] * 4).view(1, 8, 1)  # all mass on bin 1: rt = 1, clamped to 0.99 like y
-    asg = _assigned([[True]], [[0.5, 0.5]], [8.0], [[[-4.0, -4.0, 12.0, 12.0]]])  # y = [1, 1, 1, 1] -> 0.99 (reg_max 2)
+    asg = assigned([[True]], [[0.5, 0.5]], [8.0], [[[-4.0, -4.0, 12.0, 12.0]]])  # y = [1, 1, 1, 1] -> 0.99 (reg_max 2)
     term = TERMS["hint_bounded"]()
-    loss = term(_inputs({"boxes": s}, {"boxes": t}, asg, s_reg=2, t_reg=2), None)
+    loss = term(head_inputs({"boxes": s}, {"boxes": t}, asg, s_reg=2, t_reg=2), None)
     assert loss.item() == pytest.approx(4 * 0.99**2, rel=1e-6) and term.stats["open"] == 1.0  # d_s > d_t = 0
     loss.backward()
     assert torch.isfinite(s.grad).all()

@@ -16,10 +16,7 @@ from yolokd.losses import TERMS, Probe
 from yolokd.losses import functional as kdf
 from yolokd.losses.mgd import MGD, MGDLevel
 
-
-@pytest.fixture(autouse=True)
-def _seed() -> None:
-    torch.manual_seed(0)
+pytestmark = pytest.mark.usefixtures("seeded")
 
 
 def test_mgd_adapters_hold_align_where_widths_differ_and_the_generator() -> None:
@@ -83,7 +80,7 @@ def test_mgd_invalid_ratio() -> None:
 
 
 def test_mgd_kd_step_trains_align_and_generator(pico_yamls) -> None:
-    """A real step on a cross-family pair (every family trains an epoch in test_methods_new_e2e.py)."""
+    """A real step on a cross-family pair (every method trains an epoch per family in test_methods_e2e.py)."""
     model = kd_model(pico_yamls["yolov8"], "yolo11n.yaml", "mgd")
     loss, items = model.loss(toy_batch(n=4))  # 4 x 2x2 P5 cells: all 16 masked with probability 0.65^16
     assert list(items)[-1] == "mgd_loss" and 0 < float(items["mgd_loss"]) < math.inf

@@ -15,10 +15,7 @@ from yolokd.losses import TERMS, Probe
 from yolokd.losses import functional as kdf
 from yolokd.losses.pkd import PKD
 
-
-@pytest.fixture(autouse=True)
-def _seed() -> None:
-    torch.manual_seed(0)
+pytestmark = pytest.mark.usefixtures("seeded")
 
 
 def test_pkd_adapters_only_where_widths_differ() -> None:
@@ -43,7 +40,7 @@ def test_pkd_term_is_the_sum_over_levels_and_blind_to_channel_scale() -> None:
 
 
 def test_pkd_kd_step_trains_the_adapters(pico_yamls) -> None:
-    """A real step on a cross-family pair (every family trains an epoch in test_methods_new_e2e.py)."""
+    """A real step on a cross-family pair (every method trains an epoch per family in test_methods_e2e.py)."""
     model = kd_model(pico_yamls["yolov8"], "yolo11n.yaml", "pkd")
     loss, items = model.loss(toy_batch())
     assert list(items)[-1] == "pkd_loss"

@@ -32,3 +32,14 @@ def test_labeled_split_keeps_a_fraction_of_the_labels_and_lists_the_rest_unlabel
     assert len(list((root / "images" / "train").iterdir())) == 16 and not list((root / "unlabeled").iterdir())
     with pytest.raises(ValueError, match="labeled_fraction must be in"):
         labeled_split(tiny_data, tmp_path / "x", 0)
+
+
+def test_labeled_split_repeat_lists_the_labelled_images_as_often_as_the_source_has_images(tmp_path, tiny_data):
+    yaml_path = labeled_split(tiny_data, tmp_path / "semi", 0.25, repeat=True)
+    view, root = YAML.load(yaml_path), tmp_path / "semi"
+    lines = (root / "train.txt").read_text().split()
+    assert view["train"] == "train.txt" and len(lines) == 16  # as many steps per epoch as over all 16 images
+    names = [f"train_{i:06d}.jpg" for i in range(4)]
+    assert [line.rsplit("/", 1)[-1] for line in lines] == names * 4  # each of the 4 labelled images 4 times
+    labeled_split(tiny_data, tmp_path / "semi", 0.25)  # without repeat: the folder again, the list gone
+    assert YAML.load(yaml_path)["train"] == "images/train" and not (root / "train.txt").exists()

@@ -7,9 +7,9 @@ import inspect
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from helpers import assigned, np_sigmoid
 from ultralytics.nn.modules.head import Pose, Pose26
 from ultralytics.utils.tal import make_anchors
 
@@ -19,43 +19,8 @@ from yolokd.losses import TERM_ALIASES, TERMS, DistillInputs, Side
 from yolokd.losses import functional as kdf
 from yolokd.losses.keypoint import KeypointKD
 from yolokd.losses.mask import MaskKD
-from yolokd.targets import Assigned
 
-
-@pytest.fixture(autouse=True)
-def _seed() -> None:
-    torch.manual_seed(0)
-
-
-def _sig(x):
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-def _assigned(fg: torch.Tensor, boxes: torch.Tensor, anchor_points: torch.Tensor) -> Assigned:
-    n, a = fg.shape
-    return Assigned(
-        fg_mask=fg,
-        target_gt_idx=torch.zeros(n, a, dtype=torch.long),
-        target_bboxes=boxes,
-        anchor_points=anchor_points,
-        stride_tensor=torch.full((a, 1), 8.0),
-        target_labels=torch.zeros(n, a, dtype=torch.long),
-    )
-
-
-def test_mask_kd_matches_a_numpy_loop():
-    s, t = torch.randn(3, 4, 5, dtype=torch.float64), torch.randn(3, 4, 5, dtype=torch.float64)
-    region = (torch.rand(3, 4, 5) > 0.4).double()
-    region[2] = 0  # an empty region counts as 0 (divided by max(|R|, 1))
-    w = torch.tensor([1.0, 0.5, 1.0], dtype=torch.float64)
-    p, q = _sig(t.numpy()), _sig(s.numpy())
-    kl = p * np.log(p / q) + (1 - p) * np.log((1 - p) / (1 - q))
-    per = [(kl[k] * region[k].numpy()).sum() / max(region[k].sum().item(), 1) for k in range(3)]
-    want = sum(wk * pk for wk, pk in zip(w.tolist(), per)) / max(w.sum().item(), 1)
-    assert kdf.mask_kd(s, t, region, w).item() == pytest.approx(want, rel=1e-10)
-    assert kdf.mask_kd(t, t, region, w).item() == pytest.approx(0.0, abs=1e-12)
-    s.requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda x: kdf.mask_kd(x, t, region, w), (s,))
+pytestmark = pytest.mark.usefixtures("seeded")
 
 
 def test_mask_term_is_blind_to_the_prototype_basis_and_compares_only_positives():
@@ -73,7 +38,7 @@ def test_mask_term_is_blind_to_the_prototype_basis_and_compares_only_positives()
         Side(preds={"mask_coefficient": coef2, "proto": proto2, "scores": scores}),
         Side(preds={"mask_coefficient": coef, "proto": proto, "scores": scores}),
         {"img": torch.zeros(n, 3, 32, 32)},
-        assigned=_assigned(fg, boxes, torch.zeros(a, 2)),
+        assigned=assigned(fg, anchor_points=torch.zeros(a, 2), target_bboxes=boxes),
     )
     term = MaskKD(max_instances=3)
     assert term(inputs, None).item() == pytest.approx(0.0, abs=1e-5)
@@ -103,23 +68,11 @@ def test_mask_term_crops_to_the_assigned_box():
         Side(preds={"mask_coefficient": coef_s, "proto": proto, "scores": torch.zeros(n, 1, a)}),
         Side(preds={"mask_coefficient": coef_t, "proto": proto, "scores": torch.zeros(n, 1, a)}),
         {"img": torch.zeros(n, 3, 16, 16)},
-        assigned=_assigned(fg, box, torch.zeros(a, 2)),
+        assigned=assigned(fg, anchor_points=torch.zeros(a, 2), target_bboxes=box),
     )
-    p, q = _sig(2.0), 0.5  # teacher logit 2 (= 1 + 1) everywhere, student 0
+    p, q = np_sigmoid(2.0), 0.5  # teacher logit 2 (= 1 + 1) everywhere, student 0
     per_pixel = p * math.log(p / q) + (1 - p) * math.log((1 - p) / (1 - q))
     assert MaskKD()(inputs, None).item() == pytest.approx(per_pixel, rel=1e-5)  # mean over the box = each pixel
-
-
-def test_keypoint_kd_matches_hand_values():
-    s = torch.zeros(2, 3, 2)
-    t = torch.tensor([[[1.0, 1.0], [2.0, 0.0], [0.0, 0.5]], [[4.0, 0.0], [0.0, 0.0], [0.0, 0.0]]])
-    w = torch.tensor([1.0, 0.0])  # the second prediction is not a positive
-    assert kdf.keypoint_kd(s, t, w).item() == pytest.approx((2.0 + 2.0 + 0.5) / 3)
-    t_vis = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])  # v = 1/2 each: the plain mean again
-    s_vis = torch.tensor([[0.0, 0.0, math.log(3.0)], [0.0, 0.0, 0.0]])  # one visibility differs: q = 3/4 vs p = 1/2
-    kl = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)
-    assert kdf.keypoint_kd(s, t, w, s_vis, t_vis).item() == pytest.approx((2.0 + 2.0 + 0.5) / 3 + kl / 3)
-    assert kdf.keypoint_kd(t, t, torch.ones(2), t_vis, t_vis).item() == 0.0
 
 
 @pytest.mark.parametrize("head_cls", [Pose, Pose26])
@@ -150,7 +103,7 @@ def test_keypoint_term_reads_positives_only():
         Side(preds={"kpts": s_k}, head=head),
         Side(preds={"kpts": t_k}, head=head),
         {},
-        assigned=_assigned(fg, torch.zeros(1, a, 4), torch.rand(a, 2)),
+        assigned=assigned(fg, anchor_points=torch.rand(a, 2), target_bboxes=torch.zeros(1, a, 4)),
     )
     # v = sigmoid(0) = 1/2 for both keypoints: (1/2 x 1 + 1/2 x 0) / 1 = 0.5; equal visibilities: no KL
     assert KeypointKD()(inputs, None).item() == pytest.approx(0.5)

@@ -6,7 +6,7 @@ more classes matched by name; one-line errors for a teacher of another task and 
 from __future__ import annotations
 
 import pytest
-from helpers import IMGSZ, captured_logs, plain_python
+from helpers import IMGSZ, captured_logs, check_loss_items, plain_python
 
 from yolokd import YOLOKD
 from yolokd.config import KDError
@@ -180,6 +180,5 @@ def test_every_detection_method_distils_every_task(task, task_setup, tmp_path):
     model.train(data=str(data), project=str(tmp_path), name="all", **TRAIN)
     names = [s.name for s in resolve_method(method)]
     assert len(names) == 15  # bckd 2, crosskd 2, cwd 1, fgbg 2, hint 3, mgd 1, pkd 1, tar 3
-    # non-zero and finite (as in test_methods_e2e.py: with a barely trained teacher CrossKD's KL can be -1e-8)
-    bad = [n for n in names if not (values[f"{n}_loss"] != 0 and abs(values[f"{n}_loss"]) < float("inf"))]
-    assert not bad, {n: values[f"{n}_loss"] for n in bad}
+    # non-zero and finite; a divergence >= -1e-6 (with a barely trained teacher CrossKD's LD can be -1e-8), the rest > 0
+    check_loss_items(values, resolve_method(method))

@@ -62,6 +62,30 @@ def balance_weights(
     return torch.where(raw >= eps, ratio * det / raw.clamp_min(eps), torch.zeros_like(raw))
 
 
+def effective_weights(specs: list, factors: list, auto: Any = None) -> list:
+    """Each term's effective weight: its weight (the yaml's, or its automatic one) times its factor.
+
+    The one rule behind the logged weights (numbers) and the step's (device tensors where ``auto`` is one).
+
+    Args:
+        specs (list[TermSpec]): The configured terms; those with ``balance > 0`` take their weight from ``auto``.
+        factors (list): Each term's ``distill_weight x catchup x schedule`` (`KDModel.schedule_factors`).
+        auto (Sequence, optional): The automatic weights (`AutoBalance`), one per term; None: every weight is fixed.
+
+    Returns:
+        (list): ``weight x factor`` per term.
+
+    Examples:
+        >>> from yolokd.config import TermSpec
+        >>> specs = [TermSpec("cwd", "cwd", weight=5.0, balance=0.25), TermSpec("hint", "hint", weight=2.0)]
+        >>> effective_weights(specs, [0.5, 0.5]), effective_weights(specs, [0.5, 0.5], auto=[3.0, 0.0])
+        ([2.5, 1.0], [1.5, 1.0])
+    """
+    if auto is None:
+        return [s.weight * f for s, f in zip(specs, factors)]
+    return [(a if s.balance > 0 else s.weight) * f for s, a, f in zip(specs, auto, factors)]
+
+
 class AutoBalance:
     """Running measurement of the detection loss and each raw term value, and the weights they give.
 

@@ -20,7 +20,7 @@ from ultralytics.utils.torch_utils import unwrap_model
 
 from yolokd.config import PREFIX, KDConfig
 from yolokd.pseudo import UNLABELED_ITEMS
-from yolokd.schedules import Progress, catchup_factor
+from yolokd.schedules import Progress, catchup_factor, outpaces
 from yolokd.taps import clear_neck_stops, detect_head
 
 EVENTS = (
@@ -229,35 +229,52 @@ class KDCallbacks:
         self._writer.flush()
 
     def _catch_up(self, trainer) -> None:
-        """Update the model's ``catchup`` factor from this epoch's validation (`catchup_factor`), alike on every rank.
+        """Update the model's ``catchup`` factor from this epoch's validation, alike on every rank.
 
-        Rank 0 holds the metrics (the teacher's, measured once, and the student's of this epoch); under DDP it
-        broadcasts the factor, once per epoch. Logged once when the fading starts and once when distillation stops.
+        Two rules, both against the teacher's score measured once: `catchup_factor` fades distillation out as the
+        student nears that score; `outpaces` stops it at once when the student is on course to reach it within the
+        first ``catchup_pace`` of the run. Rank 0 holds the metrics; under DDP it broadcasts the factor, once per
+        epoch. Each change is logged once.
         """
         model, margin = self._kd_model(trainer), self.config.catchup
         if margin < 0:
             return
-        factor = before = model.catchup
+        factor = model.catchup
         key = TASK2METRIC.get(trainer.args.task, "metrics/mAP50-95(B)")
         teacher, student = self.teacher_metrics.get(key, 0.0), (trainer.metrics or {}).get(key)
         if RANK in {-1, 0} and teacher > 0 and student is not None:
-            factor = catchup_factor(float(student), teacher, margin, before)
-            name, epoch = key.split("/")[-1], trainer.epoch + 1
-            if factor == 0 < before:
-                LOGGER.info(
-                    f"{PREFIX}the student's val {name} {float(student):.4f} reached the teacher's {teacher:.4f} "
-                    f"(epoch {epoch}): distillation is off for the rest of the run, which trains as without a teacher"
-                )
-            elif factor < before == 1.0:
-                LOGGER.info(
-                    f"{PREFIX}the student's val {name} {float(student):.4f} is within {margin:.0%} of the teacher's "
-                    f"{teacher:.4f} (epoch {epoch}): distillation fades (x{factor:.2f}), to stop at the teacher's score"
-                )
+            factor = self._catchup_factor(model, float(student), teacher, key.split("/")[-1], trainer)
         if RANK != -1 and dist.is_available() and dist.is_initialized():
             buf = torch.tensor([factor], dtype=torch.float32, device=trainer.device)
             dist.broadcast(buf, 0)
             factor = float(buf.item())
         model.catchup = factor
+
+    def _catchup_factor(self, model, student: float, teacher: float, name: str, trainer) -> float:
+        """The next ``catchup`` factor on rank 0 (the two rules of `_catch_up`), logging a change once."""
+        before, epoch, epochs = model.catchup, trainer.epoch + 1, trainer.epochs
+        if getattr(model, "catchup_first", None) is None:
+            model.catchup_first = student  # the student's first score: the start of the pace line
+        pace = self.config.catchup_pace
+        if before > 0 and outpaces(student, model.catchup_first, teacher, epoch, epochs, pace):
+            LOGGER.info(
+                f"{PREFIX}the student's val {name} {student:.4f} after epoch {epoch} of {epochs} is on course to reach "
+                f"the teacher's {teacher:.4f} within {pace:.0%} of the run (catchup_pace): a teacher it outgrows so "
+                f"early has little to teach it; distillation is off for the rest of the run"
+            )
+            return 0.0
+        factor = catchup_factor(student, teacher, self.config.catchup, before)
+        if factor == 0 < before:
+            LOGGER.info(
+                f"{PREFIX}the student's val {name} {student:.4f} reached the teacher's {teacher:.4f} "
+                f"(epoch {epoch}): distillation is off for the rest of the run, which trains as without a teacher"
+            )
+        elif factor < before == 1.0:
+            LOGGER.info(
+                f"{PREFIX}the student's val {name} {student:.4f} is within {self.config.catchup:.0%} of the teacher's "
+                f"{teacher:.4f} (epoch {epoch}): distillation fades (x{factor:.2f}), to stop at the teacher's score"
+            )
+        return factor
 
     def teardown(self, trainer) -> None:
         """Close the writer (and drop the log filter if the setup failed before removing it)."""

@@ -67,6 +67,7 @@ def kd_state(model: nn.Module) -> dict[str, Any]:
         "nonfinite_skips": dict(model.flush_nonfinite()),
         "balance": None if model.balance is None else model.balance.state_dict(),
         "catchup": float(getattr(model, "catchup", 1.0)),
+        "catchup_first": getattr(model, "catchup_first", None),
     }
 
 
@@ -88,6 +89,7 @@ def restore_kd_state(model: nn.Module, ckpt: dict | None) -> bool:
     if model.balance is not None and state.get("balance"):
         model.balance.load_state_dict(state["balance"])
     model.catchup = float(state.get("catchup", 1.0))
+    model.catchup_first = state.get("catchup_first")
     return True
 
 

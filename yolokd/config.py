@@ -116,6 +116,7 @@ class KDConfig:
     class_map: dict[int, int] | None = None
     term_weights: dict[str, float] | None = None
     catchup: float = 0.1
+    catchup_pace: float = 0.25
     unlabeled: str | list[str] | bool | None = None  # False: none, even where the data yaml has the key
     unlabeled_ratio: float = 1.0
     unlabeled_weight: float = 1.0
@@ -265,6 +266,7 @@ def build_config(kd_args: dict[str, Any]) -> KDConfig:
     catchup = args["catchup"]
     if isinstance(catchup, bool) or not isinstance(catchup, (int, float)) or not (catchup >= 0 or catchup == -1):
         raise KDError(f"catchup must be a fraction >= 0 of the teacher's mAP, or -1 (never fade), got {catchup!r}")
+    pace = _number(args["catchup_pace"], "catchup_pace", 0, 1)
     unlabeled = _unlabeled_keys(args)
     if not isinstance(args["teacher_val"], bool):
         raise KDError(f"teacher_val must be True or False, got {args['teacher_val']!r}")
@@ -290,6 +292,7 @@ def build_config(kd_args: dict[str, Any]) -> KDConfig:
         class_map=class_map,
         term_weights=term_weights,
         catchup=float(catchup),
+        catchup_pace=float(pace),
         **unlabeled,
         terms=terms,
     )

@@ -1,31 +1,28 @@
 # yolokd, AGPL-3.0 License
-"""`KDModel`: teacher + student + adapters on Ultralytics' `DistillationModel` seam, summing a stack of terms.
+"""`KDModel`: the student's training loss with a frozen teacher, as its task's loss plus a stack of weighted terms.
 
-Reusing the seam means Ultralytics already freezes ``teacher_model.`` parameters, drops the teacher from the EMA,
-forwards ``criterion``/``end2end``/``set_head_attr`` to the student, keeps the teacher in eval mode under
-``train()``, fuses to the bare student, and handles the hook state on deepcopy/pickle (EMA, checkpoints, DDP).
-What differs from the built-in: the adapters are the terms' (``projector`` is a ``ModuleDict`` by term name), the
-loss is a configurable stack of terms, and the taps read the Detect head once per model.
+Each step runs the teacher, then the student, and adds every term of the method, read from the taps on both Detect
+heads and weighted by `yolokd.balance.effective_weights`. It extends Ultralytics' `DistillationModel`, which freezes
+the teacher, leaves it out of the EMA and of the fused model, and re-taps the heads after deepcopy or pickle.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from ultralytics.nn.distill_model import DistillationModel, FeatureHook
-from ultralytics.utils.tal import make_anchors
+from ultralytics.nn.distill_model import DistillationModel
 from ultralytics.utils.torch_utils import copy_attr
 
-from yolokd.balance import AutoBalance
+from yolokd.balance import AutoBalance, effective_weights
 from yolokd.config import KDConfig, KDError
-from yolokd.losses import TERMS, DistillInputs, Probe, Side, Term
-from yolokd.nonfinite import NonFiniteGuard, cuda_autocast, finite_grad
+from yolokd.losses import TERMS, DistillInputs, Side, Term
+from yolokd.nonfinite import NonFiniteGuard, finite_student
+from yolokd.pair import probe_pair, register_taps
 from yolokd.pseudo import UnlabeledLoss
 from yolokd.schedules import SCHEDULES, Progress
-from yolokd.taps import NeckStop, clear_neck_stops, detect_head, dummy_forward, head_outputs, model_task
-from yolokd.targets import Assigned, GroundTruth, ground_truth, recording_assignment, rotated_to_anchor_frame
-from yolokd.teacher import fold_batchnorm
-from yolokd.teacher_runtime import HEAD, TeacherRuntime
+from yolokd.taps import HEAD, detect_head, head_outputs, model_task
+from yolokd.targets import Assigned, GroundTruth, ground_truth, recorded_assignment, recording_assignment
+from yolokd.teacher_runtime import TeacherRuntime
 
 
 def check_tasks(terms: list[Term], names: list[str], task: str) -> None:
@@ -47,7 +44,7 @@ class KDModel(TeacherRuntime, NonFiniteGuard, UnlabeledLoss, DistillationModel):
     """Teacher + student + per-term adapters; ``loss(batch)`` returns detection plus weighted distillation losses.
 
     Attributes:
-        teacher_model (nn.Module): Frozen teacher, eval mode, run under ``torch.no_grad()``.
+        teacher_model (nn.Module): Frozen teacher in eval mode, run under ``torch.inference_mode()``.
         student_model (nn.Module): The student being trained.
         projector (nn.ModuleDict): Trainable adapters by term name (only terms that need adapters appear).
         terms (nn.ModuleList): The distillation terms, in configuration order.
@@ -63,26 +60,21 @@ class KDModel(TeacherRuntime, NonFiniteGuard, UnlabeledLoss, DistillationModel):
         imgsz: int = 64,
         teacher_classes: list[int] | None = None,
     ):
-        """Build the pair, tap both heads, probe shapes and create the adapters.
+        """Build the terms, tap both heads, probe the shapes and create the adapters.
 
         Args:
-            student (nn.Module): Student model with a Detect head (detect, segment, pose or obb).
-            teacher (nn.Module): Teacher of the same task (checked with `yolokd.teacher.check_pair` by the caller).
+            student (nn.Module): Student with a Detect head (detect, segment, pose or obb).
+            teacher (nn.Module): Teacher of the same task, checked by the caller (`yolokd.teacher.check_pair`).
             config (KDConfig): Validated distillation configuration.
-            imgsz (int): Dummy input size for the shape probe (rounded up to a multiple of the largest stride).
-            teacher_classes (list[int], optional): The teacher class that feeds each student class (from
-                `yolokd.teacher.check_pair`); None when both have the same classes in the same order. The teacher's
-                class logits are reduced to these before any term reads them.
+            imgsz (int): Dummy input size of the shape probe (`yolokd.pair.probe_pair`).
+            teacher_classes (list[int], optional): The teacher class of each student class (`check_pair`), to which
+                the teacher's class logits are reduced; None when both have the same classes in the same order.
         """
-        nn.Module.__init__(self)  # DistillationModel.__init__ would build Ultralytics' own projector and loss
+        nn.Module.__init__(self)  # not DistillationModel's: it reads student.args, taps the neck, builds a projector
         device = next(student.parameters()).device
-        self.teacher_model = teacher.to(device)
-        self._freeze_teacher()
-        fold_batchnorm(self.teacher_model)  # eval-mode BatchNorm folded into the convs: a cheaper teacher forward
-        self.teacher_channels_last: bool | None = None  # None: chosen at the first forward, by the image's device
+        self._set_teacher(teacher, device, teacher_classes)
         self.student_model = student
         self.kd_config = config
-        self.teacher_classes = None if teacher_classes is None else [int(c) for c in teacher_classes]
         self.terms = nn.ModuleList(TERMS[s.type](**s.params) for s in config.terms)
         check_tasks(list(self.terms), [s.name for s in config.terms], model_task(student))
         self.stage_taps = sorted({tap for t in self.terms for tap in t.taps()})
@@ -91,85 +83,45 @@ class KDModel(TeacherRuntime, NonFiniteGuard, UnlabeledLoss, DistillationModel):
         self.teacher_to_neck = not self.stage_taps and not any(t.reads_teacher_head for t in self.terms)
         self.progress = Progress()
         self.catchup = 1.0  # `yolokd.schedules.catchup_factor`: fades distillation once the student nears the teacher
+        self.catchup_first = None  # the student's first val score (`yolokd.schedules.outpaces`)
         self.nonfinite_skips: dict[str, int] = {}  # term name -> steps skipped because its value was NaN/Inf
         self._nonfinite: torch.Tensor | None = None  # the same, counted on the device since the last flush
         ratios = [s.balance for s in config.terms]  # terms with balance > 0 get automatic weights
         self.balance = AutoBalance(ratios) if any(r > 0 for r in ratios) else None
-        # DistillationModel's pickling hooks read these names
+        # DistillationModel's attributes, which its pickling hooks read (tests/test_distill_model.py checks the names)
         self.feats_idx = self.teacher_feats_idx = [detect_head(student).i]
         self._teacher_feats: dict = {}
         self._student_feats: dict = {}
         self._teacher_hooks: list = []
         self._student_hooks: list = []
         self._register_feature_hooks()
-
-        gs = int(max(student.stride.max(), teacher.stride.max()))
-        imgsz = max(gs, -(-int(imgsz) // gs) * gs)
-        ch = student.yaml.get("channels", 3) if hasattr(student, "yaml") else 3
-        s_feats, s_stages = dummy_forward(student, self._student_feats, HEAD, imgsz, ch)
-        t_feats, t_stages = dummy_forward(self.teacher_model, self._teacher_feats, HEAD, imgsz, ch)
-        self.probe = Probe(
-            student_channels=[f.shape[1] for f in s_feats],
-            teacher_channels=[f.shape[1] for f in t_feats],
-            strides=[int(s) for s in student.stride.tolist()],
-            student_reg_max=int(detect_head(student).reg_max),
-            teacher_reg_max=int(detect_head(self.teacher_model).reg_max),
-            student_stage_channels={k: v.shape[1] for k, v in s_stages.items()},
-            teacher_stage_channels={k: v.shape[1] for k, v in t_stages.items()},
-        )
+        self.probe = probe_pair(student, self.teacher_model, self._student_feats, self._teacher_feats, imgsz)
         adapters = {spec.name: a for spec, t in zip(config.terms, self.terms) if (a := t.make_adapters(self.probe))}
         self.projector = nn.ModuleDict(adapters).to(device)
         copy_attr(self, student)
 
-    # ------------------------------------------------------------------ hooks (called by DistillationModel pickling)
     def _register_feature_hooks(self) -> None:
-        """Tap the Detect head (and the head stages the terms asked for) of student and teacher."""
+        """Tap both heads (`yolokd.pair.register_taps`); unpickling and the trainer's checkpoints call it again."""
         self._remove_feature_hooks()
-        for model, store, handles in (
-            (self.student_model, self._student_feats, self._student_hooks),
-            (self.teacher_model, self._teacher_feats, self._teacher_hooks),
-        ):
-            if model is None:  # the EMA copy has no teacher
-                continue
-            head = detect_head(model)
-            if model is self.teacher_model and getattr(self, "teacher_to_neck", False):
-                clear_neck_stops(head)
-                handles.append(head.register_forward_pre_hook(NeckStop(store, HEAD)))
-                continue
-            modules = [(head, HEAD)]
-            for attr, stage in getattr(self, "stage_taps", []):
-                branch = getattr(head, attr, None)
-                if branch is None:
-                    raise KDError(f"{type(model).__name__} head has no '{attr}' branch to tap")
-                modules += [(seq[stage], (attr, level, stage)) for level, seq in enumerate(branch)]
-            for module, key in modules:
-                self._clear_feature_hooks(module)
-                handles.append(module.register_forward_hook(FeatureHook(store, key)))
+        stages = getattr(self, "stage_taps", [])
+        self._student_hooks += register_taps(self.student_model, self._student_feats, stages)
+        if self.teacher_model is not None:  # the EMA copy has no teacher
+            to_neck = getattr(self, "teacher_to_neck", False)
+            self._teacher_hooks += register_taps(self.teacher_model, self._teacher_feats, stages, to_neck)
 
     # ------------------------------------------------------------------ weights
     def term_weights(self, progress: Progress | None = None) -> dict[str, float]:
-        """Current effective weight of each term: ``weight x distill_weight x catchup x schedule(progress)``.
+        """Each term's effective weight now (or at ``progress``), as the step uses it: ``{term name: weight}``.
 
-        ``weight`` is the yaml's, or for a term with ``balance > 0`` its automatic weight (`yolokd.balance`: running
-        during the first steps, then frozen; 0 before its first measurement).
-
-        Args:
-            progress (Progress, optional): Progress to evaluate at; defaults to ``self.progress``.
-
-        Returns:
-            (dict[str, float]): ``{term name: weight}``.
+        ``weight x distill_weight x catchup x schedule``, the weight being automatic where ``balance > 0``
+        (`yolokd.balance.effective_weights`; 0 before its first measurement).
         """
-        base = [s.weight for s in self.kd_config.terms]
-        if self.balance is not None:  # automatic weights (running, then frozen); reading them syncs once
-            auto = self.balance.current().tolist()
-            base = [a if s.balance > 0 else w for s, a, w in zip(self.kd_config.terms, auto, base)]
-        return {s.name: b * f for s, b, f in zip(self.kd_config.terms, base, self.schedule_factors(progress))}
+        auto = self.balance.current().tolist() if self.balance is not None else None  # reading them syncs once
+        weights = effective_weights(self.kd_config.terms, self.schedule_factors(progress), auto)
+        return {s.name: w for s, w in zip(self.kd_config.terms, weights)}
 
     def schedule_factors(self, progress: Progress | None = None) -> list[float]:
-        """Each term's ``distill_weight x catchup x schedule(progress)``: its weight's multiplier, 0 where it is off.
-
-        ``catchup`` is 1 until the student nears the teacher's validation score (`yolokd.schedules.catchup_factor`).
-        """
+        """Each term's ``distill_weight x catchup x schedule(progress)``: its weight's multiplier, 0 where it is off."""
         p = progress or self.progress
         dw = self.kd_config.distill_weight * getattr(self, "catchup", 1.0)
         return [dw * SCHEDULES[s.schedule](p) for s in self.kd_config.terms]
@@ -180,20 +132,14 @@ class KDModel(TeacherRuntime, NonFiniteGuard, UnlabeledLoss, DistillationModel):
 
     # ------------------------------------------------------------------ loss
     def loss(self, batch: dict, preds=None):
-        """Detection loss of the student plus the weighted distillation terms.
+        """The student's detection loss plus the weighted terms (zeros in validation, where no term runs).
 
-        Args:
-            batch (dict): Preprocessed batch.
-            preds (Any, optional): Student predictions, only used in validation mode.
-
-        With ``batch["unlabeled_img"]`` (the trainer's unlabeled images, `yolokd.unlabeled`) the student also learns
-        from the teacher alone on those images (`_unlabeled_loss`).
+        With ``batch["unlabeled_img"]`` (`yolokd.unlabeled`) the student also learns from the teacher alone on those
+        images (`_unlabeled_loss`); ``preds`` are the student's predictions, read in validation only.
 
         Returns:
-            loss (torch.Tensor): ``cat[detection loss x batch size, term values x batch size]`` (and the unlabeled
-                loss's parts x batch size).
-            loss_items (dict[str, torch.Tensor]): Detached items: the detection items, one per term (and
-                `UNLABELED_ITEMS`).
+            loss (torch.Tensor): ``cat[detection loss, term values (, unlabeled parts)] x batch size``.
+            loss_items (dict[str, torch.Tensor]): Detached: the detection items, one per term (and `UNLABELED_ITEMS`).
         """
         img = batch["img"]
         if not self.training:  # validation during training: the terms are not evaluated
@@ -228,18 +174,8 @@ class KDModel(TeacherRuntime, NonFiniteGuard, UnlabeledLoss, DistillationModel):
         return det, kd, items
 
     def _student_outputs(self, img: torch.Tensor) -> dict:
-        """The student's tapped head outputs (and stages, kept in the taps), their gradients kept finite.
-
-        Under CUDA AMP they are left as they are: Ultralytics' GradScaler skips a step with non-finite gradients.
-        """
-        s_out = head_outputs(self._student_feats.pop(HEAD))
-        if not (img.is_cuda and cuda_autocast()):
-            s_out = {
-                k: [finite_grad(f) for f in v] if k == "feats" else finite_grad(v) if torch.is_tensor(v) else v
-                for k, v in s_out.items()
-            }  # a skipped term's NaN gradient never reaches the student
-            self._student_feats.update({k: finite_grad(v) for k, v in self._student_feats.items()})
-        return s_out
+        """The student's tapped head outputs, and stages (kept in the taps), whose gradients stay finite."""
+        return finite_student(head_outputs(self._student_feats.pop(HEAD)), self._student_feats, img.device)
 
     def _inputs(self, batch, s_out, t_out, t_stages, assigned, gt, classes) -> DistillInputs:
         """What the terms read of one step (the student's stages are taken from the taps, which are then cleared)."""
@@ -272,21 +208,19 @@ class KDModel(TeacherRuntime, NonFiniteGuard, UnlabeledLoss, DistillationModel):
                 continue
             raws.append(term(inputs, self.projector[spec.name] if spec.name in self.projector else None))
         zero = inputs.student_feats[0].new_zeros(())
-        weights: list = [s.weight for s in self.kd_config.terms]
+        auto = None
         if self.balance is not None:  # automatic weights from the measured sizes (device tensors: no host sync)
             auto = self.balance.weights(det, raws) if det is not None else self.balance.current().to(zero.device)
-            weights = [a if s.balance > 0 else w for s, a, w in zip(self.kd_config.terms, auto, weights)]
-        values = [zero if r is None else w * f * r for r, w, f in zip(raws, weights, factors)]
+        weights = effective_weights(self.kd_config.terms, factors, auto)
+        values = [zero if r is None else w * r for r, w in zip(raws, weights)]
         values = self._drop_nonfinite([v.float().reshape(()) for v in values])
         return torch.stack(values) if values else zero.float().reshape(0)
 
     def _detection_loss(self, batch: dict, preds) -> tuple[torch.Tensor, dict, Assigned | None, GroundTruth | None]:
-        """The student's loss (its task's: detect, segment, pose, OBB), plus its TAL assignment and the ground truth.
+        """The student's task loss, with its own TAL assignment and the ground truth where a term ``needs_targets``.
 
-        The assignment and ground truth are None unless a term sets ``needs_targets``; the ground truth is shared with
-        the terms through `DistillInputs.cache`. The assignment is the one the loss itself made: it is recorded from
-        the criterion's assigner during the one loss call (`yolokd.targets.recording_assignment`; the one-to-many
-        branch of an end-to-end criterion such as YOLO26's ``E2ELoss``), so nothing is assigned twice.
+        The assignment is recorded from the criterion's assigner during that one loss call (its one-to-many branch
+        for an end-to-end criterion such as YOLO26's), so nothing is assigned twice; else both are None.
         """
         student = self.student_model
         if getattr(student, "criterion", None) is None:
@@ -297,38 +231,13 @@ class KDModel(TeacherRuntime, NonFiniteGuard, UnlabeledLoss, DistillationModel):
         crit = getattr(student.criterion, "one2many", student.criterion)
         with recording_assignment(crit.assigner) as rec:
             det, items = student.loss(batch, preds)
-        feats = head_outputs(preds)["feats"]
-        strides = [float(s) for s in self.probe.strides]  # host numbers: no device read
-        anchor_points, stride_tensor = make_anchors(feats, strides, 0.5)
-        bboxes, rboxes = rec["bboxes"], None
-        if bboxes.shape[-1] == 5:  # OBB: xywhr in pixels
-            rboxes, bboxes = bboxes, rotated_to_anchor_frame(bboxes, anchor_points * stride_tensor)
-        assigner = crit.assigner
-        assigned = Assigned(
-            fg_mask=rec["fg_mask"].bool(),
-            target_gt_idx=rec["gt_idx"],
-            target_bboxes=bboxes,
-            anchor_points=anchor_points,
-            stride_tensor=stride_tensor,
-            target_labels=rec["labels"].long(),
-            alpha=float(assigner.alpha),
-            beta=float(assigner.beta),
-            target_scores_sum=rec["scores_sum"],
-            target_rboxes=rboxes,
-        )
+        assigned = recorded_assignment(rec, head_outputs(preds)["feats"], self.probe.strides, crit.assigner)
         return det, items, assigned, ground_truth(batch, tuple(batch["img"].shape[-2:]))
 
     def term_stats(self, reset: bool = False) -> dict[str, float]:
-        """Term statistics (e.g. gate ratios) as ``<term name>/<stat>``, and the non-finite skip counts.
+        """``{"<term name>/<stat>": mean since the last reset, "nonfinite/<term name>": skips}``, one host read.
 
-        Each term statistic is its mean since the terms' last reset (`Term.stats`): the epoch-end callback reads them
-        with ``reset=True``, so TensorBoard gets epoch means. Reading copies a few numbers to the host, once.
-
-        Args:
-            reset (bool): Reset the terms' statistics after reading them (the skip counts are cumulative).
-
-        Returns:
-            (dict[str, float]): ``{"<term name>/<stat>": mean, "nonfinite/<term name>": count}``.
+        The epoch-end callback reads them with ``reset=True`` (the term means restart; the skip counts add up).
         """
         stats = {f"{s.name}/{k}": v for s, t in zip(self.kd_config.terms, self.terms) for k, v in t.stats.items()}
         stats.update({f"nonfinite/{k}": float(v) for k, v in self.flush_nonfinite().items()})

@@ -49,6 +49,21 @@ def finite_grad(x: torch.Tensor) -> torch.Tensor:
     return _FiniteGrad.apply(x) if x.requires_grad else x
 
 
+def finite_student(out: dict, stages: dict, device: torch.device) -> dict:
+    """The student's head outputs with `finite_grad` on each tensor (returned), and on its tapped ``stages`` (in place).
+
+    Left as they are under CUDA AMP, where Ultralytics' GradScaler skips a step with non-finite gradients itself.
+    """
+    if device.type == "cuda" and cuda_autocast():
+        return out
+    out = {
+        k: [finite_grad(f) for f in v] if k == "feats" else finite_grad(v) if torch.is_tensor(v) else v
+        for k, v in out.items()
+    }
+    stages.update({k: finite_grad(v) for k, v in stages.items()})
+    return out
+
+
 class NonFiniteGuard:
     """`KDModel`'s skip of non-finite terms: counts per term (``nonfinite_skips``), cleaned adapter gradients.
 
@@ -60,7 +75,7 @@ class NonFiniteGuard:
 
         The value is replaced with ``torch.where`` (its gradient into the term is 0); a term whose forward went
         non-finite can still leave NaN in its own backward (``0 x inf``), so the student tensors the terms read are
-        wrapped by `finite_grad` (see `loss`) and adapter gradients are cleaned by `clean_adapter_grads`: the bad
+        wrapped by `finite_grad` (`finite_student`) and adapter gradients are cleaned by `clean_adapter_grads`: the bad
         term then adds nothing to the step, as if skipped. Under CUDA AMP neither is applied: Ultralytics' GradScaler
         already skips a step whose gradients are not finite (and lowers its scale), which cleaning would hide. The
         counts are read once per epoch (`flush_nonfinite`).

@@ -117,3 +117,34 @@ def catchup_factor(student: float, teacher: float, margin: float, previous: floa
     else:
         f = min(max((teacher - student) / (margin * teacher), 0.0), 1.0)
     return min(previous, f)
+
+
+def outpaces(student: float, first: float, teacher: float, epoch: int, epochs: int, pace: float) -> bool:
+    """Whether the student is on course to reach the teacher within the first ``pace`` of its run.
+
+    After epoch ``epoch`` (1-based, >= 2) of ``epochs``, the student's progress since its first validation,
+    ``(student - first) / (teacher - first)``, is compared with the run's elapsed fraction since then,
+    ``(epoch - 1) / (pace x epochs)``: ahead of that straight line, a teacher that the student reaches that early has
+    little to teach it, and distillation stops (`yolokd.callbacks`). ``pace = 0`` never stops; a teacher score of 0 (not
+    measured) or at most the first score never stops either (the plain catch-up rule applies).
+
+    Args:
+        student (float): The student's validation metric after this epoch.
+        first (float): Its metric after its first epoch.
+        teacher (float): The teacher's, measured once before training on the same split.
+        epoch (int): Epochs done (1-based).
+        epochs (int): Epochs of the run.
+        pace (float): The fraction of the run within which reaching the teacher stops distillation.
+
+    Returns:
+        (bool): True when the student is ahead of the line.
+
+    Examples:
+        >>> outpaces(0.044, 0.001, 0.225, 3, 60, 0.25), outpaces(0.163, 0.0, 0.645, 7, 60, 0.25)
+        (True, False)
+        >>> outpaces(0.30, 0.29, 0.50, 1, 60, 0.25), outpaces(0.60, 0.0, 0.50, 5, 60, 0.0)
+        (False, False)
+    """
+    if pace <= 0 or epoch < 2 or teacher <= first:
+        return False
+    return (student - first) / (teacher - first) >= (epoch - 1) / (pace * epochs)

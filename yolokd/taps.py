@@ -16,6 +16,8 @@ from torch import nn
 from ultralytics.nn.modules.head import Detect
 from ultralytics.nn.tasks import guess_model_task
 
+HEAD = "head"  # key of the Detect-output tap in the feature dicts
+
 
 def detect_head(model: nn.Module) -> Detect:
     """Return the model's Detect head (the last ``Detect`` instance of ``model.model``).
@@ -62,7 +64,7 @@ def head_outputs(out: Any, branch: str = "one2many") -> dict[str, Any]:
 def dummy_forward(model: nn.Module, store: dict, key: Any, imgsz: int, ch: int = 3) -> tuple[list[torch.Tensor], dict]:
     """Run one dummy forward in eval mode; return the tapped neck features and the other taps (mode restored).
 
-    `KDModel` builds its `Probe` (the measured shapes) from what it returns.
+    `yolokd.pair.probe_pair` builds a `KDModel`'s `Probe` (the measured shapes) from what it returns.
 
     Args:
         model (nn.Module): A model whose head is tapped into ``store[key]`` (and maybe head stages under other keys).

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from ultralytics.utils.ops import xywh2xyxy, xywhr2xyxyxyxy
+from ultralytics.utils.tal import make_anchors
 
 
 @dataclass
@@ -114,6 +115,26 @@ def recording_assignment(assigner: nn.Module) -> Iterator[dict[str, torch.Tensor
     finally:
         if handle is not None:
             handle.remove()
+
+
+def recorded_assignment(record: dict, feats: list[torch.Tensor], strides: list, assigner: nn.Module) -> Assigned:
+    """`recording_assignment`'s record as `Assigned`, with the anchors of the student's neck levels ``feats``."""
+    anchor_points, stride_tensor = make_anchors(feats, [float(s) for s in strides], 0.5)  # host strides: no sync
+    bboxes, rboxes = record["bboxes"], None
+    if bboxes.shape[-1] == 5:  # OBB: xywhr in pixels
+        rboxes, bboxes = bboxes, rotated_to_anchor_frame(bboxes, anchor_points * stride_tensor)
+    return Assigned(
+        fg_mask=record["fg_mask"].bool(),
+        target_gt_idx=record["gt_idx"],
+        target_bboxes=bboxes,
+        anchor_points=anchor_points,
+        stride_tensor=stride_tensor,
+        target_labels=record["labels"].long(),
+        alpha=float(assigner.alpha),
+        beta=float(assigner.beta),
+        target_scores_sum=record["scores_sum"],
+        target_rboxes=rboxes,
+    )
 
 
 def rotated_to_anchor_frame(xywhr: torch.Tensor, anchors_px: torch.Tensor) -> torch.Tensor:

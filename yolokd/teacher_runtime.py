@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 from ultralytics.nn.modules import Detect
 from ultralytics.utils import WINDOWS
 
-from yolokd.taps import NeckReached, detect_head, head_outputs
-
-HEAD = "head"  # key of the Detect-output tap in the feature dicts
+from yolokd.taps import HEAD, NeckReached, detect_head, head_outputs
+from yolokd.teacher import fold_batchnorm
 
 # devices on which the frozen teacher may run channels-last (NHWC): on CPU its folded forward took 18 instead of 21 ms
 # here (oneDNN convolutions, BENCHMARKS.md "Cost of a step"); on CUDA NHWC suits tensor cores under AMP (not
@@ -36,11 +36,18 @@ def teacher_nhwc(device: torch.device, channels_last: bool | None = None, window
 
 
 class TeacherRuntime:
-    """`KDModel`'s teacher side: the forward the terms read, channels-last or not, the matched teacher classes.
+    """`KDModel`'s teacher side: its set-up, the forward the terms read, channels-last or not, its matched classes.
 
-    The host class provides ``teacher_model``, ``teacher_classes``, ``teacher_channels_last`` and the taps'
-    ``_teacher_feats``.
+    The host class provides ``_freeze_teacher`` and the taps' ``_teacher_feats``.
     """
+
+    def _set_teacher(self, teacher: nn.Module, device: torch.device, classes: list[int] | None) -> None:
+        """Hold ``teacher`` frozen on ``device`` with its BatchNorm folded (a cheaper forward), and its ``classes``."""
+        self.teacher_model = teacher.to(device)
+        self._freeze_teacher()
+        fold_batchnorm(self.teacher_model)
+        self.teacher_channels_last: bool | None = None  # None: chosen at the first forward, by the image's device
+        self.teacher_classes = None if classes is None else [int(c) for c in classes]
 
     def _class_index(self, device: torch.device) -> torch.Tensor | None:
         """`teacher_classes` as a long tensor on ``device`` (made once per device), or None."""

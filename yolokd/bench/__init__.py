@@ -15,8 +15,11 @@ forward (timed in the undistilled row's process: eval, ``no_grad``, same batch s
 
 Modules, each importing only those above it (no cycles):
 
+- `ray_jobs`: the rows as Ray Tune trials (``executor=ray``).
 - `config`: the keys (``BENCH_DEFAULTS``), presets, validation (`merge_config`) and `format_command`.
 - `stats`: gap recovered (from the means over seeds), summaries, cost ratios, the combination choice, the targets.
+- `timing`: `sync`, the device synchronisation around every timed call.
+- `profile`: one distillation step's profile against its floor (`profile_method`), the plain teacher it times.
 - `report`: the Markdown table and targets, the plot, the marker blocks of a published file.
 - `row`: one row's process (`run_row`, ``python -m yolokd.bench.row``), its timing (`StepTimer`), its launcher.
 - `plan`: the rows of a run, their names and specs, the combination row.

@@ -14,7 +14,7 @@ from yolokd.data.synthetic import STYLES
 # Every benchmark key with its default (the ``cpu`` preset); any other key must be an Ultralytics train argument, and
 # is passed to every training (teacher and students).
 BENCH_DEFAULTS: dict[str, Any] = {
-    "preset": "cpu",  # (str) cpu | converged | gpu | micro: a named set of the values below; any key given overrides it
+    "preset": "cpu",  # (str) cpu | converged | semi | gpu | micro: a named set of the values below (keys override)
     "data": None,  # (str, optional) a data.yaml; None generates the built-in synthetic set (n_train, n_val, n_test)
     "style": "shapes",  # (str) look of the built-in synthetic set: shapes | glyphs | aerial
     "n_train": 600,  # (int) synthetic training images
@@ -48,6 +48,11 @@ BENCH_DEFAULTS: dict[str, Any] = {
     "ray_address": None,  # (str, optional) with executor=ray: the Ray cluster's address (None: ray.init's default)
     "profile": ["cwd", "crosskd"],  # (list[str]) methods whose step is profiled after the rows (teacher/student/terms)
     "reuse": False,  # (bool) keep rows an earlier run in this project finished with the same spec (arguments, terms)
+    # semi-supervised rows: A the undistilled student and B the combination on this fraction of the training labels,
+    # C = B with the other training images as unlabeled=; each over a list that repeats the labelled images, so that
+    # an epoch has as many steps as one over all the labels. None: no such rows
+    "labeled_fraction": None,  # (float, optional) in (0, 1)
+    "unlabeled_extra": 0,  # (int) F = the combination on all labels plus this many extra generated unlabeled images
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -81,6 +86,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         "combo": "tar+cwd",
         "profile": [],
     },
+    # Semi-supervised (BENCHMARKS.md "Semi-supervised"): the converged regime's data, teacher and budget; the
+    # undistilled student (D) and the default method (E) on all labels, A-C on 10% of them, F = E plus as many
+    # extra unlabeled images as the training split has.
+    "semi": {
+        "student_model": "yolov8-femto",
+        "epochs": 60,
+        "teacher_epochs": 80,
+        "methods": [],
+        "builtin": False,
+        "combo": "tar+cwd",
+        "profile": [],
+        "labeled_fraction": 0.1,
+        "unlabeled_extra": 600,
+    },
     # A smoke test (tests and a first try): seconds per row, numbers meaningless.
     "micro": {
         "n_train": 16,
@@ -105,10 +124,11 @@ PRESET_TRAIN: dict[str, dict[str, Any]] = {
     # epochs (AdamW at 0.01: 1.04, SGD at 0.02: 0.56), against 0.33-0.56 with auto; kept for the current preset.
     "cpu": {"warmup_epochs": 1.0, "val": False, "plots": False, "optimizer": "AdamW", "lr0": 0.004},
     "converged": {"warmup_epochs": 1.0, "val": True, "plots": False, "optimizer": "AdamW", "lr0": 0.004},
+    "semi": {"warmup_epochs": 1.0, "val": True, "plots": False, "optimizer": "AdamW", "lr0": 0.004},
     "gpu": {},
     "micro": {"warmup_epochs": 1.0, "val": False, "plots": False, "workers": 0},
 }
-NBS_FOLLOWS_BATCH = {"cpu", "converged", "micro"}  # nbs=batch as the demo does, unless nbs= is given
+NBS_FOLLOWS_BATCH = {"cpu", "converged", "semi", "micro"}  # nbs=batch as the demo does, unless nbs= is given
 # Ultralytics arguments the benchmark sets itself, with the key to use instead.
 RESERVED = {
     "model": "student_model= / teacher_model=",
@@ -195,6 +215,12 @@ def _check_numbers(cfg: dict[str, Any]) -> None:
         from yolokd.bench.ray_jobs import require_ray
 
         require_ray()  # before any training: a one-line error naming the extra
+    f = cfg["labeled_fraction"]
+    if f is not None and (isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f < 1):
+        raise KDError(f"labeled_fraction must be a fraction in (0, 1) or None, got {f!r}")
+    _pos_int(cfg, "unlabeled_extra", 0)
+    if (f is not None or cfg["unlabeled_extra"]) and cfg["data"] is not None:
+        raise KDError("labeled_fraction= and unlabeled_extra= need the built-in synthetic data (data= not given)")
     dis = cfg["dis"]
     if isinstance(dis, bool) or not isinstance(dis, (int, float)) or dis < 0:
         raise KDError(f"dis must be a number >= 0, got {dis!r}")

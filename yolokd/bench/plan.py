@@ -11,7 +11,7 @@ from ultralytics import __version__ as ULTRALYTICS_VERSION
 
 from yolokd import __version__
 from yolokd.bench.stats import choose_combo, summarize
-from yolokd.config import resolve_method
+from yolokd.config import KD_DEFAULTS, resolve_method
 from yolokd.losses import TERMS
 
 
@@ -97,6 +97,37 @@ def new_row(kind: str, method: str | None, dis: float) -> dict[str, Any]:
     }
 
 
+def semi_method(cfg: dict[str, Any]) -> str:
+    """The method of the semi-supervised rows B, C and F: ``combo=`` where it names one, else yolokd's default."""
+    combo = cfg["combo"]
+    return str(combo) if combo and combo != "auto" else str(KD_DEFAULTS["method"])
+
+
+def plan_semi_rows(cfg: dict[str, Any], view: str | None, extra: str | None) -> list[dict[str, Any]]:
+    """The semi-supervised rows: A, B, C on ``view`` (a `yolokd.data.semi.labeled_split` data yaml), F with ``extra``.
+
+    D and E are the undistilled and the combination rows on all labels. Each row carries the ``data`` and the
+    ``unlabeled`` its spec uses (`row_spec`); B turns the view's ``unlabeled:`` key off.
+    """
+    method, rows = semi_method(cfg), []
+    pct = f"{100 * cfg['labeled_fraction']:g}%" if view else ""
+    if view:
+        for key, kind, unlabeled, label in (
+            ("a", "student", None, f"A: student, {pct} labels"),
+            ("b", "combo", False, f"B: {row_label('combo', method, 0)}, {pct} labels"),
+            ("c", "combo", "view", "C: B + the other train images unlabeled"),
+        ):
+            row = new_row(kind, None if kind == "student" else method, 0)
+            row.update(id=f"semi-{key}", label=label, data=view, unlabeled=unlabeled)
+            rows.append(row)
+    if extra:
+        row = new_row("combo", method, 0)
+        row.update(id="semi-f", label=f"F: {row_label('combo', method, 0)} + {cfg['unlabeled_extra']} extra unlabeled")
+        row["unlabeled"] = extra
+        rows.append(row)
+    return rows
+
+
 def plan_rows(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     """The rows run before the combination: the undistilled student, the built-in distillation, each method."""
     kinds: list[tuple[str, str | None]] = [("student", None)]
@@ -131,7 +162,16 @@ def row_spec(setup: Setup, row: dict[str, Any], seed: int) -> dict[str, Any]:
         "teacher_batches": cfg["teacher_batches"],
         # only distilled rows fade (catchup=): the other rows stay reusable across catchup= values
         "catchup": cfg["catchup"] if row["kind"] in {"yolokd", "combo"} else None,
+        **semi_spec(row),
     }
+
+
+def semi_spec(row: dict[str, Any]) -> dict[str, Any]:
+    """A semi-supervised row's own data and ``unlabeled=`` (``"view"``: the view's ``unlabeled:`` key); {} otherwise."""
+    extra = {"data": row["data"]} if row.get("data") else {}
+    if "unlabeled" in row:
+        extra["unlabeled"] = None if row["unlabeled"] == "view" else row["unlabeled"]
+    return extra
 
 
 def val_mean(row: dict[str, Any]) -> float | None:

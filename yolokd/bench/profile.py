@@ -19,13 +19,9 @@ from typing import Any
 
 import torch
 
+from yolokd.bench.timing import sync
+
 PARTS = ("teacher", "student", "detection loss", "terms", "backward")
-
-
-def _sync(device: torch.device) -> None:
-    """Wait for queued GPU work, so that wall times are real."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class _Clock:
@@ -39,12 +35,12 @@ class _Clock:
 
     def start(self, key: Any) -> None:
         """Start timing ``key`` (a part name, or a module for hooks)."""
-        _sync(self.device)
+        sync(self.device)
         self._start[key] = time.perf_counter()
 
     def stop(self, key: Any, part: str) -> None:
         """Stop timing ``key`` and add its time to ``part`` when the clock is on."""
-        _sync(self.device)
+        sync(self.device)
         t = time.perf_counter() - self._start.pop(key)
         if self.on:
             self.total[part] += t
@@ -124,10 +120,10 @@ def _mean_ms(run, device: torch.device, steps: int, warmup: int, before=None) ->
     for i in range(warmup + steps):
         if before is not None:
             before()
-        _sync(device)
+        sync(device)
         t = time.perf_counter()
         run()
-        _sync(device)
+        sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - t)
     return 1000 * sum(times) / len(times)
@@ -169,12 +165,17 @@ def plain_student_ms(student: torch.nn.Module, batch: dict, steps: int = 10, war
     return _loss_step_ms(student, batch, steps, warmup)
 
 
-def plain_teacher_ms(teacher_path: str, batch: dict, steps: int = 10, warmup: int = 2) -> float:
-    """Mean ms of the teacher's full forward as loaded (unfolded, eval, no_grad): the teacher part of the floor."""
+def load_plain_teacher(teacher_path: str, device: torch.device) -> torch.nn.Module:
+    """The teacher as the floor times it: the checkpoint's model as saved (unfolded), FP32, eval, on ``device``."""
     from ultralytics.nn.tasks import load_checkpoint
 
+    return load_checkpoint(teacher_path)[0].float().eval().to(device)
+
+
+def plain_teacher_ms(teacher_path: str, batch: dict, steps: int = 10, warmup: int = 2) -> float:
+    """Mean ms of the teacher's full forward as loaded (unfolded, eval, no_grad): the teacher part of the floor."""
     device = batch["img"].device
-    teacher = load_checkpoint(teacher_path)[0].float().eval().to(device)
+    teacher = load_plain_teacher(teacher_path, device)
     with torch.no_grad():
         return _mean_ms(lambda: teacher(batch["img"]), device, steps, warmup)
 

@@ -18,7 +18,9 @@ from typing import Any
 
 from ultralytics.utils import LOGGER, YAML
 
+from yolokd.bench.profile import load_plain_teacher
 from yolokd.bench.stats import summarize
+from yolokd.bench.timing import sync
 from yolokd.config import PREFIX
 
 ROW_MODULE = "yolokd.bench.row"  # run with ``python -m`` by `launch_row`
@@ -47,13 +49,6 @@ class StepTimer:
         self._teacher = self._x = None
         self._i, self._t0, self._device, self._amp = 0, 0.0, None, False
 
-    def _sync(self) -> None:
-        """Wait for queued GPU work, so that wall times are real."""
-        import torch
-
-        if self._device is not None and self._device.type == "cuda":
-            torch.cuda.synchronize(self._device)
-
     def _timed(self, epoch: int, i: int) -> bool:
         """Whether iteration ``i`` of ``epoch`` counts (not the first epoch unless it is the only one)."""
         return (epoch > 0 or self.epochs == 1) and i >= self.skip
@@ -61,20 +56,19 @@ class StepTimer:
     def teacher_forward(self, batch: int, imgsz: int) -> float:
         """Time one teacher forward (loading the teacher and warming it up on the first call)."""
         import torch
-        from ultralytics.nn.tasks import load_checkpoint
 
         device = self._device or torch.device("cpu")
         if self._teacher is None:
-            self._teacher = load_checkpoint(self.teacher_path)[0].float().eval().to(device)
+            self._teacher = load_plain_teacher(self.teacher_path, device)
             g = torch.Generator().manual_seed(0)  # a private generator: the training's random streams are untouched
             self._x = torch.rand(batch, 3, imgsz, imgsz, generator=g).to(device)
             for _ in range(2):
                 self.teacher_forward(batch, imgsz)
-        self._sync()
+        sync(self._device)
         t = time.perf_counter()
         with torch.no_grad(), torch.autocast(device.type, enabled=self._amp and device.type == "cuda"):
             self._teacher(self._x)
-        self._sync()
+        sync(self._device)
         return time.perf_counter() - t
 
     def on_train_start(self, trainer) -> None:
@@ -89,12 +83,12 @@ class StepTimer:
         """Time a teacher forward if wanted, then start the step's clock."""
         if self.teacher_path and len(self.forwards) < self.teacher_batches and self._timed(trainer.epoch, self._i):
             self.forwards.append(self.teacher_forward(trainer.batch_size, int(trainer.args.imgsz)))
-        self._sync()
+        sync(self._device)
         self._t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer) -> None:
         """Stop the step's clock."""
-        self._sync()
+        sync(self._device)
         self.samples.append((trainer.epoch, self._i, time.perf_counter() - self._t0))
         self._i += 1
 
@@ -193,6 +187,8 @@ def _model(spec: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     if spec["kind"] in {"yolokd", "combo"}:
         # the teacher is validated once, as for a user: the catchup rule reads its score
         kd = {"catchup": spec["catchup"]} if spec.get("catchup") is not None else {}
+        if spec.get("unlabeled") is not None:  # a semi-supervised row: False, or a folder (None: the data yaml's key)
+            kd["unlabeled"] = spec["unlabeled"]
         return YOLOKD(spec["student"], teacher=spec["teacher"], method=spec["method"], teacher_val=True, **kd), {}
     extra = {"distill_model": spec["teacher"], "dis": spec["dis"]} if spec["kind"] == "builtin" else {}
     return YOLO(spec["student"]), extra

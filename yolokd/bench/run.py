@@ -19,9 +19,10 @@ from typing import Any
 from ultralytics.utils import LOGGER, TQDM
 
 from yolokd.bench.config import format_command, merge_config
-from yolokd.bench.plan import Setup, model_name, plan_combo, plan_rows, row_spec
+from yolokd.bench.plan import Setup, model_name, plan_combo, plan_rows, plan_semi_rows, row_spec, semi_method
 from yolokd.bench.report import format_table, format_targets, machine_info, publish_report, render_report, write_plot
 from yolokd.bench.row import evaluate, launch_row, read_curve
+from yolokd.bench.semi import is_semi, semi_targets
 from yolokd.bench.stats import check_targets, summarize, summarize_row
 from yolokd.config import PREFIX, KDError
 from yolokd.demo import resolve_model, train_teacher
@@ -38,6 +39,29 @@ def prepare_data(cfg: dict[str, Any], project: Path) -> str:
         return str(make_dataset(project / "data", seed=cfg["data_seed"], **{k: cfg[k] for k in keys}))
     except ValueError as e:
         raise KDError(f"synthetic data: {e}") from None
+
+
+def prepare_semi(cfg: dict[str, Any], data: str, project: Path) -> tuple[str | None, str | None]:
+    """The semi-supervised rows' data: the labelled-fraction view (or None) and the extra unlabeled images (or None).
+
+    The view (`yolokd.data.semi.labeled_split`, in project/semi-data) repeats its labelled images so that an epoch
+    has as many steps as one over all labels; the extra images are a synthetic set of the same look drawn with
+    another seed (project/extra-data), used without their labels.
+    """
+    view = extra = None
+    if cfg["labeled_fraction"] is not None:
+        from yolokd.data.semi import labeled_split
+
+        view = str(labeled_split(data, project / "semi-data", cfg["labeled_fraction"], repeat=True))
+    if cfg["unlabeled_extra"]:
+        from yolokd.data.synthetic import make_dataset
+
+        keys = ("imgsz", "nc", "max_objects", "style")
+        root = make_dataset(
+            project / "extra-data", cfg["unlabeled_extra"], 1, 0, seed=cfg["data_seed"] + 1, **{k: cfg[k] for k in keys}
+        )
+        extra = str(root.parent / "images" / "train")
+    return view, extra
 
 
 def prepare_teacher(cfg: dict[str, Any], train: dict[str, Any], data: str, project: Path) -> dict[str, Any]:
@@ -180,7 +204,10 @@ def summarize_run(results: dict[str, Any]) -> None:
     fwd = [(r.get("teacher_forward") or {}).get("mean_s") for r in student_runs.values() if r.get("ok")]
     teacher["forward"] = summarize(fwd)
     teacher["forward_n"] = cfg["teacher_batches"]
-    results["targets"] = check_targets(rows, teacher["test"]["map"], cfg.get("jobs", 1))
+    plain = [r for r in rows if not is_semi(r)]  # the semi-supervised rows have their own targets
+    results["targets"] = check_targets(plain, teacher["test"]["map"], cfg.get("jobs", 1))
+    fwd_s = (teacher["forward"] or {}).get("mean")
+    results["targets"] += semi_targets(rows, semi_method(cfg), fwd_s, cfg.get("jobs", 1))
 
 
 def write_outputs(results: dict[str, Any], setup: Setup) -> Path:
@@ -227,7 +254,7 @@ def run_benchmark(**overrides: Any) -> dict[str, Any]:
         "machine": machine_info(),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "teacher": teacher,
-        "rows": plan_rows(cfg),
+        "rows": plan_rows(cfg) + plan_semi_rows(cfg, *prepare_semi(cfg, data, project)),
         "elapsed_s": 0.0,
     }
     run_rows(setup, results["rows"], results, t_start)

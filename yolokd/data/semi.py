@@ -4,7 +4,9 @@
 `labeled_split` copies the first ``labeled_fraction`` of a YOLO data set's training images with their labels into
 ``out/images/train`` and ``out/labels/train``, the other training images (without labels) into ``out/unlabeled``,
 and writes ``out/data.yaml`` with the same ``val``/``test`` splits and ``unlabeled: unlabeled`` (the key yolokd's
-``unlabeled=`` falls back to). Extra raw images of the same look can be added to ``out/unlabeled`` too.
+``unlabeled=`` falls back to). Extra raw images of the same look can be added to ``out/unlabeled`` too. With
+``repeat=True`` the training split is a list (``out/train.txt``) that names each labelled image about
+``1 / labeled_fraction`` times, so that an epoch has as many steps as one over all the labels.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ def _train_images(data: dict) -> list[Path]:
     return [Path(f) for f in list_images(str(Path(data["path"]) / data["train"]))]
 
 
-def labeled_split(data_yaml: str | Path, out: str | Path, labeled_fraction: float, extra: list[Path] = ()) -> Path:
+def labeled_split(
+    data_yaml: str | Path, out: str | Path, labeled_fraction: float, extra: list[Path] = (), repeat: bool = False
+) -> Path:
     """Write (or reuse) the semi-supervised view of ``data_yaml`` in ``out`` and return its ``data.yaml``.
 
     Args:
@@ -35,6 +39,8 @@ def labeled_split(data_yaml: str | Path, out: str | Path, labeled_fraction: floa
         labeled_fraction (float): The fraction of the training images that keep their labels, in (0, 1]; at least
             one image keeps them.
         extra (list[Path]): More images to put among the unlabeled ones (their labels, if any, are not copied).
+        repeat (bool): Train on ``out/train.txt``, which lists the labelled images over and over, as many entries as
+            the source has training images (each image ``len // n`` or ``len // n + 1`` times).
 
     Returns:
         (Path): ``out/data.yaml``.
@@ -48,6 +54,7 @@ def labeled_split(data_yaml: str | Path, out: str | Path, labeled_fraction: floa
     images = _train_images(data)
     n = max(1, round(labeled_fraction * len(images)))
     stamp = {"source": str(Path(data_yaml).resolve()), "fraction": labeled_fraction, "n": n, "extra": len(extra)}
+    stamp.update({"repeat": True} if repeat else {})
     yaml_path = out / "data.yaml"
     try:
         if json.loads((out / _STAMP).read_text()) == stamp and yaml_path.is_file():
@@ -57,6 +64,7 @@ def labeled_split(data_yaml: str | Path, out: str | Path, labeled_fraction: floa
     (out / _STAMP).unlink(missing_ok=True)
     for sub in ("images", "labels", "unlabeled"):
         shutil.rmtree(out / sub, ignore_errors=True)
+    (out / "train.txt").unlink(missing_ok=True)
     (out / "images" / "train").mkdir(parents=True)
     (out / "labels" / "train").mkdir(parents=True)
     (out / "unlabeled").mkdir(parents=True)
@@ -66,11 +74,17 @@ def labeled_split(data_yaml: str | Path, out: str | Path, labeled_fraction: floa
             shutil.copy(label, out / "labels" / "train" / Path(label).name)
     for i, img in enumerate([*images[n:], *map(Path, extra)]):
         shutil.copy(img, out / "unlabeled" / f"{i:06d}{img.suffix}")  # renamed: extra images may share names
+    train = "images/train"
+    if repeat:  # the same number of entries as the source's training split: an epoch of as many steps
+        names = sorted(p.name for p in (out / "images" / "train").iterdir())
+        lines = [str(out / "images" / "train" / names[i % len(names)]) for i in range(len(images))]
+        (out / "train.txt").write_text("\n".join(lines) + "\n")
+        train = "train.txt"
     root = Path(data["path"])
     view = {
         **{k: v for k, v in data.items() if k not in {"path", "train", "val", "test", "unlabeled"}},
         "path": str(out),
-        "train": "images/train",
+        "train": train,
         "unlabeled": "unlabeled",
         **{k: str((root / data[k]).resolve()) for k in ("val", "test") if data.get(k)},
     }
