@@ -174,27 +174,18 @@ def train_one_kd_epoch(method: str, model: str, teacher: str, data: str, project
 
 def neck_inputs(s_feats, t_feats):
     """`DistillInputs` holding only neck features (student, teacher): what a neck term such as pkd or mgd reads."""
-    from yolokd.losses import DistillInputs
+    from yolokd.losses import DistillInputs, Side
 
-    return DistillInputs(
-        student_feats=list(s_feats), teacher_feats=list(t_feats), student_preds={}, teacher_preds={}, batch={}
-    )
+    return DistillInputs(Side(list(s_feats)), Side(list(t_feats)), batch={})
 
 
 def head_inputs(s_preds: dict, t_preds: dict, assigned=None, s_reg: int = 1, t_reg: int = 1, s_feats=(), t_feats=()):
     """`DistillInputs` holding head outputs (student, teacher), the TAL assignment and each head's reg_max (the
     probe's), and optionally neck features: what a head term such as hint_soft or bckd_box reads."""
-    from yolokd.losses import DistillInputs
+    from yolokd.losses import DistillInputs, Side
 
     return DistillInputs(
-        student_feats=list(s_feats),
-        teacher_feats=list(t_feats),
-        student_preds=s_preds,
-        teacher_preds=t_preds,
-        batch={},
-        student_reg_max=s_reg,
-        teacher_reg_max=t_reg,
-        assigned=assigned,
+        Side(list(s_feats), s_preds, reg_max=s_reg), Side(list(t_feats), t_preds, reg_max=t_reg), {}, assigned=assigned
     )
 
 

@@ -16,7 +16,7 @@ from helpers import assigned, build, kd_model, np_align_scale, np_giou, np_log_s
 from torch import nn
 
 from yolokd.config import resolve_method
-from yolokd.losses import TERMS, DistillInputs, Probe
+from yolokd.losses import TERMS, DistillInputs, Probe, Side
 from yolokd.losses.crosskd import CrossKDBox, CrossKDCls, cross_head_predictions
 from yolokd.taps import detect_head
 
@@ -61,17 +61,10 @@ def fake_inputs(head: FakeHead, stage: int = 1, same: bool = False, num_fg: int 
     fg = torch.zeros(N, a, dtype=torch.bool)
     fg.view(-1)[:num_fg] = True
     return DistillInputs(
-        student_feats=feats,
-        teacher_feats=feats,
-        student_preds=preds,
-        teacher_preds=preds,
+        student=Side(feats, preds, s_stages, reg_max=head.reg_max),
+        teacher=Side(feats, preds, t_stages, head, head.reg_max),
         batch={},
-        teacher_head=head,
-        student_stages=s_stages,
-        teacher_stages=t_stages,
         assigned=assigned(fg, stride_tensor=torch.ones(a, 1)),
-        student_reg_max=head.reg_max,
-        teacher_reg_max=head.reg_max,
     )
 
 
@@ -272,14 +265,9 @@ def test_cross_head_predictions_match_real_head_layout(yaml: str) -> None:
                 stages[(branch, level, 0)], stages[(branch, level, 1)] = h0, seq[1](h0)
     bn = [b.clone() for m in head.modules() if isinstance(m, nn.BatchNorm2d) for b in (m.running_mean, m.running_var)]
     inputs = DistillInputs(
-        student_feats=x,
-        teacher_feats=x,
-        student_preds=preds,
-        teacher_preds=preds,
+        student=Side(x, preds, {k: v.clone().requires_grad_() for k, v in stages.items()}),
+        teacher=Side(x, preds, stages, head),
         batch={},
-        teacher_head=head,
-        student_stages={k: v.clone().requires_grad_() for k, v in stages.items()},
-        teacher_stages=stages,
     )
     for (branch, key), stage in itertools.product((("cv2", "boxes"), ("cv3", "scores")), (0, 1)):
         cross = cross_head_predictions(inputs, branch, stage, None)

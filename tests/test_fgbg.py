@@ -12,7 +12,7 @@ from torch import nn
 from ultralytics.utils.tal import make_anchors
 
 from yolokd.config import resolve_method
-from yolokd.losses import TERMS, DistillInputs
+from yolokd.losses import TERMS, DistillInputs, Side
 from yolokd.losses import functional as kdf
 from yolokd.losses.fgbg import fg_masks
 from yolokd.targets import Assigned
@@ -91,14 +91,10 @@ def make_inputs(t_logit=None, s_logit=None, t_box=None, s_box=None, same_feats=F
         "batch_idx": torch.tensor([0.0]),
     }
     return DistillInputs(
-        student_feats=s_feats,
-        teacher_feats=t_feats,
-        student_preds={"boxes": s_boxes, "scores": s_sc, "feats": s_feats},
-        teacher_preds={"boxes": t_boxes, "scores": t_sc, "feats": t_feats},
+        student=Side(s_feats, {"boxes": s_boxes, "scores": s_sc, "feats": s_feats}, reg_max=1),
+        teacher=Side(t_feats, {"boxes": t_boxes, "scores": t_sc, "feats": t_feats}, reg_max=16),
         batch=batch,
         strides=[4, 8],
-        student_reg_max=1,
-        teacher_reg_max=16,
         assigned=assigned,
     )
 
@@ -398,7 +394,9 @@ def test_fgbg_kd_model_items_equal_functional(pico_yamls, tmp_path):
         t_out = kd._teacher_feats.pop("head")[1]
         kd.student_model(batch["img"])
         s_out = kd._student_feats.pop("head")
-        inputs = DistillInputs(s_out["feats"], t_out["feats"], s_out, t_out, batch, strides=kd.probe.strides)
+        inputs = DistillInputs(
+            Side(s_out["feats"], s_out), Side(t_out["feats"], t_out), batch, strides=kd.probe.strides
+        )
         masks = fg_masks(inputs)  # the probe's strides (no assignment given)
         fg = sum(
             kdf.cosine_fg(a(s), t, m)

@@ -1,6 +1,6 @@
 # yolokd, AGPL-3.0 License
-"""Box formulas of ``yolokd.losses.functional.boxes``: bounded_regression, the distance decoders, sort_corners,
-teacher_better, giou_loss and bckd_loc.
+"""Box formulas of ``yolokd.losses.functional.boxes``: bounded_regression, teacher_better, giou_loss and bckd_loc;
+and the box readers of ``yolokd.head`` they build on: anchor_distances and sort_corners.
 
 Expected values are computed independently with numpy or plain python arithmetic, never with the torch expression
 under test.
@@ -14,14 +14,9 @@ import torch
 from helpers import grads_finite, np_giou, np_sigmoid
 from ultralytics.utils.metrics import bbox_iou
 
+from yolokd.head import anchor_distances, sort_corners
 from yolokd.losses import functional as kdf
-from yolokd.losses.functional import (
-    anchor_distances,
-    bounded_regression,
-    giou_loss,
-    positive_distances,
-    teacher_better,
-)
+from yolokd.losses.functional import bounded_regression, giou_loss, teacher_better
 
 pytestmark = pytest.mark.usefixtures("seeded")
 
@@ -102,22 +97,20 @@ def test_bounded_regression_bad_shapes_raise() -> None:
         bounded_regression(torch.randn(4), torch.randn(4), torch.randn(4))
 
 
-# ----------------------------------------------------------------------------- anchor_distances, positive_distances
-def test_positive_distances_raw_and_target_round_trip():
+# ------------------------------------------------------------------------------------------------- anchor_distances
+def test_anchor_distances_at_the_positives_raw_and_target_round_trip():
     """reg_max 1: the raw ltrb sides come back at the positives (decoded to xyxy and back), in row-major order."""
     rs = [[1.0, 1.0, 1.0, 3.0], [2.0, 0.5, 2.0, 1.5], [9.0, 9.0, 9.0, 9.0], [0.5, 0.5, 1.5, 1.5]]  # (A, 4)
     y = [[1.0, 1.0, 1.0, 1.0], [1.0, 0.5, 2.0, 1.5], [0.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.5, 0.5]]
     points = torch.tensor([[0.5, 0.5], [1.5, 0.5], [0.5, 0.5], [1.5, 1.5]])
     fg = torch.tensor([[True, True, False, True]])
-    r = positive_distances(torch.tensor(rs).t()[None], 1, points, fg)
+    r = anchor_distances(torch.tensor(rs).t()[None], 1, points)[fg]
     assert r.tolist() == [rs[0], rs[1], rs[3]]
-    assert positive_distances(torch.tensor(y).t()[None], 1, points, fg).tolist() == [y[0], y[1], y[3]]
+    assert anchor_distances(torch.tensor(y).t()[None], 1, points)[fg].tolist() == [y[0], y[1], y[3]]
     # two images: image 0's positives first, then image 1's, each in anchor order
     two = torch.stack([torch.tensor(rs).t(), torch.tensor(y).t()])  # (2, 4, A)
     fg2 = torch.tensor([[False, False, True, True], [True, False, False, True]])
-    assert positive_distances(two, 1, points, fg2).tolist() == [rs[2], rs[3], y[0], y[3]]
-    with pytest.raises(ValueError, match="fg_mask shape"):
-        positive_distances(two, 1, points, fg)
+    assert anchor_distances(two, 1, points)[fg2].tolist() == [rs[2], rs[3], y[0], y[3]]
 
 
 def test_anchor_distances_dfl_expectation_by_hand():
@@ -146,8 +139,8 @@ def test_sort_corners_hand_computed():
     """Inverted x, inverted y, both, and a proper box (unchanged); any leading shape."""
     boxes = torch.tensor([[3.0, 0.0, 1.0, 2.0], [0.0, 5.0, 4.0, 1.0], [2.0, 2.0, -1.0, -3.0], [1.0, 1.0, 2.0, 2.0]])
     want = [[1.0, 0.0, 3.0, 2.0], [0.0, 1.0, 4.0, 5.0], [-1.0, -3.0, 2.0, 2.0], [1.0, 1.0, 2.0, 2.0]]
-    assert kdf.sort_corners(boxes).tolist() == want
-    assert kdf.sort_corners(boxes.view(2, 2, 4)).tolist() == [want[:2], want[2:]]
+    assert sort_corners(boxes).tolist() == want
+    assert sort_corners(boxes.view(2, 2, 4)).tolist() == [want[:2], want[2:]]
 
 
 # ---------------------------------------------------------------------------------------- teacher_better, giou_loss

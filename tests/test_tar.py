@@ -12,7 +12,7 @@ from helpers import assigned, kd_model, np_giou, toy_batch
 from torch import nn
 
 from yolokd.config import resolve_method
-from yolokd.losses import TERMS, DistillInputs
+from yolokd.losses import TERMS, DistillInputs, Side
 from yolokd.losses import functional as kdf
 from yolokd.losses.tar import TARBox, TARCls, TARFeat
 from yolokd.schedules import Progress
@@ -28,15 +28,11 @@ def _inputs(
     """A hand-built `DistillInputs` (only the fields a TAR term reads); strides as the probe finds them."""
     img_h = (batch or {}).get("img", torch.zeros(0, 0, 0, 0)).shape[-2]
     return DistillInputs(
-        student_feats=list(s_feats),
-        teacher_feats=list(t_feats),
-        student_preds=s_preds or {},
-        teacher_preds=t_preds or {},
+        student=Side(list(s_feats), s_preds or {}, reg_max=s_reg),
+        teacher=Side(list(t_feats), t_preds or {}, reg_max=t_reg),
         batch=batch or {},
         assigned=assigned,
         strides=[img_h / f.shape[-2] for f in t_feats] if img_h else [],
-        student_reg_max=s_reg,
-        teacher_reg_max=t_reg,
     )
 
 

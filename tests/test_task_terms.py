@@ -1,9 +1,11 @@
 # yolokd, AGPL-3.0 License
-"""Task terms: mask_kd (segment) and kpt_kd (pose), against hand computations and Ultralytics' own decoding."""
+"""Task terms: mask (segment) and keypoint (pose), against hand computations and Ultralytics' own decoding."""
 
 from __future__ import annotations
 
+import inspect
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,9 +13,11 @@ from helpers import assigned, np_sigmoid
 from ultralytics.nn.modules.head import Pose, Pose26
 from ultralytics.utils.tal import make_anchors
 
-from yolokd.losses import DistillInputs
+from yolokd.config import KDConfig, resolve_method
+from yolokd.head import decode_keypoints
+from yolokd.losses import TERM_ALIASES, TERMS, DistillInputs, Side
 from yolokd.losses import functional as kdf
-from yolokd.losses.keypoint import KeypointKD, decode_keypoints
+from yolokd.losses.keypoint import KeypointKD
 from yolokd.losses.mask import MaskKD
 
 pytestmark = pytest.mark.usefixtures("seeded")
@@ -31,10 +35,8 @@ def test_mask_term_is_blind_to_the_prototype_basis_and_compares_only_positives()
     boxes = torch.tensor([0.0, 0.0, 32.0, 32.0]).expand(n, a, 4).clone()  # pixels of a 32-px image
     scores = torch.zeros(n, 3, a)
     inputs = DistillInputs(
-        [],
-        [],
-        {"mask_coefficient": coef2, "proto": proto2, "scores": scores},
-        {"mask_coefficient": coef, "proto": proto, "scores": scores},
+        Side(preds={"mask_coefficient": coef2, "proto": proto2, "scores": scores}),
+        Side(preds={"mask_coefficient": coef, "proto": proto, "scores": scores}),
         {"img": torch.zeros(n, 3, 32, 32)},
         assigned=assigned(fg, anchor_points=torch.zeros(a, 2), target_bboxes=boxes),
     )
@@ -63,10 +65,8 @@ def test_mask_term_crops_to_the_assigned_box():
     fg = torch.ones(n, a, dtype=torch.bool)
     box = torch.tensor([[[0.0, 0.0, 8.0, 16.0]]])  # left half, full height of a 16-px image -> 2 x 4 proto pixels
     inputs = DistillInputs(
-        [],
-        [],
-        {"mask_coefficient": coef_s, "proto": proto, "scores": torch.zeros(n, 1, a)},
-        {"mask_coefficient": coef_t, "proto": proto, "scores": torch.zeros(n, 1, a)},
+        Side(preds={"mask_coefficient": coef_s, "proto": proto, "scores": torch.zeros(n, 1, a)}),
+        Side(preds={"mask_coefficient": coef_t, "proto": proto, "scores": torch.zeros(n, 1, a)}),
         {"img": torch.zeros(n, 3, 16, 16)},
         assigned=assigned(fg, anchor_points=torch.zeros(a, 2), target_bboxes=box),
     )
@@ -100,14 +100,24 @@ def test_keypoint_term_reads_positives_only():
     t_k[0, 0, 2] = 9.0  # anchor 2 is not a positive
     fg = torch.tensor([[False, True, False, False]])
     inputs = DistillInputs(
-        [],
-        [],
-        {"kpts": s_k},
-        {"kpts": t_k},
+        Side(preds={"kpts": s_k}, head=head),
+        Side(preds={"kpts": t_k}, head=head),
         {},
-        student_head=head,
-        teacher_head=head,
         assigned=assigned(fg, anchor_points=torch.rand(a, 2), target_bboxes=torch.zeros(1, a, 4)),
     )
     # v = sigmoid(0) = 1/2 for both keypoints: (1/2 x 1 + 1/2 x 0) / 1 = 0.5; equal visibilities: no KL
     assert KeypointKD()(inputs, None).item() == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(("method", "old", "cls"), [("mask", "mask_kd", MaskKD), ("keypoint", "kpt_kd", KeypointKD)])
+def test_task_terms_are_named_as_their_method_and_the_old_type_still_works(tmp_path, method, old, cls):
+    """Method, module and term type share one name; a yaml or a saved config with the old type name still works."""
+    assert TERMS[method] is cls and Path(inspect.getfile(cls)).stem == method
+    assert old not in TERMS and TERM_ALIASES[old] == method
+    (spec,) = resolve_method(method)
+    assert (spec.type, spec.name) == (method, old)  # the built-in method keeps its loss item, <old>_loss
+    user_yaml = tmp_path / "old.yaml"
+    user_yaml.write_text(f"terms:\n  - type: {old}\n")
+    (spec,) = resolve_method(str(user_yaml))
+    assert (spec.type, spec.name) == (method, old)
+    assert KDConfig.from_dict({"terms": [{"type": old, "name": old}]}).terms[0].type == method  # an old checkpoint

@@ -81,7 +81,13 @@ class TermSpec:
     """One distillation term as configured: registry type, item name, weight, schedule and hyper-parameters.
 
     ``balance`` > 0 replaces the fixed ``weight`` by an automatic one (`yolokd.balance`): the weighted term starts at
-    ``balance`` x the detection loss.
+    ``balance`` x the detection loss. An old type name (a term's ``aliases``, e.g. ``mask_kd``, in a user's yaml or a
+    saved config) is replaced by the type it stands for; the item name the yaml gave (by default the type as written)
+    is kept.
+
+    Examples:
+        >>> TermSpec("mask_kd", "mask_kd").type
+        'mask'
     """
 
     type: str
@@ -90,6 +96,12 @@ class TermSpec:
     balance: float = 0.0
     schedule: str = "constant"
     params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Replace an old type name by the registered type."""
+        from yolokd.losses import term_type
+
+        self.type = term_type(self.type)
 
 
 @dataclass
@@ -153,7 +165,7 @@ def parse_terms(data: Any, source: str) -> list[TermSpec]:
     Returns:
         (list[TermSpec]): The validated terms.
     """
-    from yolokd.losses import TERMS
+    from yolokd.losses import TERMS, term_type
 
     if not isinstance(data, dict) or not isinstance(data.get("terms"), list) or not data["terms"]:
         raise KDError(f"{source}: a method yaml needs a non-empty 'terms:' list, e.g. 'terms: [{{type: cwd}}]'")
@@ -169,7 +181,7 @@ def parse_terms(data: Any, source: str) -> list[TermSpec]:
             if k not in TERM_KEYS:
                 raise KDError(f"{where}: unknown key '{k}'.{suggest(k, TERM_KEYS)} Valid: {list(TERM_KEYS)}")
         typ = t["type"]
-        if typ not in TERMS:
+        if term_type(typ) not in TERMS:
             raise KDError(f"{where}: unknown term type '{typ}'.{suggest(typ, TERMS)} Available: {sorted(TERMS)}")
         weight, balance = t.get("weight", 1.0), t.get("balance", 0.0)
         for key, v in (("weight", weight), ("balance", balance)):
@@ -183,8 +195,8 @@ def parse_terms(data: Any, source: str) -> list[TermSpec]:
         params = t.get("params") or {}
         if not isinstance(params, dict):
             raise KDError(f"{where}: 'params' must be a mapping, got {params!r}")
-        _check_param_types(where, TERMS[typ], params)
-        name = t.get("name", typ)
+        _check_param_types(where, TERMS[term_type(typ)], params)
+        name = t.get("name", typ)  # an old type name keeps its old item name
         if not isinstance(name, str) or not name.isidentifier():
             raise KDError(f"{where}: 'name' must be an identifier-like string, got {name!r}")
         spec = TermSpec(typ, name, float(weight), float(balance), schedule, dict(params))

@@ -18,8 +18,8 @@ from ultralytics.utils import LOGGER, YAML
 
 from yolokd.config import PREFIX, KDError
 from yolokd.data.synthetic import make_dataset
+from yolokd.head import TASK_SUFFIX
 from yolokd.model import YOLOKD
-from yolokd.teacher import TASK_SUFFIX
 
 TASK_METHODS = {"detect": "tar+cwd", "segment": "tar+cwd+mask", "pose": "tar+cwd+keypoint", "obb": "tar+cwd"}
 """The demo's method per task: the default method= (best on the benchmark's val split), plus the task's own term."""

@@ -15,7 +15,7 @@ from ultralytics.utils.torch_utils import copy_attr
 
 from yolokd.balance import AutoBalance, effective_weights
 from yolokd.config import KDConfig, KDError
-from yolokd.losses import TERMS, DistillInputs, Term
+from yolokd.losses import TERMS, DistillInputs, Side, Term
 from yolokd.nonfinite import NonFiniteGuard, finite_student
 from yolokd.pair import probe_pair, register_taps
 from yolokd.pseudo import UnlabeledLoss
@@ -179,23 +179,16 @@ class KDModel(TeacherRuntime, NonFiniteGuard, UnlabeledLoss, DistillationModel):
 
     def _inputs(self, batch, s_out, t_out, t_stages, assigned, gt, classes) -> DistillInputs:
         """What the terms read of one step (the student's stages are taken from the taps, which are then cleared)."""
+        s_head, t_head = detect_head(self.student_model), detect_head(self.teacher_model)
         inputs = DistillInputs(
-            student_feats=list(s_out["feats"]),
-            teacher_feats=list(t_out["feats"]),
-            student_preds=s_out,
-            teacher_preds=t_out,
+            student=Side(list(s_out["feats"]), s_out, dict(self._student_feats), s_head, self.probe.student_reg_max),
+            teacher=Side(list(t_out["feats"]), t_out, t_stages, t_head, self.probe.teacher_reg_max),
             batch=batch,
             progress=self.progress,
-            student_head=detect_head(self.student_model),
-            teacher_head=detect_head(self.teacher_model),
-            student_stages=dict(self._student_feats),
-            teacher_stages=t_stages,
             assigned=assigned,
             cache={"ground_truth": gt} if gt is not None else {},
             strides=list(self.probe.strides),
-            student_reg_max=self.probe.student_reg_max,
-            teacher_reg_max=self.probe.teacher_reg_max,
-            teacher_classes=classes,
+            classes=classes,
         )
         self._student_feats.clear()
         return inputs

@@ -10,7 +10,7 @@ from ultralytics.nn.distill_model import DistillationModel, FeatureHook
 
 from yolokd.config import KDError
 from yolokd.losses import Probe
-from yolokd.taps import HEAD, NeckStop, clear_neck_stops, detect_head, probe
+from yolokd.taps import HEAD, NeckStop, clear_neck_stops, detect_head, dummy_forward
 
 
 def register_taps(model: nn.Module, store: dict, stage_taps=(), to_neck: bool = False) -> list:
@@ -58,8 +58,8 @@ def probe_pair(student: nn.Module, teacher: nn.Module, student_store: dict, teac
     gs = int(max(student.stride.max(), teacher.stride.max()))
     imgsz = max(gs, -(-int(imgsz) // gs) * gs)
     ch = student.yaml.get("channels", 3) if hasattr(student, "yaml") else 3
-    s_feats, s_stages = probe(student, student_store, HEAD, imgsz, ch)
-    t_feats, t_stages = probe(teacher, teacher_store, HEAD, imgsz, ch)
+    s_feats, s_stages = dummy_forward(student, student_store, HEAD, imgsz, ch)
+    t_feats, t_stages = dummy_forward(teacher, teacher_store, HEAD, imgsz, ch)
     return Probe(
         student_channels=[f.shape[1] for f in s_feats],
         teacher_channels=[f.shape[1] for f in t_feats],

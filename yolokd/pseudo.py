@@ -19,8 +19,8 @@ from torchvision.ops import batched_nms
 from ultralytics.utils import DEFAULT_CFG_DICT
 from ultralytics.utils.tal import make_anchors
 
+from yolokd.head import decode_boxes, rows
 from yolokd.losses import functional as kdf
-from yolokd.targets import decode_boxes
 
 NMS_IOU = 0.7  # Ultralytics' default IoU of predict and val
 MAX_DET = 300  # pseudo-boxes kept per image at the most, Ultralytics' max_det
@@ -149,10 +149,9 @@ class UnlabeledLoss:
         preds = self.student_model(img)
         det, items, assigned, gt = self._detection_loss(batch, preds)
         s_out = self._student_outputs(img)
-        nc = s_out["scores"].shape[1]
         dense = kdf.binary_kl(
-            s_out["scores"].transpose(1, 2).reshape(-1, nc),
-            t_out["scores"].transpose(1, 2).reshape(-1, nc).to(s_out["scores"].dtype),
+            rows(s_out["scores"]),
+            rows(t_out["scores"]).to(s_out["scores"].dtype),
             avg_factor=probs.sum().clamp(min=1),
         ) * _gain(self.student_model, "cls")
         box, dfl = det[0] / n, det[2] / n  # the detection loss's (box, cls, dfl); its cls is replaced by `dense`

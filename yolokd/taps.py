@@ -61,8 +61,10 @@ def head_outputs(out: Any, branch: str = "one2many") -> dict[str, Any]:
 
 
 @torch.no_grad()
-def probe(model: nn.Module, store: dict, key: Any, imgsz: int, ch: int = 3) -> tuple[list[torch.Tensor], dict]:
+def dummy_forward(model: nn.Module, store: dict, key: Any, imgsz: int, ch: int = 3) -> tuple[list[torch.Tensor], dict]:
     """Run one dummy forward in eval mode; return the tapped neck features and the other taps (mode restored).
+
+    `yolokd.pair.probe_pair` builds a `KDModel`'s `Probe` (the measured shapes) from what it returns.
 
     Args:
         model (nn.Module): A model whose head is tapped into ``store[key]`` (and maybe head stages under other keys).

@@ -1,8 +1,8 @@
 # yolokd, AGPL-3.0 License
-"""Targets shared by the terms: TAL assignment, ground-truth boxes, box decoding, foreground and Gaussian masks.
+"""Targets shared by the terms: TAL assignment, ground-truth boxes, foreground and Gaussian masks.
 
 Nothing here re-implements Ultralytics' assigner or DFL: the assignment is recorded from the student criterion's own
-assigner while it computes the loss (`recording_assignment`, see `KDModel`), decoding uses Ultralytics' ``dist2bbox``.
+assigner while it computes the loss (`recording_assignment`, see `KDModel`); predictions are decoded by `yolokd.head`.
 Oriented boxes (OBB) reach the box terms turned into each anchor's frame (`rotated_to_anchor_frame`) and the feature
 masks as their enclosing boxes (`enclosing_xyxy`).
 """
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from ultralytics.utils.ops import xywh2xyxy, xywhr2xyxyxyxy
-from ultralytics.utils.tal import dist2bbox, make_anchors
+from ultralytics.utils.tal import make_anchors
 
 
 @dataclass
@@ -142,9 +142,9 @@ def rotated_to_anchor_frame(xywhr: torch.Tensor, anchors_px: torch.Tensor) -> to
 
     An OBB head predicts, per anchor, distances to the four sides of a box turned by its angle: Ultralytics'
     ``dist2rbox`` rotates the centre offset ``((r - l) / 2, (b - t) / 2)`` by the angle about the anchor. Decoded
-    without the angle (`decode_boxes`), a prediction is that box turned back about its anchor. A target box ``(x, y,
-    w, h, r)`` turned back the same way is ``(anchor + R(-r) (centre - anchor), w, h)``: the IoU of the two is the
-    rotated IoU whenever the predicted angle equals the target's, so the box terms compare like with like.
+    without the angle (`yolokd.head.decode_boxes`), a prediction is that box turned back about its anchor. A target
+    box ``(x, y, w, h, r)`` turned back the same way is ``(anchor + R(-r) (centre - anchor), w, h)``: the IoU of the
+    two is the rotated IoU whenever the predicted angle equals the target's, so the box terms compare like with like.
 
     Args:
         xywhr (torch.Tensor): (..., A, 5) rotated boxes in pixels (centre, size, angle in radians).
@@ -233,30 +233,6 @@ def ground_truth(batch: dict, img_hw: tuple[int, int]) -> GroundTruth:
         labels[idx_sorted, pos] = batch["cls"].view(-1).long().to(device)[order]
         mask[idx_sorted, pos] = True
     return GroundTruth(boxes=boxes, labels=labels, mask=mask)
-
-
-def decode_boxes(boxes: torch.Tensor, anchor_points: torch.Tensor, reg_max: int) -> torch.Tensor:
-    """Decode a Detect head's box output into xyxy boxes in grid units (Ultralytics' ``bbox_decode``).
-
-    Args:
-        boxes (torch.Tensor): (N, 4 * reg_max, A) head output (DFL logits, or distances when ``reg_max == 1``).
-        anchor_points (torch.Tensor): (A, 2) anchor centres in grid units.
-        reg_max (int): DFL bins per side.
-
-    Returns:
-        (torch.Tensor): (N, A, 4) xyxy boxes in grid units (multiply by the stride for pixels).
-
-    Examples:
-        >>> d = torch.zeros(1, 4, 1)  # reg_max 1: distances 0
-        >>> decode_boxes(d, torch.tensor([[2.5, 3.5]]), 1).tolist()
-        [[[2.5, 3.5, 2.5, 3.5]]]
-    """
-    n, c, a = boxes.shape
-    dist = boxes.permute(0, 2, 1).float()
-    if reg_max > 1:
-        proj = torch.arange(reg_max, device=boxes.device, dtype=torch.float32)
-        dist = dist.view(n, a, 4, reg_max).softmax(3).matmul(proj)
-    return dist2bbox(dist, anchor_points.float(), xywh=False)
 
 
 def level_sizes(feats: list[torch.Tensor]) -> list[int]:

@@ -14,6 +14,7 @@ from ultralytics.nn.tasks import load_checkpoint
 from ultralytics.utils.torch_utils import fuse_conv_and_bn
 
 from yolokd.config import KDError
+from yolokd.head import TASK_SUFFIX
 from yolokd.taps import detect_head, model_task
 
 
@@ -49,9 +50,6 @@ def load_teacher(path: str | Path | None) -> nn.Module:
             f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); re-export or retrain it"
         ) from e
     return teacher.float()
-
-
-TASK_SUFFIX = {"detect": "", "segment": "-seg", "pose": "-pose", "obb": "-obb"}
 
 
 def check_pair(

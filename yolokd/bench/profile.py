@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from yolokd.config import PREFIX
     from yolokd.demo import resolve_model
-    from yolokd.taps import detect_head
+    from yolokd.head import num_classes
     from yolokd.teacher import load_teacher
 
     ap = argparse.ArgumentParser(prog="python -m yolokd.bench.profile", description=main.__doc__.splitlines()[0])
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the benchmark trains with 1)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    nc = int(detect_head(load_teacher(args.teacher)).nc)
+    nc = num_classes(load_teacher(args.teacher))
     runs: dict[str, list] = {m: [] for m in args.methods}
     with tempfile.TemporaryDirectory() as tmp:
         student = resolve_model(args.student, Path(tmp))  # yolov8-pico: the benchmark's student, written here

@@ -184,10 +184,11 @@ def profile_methods(setup: Setup) -> list[dict[str, Any]]:
     from ultralytics.utils.torch_utils import select_device
 
     from yolokd.bench.profile import profile_method
+    from yolokd.head import num_classes
     from yolokd.teacher import load_teacher
 
     device = str(select_device(setup.train.get("device", ""), verbose=False))
-    nc = int(load_teacher(setup.teacher).nc)
+    nc = num_classes(load_teacher(setup.teacher))
     for method in TQDM(cfg["profile"], desc=f"{PREFIX}profile"):
         out.append(profile_method(setup.student, setup.teacher, method, cfg["imgsz"], cfg["batch"], nc, device))
     return out

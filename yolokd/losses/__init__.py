@@ -1,26 +1,40 @@
 # yolokd, AGPL-3.0 License
-"""The registry of distillation terms: ``{type: Term subclass}``, filled by `register`."""
+"""The registry of distillation terms: ``{type: Term subclass}``, filled by `register`, and the types' old names."""
 
 from __future__ import annotations
 
-from yolokd.losses.base import DistillInputs, Probe, Term
+from yolokd.losses.base import DistillInputs, Probe, Side, Term
 
 TERMS: dict[str, type[Term]] = {}
+TERM_ALIASES: dict[str, str] = {}
+"""Old type names that method yamls may still use -> the registered type (each term's ``aliases``)."""
 
 
 def register(cls: type[Term]) -> type[Term]:
-    """Class decorator adding a `Term` subclass to `TERMS` under its ``type``.
+    """Class decorator adding a `Term` subclass to `TERMS` under its ``type``, and its ``aliases`` to `TERM_ALIASES`.
 
     Args:
-        cls (type[Term]): The term class; its ``type`` must be a new, non-empty name.
+        cls (type[Term]): The term class; its ``type`` and ``aliases`` must be new, non-empty names.
 
     Returns:
         (type[Term]): The same class.
     """
-    if not cls.type or cls.type in TERMS:
-        raise ValueError(f"term type '{cls.type}' is empty or already registered")
+    for name in (cls.type, *cls.aliases):
+        if not name or name in TERMS or name in TERM_ALIASES:
+            raise ValueError(f"term type '{name}' is empty or already registered")
     TERMS[cls.type] = cls
+    TERM_ALIASES.update(dict.fromkeys(cls.aliases, cls.type))
     return cls
+
+
+def term_type(name: str) -> str:
+    """The registered type that a method yaml's ``type`` names: the name itself, or the type of an old name.
+
+    Examples:
+        >>> term_type("kpt_kd"), term_type("cwd"), term_type("nope")
+        ('keypoint', 'cwd', 'nope')
+    """
+    return TERM_ALIASES.get(name, name)
 
 
 def _import_builtin_terms() -> None:
@@ -35,4 +49,4 @@ def _import_builtin_terms() -> None:
 
 _import_builtin_terms()
 
-__all__ = ["TERMS", "DistillInputs", "Probe", "Term", "register"]
+__all__ = ["TERMS", "TERM_ALIASES", "DistillInputs", "Probe", "Side", "Term", "register", "term_type"]

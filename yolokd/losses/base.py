@@ -25,7 +25,7 @@ class Probe:
             measured).
         teacher_reg_max (int): The same for the teacher.
         student_stage_channels (dict): Output channels of each tapped student head stage, keyed like
-            `DistillInputs.student_stages` (``(branch, level, stage)``).
+            `Side.stages` (``(branch, level, stage)``).
         teacher_stage_channels (dict): The same for the teacher.
     """
 
@@ -39,64 +39,109 @@ class Probe:
 
 
 @dataclass
+class Side:
+    """One model's side of a training step, the student's or the teacher's: what its neck and Detect head gave.
+
+    Attributes:
+        feats (list[torch.Tensor]): Neck features, one (N, C, H, W) tensor per level.
+        preds (dict): Head training outputs of the one-to-many branch: ``boxes`` (N, 4*reg_max, A), ``scores``
+            (N, nc, A) logits, ``feats`` (and the task outputs: ``mask_coefficient``, ``proto``; ``kpts``). Read
+            through `yolokd.head`.
+        stages (dict): Outputs of the head stages the terms asked for (`Term.taps`), keyed ``(branch, level, stage)``,
+            e.g. ``("cv3", 0, 1)``.
+        head (nn.Module | None): The Detect head (read at call time, never stored by a term; the teacher's is frozen,
+            and a term may run its layers, e.g. CrossKD, so that gradients flow through it to the student).
+        reg_max (int): DFL bins per box side of the head, from the `Probe` (read through `DistillInputs.reg_max`); 0
+            when not given.
+    """
+
+    feats: list[torch.Tensor] = field(default_factory=list)
+    preds: dict[str, Any] = field(default_factory=dict)
+    stages: dict[tuple, torch.Tensor] = field(default_factory=dict)
+    head: nn.Module | None = None
+    reg_max: int = 0
+
+
+def _alias(path: str) -> property:
+    """A read-write property for the attribute at the dotted ``path`` of the instance (``"student.preds"``)."""
+    *owners, attr = path.split(".")
+
+    def owner(obj: Any) -> Any:
+        for name in owners:
+            obj = getattr(obj, name)
+        return obj
+
+    def get(self: Any) -> Any:
+        return getattr(owner(self), attr)
+
+    def set_(self: Any, value: Any) -> None:
+        setattr(owner(self), attr, value)
+
+    return property(get, set_, doc=f"The same as ``{path}``.")
+
+
+@dataclass
 class DistillInputs:
     """Everything a term may read at one training step; terms never hold teacher modules themselves.
 
+    The student's side has gradients; the teacher's has none (its outputs are targets).
+
     Attributes:
-        student_feats (list[torch.Tensor]): Student neck features, one (N, Cs, H, W) tensor per level.
-        teacher_feats (list[torch.Tensor]): Teacher neck features, one (N, Ct, H, W) tensor per level (no grad).
-        student_preds (dict): Student head training outputs of the one-to-many branch: ``boxes`` (N, 4*reg_max, A),
-            ``scores`` (N, nc, A) logits, ``feats``.
-        teacher_preds (dict): Teacher head outputs in the same format (no grad).
+        student (Side): The student's features, head outputs, tapped stages, head and ``reg_max``.
+        teacher (Side): The teacher's, in the same format.
         batch (dict): The preprocessed training batch (``img``, ``cls``, ``bboxes``, ``batch_idx``...).
         progress (Progress): Training progress, for terms whose behaviour depends on it.
-        student_head (nn.Module | None): The student's Detect head (read at call time, never stored by a term).
-        teacher_head (nn.Module | None): The teacher's Detect head (frozen; a term may run its layers, e.g.
-            CrossKD, so that gradients flow through it to the student).
-        student_stages (dict): Outputs of the head stages the terms asked for (`Term.taps`), keyed
-            ``(branch, level, stage)``, e.g. ``("cv3", 0, 1)``; with grad.
-        teacher_stages (dict): The teacher's outputs at the same keys (no grad).
         assigned (Assigned | None): The student's TAL assignment, when a term sets ``needs_targets``.
         cache (dict): Per-step memo shared by the terms (see `memo`), e.g. the ground truth and masks that several
             terms derive from the same batch.
         strides (list[int]): Stride of each neck level, from the model's `Probe` (read through `level_strides`).
-        student_reg_max (int): DFL bins per box side of the student's head, from the `Probe` (read through
-            `reg_max`); 0 when not given.
-        teacher_reg_max (int): The same for the teacher.
-        teacher_classes (torch.Tensor | None): (nc,) long, the teacher class that feeds each student class when the
-            teacher was trained on other classes (``teacher_preds["scores"]`` is already reduced to them); None when
-            both have the same classes. A term that runs the teacher's class layers itself reduces their output with
+        classes (torch.Tensor | None): (nc,) long, the teacher class that feeds each student class when the teacher
+            was trained on other classes (``teacher.preds["scores"]`` is already reduced to them); None when both
+            have the same classes. A term that runs the teacher's class layers itself reduces their output with
             `teacher_class_logits`.
+
+    The flat names ``student_feats``, ``teacher_preds``, ``student_head``, ``teacher_reg_max``... (each side's
+    attribute prefixed by the side) and ``teacher_classes`` (``classes``) read and write the same attributes.
+
+    Examples:
+        >>> inputs = DistillInputs(Side(), Side(reg_max=16), {})
+        >>> inputs.student_preds = {"scores": None}
+        >>> inputs.student.preds, inputs.teacher_reg_max
+        ({'scores': None}, 16)
     """
 
-    student_feats: list[torch.Tensor]
-    teacher_feats: list[torch.Tensor]
-    student_preds: dict[str, Any]
-    teacher_preds: dict[str, Any]
+    student: Side
+    teacher: Side
     batch: dict[str, Any]
     progress: Progress = field(default_factory=Progress)
-    student_head: nn.Module | None = None
-    teacher_head: nn.Module | None = None
-    student_stages: dict[tuple, torch.Tensor] = field(default_factory=dict)
-    teacher_stages: dict[tuple, torch.Tensor] = field(default_factory=dict)
     assigned: Assigned | None = None
     cache: dict[str, Any] = field(default_factory=dict)
     strides: list[int] = field(default_factory=list)
-    student_reg_max: int = 0
-    teacher_reg_max: int = 0
-    teacher_classes: torch.Tensor | None = None
+    classes: torch.Tensor | None = None
+
+    student_feats = _alias("student.feats")
+    student_preds = _alias("student.preds")
+    student_stages = _alias("student.stages")
+    student_head = _alias("student.head")
+    student_reg_max = _alias("student.reg_max")
+    teacher_feats = _alias("teacher.feats")
+    teacher_preds = _alias("teacher.preds")
+    teacher_stages = _alias("teacher.stages")
+    teacher_head = _alias("teacher.head")
+    teacher_reg_max = _alias("teacher.reg_max")
+    teacher_classes = _alias("classes")
 
     def level_strides(self) -> list[float]:
         """The stride of each neck level as host numbers (no device sync), checked against the neck levels.
 
         Examples:
-            >>> DistillInputs([], [torch.zeros(1, 1, 8, 8)], {}, {}, {}, strides=[8]).level_strides()
+            >>> DistillInputs(Side(), Side([torch.zeros(1, 1, 8, 8)]), {}, strides=[8]).level_strides()
             [8.0]
         """
-        if len(self.strides) != len(self.teacher_feats):
+        if len(self.strides) != len(self.teacher.feats):
             raise ValueError(
                 f"DistillInputs.strides {self.strides} must give one stride per neck level "
-                f"({len(self.teacher_feats)}); the model passes its probe's"
+                f"({len(self.teacher.feats)}); the model passes its probe's"
             )
         return [float(s) for s in self.strides]
 
@@ -104,22 +149,22 @@ class DistillInputs:
         """The student's and the teacher's DFL bins per box side (each model decodes its boxes with its own).
 
         Examples:
-            >>> DistillInputs([], [], {}, {}, {}, student_reg_max=1, teacher_reg_max=16).reg_max()
+            >>> DistillInputs(Side(reg_max=1), Side(reg_max=16), {}).reg_max()
             (1, 16)
         """
-        if self.student_reg_max < 1 or self.teacher_reg_max < 1:
+        if self.student.reg_max < 1 or self.teacher.reg_max < 1:
             raise ValueError(
-                f"DistillInputs.student_reg_max/teacher_reg_max must be >= 1, got {self.student_reg_max}, "
-                f"{self.teacher_reg_max}; the model passes its probe's"
+                f"DistillInputs.student.reg_max/teacher.reg_max must be >= 1, got {self.student.reg_max}, "
+                f"{self.teacher.reg_max}; the model passes its probe's"
             )
-        return self.student_reg_max, self.teacher_reg_max
+        return self.student.reg_max, self.teacher.reg_max
 
     def memo(self, key: str, make: Callable[[], Any]) -> Any:
         """Return ``cache[key]``, computing it with ``make()`` the first time in this step.
 
         Examples:
             >>> calls = []
-            >>> inputs = DistillInputs([], [], {}, {}, {})
+            >>> inputs = DistillInputs(Side(), Side(), {})
             >>> [inputs.memo("k", lambda: calls.append(1) or 7) for _ in range(2)], len(calls)
             ([7, 7], 1)
         """
@@ -132,11 +177,11 @@ class DistillInputs:
 
         Examples:
             >>> x = torch.arange(3.0).view(1, 3, 1)
-            >>> inputs = DistillInputs([], [], {}, {}, {}, teacher_classes=torch.tensor([2, 0]))
+            >>> inputs = DistillInputs(Side(), Side(), {}, classes=torch.tensor([2, 0]))
             >>> inputs.teacher_class_logits(x).flatten()
             tensor([2., 0.])
         """
-        return x if self.teacher_classes is None else x.index_select(1, self.teacher_classes.to(x.device))
+        return x if self.classes is None else x.index_select(1, self.classes.to(x.device))
 
     def ground_truth(self) -> GroundTruth:
         """The batch's padded ground truth in pixels (`yolokd.targets.ground_truth`), computed once per step."""
@@ -146,9 +191,10 @@ class DistillInputs:
 class Term(nn.Module):
     """One distillation loss term: holds hyper-parameters, reads `DistillInputs`, returns an unweighted scalar.
 
-    Subclasses set ``type`` (the registry key), take their hyper-parameters as keyword arguments with defaults (the
-    yaml ``params`` are validated against that signature), may build trainable adapters in `make_adapters` (the
-    distillation model stores them under its ``projector``, never inside the term), and implement `forward`.
+    Subclasses set ``type`` (the registry key; ``aliases``: old names of it that method yamls may still use), take
+    their hyper-parameters as keyword arguments with defaults (the yaml ``params`` are validated against that
+    signature), may build trainable adapters in `make_adapters` (the distillation model stores them under its
+    ``projector``, never inside the term), and implement `forward`.
 
     Statistics (e.g. gate ratios) are recorded with `record` at every step, as detached device tensors (no host
     sync), and read as epoch means through `stats`; the trainer's epoch-end callback reads and resets them once per
@@ -156,9 +202,12 @@ class Term(nn.Module):
     """
 
     type: ClassVar[str] = ""
+    # Old type names that keep working in method yamls (the loss item of a term whose yaml says ``type: <alias>``
+    # keeps its old name ``<alias>_loss``)
+    aliases: ClassVar[tuple[str, ...]] = ()
     needs_targets: ClassVar[bool] = False  # True: the model computes the TAL assignment (``inputs.assigned``)
-    # True: the term reads the teacher's head outputs (``teacher_preds`` boxes/scores) or head stages. When no term of
-    # a stack does, the teacher's forward stops at its Detect inputs (the neck) and ``teacher_preds`` holds only feats.
+    # True: the term reads the teacher's head outputs (``teacher.preds`` boxes/scores) or head stages. When no term of
+    # a stack does, the teacher's forward stops at its Detect inputs (the neck) and ``teacher.preds`` holds only feats.
     reads_teacher_head: ClassVar[bool] = True
     # The Ultralytics tasks whose models the term can read (a mask term needs a segment model, ...).
     tasks: ClassVar[tuple[str, ...]] = ("detect", "segment", "pose", "obb")
@@ -224,7 +273,7 @@ class Term(nn.Module):
     def taps(self) -> list[tuple[str, int]]:
         """Head stages whose outputs this term reads: ``(branch attribute, stage index)``, e.g. ``("cv3", 1)``.
 
-        The model taps them on every level of both heads and passes them as ``student_stages``/``teacher_stages``.
+        The model taps them on every level of both heads and passes them as each `Side`'s ``stages``.
         """
         return []
 

@@ -12,11 +12,10 @@ The student's own head outputs are distilled in the protocol of the detection lo
   ``max_c |sigmoid(t) - sigmoid(s)|`` (detached).
 
 Both are divided by the number of TAL positives (at least 1) and are 0 on a batch without positives. Each model's
-boxes are decoded from its own box output with its own ``reg_max`` (`yolokd.targets.decode_boxes`: the DFL expectation
-when ``reg_max > 1``, plain distances for YOLO26's ``reg_max == 1``, whose corners are then sorted by
-`yolokd.losses.functional.sort_corners`); the boxes are in grid units of their level (GIoU is scale invariant, and
-both boxes of an anchor share its stride). For YOLO26 heads the one-to-many branch is used, as by every head term
-(`DistillInputs`).
+boxes are decoded from its own box output with its own ``reg_max`` (`yolokd.head.head_boxes`: the DFL expectation
+when ``reg_max > 1``, plain distances for YOLO26's ``reg_max == 1``, whose corners are then sorted); the boxes are
+in grid units of their level (GIoU is scale invariant, and both boxes of an anchor share its stride). For YOLO26 heads
+the one-to-many branch is used, as by every head term (`DistillInputs`).
 """
 
 from __future__ import annotations
@@ -24,39 +23,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from yolokd.head import head_boxes, rows
 from yolokd.losses import functional as kdf
 from yolokd.losses import register
 from yolokd.losses.base import DistillInputs, Term
-from yolokd.targets import Assigned, decode_boxes
+from yolokd.targets import Assigned
 
 __all__ = ["BCKDBox", "BCKDCls"]
-
-
-def _rows(x: torch.Tensor) -> torch.Tensor:
-    """(N, C, A) head output -> (N*A, C) rows, anchors of an image contiguous."""
-    return x.permute(0, 2, 1).reshape(-1, x.shape[1])
 
 
 def _zero_without_positives(loss: torch.Tensor, assigned: Assigned) -> torch.Tensor:
     """``loss``, or 0 when the batch has no TAL positive (still a graph output: zero gradient); no host sync."""
     return torch.where(assigned.fg_mask.any(), loss, torch.zeros_like(loss))
-
-
-def head_boxes(preds: dict, reg_max: int, anchor_points: torch.Tensor) -> torch.Tensor:
-    """Boxes (N, A, 4), xyxy in grid units, decoded from a head's own box output with its own ``reg_max``, float32.
-
-    Args:
-        preds (dict): Head outputs with ``boxes`` (N, 4 * reg_max, A).
-        reg_max (int): DFL bins per side of the head that produced them (`DistillInputs.reg_max`).
-        anchor_points (torch.Tensor): (A, 2) anchor centres in grid units.
-
-    Returns:
-        (torch.Tensor): Decoded boxes; for ``reg_max == 1`` with the corners sorted (raw distances may be negative).
-    """
-    boxes = preds["boxes"]
-    with torch.autocast(boxes.device.type, enabled=False):  # keep the DFL expectation in float32 under AMP
-        xyxy = decode_boxes(boxes, anchor_points.float(), reg_max)
-    return kdf.sort_corners(xyxy) if reg_max == 1 else xyxy
 
 
 @register
@@ -88,7 +66,7 @@ class BCKDCls(Term):
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
         """Return the unweighted binary class distillation loss."""
         a = self.assigned(inputs)
-        s, t = _rows(inputs.student_preds["scores"]), _rows(inputs.teacher_preds["scores"]).detach()
+        s, t = rows(inputs.student.preds["scores"]), rows(inputs.teacher.preds["scores"]).detach()
         return _zero_without_positives(kdf.kd_qfl(s, t, beta=self.beta, avg_factor=a.num_pos), a)
 
 
@@ -108,7 +86,7 @@ class BCKDBox(Term):
         """Return the unweighted localisation distillation loss."""
         a = self.assigned(inputs)
         r_s, r_t = inputs.reg_max()
-        sb = head_boxes(inputs.student_preds, r_s, a.anchor_points).reshape(-1, 4)
-        tb = head_boxes(inputs.teacher_preds, r_t, a.anchor_points).detach().reshape(-1, 4)
-        s, t = _rows(inputs.student_preds["scores"]), _rows(inputs.teacher_preds["scores"])
+        sb = head_boxes(inputs.student.preds["boxes"], a.anchor_points, r_s).reshape(-1, 4)
+        tb = head_boxes(inputs.teacher.preds["boxes"], a.anchor_points, r_t).detach().reshape(-1, 4)
+        s, t = rows(inputs.student.preds["scores"]), rows(inputs.teacher.preds["scores"])
         return _zero_without_positives(kdf.bckd_loc(sb, tb, s, t, avg_factor=a.num_pos), a)

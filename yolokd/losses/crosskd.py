@@ -39,13 +39,12 @@ from typing import ClassVar
 
 import torch
 from torch import nn
-from ultralytics.utils.metrics import bbox_iou
 
 from yolokd.adapters import per_level
+from yolokd.head import confidence, head_boxes, rows
 from yolokd.losses import functional as kdf
 from yolokd.losses import register
 from yolokd.losses.base import DistillInputs, Probe, Term
-from yolokd.targets import decode_boxes
 
 __all__ = ["CrossKDBox", "CrossKDCls", "cross_head_predictions"]
 
@@ -73,7 +72,7 @@ def cross_head_predictions(inputs: DistillInputs, branch: str, stage: int, adapt
     and teacher's outputs of stage ``stage``; the teacher's parameters are detached, ``h_s`` keeps its graph.
 
     Args:
-        inputs (DistillInputs): Step inputs with ``teacher_head`` and the tapped ``student_stages``/``teacher_stages``.
+        inputs (DistillInputs): Step inputs with ``teacher.head`` and the tapped ``student.stages``/``teacher.stages``.
         branch (str): ``"cv2"`` (box) or ``"cv3"`` (class).
         stage (int): Index of the crossed stage in each ``Sequential`` of the branch.
         adapters (nn.Module | None): One adapter per level (e.g. ``nn.Identity``), or None for identity.
@@ -81,17 +80,17 @@ def cross_head_predictions(inputs: DistillInputs, branch: str, stage: int, adapt
     Returns:
         (torch.Tensor): Cross predictions (N, C, A), float32, levels concatenated like the head's outputs.
     """
-    head = inputs.teacher_head
+    head = inputs.teacher.head
     if head is None or not hasattr(head, branch):
-        raise ValueError(f"crosskd: inputs.teacher_head must be a Detect head with a '{branch}' branch")
+        raise ValueError(f"crosskd: inputs.teacher.head must be a Detect head with a '{branch}' branch")
     outs = []
     for level, seq in enumerate(getattr(head, branch)):
         if stage + 1 >= len(seq):
             raise ValueError(f"crosskd: stage {stage} leaves no teacher layer to run in {branch}[{level}]")
         key = (branch, level, stage)
-        if key not in inputs.student_stages or key not in inputs.teacher_stages:
+        if key not in inputs.student.stages or key not in inputs.teacher.stages:
             raise KeyError(f"crosskd: head stage {key} was not tapped; taps() must list ({branch!r}, {stage})")
-        h_s, h_t = inputs.student_stages[key], inputs.teacher_stages[key].detach()
+        h_s, h_t = inputs.student.stages[key], inputs.teacher.stages[key].detach()
         h_s = adapters[level](h_s) if adapters is not None else h_s
         x = kdf.align_scale(h_s, h_t)
         outs.append(_frozen_forward(seq[stage + 1 :], x).float().flatten(2))
@@ -147,7 +146,7 @@ class _CrossKD(Term):
         cross = cross_head_predictions(inputs, self.branch, self.stage, adapters)
         if self.pred_key == "scores":  # the teacher's class layers give all its classes: keep the matched ones
             cross = inputs.teacher_class_logits(cross)
-        teacher = inputs.teacher_preds[self.pred_key].detach().float()
+        teacher = inputs.teacher.preds[self.pred_key].detach().float()
         if cross.shape != teacher.shape:
             raise ValueError(
                 f"{self.type}: cross predictions {tuple(cross.shape)} do not match the teacher's "
@@ -189,10 +188,7 @@ class CrossKDCls(_CrossKD):
         """Return the unweighted class-branch CrossKD loss."""
         num_pos = self.assigned(inputs).num_pos  # the avg_factor
         cross, teacher = self.cross(inputs, adapters)
-        nc = cross.shape[1]
-        s = cross.permute(0, 2, 1).reshape(-1, nc)
-        t = teacher.permute(0, 2, 1).reshape(-1, nc)
-        return kdf.kd_qfl(s, t, beta=self.beta, avg_factor=num_pos)
+        return kdf.kd_qfl(rows(cross), rows(teacher), beta=self.beta, avg_factor=num_pos)
 
 
 @register
@@ -238,17 +234,16 @@ class CrossKDBox(_CrossKD):
         """Return the unweighted box-branch CrossKD loss."""
         cross, teacher = self.cross(inputs, adapters)
         reg_max = inputs.reg_max()[1]  # the teacher's: the cross predictions come out of its final conv
-        w = inputs.teacher_preds["scores"].detach().float().amax(1).sigmoid()  # (N, A)
+        w = confidence(inputs.teacher.preds)  # (N, A)
         if reg_max > 1:
             n, _, a = cross.shape
-            s = cross.permute(0, 2, 1).reshape(-1, reg_max)  # (N*A*4, reg_max), sides in Ultralytics' (4, R) order
-            t = teacher.permute(0, 2, 1).reshape(-1, reg_max)
+            s = rows(cross).reshape(-1, reg_max)  # (N*A*4, reg_max), sides in Ultralytics' (4, R) order
+            t = rows(teacher).reshape(-1, reg_max)
             w4 = w.unsqueeze(-1).expand(n, a, 4).reshape(-1)
             return kdf.ld(s, t, T=self.T, weight=w4, avg_factor=(4.0 * w.sum()).clamp(min=_EPS))
         # both boxes of an anchor share its centre and GIoU is translation (and scale) invariant, so decoding around
         # the origin gives the same GIoU; make_anchors would read the head's stride tensor on the host at every step
         origin = cross.new_zeros(cross.shape[-1], 2)
-        box_s = kdf.sort_corners(decode_boxes(cross, origin, 1))  # (N, A, 4) xyxy, grid units, relative to the anchor
-        box_t = kdf.sort_corners(decode_boxes(teacher, origin, 1))
-        giou = bbox_iou(box_s, box_t, xywh=False, GIoU=True).squeeze(-1)  # (N, A)
-        return self.giou_scale * (w * (1.0 - giou)).sum() / w.sum().clamp(min=_EPS)
+        box_s = head_boxes(cross, origin, 1)  # (N, A, 4) xyxy, grid units, relative to the anchor, corners sorted
+        box_t = head_boxes(teacher, origin, 1)
+        return self.giou_scale * (w * kdf.giou_distance(box_s, box_t)).sum() / w.sum().clamp(min=_EPS)

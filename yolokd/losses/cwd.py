@@ -40,4 +40,4 @@ class CWD(Term):
 
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
         """Return the unweighted CWD loss summed over levels."""
-        return sum(kdf.cwd(a(s), t, self.tau) for a, s, t in zip(adapters, inputs.student_feats, inputs.teacher_feats))
+        return sum(kdf.cwd(a(s), t, self.tau) for a, s, t in zip(adapters, inputs.student.feats, inputs.teacher.feats))

@@ -32,7 +32,7 @@ from yolokd.targets import foreground_masks, level_sizes
 def fg_masks(inputs: DistillInputs) -> list[torch.Tensor]:
     """Per level, the (N, H, W) bool mask of neck cells whose centre lies inside a ground-truth box of the image."""
     return inputs.memo(
-        "fg_masks", lambda: foreground_masks(inputs.ground_truth(), inputs.teacher_feats, inputs.level_strides())
+        "fg_masks", lambda: foreground_masks(inputs.ground_truth(), inputs.teacher.feats, inputs.level_strides())
     )
 
 
@@ -86,12 +86,12 @@ class FGBGForeground(Term):
         gt = inputs.ground_truth()
         n, m = gt.mask.shape
         pos = a.fg_mask.bool()
-        if pos.shape[1] != (cells := sum(level_sizes(inputs.teacher_feats))):
+        if pos.shape[1] != (cells := sum(level_sizes(inputs.teacher.feats))):
             raise ValueError(f"fgbg_fg: assignment has {pos.shape[1]} anchors, the neck levels {cells}")
         idx = a.target_gt_idx.long().clamp(0, m - 1)
         assigned = torch.zeros(n, m, device=pos.device).scatter_add(1, idx, pos.float()) > 0  # objects with positives
         if self.gate:
-            (s_reg, t_reg), s, t = inputs.reg_max(), inputs.student_preds, inputs.teacher_preds
+            (s_reg, t_reg), s, t = inputs.reg_max(), inputs.student.preds, inputs.teacher.preds
             lq_s = kdf.log_quality(s["scores"], s["boxes"], s_reg, a)
             lq_t = kdf.log_quality(t["scores"], t["boxes"], t_reg, a)
             open_ = kdf.object_gate(lq_t, lq_s, pos, idx, m)
@@ -106,11 +106,11 @@ class FGBGForeground(Term):
         """Return the unweighted foreground cosine loss summed over levels; record the open fractions."""
         masks = fg_masks(inputs)
         cells = foreground_masks(
-            inputs.ground_truth(), inputs.teacher_feats, inputs.level_strides(), self.open_objects(inputs)
+            inputs.ground_truth(), inputs.teacher.feats, inputs.level_strides(), self.open_objects(inputs)
         )
         self.record("fg_cell_open", sum(c.sum() for c in cells), sum(m.sum() for m in masks))
         loss = 0.0
-        for ad, s, t, m, c in zip(adapters, inputs.student_feats, inputs.teacher_feats, masks, cells):
+        for ad, s, t, m, c in zip(adapters, inputs.student.feats, inputs.teacher.feats, masks, cells):
             loss = loss + kdf.cosine_fg(ad(s), t, m, gate=c)  # over all the level's foreground cells, not the open ones
         return loss.float().reshape(())
 
@@ -147,8 +147,8 @@ class FGBGBackground(Term):
 
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
         """Return the unweighted background KL (open anchors over all background anchors); record ``bg_gate_open``."""
-        s = inputs.student_preds["scores"].float().transpose(1, 2)  # (N, A, nc)
-        t = inputs.teacher_preds["scores"].float().transpose(1, 2)
+        s = inputs.student.preds["scores"].float().transpose(1, 2)  # (N, A, nc)
+        t = inputs.teacher.preds["scores"].float().transpose(1, 2)
         bg = ~torch.cat([m.flatten(1) for m in fg_masks(inputs)], dim=1)  # (N, A)
         if bg.shape[1] != s.shape[1]:
             raise ValueError(f"fgbg_bg: head has {s.shape[1]} anchors, the neck levels {bg.shape[1]}")

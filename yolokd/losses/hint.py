@@ -24,6 +24,7 @@ from torch import nn
 from ultralytics.utils.tal import bbox2dist
 
 from yolokd.adapters import per_level
+from yolokd.head import anchor_distances
 from yolokd.losses import functional as kdf
 from yolokd.losses import register
 from yolokd.losses.base import DistillInputs, Probe, Term
@@ -49,10 +50,10 @@ class Hint(Term):
 
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
         """Return the unweighted hint loss summed over levels."""
-        if adapters is None or len(adapters) != len(inputs.student_feats):
+        if adapters is None or len(adapters) != len(inputs.student.feats):
             raise ValueError("hint: needs one adapter per neck level")
         total = None
-        for a, s, t in zip(adapters, inputs.student_feats, inputs.teacher_feats):
+        for a, s, t in zip(adapters, inputs.student.feats, inputs.teacher.feats):
             s = a(s)
             if s.shape != t.shape:
                 raise ValueError(f"hint: adapted student {tuple(s.shape)} and teacher {tuple(t.shape)} shapes differ")
@@ -94,7 +95,7 @@ class HintSoft(Term):
         """Return the unweighted, anchor-weighted soft BCE over the TAL target-score sum."""
         asg = self.assigned(inputs)
         fg = asg.fg_mask.bool()
-        s, t = inputs.student_preds["scores"].float(), inputs.teacher_preds["scores"].float()
+        s, t = inputs.student.preds["scores"].float(), inputs.teacher.preds["scores"].float()
         weight = torch.where(fg, torch.full_like(s[:, 0], self.w_fg), torch.full_like(s[:, 0], self.w_bg))
         return kdf.weighted_soft_bce(s, t, weight, avg_factor=asg.score_sum)
 
@@ -104,7 +105,7 @@ class HintBounded(Term):
     """Teacher-bounded regression at the TAL positives (`yolokd.losses.functional.bounded_regression`).
 
     ``R_s``, ``R_t``: decoded ltrb distances (grid units) of student and teacher, each with its own head's
-    ``reg_max`` (`functional.anchor_distances`); ``y``: the assigned ground-truth box as ltrb distances from the
+    ``reg_max`` (`yolokd.head.anchor_distances`); ``y``: the assigned ground-truth box as ltrb distances from the
     anchor in the same units. When the student has DFL bins (``reg_max > 1``) it cannot predict beyond
     ``reg_max - 1``, so ``y`` is clamped to ``[0, reg_max - 1.01]`` exactly as Ultralytics clamps its DFL targets
     (``bbox2dist(anchor_points, bbox, reg_max - 1)``), and ``R_t`` to the same range, so that the gate compares the
@@ -139,8 +140,8 @@ class HintBounded(Term):
         asg = self.assigned(inputs)
         fg = asg.fg_mask.bool()
         s_reg, t_reg = inputs.reg_max()
-        r_s = kdf.anchor_distances(inputs.student_preds["boxes"], s_reg, asg.anchor_points)  # (N, A, 4)
-        r_t = kdf.anchor_distances(inputs.teacher_preds["boxes"], t_reg, asg.anchor_points)
+        r_s = anchor_distances(inputs.student.preds["boxes"], s_reg, asg.anchor_points)  # (N, A, 4)
+        r_t = anchor_distances(inputs.teacher.preds["boxes"], t_reg, asg.anchor_points)
         points = asg.anchor_points.float()
         target = asg.target_bboxes.float() / asg.stride_tensor.float()  # (N, A, 4) xyxy, grid units
         if s_reg > 1:  # the student's DFL range, as Ultralytics' BboxLoss: bbox2dist clamps to [0, reg_max - 1.01]

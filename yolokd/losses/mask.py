@@ -19,17 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 from ultralytics.utils.ops import crop_mask
 
+from yolokd.head import confidence, prototypes
 from yolokd.losses import functional as kdf
 from yolokd.losses import register
 from yolokd.losses.base import DistillInputs, Term
 
 __all__ = ["MaskKD"]
-
-
-def _proto(preds: dict) -> torch.Tensor:
-    """The prototypes of a Segment head's outputs (YOLO26's ``Proto26`` returns them with a semantic map)."""
-    proto = preds["proto"]
-    return proto[0] if isinstance(proto, (tuple, list)) else proto
 
 
 @register
@@ -44,7 +39,8 @@ class MaskKD(Term):
         MaskKD(max_instances=32)
     """
 
-    type = "mask_kd"
+    type = "mask"
+    aliases = ("mask_kd",)  # its type before it took the method's name
     needs_targets = True
     tasks = ("segment",)
 
@@ -52,7 +48,7 @@ class MaskKD(Term):
         """Store how many positives per image are compared."""
         super().__init__()
         if isinstance(max_instances, bool) or max_instances < 1:
-            raise ValueError(f"mask_kd: max_instances must be an integer >= 1, got {max_instances!r}")
+            raise ValueError(f"mask: max_instances must be an integer >= 1, got {max_instances!r}")
         self.max_instances = int(max_instances)
 
     def extra_repr(self) -> str:
@@ -62,13 +58,13 @@ class MaskKD(Term):
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
         """Return the unweighted mask distillation loss."""
         a = self.assigned(inputs)
-        s, t = inputs.student_preds, inputs.teacher_preds
+        s, t = inputs.student.preds, inputs.teacher.preds
         fg = a.fg_mask.float()  # (N, A)
         k = min(self.max_instances, fg.shape[1])
-        conf = t["scores"].detach().float().amax(1).sigmoid()  # (N, A), in (0, 1): positives first, surest first
+        conf = confidence(t)  # (N, A), in (0, 1): positives first, surest first
         idx = (fg * (1.0 + conf)).topk(k, dim=1).indices  # (N, k)
         weight = fg.gather(1, idx)  # 0 where an image has fewer than k positives
-        s_proto, t_proto = _proto(s), _proto(t).detach()
+        s_proto, t_proto = prototypes(s), prototypes(t).detach()
         s_log = kdf.mask_logits(s["mask_coefficient"], s_proto, idx)
         t_log = kdf.mask_logits(t["mask_coefficient"].detach(), t_proto, idx)
         if t_log.shape[-2:] != s_log.shape[-2:]:

@@ -130,7 +130,7 @@ class MGD(Term):
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
         """Return the unweighted MGD loss summed over levels (divided by the elements per image if ``per_element``)."""
         total, elements = 0.0, 0
-        for level, s, t in zip(adapters, inputs.student_feats, inputs.teacher_feats):
+        for level, s, t in zip(adapters, inputs.student.feats, inputs.teacher.feats):
             n, _, h, w = s.shape
             u = torch.rand(n, 1, h, w, device=s.device)  # fresh per level and step, the device's global generator
             total = total + kdf.mgd(level(s, kdf.mgd_mask(u, self.ratio)), t)

@@ -39,4 +39,4 @@ class PKD(Term):
 
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
         """Return the unweighted PKD loss summed over levels."""
-        return sum(kdf.pkd(a(s), t) for a, s, t in zip(adapters, inputs.student_feats, inputs.teacher_feats))
+        return sum(kdf.pkd(a(s), t) for a, s, t in zip(adapters, inputs.student.feats, inputs.teacher.feats))

@@ -22,17 +22,13 @@ import torch
 from torch import nn
 
 from yolokd.adapters import per_level
+from yolokd.head import decode_boxes, rows
 from yolokd.losses import functional as kdf
 from yolokd.losses import register
 from yolokd.losses.base import DistillInputs, Probe, Term
-from yolokd.targets import decode_boxes, gaussian_masks
+from yolokd.targets import gaussian_masks
 
 __all__ = ["TARBox", "TARCls", "TARFeat"]
-
-
-def _rows(x: torch.Tensor) -> torch.Tensor:
-    """(N, K, A) head output -> (N * A, K) rows, one per anchor in (image, anchor) order."""
-    return x.permute(0, 2, 1).reshape(-1, x.shape[1])
 
 
 @register
@@ -72,10 +68,10 @@ class TARFeat(Term):
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
         """Return the unweighted Gaussian-mask imitation loss summed over levels."""
         gt = inputs.ground_truth()
-        masks = gaussian_masks(gt, inputs.teacher_feats, inputs.level_strides(), self.sigma_scale)
+        masks = gaussian_masks(gt, inputs.teacher.feats, inputs.level_strides(), self.sigma_scale)
         return sum(
             kdf.gaussian_imitation(a(s), t, m)
-            for a, s, t, m in zip(adapters, inputs.student_feats, inputs.teacher_feats, masks)
+            for a, s, t, m in zip(adapters, inputs.student.feats, inputs.teacher.feats, masks)
         )
 
 
@@ -106,7 +102,7 @@ class TARCls(Term):
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
         """Return the unweighted soft-target classification loss at the positives."""
         a = self.assigned(inputs)
-        s, t = _rows(inputs.student_preds["scores"]), _rows(inputs.teacher_preds["scores"]).detach()
+        s, t = rows(inputs.student.preds["scores"]), rows(inputs.teacher.preds["scores"]).detach()
         w = a.fg_mask.reshape(-1).float()  # the positives as a 0/1 row weight: no boolean indexing, no host sync
         return kdf.kd_qfl(s, t, beta=self.beta, weight=w, avg_factor=a.num_pos)
 
@@ -130,7 +126,7 @@ class TARBox(Term):
         a = self.assigned(inputs)
         boxes = [  # (N, A, 4) pixels, each model's boxes decoded with its own reg_max
             decode_boxes(preds["boxes"], a.anchor_points, reg_max) * a.stride_tensor
-            for preds, reg_max in zip((inputs.student_preds, inputs.teacher_preds), inputs.reg_max())
+            for preds, reg_max in zip((inputs.student.preds, inputs.teacher.preds), inputs.reg_max())
         ]
         fg = a.fg_mask.bool().reshape(-1)  # every anchor is compared, the positives kept by the gate: no host sync
         s_box, t_box = boxes[0].reshape(-1, 4), boxes[1].detach().reshape(-1, 4)

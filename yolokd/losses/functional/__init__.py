@@ -18,13 +18,11 @@ One module per family: `feature`, `logits`, `boxes`, `gates`, `tasks`; `_shared`
 from __future__ import annotations
 
 from yolokd.losses.functional.boxes import (
-    anchor_distances,
     bckd_loc,
     bounded_regression,
+    giou_distance,
     giou_loss,
     log_quality,
-    positive_distances,
-    sort_corners,
     teacher_better,
 )
 from yolokd.losses.functional.feature import align_scale, cosine_fg, cwd, gaussian_imitation, mgd, mgd_mask, pkd
@@ -34,13 +32,13 @@ from yolokd.losses.functional.tasks import keypoint_kd, mask_kd, mask_logits
 
 __all__ = [
     "align_scale",
-    "anchor_distances",
     "bckd_loc",
     "binary_kl",
     "bounded_regression",
     "cosine_fg",
     "cwd",
     "gaussian_imitation",
+    "giou_distance",
     "giou_loss",
     "kd_qfl",
     "keypoint_kd",
@@ -52,8 +50,6 @@ __all__ = [
     "mgd_mask",
     "object_gate",
     "pkd",
-    "positive_distances",
-    "sort_corners",
     "teacher_better",
     "weighted_soft_bce",
 ]

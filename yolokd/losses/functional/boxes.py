@@ -1,7 +1,7 @@
 # yolokd, AGPL-3.0 License
-"""Box formulas: bounded regression, DFL distances, corners, teacher-better masks, GIoU and BCKD's localisation.
+"""Box formulas: bounded regression, teacher-better masks, ``1 - GIoU`` and its losses, BCKD's localisation.
 
-Also the log-quality of predictions that TAR weights its terms by.
+Also the log-quality of predictions that FG/BG gates its foreground by. Boxes are decoded by `yolokd.head`.
 """
 
 from __future__ import annotations
@@ -11,22 +11,19 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from ultralytics.utils.metrics import bbox_iou
-from ultralytics.utils.tal import bbox2dist
 
+from yolokd.head import decode_boxes
 from yolokd.losses.functional._shared import check_shapes, graph_zero, reduce_rows, upcast
-from yolokd.targets import decode_boxes
 
 if TYPE_CHECKING:
     from yolokd.targets import Assigned
 
 __all__ = [
-    "anchor_distances",
     "bckd_loc",
     "bounded_regression",
+    "giou_distance",
     "giou_loss",
     "log_quality",
-    "positive_distances",
-    "sort_corners",
     "teacher_better",
 ]
 
@@ -95,125 +92,6 @@ def bounded_regression(
     return reduce_rows(d_s * gate, weight, avg_factor, "bounded_regression")
 
 
-def anchor_distances(boxes: torch.Tensor, reg_max: int, anchor_points: torch.Tensor) -> torch.Tensor:
-    r"""Decoded ltrb distances (grid units of each anchor's level) of a Detect head's box output at every anchor.
-
-    DFL expectation ``softmax over bins @ arange(reg_max)`` when ``reg_max > 1``, raw values when ``reg_max == 1``
-    (`yolokd.targets.decode_boxes`), then back from xyxy to ltrb with Ultralytics' ``bbox2dist``. Output is float32
-    (``decode_boxes`` computes in float32; autocast is off here).
-
-    .. math::
-
-        d_{n,a,k} = \sum_{b=0}^{R-1} b \, \operatorname{softmax}_b(x_{n,k,b,a}) \quad (R > 1), \qquad
-        d_{n,a,k} = x_{n,k,a} \quad (R = 1)
-
-    for the sides :math:`k \in` (left, top, right, bottom), ``R = reg_max``.
-
-    Shape:
-        - boxes: :math:`(N, 4R, A)`
-        - anchor_points: :math:`(A, 2)`
-        - output: :math:`(N, A, 4)`, float32
-
-    Args:
-        boxes (torch.Tensor): (N, 4 * reg_max, A) head box output.
-        reg_max (int): DFL bins per side of that head.
-        anchor_points (torch.Tensor): (A, 2) anchor centres in grid units.
-
-    Returns:
-        (torch.Tensor): (N, A, 4) ltrb distances.
-
-    Raises:
-        ValueError: If ``boxes`` does not have ``4 * reg_max`` channels or ``A`` anchors.
-
-    Examples:
-        >>> b = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0986]).view(1, 8, 1)  # reg_max 2; last: 1/4, 3/4
-        >>> [round(v, 2) for v in anchor_distances(b, 2, torch.tensor([[0.5, 0.5]]))[0, 0].tolist()]
-        [0.5, 0.5, 0.5, 0.75]
-    """
-    n, c, a = boxes.shape
-    if c != 4 * reg_max:
-        raise ValueError(f"anchor_distances: boxes have {c} channels, expected 4 * reg_max = {4 * reg_max}")
-    if anchor_points.shape != (a, 2):
-        raise ValueError(f"anchor_distances: anchor_points shape {tuple(anchor_points.shape)}, expected {(a, 2)}")
-    points = anchor_points.float()
-    with torch.autocast(boxes.device.type, enabled=False):  # keep the DFL expectation in float32 under AMP
-        xyxy = decode_boxes(boxes, points, reg_max)  # (N, A, 4)
-    return bbox2dist(points, xyxy)
-
-
-def positive_distances(
-    boxes: torch.Tensor, reg_max: int, anchor_points: torch.Tensor, fg_mask: torch.Tensor
-) -> torch.Tensor:
-    r"""`anchor_distances` at the positives only: (P, 4), positives in (image, anchor) row-major order.
-
-    Selecting the positives by a boolean mask waits for the device (the count decides the shape); the terms use
-    `anchor_distances` with a 0/1 weight instead.
-
-    .. math::
-
-        r_p = d_{n,a,:} \quad \text{for the positives } (n, a) \text{ with } \text{fg}_{n,a}, \text{ in row-major order}
-
-    Shape:
-        - boxes: :math:`(N, 4R, A)`
-        - anchor_points: :math:`(A, 2)`
-        - fg_mask: :math:`(N, A)`, bool
-        - output: :math:`(P, 4)`, ``P`` positives
-
-    Args:
-        boxes (torch.Tensor): (N, 4 * reg_max, A) head box output.
-        reg_max (int): DFL bins per side of that head.
-        anchor_points (torch.Tensor): (A, 2) anchor centres in grid units.
-        fg_mask (torch.Tensor): (N, A) bool, the positives.
-
-    Returns:
-        (torch.Tensor): (P, 4) ltrb distances.
-
-    Raises:
-        ValueError: If ``boxes`` does not have ``4 * reg_max`` channels or its anchors differ from ``fg_mask``'s.
-
-    Examples:
-        >>> b = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0986]).view(1, 8, 1)  # reg_max 2; last: 1/4, 3/4
-        >>> r = positive_distances(b, 2, torch.tensor([[0.5, 0.5]]), torch.ones(1, 1, dtype=torch.bool))
-        >>> [round(v, 2) for v in r[0].tolist()]
-        [0.5, 0.5, 0.5, 0.75]
-    """
-    n, _, a = boxes.shape
-    if fg_mask.shape != (n, a):
-        raise ValueError(f"positive_distances: fg_mask shape {tuple(fg_mask.shape)} differs from (N, A) = {(n, a)}")
-    return anchor_distances(boxes, reg_max, anchor_points)[fg_mask]
-
-
-def sort_corners(boxes: torch.Tensor) -> torch.Tensor:
-    r"""Sort the corners of xyxy boxes so that ``x1 <= x2`` and ``y1 <= y2``.
-
-    .. math::
-
-        (x_1, y_1, x_2, y_2) \mapsto (\min(x_1, x_2), \min(y_1, y_2), \max(x_1, x_2), \max(y_1, y_2))
-
-    Raw YOLO26 distances may be negative; when ``l + r < 0`` the decoded box is inverted, and the GIoU of an inverted
-    box can exceed 1 without bound (its negative width times negative height counts as area in the union), which would
-    let the loss ``1 - GIoU`` be driven towards minus infinity. Sorting keeps the GIoU in ``[-1, 1]`` and the gradient.
-    The price is a mirror symmetry per axis, ``(l, r) -> (-r, -l)``: far from the start in CrossKD, since the cross
-    distances come from the teacher's own final conv on features re-standardised to the teacher's statistics.
-
-    Shape:
-        - boxes: :math:`(*, 4)`
-        - output: :math:`(*, 4)`
-
-    Args:
-        boxes (torch.Tensor): Boxes, xyxy, possibly inverted.
-
-    Returns:
-        (torch.Tensor): The same boxes with sorted corners.
-
-    Examples:
-        >>> sort_corners(torch.tensor([[3.0, 0.0, 1.0, 2.0]])).tolist()  # x inverted, y in order
-        [[1.0, 0.0, 3.0, 2.0]]
-    """
-    x1, y1, x2, y2 = boxes.unbind(-1)
-    return torch.stack((torch.minimum(x1, x2), torch.minimum(y1, y2), torch.maximum(x1, x2), torch.maximum(y1, y2)), -1)
-
-
 def teacher_better(s_boxes: torch.Tensor, t_boxes: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     r"""TAR's regression gate: True where IoU(teacher box, GT) > IoU(student box, GT) (strict).
 
@@ -248,10 +126,55 @@ def teacher_better(s_boxes: torch.Tensor, t_boxes: torch.Tensor, gt: torch.Tenso
         return iou_t > iou_s
 
 
+def giou_distance(a: torch.Tensor, b: torch.Tensor, eps: float | None = None) -> torch.Tensor:
+    r"""``1 - GIoU`` of paired xyxy boxes, box by box: in ``[0, 2]``, 0 for equal boxes.
+
+    .. math::
+
+        1 - \operatorname{GIoU}(a, b) = 1 - \frac{|a \cap b|}{U} + \frac{C - U}{C}, \qquad U = |a| + |b| - |a \cap b|
+
+    with :math:`C` the area of the smallest box enclosing both. Two forms, which differ only in how they keep the
+    divisions finite:
+
+    - ``eps=None``: Ultralytics' ``bbox_iou(..., GIoU=True)`` (its ``eps = 1e-7`` added to each box height, to
+      :math:`U` and to :math:`C`), as Ultralytics' own box loss;
+    - ``eps`` a number: :math:`U` and :math:`C` clamped at ``eps`` (and the enclosing sides at 0), mmdetection's form,
+      which BCKD's official code uses.
+
+    Shape:
+        - a, b: :math:`(*, 4)`
+        - output: :math:`(*)`, float32 (float64 for float64 inputs)
+
+    Args:
+        a (torch.Tensor): Boxes, xyxy.
+        b (torch.Tensor): Boxes, xyxy, same shape and units.
+        eps (float | None): None for Ultralytics' form, else the floor of the union and the enclosing area.
+
+    Returns:
+        (torch.Tensor): ``1 - GIoU`` per box pair.
+
+    Examples:
+        >>> a, b = torch.tensor([[0.0, 0.0, 2.0, 2.0]]), torch.tensor([[1.0, 0.0, 3.0, 2.0]])  # IoU 1/3, hull = union
+        >>> round(float(giou_distance(a, b)), 4), round(float(giou_distance(a, b, eps=1e-6)), 4)
+        (0.6667, 0.6667)
+    """
+    a, b = upcast(a), upcast(b)
+    if eps is None:
+        return 1.0 - bbox_iou(a, b, xywh=False, GIoU=True).squeeze(-1)
+    wh = (torch.minimum(a[..., 2:], b[..., 2:]) - torch.maximum(a[..., :2], b[..., :2])).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    union = (area_a + area_b - inter).clamp(min=eps)
+    ewh = (torch.maximum(a[..., 2:], b[..., 2:]) - torch.minimum(a[..., :2], b[..., :2])).clamp(min=0)
+    enclose = (ewh[..., 0] * ewh[..., 1]).clamp(min=eps)
+    return 1.0 - (inter / union - (enclose - union) / enclose)
+
+
 def giou_loss(
     s_boxes: torch.Tensor, t_boxes: torch.Tensor, gate: torch.Tensor, avg_factor: float | torch.Tensor | None = None
 ) -> torch.Tensor:
-    r"""Gated ``1 - GIoU(student box, teacher box)`` (Ultralytics' ``bbox_iou``, xyxy) over the candidate rows.
+    r"""Gated ``1 - GIoU(student box, teacher box)`` (`giou_distance`, Ultralytics' form, xyxy) over the candidate rows.
 
     .. math::
 
@@ -285,8 +208,7 @@ def giou_loss(
         >>> round(float(giou_loss(s, t, torch.tensor([True, False]), avg_factor=1.0)), 4)
         0.5
     """
-    s_boxes, t_boxes = upcast(s_boxes), upcast(t_boxes)
-    dist = 1.0 - bbox_iou(s_boxes, t_boxes, xywh=False, GIoU=True).squeeze(-1)
+    dist = giou_distance(s_boxes, t_boxes)
     total = torch.where(gate, dist, torch.zeros_like(dist)).sum()
     if avg_factor is None:
         return total / max(dist.shape[0], 1)
@@ -342,18 +264,6 @@ def log_quality(scores: torch.Tensor, boxes: torch.Tensor, reg_max: int, assigne
     return out
 
 
-def _giou(a: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
-    """Row-wise GIoU of xyxy boxes ``(n, 4)``, union and enclosing area clamped at ``eps`` (mmdet's form)."""
-    wh = (torch.minimum(a[:, 2:], b[:, 2:]) - torch.maximum(a[:, :2], b[:, :2])).clamp(min=0)
-    inter = wh[:, 0] * wh[:, 1]
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = (area_a + area_b - inter).clamp(min=eps)
-    ewh = (torch.maximum(a[:, 2:], b[:, 2:]) - torch.minimum(a[:, :2], b[:, :2])).clamp(min=0)
-    enclose = (ewh[:, 0] * ewh[:, 1]).clamp(min=eps)
-    return inter / union - (enclose - union) / enclose
-
-
 def bckd_loc(
     sb: torch.Tensor,
     tb: torch.Tensor,
@@ -372,8 +282,8 @@ def bckd_loc(
 
     with the scores detached (the weight carries no gradient), :math:`v` the optional ``weight`` (1 when None),
     :math:`Z` = ``avg_factor`` if given, else ``n`` (mean over rows). The GIoU clamps the union and the enclosing area
-    at ``eps``. When no :math:`w_i` is positive (e.g. equal score maps) the loss is exactly 0 and still connected to
-    the graph of ``sb``.
+    at ``eps`` (`giou_distance`'s mmdetection form). When no :math:`w_i` is positive (e.g. equal score maps) the loss
+    is exactly 0 and still connected to the graph of ``sb``.
 
     Shape:
         - sb: :math:`(n, 4)` student boxes, xyxy
@@ -419,5 +329,5 @@ def bckd_loc(
         return graph_zero(sb)
     sb, tb = upcast(sb), upcast(tb)
     w = (upcast(t.detach()).sigmoid() - upcast(s.detach()).sigmoid()).abs().amax(dim=-1).to(sb.dtype)
-    loss = w * (1.0 - _giou(sb, tb, eps))
+    loss = w * giou_distance(sb, tb, eps)
     return reduce_rows(loss, weight, avg_factor, "bckd_loc")

@@ -1,0 +1,212 @@
+# yolokd, AGPL-3.0 License
+"""Reading a Detect head's outputs: rows at anchors, confidences, decoded boxes and keypoints, prototypes, suffixes.
+
+Every term, the pseudo-labels and the formulas that need a decoded box read a head through this module, so a head's
+output is decoded one way everywhere. Decoding uses Ultralytics' own rules (``dist2bbox``, ``bbox2dist``, the pose
+losses' ``kpts_decode``) and always runs in float32 with autocast off: under AMP the DFL expectation (a softmax over
+the bins times their indices) would otherwise run its product in half precision. Nothing here computes a loss (the
+formulas live in `yolokd.losses.functional`).
+
+A head's outputs hold, per anchor of every level (levels concatenated, each H * W row-major): ``boxes`` (N, 4 *
+reg_max, A) DFL logits (or plain distances when ``reg_max == 1``, e.g. YOLO26), ``scores`` (N, nc, A) class logits,
+and for the task heads ``mask_coefficient`` and ``proto`` (segment) or ``kpts`` (pose).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from ultralytics.nn.modules.head import Pose26
+from ultralytics.utils.loss import PoseLoss26, v8PoseLoss
+from ultralytics.utils.tal import bbox2dist, dist2bbox
+
+from yolokd.taps import detect_head
+
+__all__ = [
+    "TASK_SUFFIX",
+    "anchor_distances",
+    "confidence",
+    "decode_boxes",
+    "decode_keypoints",
+    "head_boxes",
+    "num_classes",
+    "prototypes",
+    "rows",
+    "sort_corners",
+]
+
+TASK_SUFFIX = {"detect": "", "segment": "-seg", "pose": "-pose", "obb": "-obb"}
+"""The suffix of each task's Ultralytics model and checkpoint names (``yolov8n-seg.yaml``, ``yolo11s-pose.pt``)."""
+
+
+def num_classes(model: nn.Module) -> int:
+    """The number of classes a model's Detect head predicts."""
+    return int(detect_head(model).nc)
+
+
+def rows(x: torch.Tensor) -> torch.Tensor:
+    """(N, K, A) head output -> (N * A, K) rows, one per anchor in (image, anchor) order.
+
+    Examples:
+        >>> rows(torch.arange(6.0).view(1, 2, 3)).tolist()
+        [[0.0, 3.0], [1.0, 4.0], [2.0, 5.0]]
+    """
+    return x.permute(0, 2, 1).reshape(-1, x.shape[1])
+
+
+def confidence(preds: dict) -> torch.Tensor:
+    """(N, A) each anchor's highest class probability ``sigmoid(max_c logit)``, float32, without gradient.
+
+    Examples:
+        >>> confidence({"scores": torch.tensor([[[0.0, -1.0], [-2.0, 1.0]]])}).tolist()  # nc 2, A 2
+        [[0.5, 0.7310585975646973]]
+    """
+    return preds["scores"].detach().float().amax(1).sigmoid()
+
+
+def decode_boxes(boxes: torch.Tensor, anchor_points: torch.Tensor, reg_max: int) -> torch.Tensor:
+    """Decode a Detect head's box output into xyxy boxes in grid units (Ultralytics' ``bbox_decode``), float32.
+
+    Autocast is off inside, so the DFL expectation runs in float32 under AMP too.
+
+    Args:
+        boxes (torch.Tensor): (N, 4 * reg_max, A) head output (DFL logits, or distances when ``reg_max == 1``).
+        anchor_points (torch.Tensor): (A, 2) anchor centres in grid units.
+        reg_max (int): DFL bins per side of the head that produced ``boxes``.
+
+    Returns:
+        (torch.Tensor): (N, A, 4) xyxy boxes in grid units (multiply by the stride for pixels).
+
+    Examples:
+        >>> d = torch.zeros(1, 4, 1)  # reg_max 1: distances 0
+        >>> decode_boxes(d, torch.tensor([[2.5, 3.5]]), 1).tolist()
+        [[[2.5, 3.5, 2.5, 3.5]]]
+    """
+    n, c, a = boxes.shape
+    with torch.autocast(boxes.device.type, enabled=False):  # keep the DFL expectation in float32 under AMP
+        dist = boxes.permute(0, 2, 1).float()
+        if reg_max > 1:
+            proj = torch.arange(reg_max, device=boxes.device, dtype=torch.float32)
+            dist = dist.view(n, a, 4, reg_max).softmax(3).matmul(proj)
+        return dist2bbox(dist, anchor_points.float(), xywh=False)
+
+
+def sort_corners(boxes: torch.Tensor) -> torch.Tensor:
+    r"""Sort the corners of xyxy boxes so that ``x1 <= x2`` and ``y1 <= y2``.
+
+    .. math::
+
+        (x_1, y_1, x_2, y_2) \mapsto (\min(x_1, x_2), \min(y_1, y_2), \max(x_1, x_2), \max(y_1, y_2))
+
+    Raw YOLO26 distances may be negative; when ``l + r < 0`` the decoded box is inverted, and the GIoU of an inverted
+    box can exceed 1 without bound (its negative width times negative height counts as area in the union), which would
+    let the loss ``1 - GIoU`` be driven towards minus infinity. Sorting keeps the GIoU in ``[-1, 1]`` and the gradient.
+    The price is a mirror symmetry per axis, ``(l, r) -> (-r, -l)``: far from the start in CrossKD, since the cross
+    distances come from the teacher's own final conv on features re-standardised to the teacher's statistics.
+
+    Shape:
+        - boxes: :math:`(*, 4)`
+        - output: :math:`(*, 4)`
+
+    Args:
+        boxes (torch.Tensor): Boxes, xyxy, possibly inverted.
+
+    Returns:
+        (torch.Tensor): The same boxes with sorted corners.
+
+    Examples:
+        >>> sort_corners(torch.tensor([[3.0, 0.0, 1.0, 2.0]])).tolist()  # x inverted, y in order
+        [[1.0, 0.0, 3.0, 2.0]]
+    """
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    return torch.stack((torch.minimum(x1, x2), torch.minimum(y1, y2), torch.maximum(x1, x2), torch.maximum(y1, y2)), -1)
+
+
+def head_boxes(boxes: torch.Tensor, anchor_points: torch.Tensor, reg_max: int) -> torch.Tensor:
+    """Boxes (N, A, 4), xyxy in grid units, as a head means them: `decode_boxes`, corners sorted when ``reg_max == 1``.
+
+    A DFL head (``reg_max > 1``) predicts distances in ``[0, reg_max - 1]``, so its boxes are never inverted; raw
+    distances (``reg_max == 1``) may be negative, and their boxes get `sort_corners`.
+
+    Args:
+        boxes (torch.Tensor): (N, 4 * reg_max, A) head box output.
+        anchor_points (torch.Tensor): (A, 2) anchor centres in grid units.
+        reg_max (int): DFL bins per side of the head that produced ``boxes``.
+
+    Returns:
+        (torch.Tensor): Decoded boxes, float32.
+
+    Examples:
+        >>> head_boxes(torch.tensor([-2.0, 0.0, 1.0, 0.0]).view(1, 4, 1), torch.zeros(1, 2), 1).tolist()  # x1 2, x2 1
+        [[[1.0, 0.0, 2.0, 0.0]]]
+    """
+    xyxy = decode_boxes(boxes, anchor_points, reg_max)
+    return sort_corners(xyxy) if reg_max == 1 else xyxy
+
+
+def anchor_distances(boxes: torch.Tensor, reg_max: int, anchor_points: torch.Tensor) -> torch.Tensor:
+    r"""Decoded ltrb distances (grid units of each anchor's level) of a Detect head's box output at every anchor.
+
+    DFL expectation ``softmax over bins @ arange(reg_max)`` when ``reg_max > 1``, raw values when ``reg_max == 1``
+    (`decode_boxes`), then back from xyxy to ltrb with Ultralytics' ``bbox2dist``. Output is float32.
+
+    .. math::
+
+        d_{n,a,k} = \sum_{b=0}^{R-1} b \, \operatorname{softmax}_b(x_{n,k,b,a}) \quad (R > 1), \qquad
+        d_{n,a,k} = x_{n,k,a} \quad (R = 1)
+
+    for the sides :math:`k \in` (left, top, right, bottom), ``R = reg_max``. The distances at the positives only are
+    ``anchor_distances(...)[fg_mask]`` (a boolean selection, which waits for the device; the terms weight every
+    anchor by a 0/1 mask instead).
+
+    Shape:
+        - boxes: :math:`(N, 4R, A)`
+        - anchor_points: :math:`(A, 2)`
+        - output: :math:`(N, A, 4)`, float32
+
+    Args:
+        boxes (torch.Tensor): (N, 4 * reg_max, A) head box output.
+        reg_max (int): DFL bins per side of that head.
+        anchor_points (torch.Tensor): (A, 2) anchor centres in grid units.
+
+    Returns:
+        (torch.Tensor): (N, A, 4) ltrb distances.
+
+    Raises:
+        ValueError: If ``boxes`` does not have ``4 * reg_max`` channels or ``A`` anchors.
+
+    Examples:
+        >>> b = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0986]).view(1, 8, 1)  # reg_max 2; last: 1/4, 3/4
+        >>> [round(v, 2) for v in anchor_distances(b, 2, torch.tensor([[0.5, 0.5]]))[0, 0].tolist()]
+        [0.5, 0.5, 0.5, 0.75]
+    """
+    n, c, a = boxes.shape
+    if c != 4 * reg_max:
+        raise ValueError(f"anchor_distances: boxes have {c} channels, expected 4 * reg_max = {4 * reg_max}")
+    if anchor_points.shape != (a, 2):
+        raise ValueError(f"anchor_distances: anchor_points shape {tuple(anchor_points.shape)}, expected {(a, 2)}")
+    points = anchor_points.float()
+    return bbox2dist(points, decode_boxes(boxes, points, reg_max))
+
+
+def decode_keypoints(head: nn.Module, kpts: torch.Tensor, anchor_points: torch.Tensor) -> torch.Tensor:
+    """A Pose head's raw keypoints decoded to grid units with that head's own rule.
+
+    Args:
+        head (nn.Module): The model's Pose head (``kpt_shape``; YOLO26's ``Pose26`` decodes without the x2 offset).
+        kpts (torch.Tensor): (N, K * ndim, A) raw head output.
+        anchor_points (torch.Tensor): (A, 2) anchor centres in grid units.
+
+    Returns:
+        (torch.Tensor): (N, A, K, ndim): x, y in grid units of the anchor's level (and the raw visibility logit).
+    """
+    n, _, a = kpts.shape
+    raw = kpts.float().permute(0, 2, 1).reshape(n, a, *head.kpt_shape)
+    decode = PoseLoss26.kpts_decode if isinstance(head, Pose26) else v8PoseLoss.kpts_decode
+    return decode(anchor_points.float(), raw)
+
+
+def prototypes(preds: dict) -> torch.Tensor:
+    """The mask prototypes (N, nm, H, W) of a Segment head's outputs (YOLO26's ``Proto26`` adds a semantic map)."""
+    proto = preds["proto"]
+    return proto[0] if isinstance(proto, (tuple, list)) else proto
