@@ -98,6 +98,9 @@ def test_catchup_off_or_unmeasured_teacher_leaves_distillation_on(pico_yaml):
         (0.163, 0.000, 0.645, 7, 60, 0.25, False),  # progress 0.253 < 6 / 15 = 0.4: a strong teacher
         (0.163, 0.000, 0.645, 7, 60, 0.50, True),  # ... yet ahead of a line reaching it at half the run (6 / 30)
         (0.420, 0.400, 0.539, 5, 100, 0.25, False),  # a pretrained student: progress from its first score, 0.144 < 0.16
+        (0.400, 0.380, 0.539, 2, 100, 0.25, False),  # 0.126 >= 1 / 25, but a first score >= 0.25 x 0.539: no pace
+        (0.100, 0.130, 0.539, 2, 100, 0.25, False),  # below its first score
+        (0.150, 0.130, 0.539, 2, 100, 0.25, True),  # a first score under 0.25 x 0.539 = 0.135: 0.049 >= 0.04
         (0.300, 0.290, 0.500, 1, 60, 0.25, False),  # the first epoch only sets the start of the line
         (0.600, 0.000, 0.500, 5, 60, 0.00, False),  # pace 0: never
         (0.600, 0.600, 0.500, 5, 60, 0.25, False),  # a teacher at or below the first score: the fading rule decides

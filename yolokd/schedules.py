@@ -126,7 +126,9 @@ def outpaces(student: float, first: float, teacher: float, epoch: int, epochs: i
     ``(student - first) / (teacher - first)``, is compared with the run's elapsed fraction since then,
     ``(epoch - 1) / (pace x epochs)``: ahead of that straight line, a teacher that the student reaches that early has
     little to teach it, and distillation stops (`yolokd.callbacks`). ``pace = 0`` never stops; a teacher score of 0 (not
-    measured) or at most the first score never stops either (the plain catch-up rule applies).
+    measured) or at most the first score never stops either (the plain catch-up rule applies), nor does a student
+    whose first score is already ``pace x teacher`` or more (a pretrained student fine-tuned: its early epochs move
+    it by noise, not by pace).
 
     Args:
         student (float): The student's validation metric after this epoch.
@@ -144,7 +146,9 @@ def outpaces(student: float, first: float, teacher: float, epoch: int, epochs: i
         (True, False)
         >>> outpaces(0.30, 0.29, 0.50, 1, 60, 0.25), outpaces(0.60, 0.0, 0.50, 5, 60, 0.0)
         (False, False)
+        >>> outpaces(0.40, 0.38, 0.539, 2, 100, 0.25)  # a pretrained student recovering from its first epoch
+        False
     """
-    if pace <= 0 or epoch < 2 or teacher <= first:
+    if pace <= 0 or epoch < 2 or teacher <= first or first >= pace * teacher:
         return False
     return (student - first) / (teacher - first) >= (epoch - 1) / (pace * epochs)
