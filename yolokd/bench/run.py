@@ -58,7 +58,12 @@ def prepare_semi(cfg: dict[str, Any], data: str, project: Path) -> tuple[str | N
 
         keys = ("imgsz", "nc", "max_objects", "style")
         root = make_dataset(
-            project / "extra-data", cfg["unlabeled_extra"], 1, 0, seed=cfg["data_seed"] + 1, **{k: cfg[k] for k in keys}
+            project / "extra-data",
+            n_train=cfg["unlabeled_extra"],
+            n_val=1,  # the generator's minimum; only the training images are used
+            n_test=0,
+            seed=cfg["data_seed"] + 1,
+            **{k: cfg[k] for k in keys},
         )
         extra = str(root.parent / "images" / "train")
     return view, extra

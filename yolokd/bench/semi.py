@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from yolokd.bench.stats import target_result
+
 SEMI_TARGETS = {
     "recover": "C recovers >= 60% of the way from A to D, and C beats D",
     "extra": "F beats E by >= 2.0 mAP50-95 points on the mean and on every seed",
@@ -40,9 +42,8 @@ def _step(row: dict[str, Any] | None) -> float | None:
 
 
 def _target(key: str, met: bool | None, detail: str) -> dict[str, Any]:
-    """One target's result, as `yolokd.bench.stats` writes them."""
-    word = {True: "met", False: "NOT met", None: "not measured"}[met]
-    return {"target": SEMI_TARGETS[key], "met": met, "status": word, "detail": detail}
+    """The result of one of `SEMI_TARGETS` (`yolokd.bench.stats.target_result`)."""
+    return target_result(SEMI_TARGETS[key], met, detail)
 
 
 def recover_target(a: dict | None, c: dict | None, d: dict | None) -> dict[str, Any]:

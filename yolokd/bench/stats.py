@@ -240,10 +240,15 @@ def summarize_row(
     return row
 
 
-def _target(key: str, met: bool | None, detail: str, status: str | None = None) -> dict[str, Any]:
-    """One target's result: ``met`` True/False/None and its ``status`` word for the report."""
+def target_result(name: str, met: bool | None, detail: str, status: str | None = None) -> dict[str, Any]:
+    """One target's result: its ``target`` text, ``met`` True/False/None and its ``status`` word for the report."""
     word = {True: "met", False: "NOT met", None: "not measured"}[met]
-    return {"target": TARGET_NAMES[key], "met": met, "status": status or word, "detail": detail}
+    return {"target": name, "met": met, "status": status or word, "detail": detail}
+
+
+def _target(key: str, met: bool | None, detail: str, status: str | None = None) -> dict[str, Any]:
+    """The result of one of `TARGET_NAMES` (`target_result`)."""
+    return target_result(TARGET_NAMES[key], met, detail, status)
 
 
 def seed_noise(student: dict | None, teacher_test: float | None) -> dict[str, Any]:
