@@ -49,6 +49,7 @@ def test_merge_config_presets_and_overrides():
         ({"publish": True}, "publish=BENCHMARKS.md"),
         ({"publish": "BENCHMARKS.txt"}, "Markdown file"),
         ({"style": ""}, "style must be a non-empty name such as 'shapes'"),
+        ({"catchup_restart": "yes"}, "catchup_restart must be True or False"),
     ],
 )
 def test_merge_config_errors_name_the_fix(overrides, match):
@@ -86,3 +87,12 @@ def test_converged_preset_validates_every_epoch_with_the_cpu_presets_data_and_st
     same = ("n_train", "n_val", "n_test", "imgsz", "batch", "teacher_model", "seeds", "style")
     assert {k: cfg[k] for k in same} == {k: cpu[k] for k in same}
     assert cfg["combo"] == "tar+cwd" and cfg["profile"] == [] and cfg["student_model"] == "yolov8-femto"
+
+
+def test_catchup_restart_is_in_the_spec_of_distilled_rows_only_where_set():
+    from yolokd.bench.plan import new_row, restart_spec
+
+    combo, student = new_row("combo", "tar+cwd", 0), new_row("student", None, 0)
+    cfg = merge_config({"catchup_restart": False})[0]
+    assert restart_spec(cfg, combo) == {"catchup_restart": False} and restart_spec(cfg, student) == {}
+    assert restart_spec(merge_config({})[0], combo) == {}  # unset: the specs of earlier runs stay reusable

@@ -135,3 +135,73 @@ def test_callback_stops_at_once_when_the_student_outpaces_and_the_start_travels_
 def test_catchup_pace_bad_values_one_line(bad):
     with pytest.raises(KDError, match="catchup_pace must be a number >= 0 and < 1"):
         build_config({"catchup_pace": bad})
+
+
+def _restart_trainer(model, epoch):
+    """A trainer holding what a restart touches: the model, its EMA, an optimizer with state, the stoppers."""
+    from ultralytics.utils.torch_utils import ModelEMA
+
+    trainer = _trainer(model, {KEY: 0.001}, epoch, epochs=60)
+    trainer.start_epoch, trainer.best_fitness = 0, 0.03
+    trainer.ema = ModelEMA(model)
+    trainer.optimizer = torch.optim.AdamW(model.student_model.parameters(), lr=0.01)
+    trainer.stopper = SimpleNamespace(best_fitness=0.03, best_epoch=2)
+    return trainer
+
+
+@pytest.mark.parametrize("restart", [True, False])
+def test_outpacing_restarts_the_student_from_its_initial_weights(pico_yaml, restart):
+    model = kd_model(pico_yaml, "yolov8n.yaml", "cwd", balance=0)
+    cb = KDCallbacks(build_config({"method": "cwd", "catchup_restart": restart}))
+    cb.teacher_metrics = {KEY: 0.225}
+    trainer = _restart_trainer(model, 0)
+    cb.on_train_start(trainer)
+    start = {k: v.clone() for k, v in model.student_model.state_dict().items()}
+    cb._catch_up(trainer)  # the first score, 0.001: the start of the pace line
+    p = next(model.student_model.parameters())
+    p.sum().backward()
+    trainer.optimizer.step()  # a step: weights moved, Adam moments held
+    trainer.ema.update(model)
+    moved = {k: v.clone() for k, v in model.student_model.state_dict().items()}
+    assert not torch.equal(moved[next(iter(start))], start[next(iter(start))])
+    trainer.epoch, trainer.metrics = 2, {KEY: 0.044}  # 0.193 >= 2 / 15: outpaces (the hand value above)
+    with captured_logs() as records:
+        cb._catch_up(trainer)
+    line = next(r.getMessage() for r in records if "catchup_pace" in r.getMessage())
+    assert model.catchup == 0.0
+    now = model.student_model.state_dict()
+    ema_now = trainer.ema.ema.student_model.state_dict()
+    if restart:
+        assert (
+            "distillation is off and the student restarts from its initial weights, to train alone for the other 57"
+            in line
+        )
+        assert all(torch.equal(now[k], start[k]) and torch.equal(ema_now[k], start[k]) for k in start)
+        assert trainer.optimizer.state == {} and trainer.ema.updates == 0 and trainer.best_fitness is None
+        assert (trainer.stopper.best_fitness, trainer.stopper.best_epoch) == (0.0, 3)
+    else:
+        assert "distillation is off for the rest of the run" in line
+        assert all(torch.equal(now[k], moved[k]) for k in start)
+        assert len(trainer.optimizer.state) == 1 and trainer.best_fitness == 0.03
+
+
+def test_restart_in_a_resumed_run_warns_and_keeps_the_weights(pico_yaml):
+    model = kd_model(pico_yaml, "yolov8n.yaml", "cwd", balance=0)
+    cb = KDCallbacks(model.kd_config)
+    cb.teacher_metrics = {KEY: 0.225}
+    trainer = _restart_trainer(model, 0)
+    trainer.start_epoch = 1  # resumed: the initial weights are gone
+    cb.on_train_start(trainer)
+    model.catchup_first = 0.001
+    before = {k: v.clone() for k, v in model.student_model.state_dict().items()}
+    trainer.epoch, trainer.metrics = 2, {KEY: 0.044}
+    with captured_logs() as records:
+        cb._catch_up(trainer)
+    assert model.catchup == 0.0 and any("initial weights are not kept" in r.getMessage() for r in records)
+    assert all(torch.equal(v, before[k]) for k, v in model.student_model.state_dict().items())
+
+
+@pytest.mark.parametrize("bad", [1, "yes", 0.5])
+def test_catchup_restart_bad_values_one_line(bad):
+    with pytest.raises(KDError, match="catchup_restart must be True or False"):
+        build_config({"catchup_restart": bad})

@@ -162,8 +162,15 @@ def row_spec(setup: Setup, row: dict[str, Any], seed: int) -> dict[str, Any]:
         "teacher_batches": cfg["teacher_batches"],
         # only distilled rows fade (catchup=): the other rows stay reusable across catchup= values
         "catchup": cfg["catchup"] if row["kind"] in {"yolokd", "combo"} else None,
+        **restart_spec(cfg, row),
         **semi_spec(row),
     }
+
+
+def restart_spec(cfg: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """A distilled row's ``catchup_restart`` where it is set; {} otherwise (the specs of earlier runs stay reusable)."""
+    distilled = row["kind"] in {"yolokd", "combo"}
+    return {"catchup_restart": cfg["catchup_restart"]} if distilled and cfg["catchup_restart"] is not None else {}
 
 
 def semi_spec(row: dict[str, Any]) -> dict[str, Any]:
