@@ -1,18 +1,9 @@
 # yolokd, AGPL-3.0 License
 """Automatic term weights (``balance=``): each term's weight from its measured size relative to the detection loss.
 
-Fixed loss weights chosen on one data set rarely fit another: a term's raw value depends on the feature sizes, the
-number of anchors and positives, and how far apart the two models start. A term with ``balance: r`` (r > 0, in its
-method yaml, or for every term with the run's ``balance=r``) gets instead the weight ``r x mean detection loss / mean
-raw term value`` over the first `BALANCE_STEPS` training steps, so it starts at ``r`` times the detection loss,
-whatever its units. The weights follow the running means during those steps (the terms are balanced from the first
-step) and are then frozen; ``distill_weight`` and the schedules multiply on top as with fixed weights. Such a term's
-yaml ``weight`` is not used; terms with ``balance: 0`` keep their fixed weight.
-
-DDP: the running sums are reduced over the ranks once, when the weights freeze, so every rank trains with the same
-weights; before that each rank uses its own means. The state (sums, step count, frozen weights) travels in the
-checkpoint's ``yolokd`` key, so a resumed run keeps its weights. No host synchronisation per step: the sums stay on
-the device, the step count is a Python int.
+A term with ``balance: r > 0`` gets ``r x mean detection loss / mean raw term value`` over the first
+`BALANCE_STEPS` steps, then frozen (reduced over DDP ranks once, kept in the checkpoint); ``distill_weight`` and
+the schedules multiply on top. Terms with ``balance: 0`` keep their yaml ``weight``.
 """
 
 from __future__ import annotations
@@ -32,27 +23,18 @@ def balance_weights(
 
     .. math::
 
-        w_i = r \, \frac{\bar L_{det}}{\max(\bar L_i, \epsilon)}
+        w_i = r \, \frac{\bar L_{det}}{\bar L_i} \quad (\bar L_i \ge \epsilon), \qquad w_i = 0 \text{ otherwise}
 
-    with :math:`\bar L_{det}` the mean detection loss and :math:`\bar L_i` the mean raw (unweighted) value of term
-    ``i`` over the measured steps, so that :math:`w_i \bar L_i = r \bar L_{det}` for every term with
-    :math:`\bar L_i \ge \epsilon`. A term that measured 0 gets weight :math:`r \bar L_{det} / \epsilon` only in theory:
-    values below ``eps`` give weight 0 instead (a term that never fires has nothing to balance). Detached.
-
-    Shape:
-        - det: :math:`()`
-        - raw: :math:`(n,)`
-        - ratio: a number or :math:`(n,)`
-        - output: :math:`(n,)` float32
+    with :math:`\bar L_{det}` the mean detection loss and :math:`\bar L_i` the mean raw value of term ``i``. Detached.
 
     Args:
-        det (torch.Tensor): Mean detection loss.
-        raw (torch.Tensor): Mean raw value of each term.
-        ratio (float | torch.Tensor): Target ratio ``r`` of each weighted term to the detection loss (one per term).
-        eps (float): Raw values below it give weight 0.
+        det (torch.Tensor): Mean detection loss, ``()``.
+        raw (torch.Tensor): Mean raw value of each term, ``(n,)``.
+        ratio (float | torch.Tensor): Target ratio ``r`` of each weighted term to the detection loss, or ``(n,)``.
+        eps (float): Raw values below it give weight 0 (a term that never fires has nothing to balance).
 
     Returns:
-        (torch.Tensor): The weights.
+        (torch.Tensor): The weights, ``(n,)`` float32.
 
     Examples:
         >>> balance_weights(torch.tensor(6.0), torch.tensor([2.0, 0.5, 0.0]), 0.5).tolist()  # 0.5*6/2, 0.5*6/0.5, 0
@@ -63,23 +45,18 @@ def balance_weights(
 
 
 def effective_weights(specs: list, factors: list, auto: Any = None) -> list:
-    """Each term's effective weight: its weight (the yaml's, or its automatic one) times its factor.
-
-    The one rule behind the logged weights (numbers) and the step's (device tensors where ``auto`` is one).
+    """Each term's effective weight: its weight (the yaml's, or ``auto``'s where ``balance > 0``) times its factor.
 
     Args:
-        specs (list[TermSpec]): The configured terms; those with ``balance > 0`` take their weight from ``auto``.
+        specs (list[TermSpec]): The configured terms.
         factors (list): Each term's ``distill_weight x catchup x schedule`` (`KDModel.schedule_factors`).
         auto (Sequence, optional): The automatic weights (`AutoBalance`), one per term; None: every weight is fixed.
-
-    Returns:
-        (list): ``weight x factor`` per term.
 
     Examples:
         >>> from yolokd.config import TermSpec
         >>> specs = [TermSpec("cwd", "cwd", weight=5.0, balance=0.25), TermSpec("hint", "hint", weight=2.0)]
-        >>> effective_weights(specs, [0.5, 0.5]), effective_weights(specs, [0.5, 0.5], auto=[3.0, 0.0])
-        ([2.5, 1.0], [1.5, 1.0])
+        >>> effective_weights(specs, [0.5, 0.5], auto=[3.0, 0.0])
+        [1.5, 1.0]
     """
     if auto is None:
         return [s.weight * f for s, f in zip(specs, factors)]
@@ -90,8 +67,7 @@ class AutoBalance:
     """Running measurement of the detection loss and each raw term value, and the weights they give.
 
     Args:
-        ratios (list[float]): Each term's target size relative to the detection loss (its ``balance``); 0 for a term
-            with a fixed weight (its automatic weight is then 0 and unused).
+        ratios (list[float]): Each term's ``balance``; 0 for a term with a fixed weight.
         steps (int): Training steps to measure over before freezing.
 
     Attributes:
@@ -110,15 +86,12 @@ class AutoBalance:
         self.frozen: torch.Tensor | None = None
 
     def weights(self, det: torch.Tensor, raws: list[torch.Tensor | None]) -> torch.Tensor:
-        """Add one step's values (while measuring) and return the weights to use at this step.
+        """Add one step's values (while measuring) and return this step's ``(n_terms,)`` detached float32 weights.
 
         Args:
-            det (torch.Tensor): The step's detection loss (a scalar, per image, as the terms are).
-            raws (list[torch.Tensor | None]): Each term's unweighted value, None where it was not computed (scheduled
-                off); non-finite values are not counted.
-
-        Returns:
-            (torch.Tensor): ``(n_terms,)`` detached float32 weights on ``det``'s device.
+            det (torch.Tensor): The step's detection loss.
+            raws (list[torch.Tensor | None]): Each term's unweighted value, None where not computed; non-finite ones
+                are not counted.
         """
         if self.frozen is not None:
             return self.frozen.to(det.device)

@@ -1,9 +1,7 @@
 # yolokd, AGPL-3.0 License
 """Training callbacks: schedule progress, TensorBoard logging, the teacher's validation, a dominating term's warning.
 
-`KDCallbacks` is a plain picklable object whose bound methods are registered as Ultralytics callbacks. Because the
-trainer's callbacks travel to DDP workers (``ultralytics/utils/dist.py`` pickles them), it also carries the run's
-`KDConfig` there: the worker's `KDTrainer` finds it and rebuilds exactly the parent's configuration.
+`KDCallbacks` is picklable, so it also carries the run's `KDConfig` to DDP workers.
 """
 
 from __future__ import annotations
@@ -64,14 +62,7 @@ and mgd at its fixed weight, 12x, collapsed its student (BENCHMARKS.md "Cost of 
 def dominant_terms(means: dict[str, float], kd_items: list[str], ratio: float = DOMINANCE) -> list[tuple[str, float]]:
     """The distillation items whose epoch mean exceeds ``ratio`` x the sum of the student's own items.
 
-    Args:
-        means (dict[str, float]): Epoch-mean loss items by name: the student's own (``box_loss``, ``seg_loss``...) and
-            the distillation items.
-        kd_items (list[str]): The names of the distillation items.
-        ratio (float): The multiple of the student's loss above which a term dominates.
-
-    Returns:
-        (list[tuple[str, float]]): ``(item, multiple of the student's loss)`` for each dominating item, in order.
+    Returns ``(item, multiple of the student's loss)`` for each dominating item, in order.
 
     Examples:
         >>> means = {"box_loss": 2.0, "cls_loss": 3.0, "mgd_loss": 60.0, "cwd_loss": 1.0}
@@ -186,11 +177,7 @@ class KDCallbacks:
         self._batch += 1
 
     def on_train_epoch_end(self, trainer) -> None:
-        """Log losses (unless Ultralytics' TensorBoard already does), learning rates, term weights and statistics.
-
-        The term statistics are the epoch's means: read and reset here on every rank (the terms accumulate them on
-        the device at each step without a host sync), logged on rank 0.
-        """
+        """Log losses, learning rates, term weights and the term statistics' epoch means (reset on every rank)."""
         model = self._kd_model(trainer)
         stats = model.term_stats(reset=True)
         if RANK not in {-1, 0}:
@@ -222,11 +209,7 @@ class KDCallbacks:
             )
 
     def on_fit_epoch_end(self, trainer) -> None:
-        """Fade distillation once the student nears the teacher (every rank), then log (rank 0).
-
-        Logged: the validation metrics (unless Ultralytics' TensorBoard does), the teacher's as reference lines and
-        the fading factor ``kd_catchup``.
-        """
+        """Fade distillation as the student nears the teacher (every rank), then log metrics and ``kd_catchup``."""
         self._catch_up(trainer)
         if RANK not in {-1, 0} or self._writer is None:
             return
@@ -238,14 +221,7 @@ class KDCallbacks:
         self._writer.flush()
 
     def _catch_up(self, trainer) -> None:
-        """Update the model's ``catchup`` factor from this epoch's validation, alike on every rank.
-
-        Two rules, both against the teacher's score measured once: `catchup_factor` fades distillation out as the
-        student nears that score; `outpaces` stops it at once when the student is on course to reach it within the
-        first ``catchup_pace`` of the run, and with ``catchup_restart`` puts the student back to its start
-        (`_restart`). Rank 0 holds the metrics; under DDP it broadcasts the factor and the restart, once per epoch.
-        Each change is logged once.
-        """
+        """Update ``catchup`` from this epoch's validation (`catchup_factor`, `outpaces`, `_restart`), from rank 0."""
         model, margin = self._kd_model(trainer), self.config.catchup
         if margin < 0:
             return
@@ -329,15 +305,7 @@ class KDCallbacks:
 
 
 def validate_teacher(trainer) -> dict[str, float]:
-    """Validate the teacher on the trainer's validation loader; return its metrics ({} if that fails).
-
-    Args:
-        trainer (KDTrainerMixin): The trainer after setup (its ``test_loader``, ``validator`` and teacher exist). A
-            teacher whose classes are mapped to the data set's (``teacher_classes``) is not validated.
-
-    Returns:
-        (dict[str, float]): Ultralytics' validation metrics of the teacher (``metrics/mAP50-95(B)``...).
-    """
+    """Validate the teacher on the trainer's validation loader: its metrics, or {} (failed, or classes mapped)."""
     from ultralytics.models.yolo.detect import DetectionValidator
 
     if unwrap_model(trainer.model).teacher_classes is not None:

@@ -1,27 +1,10 @@
 # yolokd, AGPL-3.0 License
 """The bare-student checkpoint layout, crash-safe writes and Ctrl-C deferral: everything yolokd does to ``.pt`` files.
 
-Layout. Every file a run writes is a plain Ultralytics checkpoint whose ``ema`` (mid-training) and ``model`` (final)
-are the bare student, loadable without yolokd. What resume needs besides travels under the extra key `CKPT_KEY`,
-which plain Ultralytics ignores::
-
-    ckpt["yolokd"] = {
-        "config": KDConfig.to_dict(),        # kept in the final files as provenance
-        "projector": {name: fp32 tensor},    # the adapters (mid-training files only)
-        "progress": dataclasses.asdict(Progress),
-        "nonfinite_skips": {term: count},
-        "balance": AutoBalance.state_dict() | None,
-    }
-
-Crash safety. Ultralytics' ``save_model`` and ``final_eval`` write in place (``write_bytes``, ``torch.save``), so a
-kill mid-write would leave a truncated file. `staged` points the trainer's ``wdir``/``last``/``best`` at a hidden
-folder beside ``weights/`` while Ultralytics writes, then `publish` moves each complete, fsync'ed file over its
-target with ``os.replace``: at any instant each file is either the previous complete one or the new complete one,
-even under SIGKILL or power loss.
-
-Ctrl-C. `SigintGuard` keeps one SIGINT handler for the whole run; inside `SigintGuard.hold` a SIGINT is recorded and
-raised when the block ends. There is no handler swap per save, so no window in which a signal can be dropped, and an
-ignored SIGINT (``nohup``, a background job) stays ignored.
+Every file is a plain Ultralytics checkpoint whose ``ema``/``model`` is the bare student; what resume needs (config,
+fp32 adapters, progress, non-finite skips, balance state) travels under `CKPT_KEY`. `staged` lets Ultralytics
+write into a hidden folder and `publish` moves each fsync'ed file over its target with ``os.replace``.
+`SigintGuard` defers Ctrl-C during those writes.
 """
 
 from __future__ import annotations
@@ -52,14 +35,7 @@ STAGE = ".yolokd-partial"  # hidden folder beside the files, on the same file sy
 
 # ---------------------------------------------------------------------------------------------- layout
 def kd_state(model: nn.Module) -> dict[str, Any]:
-    """The extra checkpoint entry of a live `KDModel`: KD config, adapters (fp32), schedule progress, term state.
-
-    Args:
-        model (KDModel): The unwrapped training model.
-
-    Returns:
-        (dict): The value stored under `CKPT_KEY`.
-    """
+    """The `CKPT_KEY` entry of a live, unwrapped `KDModel`: KD config, fp32 adapters, progress, term state."""
     return {
         "config": model.kd_config.to_dict(),
         "projector": {k: v.detach().float().cpu() for k, v in model.projector.state_dict().items()},
@@ -72,15 +48,7 @@ def kd_state(model: nn.Module) -> dict[str, Any]:
 
 
 def restore_kd_state(model: nn.Module, ckpt: dict | None) -> bool:
-    """Load the adapters and term state of ``ckpt[CKPT_KEY]`` into a `KDModel`; False when the entry holds none.
-
-    Args:
-        model (KDModel): The unwrapped training model.
-        ckpt (dict | None): A checkpoint (as Ultralytics loaded it for resume).
-
-    Returns:
-        (bool): Whether adapters were restored.
-    """
+    """Load the adapters and term state of ``ckpt[CKPT_KEY]`` into a `KDModel`; False when the entry holds none."""
     state = (ckpt or {}).get(CKPT_KEY) or {}
     if state.get("projector") is None:
         return False
@@ -101,14 +69,7 @@ def final_entry(ckpt: dict) -> dict:
 
 
 def saved_config(path: str | Path) -> dict[str, Any]:
-    """The KD config dict stored in a checkpoint ({} if it holds none), or a one-line `KDError` naming the fix.
-
-    Args:
-        path (str | Path): The checkpoint a resumed run continues from.
-
-    Returns:
-        (dict): ``ckpt[CKPT_KEY]["config"]`` or {}.
-    """
+    """The KD config dict stored in a checkpoint ({} if it holds none), or a one-line `KDError` naming the fix."""
     src = Path(str(path))
     if not src.is_file():
         raise KDError(f"resume checkpoint '{src}' not found; pass model=path/to/weights/last.pt of the run")
@@ -133,15 +94,7 @@ class _EMAView(nn.Module):
 
 
 def as_wrapper_ckpt(ckpt: dict, projector: nn.Module) -> dict:
-    """``ckpt`` with ``ema`` reshaped to the `KDModel` EMA layout (student + projector), as Ultralytics reads it back.
-
-    Args:
-        ckpt (dict): A bare-student checkpoint.
-        projector (nn.Module): The live adapters (copied; the copy takes the saved adapter weights).
-
-    Returns:
-        (dict): A shallow copy of ``ckpt`` whose ``ema`` has ``student_model`` and ``projector``.
-    """
+    """A shallow copy of ``ckpt`` whose ``ema`` has the `KDModel` layout (student + a copy of ``projector``)."""
     ema = ckpt.get("ema")
     if ema is None or hasattr(ema, "student_model"):
         return ckpt
@@ -154,15 +107,7 @@ def as_wrapper_ckpt(ckpt: dict, projector: nn.Module) -> dict:
 
 @contextlib.contextmanager
 def wrapper_view(path: Path, projector: nn.Module) -> Iterator[Path]:
-    """A temporary copy of checkpoint ``path`` in the wrapper layout (`as_wrapper_ckpt`), for code that reads a path.
-
-    Args:
-        path (Path): A bare-student checkpoint (e.g. ``last.pt`` for Ultralytics' NaN recovery).
-        projector (nn.Module): The live adapters.
-
-    Yields:
-        (Path): The copy, removed when the block ends.
-    """
+    """A temporary copy of checkpoint ``path`` in the wrapper layout (`as_wrapper_ckpt`), removed afterwards."""
     with tempfile.TemporaryDirectory() as d:
         view = Path(d) / path.name
         torch.save(as_wrapper_ckpt(torch_load(path, map_location="cpu"), projector), view)
@@ -206,12 +151,11 @@ class _PublishedPaths(logging.Filter):
 def staged(trainer: Any, carry: tuple[Path, ...] = ()) -> Iterator[Path]:
     """Let Ultralytics write the trainer's checkpoint files into a hidden folder; publish them when the block ends.
 
-    The trainer's ``wdir``, ``last`` and ``best`` point into the folder for the duration of the block, so every file
-    Ultralytics writes there (``last.pt``, ``best.pt``, ``epochN.pt``) lands beside ``weights/`` only complete. A block
-    that raises publishes nothing: the previous files stay. Log lines of the block name the published files.
+    The trainer's ``wdir``, ``last`` and ``best`` point into the folder during the block; a block that raises
+    publishes nothing.
 
     Args:
-        trainer (BaseTrainer): The trainer (its ``wdir``, ``last`` and ``best`` attributes are redirected).
+        trainer (BaseTrainer): The trainer.
         carry (tuple[Path, ...]): Existing files to copy into the folder first, for code that rewrites them in place.
 
     Yields:
@@ -239,10 +183,7 @@ def staged(trainer: Any, carry: tuple[Path, ...] = ()) -> Iterator[Path]:
 
 
 def rewrite(files: list[Path], edit) -> None:
-    """Load each checkpoint, apply ``edit`` (dict -> dict) and write the result back to every file.
-
-    All files must hold the same checkpoint (what one Ultralytics save writes); it is serialised once.
-    """
+    """Load the checkpoint all ``files`` hold, apply ``edit`` (dict -> dict) and write it back to each of them."""
     if not files:
         return
     ckpt = edit(torch_load(files[0], map_location="cpu"))
@@ -256,10 +197,8 @@ def rewrite(files: list[Path], edit) -> None:
 class SigintGuard:
     """One SIGINT handler for a whole run; inside `hold` a Ctrl-C is recorded and raised when the block ends.
 
-    Installed once (``with guard:``), it forwards a SIGINT at once to the previous handler (Python's
-    ``default_int_handler`` raises `KeyboardInterrupt`) outside `hold`, and holds it back inside. No handler is swapped
-    per save, so no signal can arrive between two handlers. If SIGINT was ignored when the run started (``nohup``, a
-    background job), nothing is installed and it stays ignored. Off the main thread the guard does nothing.
+    Outside `hold` a SIGINT goes at once to the previous handler. An ignored SIGINT (``nohup``) stays ignored; off the
+    main thread the guard does nothing.
 
     Examples:
         >>> guard = SigintGuard()

@@ -1,10 +1,7 @@
 # yolokd, AGPL-3.0 License
 """``yolokd MODE key=value ...``: Ultralytics' own key=value parsing, with the KD keys split off.
 
-Modes: ``train`` (every ``yolo train`` argument plus the KD keys of ``cfg/default.yaml``), ``demo`` (offline end to
-end on synthetic data), ``benchmark`` (yolokd against Ultralytics' built-in distillation, accuracy and cost), ``help``,
-``version``, ``cfg`` (print the KD keys), ``methods`` (the built-in methods: papers, terms, default weights; ``methods
-NAME``: one method's yaml).
+Modes: ``train``, ``demo``, ``benchmark``, ``sweep``, ``help``, ``version``, ``cfg`` and ``methods [NAME]``.
 """
 
 from __future__ import annotations
@@ -93,16 +90,11 @@ def _without(text: str) -> Iterator[None]:
 
 
 def ultralytics_args(argv: list[str]) -> list[str] | None:
-    """The arguments for Ultralytics' own CLI when ``argv`` asks for one of its commands, else None.
-
-    ``val``, ``predict``, ``export`` and ``track`` (optionally after a task word, as in ``yolo detect val``) pass
-    through as they are; ``yolo <anything>`` passes ``<anything>``.
+    """The arguments for Ultralytics' CLI when ``argv`` asks for one of its commands (``val``...), else None.
 
     Examples:
-        >>> ultralytics_args(["val", "model=best.pt"]), ultralytics_args(["detect", "predict", "source=a.jpg"])
-        (['val', 'model=best.pt'], ['detect', 'predict', 'source=a.jpg'])
-        >>> ultralytics_args(["yolo", "benchmark", "model=best.pt"]), ultralytics_args(["train", "val=False"])
-        (['benchmark', 'model=best.pt'], None)
+        >>> ultralytics_args(["detect", "predict", "source=a.jpg"])
+        ['detect', 'predict', 'source=a.jpg']
     """
     words = [(i, a.lower()) for i, a in enumerate(argv) if "=" not in a]
     if not words:
@@ -126,14 +118,7 @@ def run_ultralytics(args: list[str]) -> None:
 
 
 def parse(argv: list[str]) -> tuple[str, dict[str, Any]]:
-    """Parse ``MODE key=value ...`` with Ultralytics' parser and check every key (close-match errors).
-
-    Args:
-        argv (list[str]): Arguments after the program name.
-
-    Returns:
-        (tuple[str, dict]): The mode and the overrides.
-    """
+    """Parse ``MODE key=value ...`` with Ultralytics' parser and check every key; return the mode and the overrides."""
     from yolokd.bench.config import BENCH_DEFAULTS
     from yolokd.bench.sweep import SWEEP_DEFAULTS
     from yolokd.demo import DEMO_DEFAULTS
@@ -173,14 +158,7 @@ def parse(argv: list[str]) -> tuple[str, dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the process exit code (0 ok, 2 for a usage or input error).
-
-    Args:
-        argv (list[str], optional): Arguments after the program name; defaults to ``sys.argv[1:]``.
-
-    Returns:
-        (int): Exit code.
-    """
+    """Run the CLI on ``argv`` (default ``sys.argv[1:]``); return the exit code (0 ok, 2 for a usage or input error)."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         if (args := ultralytics_args(argv)) is not None:

@@ -58,8 +58,6 @@ def split_kd_args(args: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
     """Split a dict of arguments into (KD keys, everything else).
 
     Examples:
-        >>> split_kd_args({"teacher": "t.pt", "epochs": 3})
-        ({'teacher': 't.pt'}, {'epochs': 3})
         >>> split_kd_args({"term_weights.cwd": 2.0, "lr0": 0.01})
         ({'term_weights': {'cwd': 2.0}}, {'lr0': 0.01})
     """
@@ -80,10 +78,8 @@ def suggest(key: str, choices) -> str:
 class TermSpec:
     """One distillation term as configured: registry type, item name, weight, schedule and hyper-parameters.
 
-    ``balance`` > 0 replaces the fixed ``weight`` by an automatic one (`yolokd.balance`): the weighted term starts at
-    ``balance`` x the detection loss. An old type name (a term's ``aliases``, e.g. ``mask_kd``, in a user's yaml or a
-    saved config) is replaced by the type it stands for; the item name the yaml gave (by default the type as written)
-    is kept.
+    ``balance`` > 0 replaces the fixed ``weight`` by an automatic one (`yolokd.balance`). An old type name (an alias)
+    is replaced by its type; the item name is kept.
 
     Examples:
         >>> TermSpec("mask_kd", "mask_kd").type
@@ -157,15 +153,7 @@ def _check_param_types(where: str, term_cls, params: dict[str, Any]) -> None:
 
 
 def parse_terms(data: Any, source: str) -> list[TermSpec]:
-    """Validate the ``terms:`` list of a method yaml and return typed specs.
-
-    Args:
-        data (Any): The loaded yaml (a dict with a ``terms`` list).
-        source (str): Where it came from, for error messages.
-
-    Returns:
-        (list[TermSpec]): The validated terms.
-    """
+    """Validate the ``terms:`` list of a method yaml (``source`` names it in errors) and return typed specs."""
     from yolokd.losses import TERMS, term_type
 
     if not isinstance(data, dict) or not isinstance(data.get("terms"), list) or not data["terms"]:
@@ -206,14 +194,7 @@ def parse_terms(data: Any, source: str) -> list[TermSpec]:
 
 
 def resolve_method(method: str) -> list[TermSpec]:
-    """Turn ``method=`` into term specs: a built-in name, names joined by '+', or a path to a method yaml.
-
-    Args:
-        method (str): e.g. ``"cwd"``, ``"cwd+crosskd"`` or ``"path/to/custom.yaml"``.
-
-    Returns:
-        (list[TermSpec]): The terms, in order; item names must be unique.
-    """
+    """Turn ``method=`` into term specs: a built-in name, names joined by '+', or a method yaml path."""
     if not isinstance(method, str) or not method.strip():
         raise KDError(f"method must be a non-empty string such as 'cwd', got {method!r}")
     specs: list[TermSpec] = []
@@ -245,16 +226,7 @@ def resolve_method(method: str) -> list[TermSpec]:
 
 
 def build_config(kd_args: dict[str, Any]) -> KDConfig:
-    """Validate the KD keys and resolve the method into a `KDConfig`.
-
-    Args:
-        kd_args (dict): KD keys (``teacher``, ``method``, ``distill_weight``, ``balance``, ``teacher_val``,
-            ``class_map``, ``term_weights``, ``catchup``); missing ones take the defaults of ``cfg/default.yaml``.
-            A ``terms`` list (from a saved config) is taken as is.
-
-    Returns:
-        (KDConfig): The validated configuration.
-    """
+    """Validate the KD keys (defaults: ``cfg/default.yaml``; a saved ``terms`` list as is) into a `KDConfig`."""
     args = {**KD_DEFAULTS, **{k: v for k, v in kd_args.items() if v is not None or k == "teacher"}}
     unknown = set(args) - set(KD_DEFAULTS) - {"terms"}
     if unknown:
@@ -404,9 +376,8 @@ def run_config(
         read_saved (Callable): Returns the KD config dict saved in a checkpoint (`yolokd.checkpoint.saved_config`).
 
     Returns:
-        (KDConfig): DDP worker (``carried`` and no KD keys): ``carried``. Resume: the checkpoint's configuration, whose
-        teacher an explicit ``teacher=`` may relocate (other KD keys are ignored with a warning). Otherwise the
-        validated ``kd_args``.
+        (KDConfig): ``carried`` in a DDP worker; on resume the saved one (``teacher=`` may relocate its teacher, other
+        KD keys are ignored with a warning); else the validated ``kd_args``.
     """
     if carried is not None and not kd_args:
         return carried

@@ -1,9 +1,8 @@
 # yolokd, AGPL-3.0 License
 """`yolokd demo`: offline end to end on the built-in synthetic data set.
 
-Generates the data, trains (or reuses) a YOLOv8n teacher, trains the narrow YOLOv8 student alone and distilled, and
-prints the three on the held-out test split with the distilled student's gain in mAP points and the share of the
-teacher-student gap it recovers. The settings are one seed of the benchmark's cpu preset (`yolokd.bench.config`).
+Trains (or reuses) a YOLOv8n teacher and the narrow student alone and distilled, and prints their test mAP with the
+distilled student's gain and recovered gap (one seed of the benchmark's cpu preset).
 """
 
 from __future__ import annotations
@@ -67,24 +66,9 @@ def scaled_yaml(
     max_channels: int = 1024,
     task: str = "detect",
 ) -> Path:
-    """Write a model yaml for ``family`` at a custom depth/width (no ``scales`` table, so no scale guess).
+    """Write a model yaml for ``family`` (``yolov8``, ``yolo11``, ``yolo26``) and ``task`` at a custom depth and width.
 
-    The layer definition is read from the installed Ultralytics (``cfg/models/v8/yolov8.yaml``, or for another task
-    ``yolov8-seg.yaml``, ``yolov8-pose.yaml``, ``yolov8-obb.yaml``...), not copied.
-
-    Args:
-        out (str | Path): Output ``.yaml`` path.
-        family (str): ``yolov8``, ``yolo11`` or ``yolo26``.
-        depth (float): Depth multiple.
-        width (float): Width multiple.
-        max_channels (int): Channel cap.
-        task (str): ``detect``, ``segment``, ``pose`` or ``obb``: which head the layers end in.
-
-    Returns:
-        (Path): ``out``.
-
-    Raises:
-        ValueError: If ``task`` is unknown.
+    The layers are read from the installed Ultralytics' yaml of that task, without a ``scales`` table. Returns ``out``.
     """
     if task not in TASK_SUFFIX:
         raise ValueError(f"task must be one of {list(TASK_SUFFIX)}, got {task!r}")
@@ -103,16 +87,14 @@ TINY_WIDTHS = {"yolov8-pico": 0.125, "yolov8-femto": 0.0625}
 
 
 def resolve_model(name: str, folder: Path, task: str = "detect") -> str:
-    """Resolve a model argument: ``yolov8-pico`` -> a generated width-0.125 YOLOv8 yaml of ``task`` in ``folder``.
+    """Resolve a model argument: ``yolov8-pico``/``-femto`` -> a generated tiny YOLOv8 yaml of ``task`` in ``folder``.
 
-    ``yolov8-femto`` is the same at width 0.0625 (`TINY_WIDTHS`).
-
-    An existing path becomes absolute; an Ultralytics detection yaml name (``yolov8n.yaml``) gets the task's suffix
-    (``yolov8n-seg.yaml``); anything else (``yolov8s-pose.pt``) goes to Ultralytics unchanged.
+    An existing path becomes absolute; an Ultralytics detection yaml name gets the task's suffix; anything else goes
+    to Ultralytics unchanged.
 
     Examples:
-        >>> resolve_model("yolov8n.yaml", Path("."), "segment"), resolve_model("yolo11s-obb.yaml", Path("."), "obb")
-        ('yolov8n-seg.yaml', 'yolo11s-obb.yaml')
+        >>> resolve_model("yolov8n.yaml", Path("."), "segment")
+        'yolov8n-seg.yaml'
     """
     suffix = TASK_SUFFIX[task]
     if name in TINY_WIDTHS:
@@ -130,10 +112,7 @@ METRIC = {"detect": "box", "segment": "seg", "pose": "pose", "obb": "box"}
 
 
 def _test_metrics(weights: Path, data: Path, imgsz: int, batch: int, task: str = "detect") -> tuple[float, float]:
-    """mAP50-95 and mAP50 of a checkpoint on the test split, of the task's main output (`METRIC`).
-
-    The validator's folder is ``val-test`` in the checkpoint's run folder (not a new ``runs/<task>/val-N``).
-    """
+    """mAP50-95 and mAP50 of a checkpoint on the test split, for the task's main output (`METRIC`)."""
     run = Path(weights).parent.parent
     m = YOLO(str(weights)).val(
         data=str(data),
@@ -151,11 +130,7 @@ def _test_metrics(weights: Path, data: Path, imgsz: int, batch: int, task: str =
 
 
 def train_teacher(data: Path, project: Path, model: str, epochs: int, imgsz: int, batch: int, **train: Any) -> Path:
-    """Train the teacher, or reuse it when a finished run with the same settings exists.
-
-    Returns:
-        (Path): The teacher's ``best.pt``.
-    """
+    """Train the teacher, or reuse a finished run with the same settings; return its ``best.pt``."""
     stamp = {
         "data": YAML.load(data).get("path"),
         "model": model,
@@ -186,16 +161,7 @@ def train_teacher(data: Path, project: Path, model: str, epochs: int, imgsz: int
 
 
 def format_results(rows: list[dict[str, Any]]) -> str:
-    """The demo's table: mAP in points, and each distilled row's gain over the undistilled student.
-
-    Args:
-        rows (list[dict]): ``role``, ``model``, ``mAP50-95``, ``mAP50`` (fractions), ``run`` and, for students,
-            ``seed``; roles ``teacher``, then per seed optionally ``student (no KD)...`` and the distilled student
-            (compared with the undistilled student of its seed).
-
-    Returns:
-        (str): One header line and one line per row; ``gain`` is the mAP50-95 difference to the undistilled student
-        in points, ``gap`` the share of the teacher-student gap it recovers.
+    """The demo's table: mAP in points, and each distilled row's gain and recovered gap against its seed's student.
 
     Examples:
         >>> rows = [{"role": "teacher", "mAP50-95": 0.5}, {"role": "student (no KD)", "mAP50-95": 0.2},
@@ -225,10 +191,7 @@ def format_results(rows: list[dict[str, Any]]) -> str:
 
 
 def _student_data(cfg: dict[str, Any], data: Path, project: Path, task: str) -> tuple[Path, int]:
-    """The students' data set and epochs: all labels, or with ``unlabeled=True`` a fraction of them (`labeled_split`).
-
-    With a fraction ``f`` of the labels the students train ``epochs / f`` epochs, as many steps as on all labels.
-    """
+    """The students' data set and epochs: all labels, or a fraction ``f`` of them for ``epochs / f`` epochs."""
     if not cfg["unlabeled"]:
         return data, int(cfg["epochs"])
     if task != "detect":
@@ -242,13 +205,7 @@ def _student_data(cfg: dict[str, Any], data: Path, project: Path, task: str) -> 
 
 
 def _students(cfg: dict[str, Any], method: str, seed: int, tagged: bool) -> list[tuple[str, str, str | None, bool]]:
-    """The students of one seed: ``(role, run name, method or None, unlabeled)``.
-
-    Examples:
-        >>> [s[:2] for s in _students({"baseline": True, "unlabeled": True}, "tar+cwd", 0, False)]
-        [('student (no KD)', 'student-baseline'), ('student (tar+cwd)', 'student-tar-cwd'), \
-('student (tar+cwd) + unlabeled', 'student-tar-cwd-unlabeled')]
-    """
+    """The students of one seed: ``(role, run name, method or None, unlabeled)``."""
     tag = f" seed {seed}" if tagged else ""
     name = f"student-{method.replace('+', '-').replace('/', '_')}"
     out = [(f"student (no KD){tag}", "student-baseline", None, False)] if cfg["baseline"] else []
@@ -259,11 +216,7 @@ def _students(cfg: dict[str, Any], method: str, seed: int, tagged: bool) -> list
 
 
 def run_demo(**overrides: Any) -> list[dict[str, Any]]:
-    """Run the demo; unknown keys are passed to every ``train`` call (Ultralytics validates them).
-
-    Returns:
-        (list[dict]): One row per model: ``role``, ``model``, ``mAP50-95``, ``mAP50``, ``run``.
-    """
+    """Run the demo (unknown keys go to every ``train`` call); one row per model: ``role``, ``model``, mAPs, ``run``."""
     cfg = {**DEMO_DEFAULTS, **{k: v for k, v in overrides.items() if k in DEMO_DEFAULTS}}
     train = {**DEMO_TRAIN_DEFAULTS, **{k: v for k, v in overrides.items() if k not in DEMO_DEFAULTS}}
     if "batch" in overrides and "nbs" not in overrides:

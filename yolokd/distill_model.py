@@ -1,9 +1,8 @@
 # yolokd, AGPL-3.0 License
 """`KDModel`: the student's training loss with a frozen teacher, as its task's loss plus a stack of weighted terms.
 
-Each step runs the teacher, then the student, and adds every term of the method, read from the taps on both Detect
-heads and weighted by `yolokd.balance.effective_weights`. It extends Ultralytics' `DistillationModel`, which freezes
-the teacher, leaves it out of the EMA and of the fused model, and re-taps the heads after deepcopy or pickle.
+It extends Ultralytics' `DistillationModel`, which freezes the teacher, leaves it out of the EMA and re-taps the
+heads after deepcopy or pickle.
 """
 
 from __future__ import annotations
@@ -26,12 +25,7 @@ from yolokd.teacher_runtime import TeacherRuntime
 
 
 def check_tasks(terms: list[Term], names: list[str], task: str) -> None:
-    """Raise a one-line `KDError` when a term cannot read this task's models (e.g. a mask term on a detector).
-
-    Examples:
-        >>> from yolokd.losses.cwd import CWD
-        >>> check_tasks([CWD()], ["cwd"], "pose")  # neck terms read every task
-    """
+    """Raise a one-line `KDError` when a term cannot read this task's models (e.g. a mask term on a detector)."""
     for name, term in zip(names, terms):
         if task not in term.tasks:
             raise KDError(
@@ -66,9 +60,9 @@ class KDModel(TeacherRuntime, NonFiniteGuard, UnlabeledLoss, DistillationModel):
             student (nn.Module): Student with a Detect head (detect, segment, pose or obb).
             teacher (nn.Module): Teacher of the same task, checked by the caller (`yolokd.teacher.check_pair`).
             config (KDConfig): Validated distillation configuration.
-            imgsz (int): Dummy input size of the shape probe (`yolokd.pair.probe_pair`).
-            teacher_classes (list[int], optional): The teacher class of each student class (`check_pair`), to which
-                the teacher's class logits are reduced; None when both have the same classes in the same order.
+            imgsz (int): Dummy input size of the shape probe.
+            teacher_classes (list[int], optional): The teacher class of each student class (`check_pair`); None for the
+                identity.
         """
         nn.Module.__init__(self)  # not DistillationModel's: it reads student.args, taps the neck, builds a projector
         device = next(student.parameters()).device
@@ -111,11 +105,7 @@ class KDModel(TeacherRuntime, NonFiniteGuard, UnlabeledLoss, DistillationModel):
 
     # ------------------------------------------------------------------ weights
     def term_weights(self, progress: Progress | None = None) -> dict[str, float]:
-        """Each term's effective weight now (or at ``progress``), as the step uses it: ``{term name: weight}``.
-
-        ``weight x distill_weight x catchup x schedule``, the weight being automatic where ``balance > 0``
-        (`yolokd.balance.effective_weights`; 0 before its first measurement).
-        """
+        """Each term's effective weight now (or at ``progress``): ``{term name: weight}`` (`effective_weights`)."""
         auto = self.balance.current().tolist() if self.balance is not None else None  # reading them syncs once
         weights = effective_weights(self.kd_config.terms, self.schedule_factors(progress), auto)
         return {s.name: w for s, w in zip(self.kd_config.terms, weights)}
@@ -134,8 +124,7 @@ class KDModel(TeacherRuntime, NonFiniteGuard, UnlabeledLoss, DistillationModel):
     def loss(self, batch: dict, preds=None):
         """The student's detection loss plus the weighted terms (zeros in validation, where no term runs).
 
-        With ``batch["unlabeled_img"]`` (`yolokd.unlabeled`) the student also learns from the teacher alone on those
-        images (`_unlabeled_loss`); ``preds`` are the student's predictions, read in validation only.
+        With ``batch["unlabeled_img"]`` the student also learns from the teacher alone on those images.
 
         Returns:
             loss (torch.Tensor): ``cat[detection loss, term values (, unlabeled parts)] x batch size``.
@@ -194,11 +183,7 @@ class KDModel(TeacherRuntime, NonFiniteGuard, UnlabeledLoss, DistillationModel):
         return inputs
 
     def _terms(self, inputs: DistillInputs, det: torch.Tensor | None) -> torch.Tensor:
-        """Each term's ``weight x factor x value`` (non-finite ones zeroed and counted), ``(n_terms,)`` float32.
-
-        ``det`` is the step's detection loss per image, which the automatic weights measure (None: use the weights
-        as they stand, measuring nothing, as on the unlabeled images).
-        """
+        """Each term's ``weight x factor x value`` (non-finite ones zeroed); ``det`` feeds the automatic weights."""
         factors = self.schedule_factors()
         raws: list[torch.Tensor | None] = []
         for spec, term, f in zip(self.kd_config.terms, self.terms, factors):
@@ -217,11 +202,7 @@ class KDModel(TeacherRuntime, NonFiniteGuard, UnlabeledLoss, DistillationModel):
         return torch.stack(values) if values else zero.float().reshape(0)
 
     def _detection_loss(self, batch: dict, preds) -> tuple[torch.Tensor, dict, Assigned | None, GroundTruth | None]:
-        """The student's task loss, with its own TAL assignment and the ground truth where a term ``needs_targets``.
-
-        The assignment is recorded from the criterion's assigner during that one loss call (its one-to-many branch
-        for an end-to-end criterion such as YOLO26's), so nothing is assigned twice; else both are None.
-        """
+        """The student's task loss, with its TAL assignment and the ground truth when a term needs them."""
         student = self.student_model
         if getattr(student, "criterion", None) is None:
             student.criterion = student.init_criterion()
@@ -235,10 +216,7 @@ class KDModel(TeacherRuntime, NonFiniteGuard, UnlabeledLoss, DistillationModel):
         return det, items, assigned, ground_truth(batch, tuple(batch["img"].shape[-2:]))
 
     def term_stats(self, reset: bool = False) -> dict[str, float]:
-        """``{"<term name>/<stat>": mean since the last reset, "nonfinite/<term name>": skips}``, one host read.
-
-        The epoch-end callback reads them with ``reset=True`` (the term means restart; the skip counts add up).
-        """
+        """``{"<term>/<stat>": mean since the last reset, "nonfinite/<term>": skips}``, in one host read."""
         stats = {f"{s.name}/{k}": v for s, t in zip(self.kd_config.terms, self.terms) for k, v in t.stats.items()}
         stats.update({f"nonfinite/{k}": float(v) for k, v in self.flush_nonfinite().items()})
         if reset:

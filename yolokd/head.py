@@ -1,15 +1,9 @@
 # yolokd, AGPL-3.0 License
 """Reading a Detect head's outputs: rows at anchors, confidences, decoded boxes and keypoints, prototypes, suffixes.
 
-Every term, the pseudo-labels and the formulas that need a decoded box read a head through this module, so a head's
-output is decoded one way everywhere. Decoding uses Ultralytics' own rules (``dist2bbox``, ``bbox2dist``, the pose
-losses' ``kpts_decode``) and always runs in float32 with autocast off: under AMP the DFL expectation (a softmax over
-the bins times their indices) would otherwise run its product in half precision. Nothing here computes a loss (the
-formulas live in `yolokd.losses.functional`).
-
-A head's outputs hold, per anchor of every level (levels concatenated, each H * W row-major): ``boxes`` (N, 4 *
-reg_max, A) DFL logits (or plain distances when ``reg_max == 1``, e.g. YOLO26), ``scores`` (N, nc, A) class logits,
-and for the task heads ``mask_coefficient`` and ``proto`` (segment) or ``kpts`` (pose).
+Outputs hold, per anchor of every level (levels concatenated, row-major): ``boxes`` (N, 4 * reg_max, A) DFL logits
+(distances when ``reg_max == 1``), ``scores`` (N, nc, A) class logits, and ``mask_coefficient``/``proto`` or
+``kpts`` for the task heads. Decoding follows Ultralytics' rules and runs in float32 with autocast off.
 """
 
 from __future__ import annotations
@@ -67,8 +61,6 @@ def confidence(preds: dict) -> torch.Tensor:
 def decode_boxes(boxes: torch.Tensor, anchor_points: torch.Tensor, reg_max: int) -> torch.Tensor:
     """Decode a Detect head's box output into xyxy boxes in grid units (Ultralytics' ``bbox_decode``), float32.
 
-    Autocast is off inside, so the DFL expectation runs in float32 under AMP too.
-
     Args:
         boxes (torch.Tensor): (N, 4 * reg_max, A) head output (DFL logits, or distances when ``reg_max == 1``).
         anchor_points (torch.Tensor): (A, 2) anchor centres in grid units.
@@ -92,27 +84,13 @@ def decode_boxes(boxes: torch.Tensor, anchor_points: torch.Tensor, reg_max: int)
 
 
 def sort_corners(boxes: torch.Tensor) -> torch.Tensor:
-    r"""Sort the corners of xyxy boxes so that ``x1 <= x2`` and ``y1 <= y2``.
+    r"""Sort the corners of xyxy boxes, ``(*, 4)``, so that ``x1 <= x2`` and ``y1 <= y2``.
 
     .. math::
 
         (x_1, y_1, x_2, y_2) \mapsto (\min(x_1, x_2), \min(y_1, y_2), \max(x_1, x_2), \max(y_1, y_2))
 
-    Raw YOLO26 distances may be negative; when ``l + r < 0`` the decoded box is inverted, and the GIoU of an inverted
-    box can exceed 1 without bound (its negative width times negative height counts as area in the union), which would
-    let the loss ``1 - GIoU`` be driven towards minus infinity. Sorting keeps the GIoU in ``[-1, 1]`` and the gradient.
-    The price is a mirror symmetry per axis, ``(l, r) -> (-r, -l)``: far from the start in CrossKD, since the cross
-    distances come from the teacher's own final conv on features re-standardised to the teacher's statistics.
-
-    Shape:
-        - boxes: :math:`(*, 4)`
-        - output: :math:`(*, 4)`
-
-    Args:
-        boxes (torch.Tensor): Boxes, xyxy, possibly inverted.
-
-    Returns:
-        (torch.Tensor): The same boxes with sorted corners.
+    Raw YOLO26 distances may give inverted boxes, whose GIoU is unbounded; sorted, it stays in ``[-1, 1]``.
 
     Examples:
         >>> sort_corners(torch.tensor([[3.0, 0.0, 1.0, 2.0]])).tolist()  # x inverted, y in order
@@ -123,18 +101,7 @@ def sort_corners(boxes: torch.Tensor) -> torch.Tensor:
 
 
 def head_boxes(boxes: torch.Tensor, anchor_points: torch.Tensor, reg_max: int) -> torch.Tensor:
-    """Boxes (N, A, 4), xyxy in grid units, as a head means them: `decode_boxes`, corners sorted when ``reg_max == 1``.
-
-    A DFL head (``reg_max > 1``) predicts distances in ``[0, reg_max - 1]``, so its boxes are never inverted; raw
-    distances (``reg_max == 1``) may be negative, and their boxes get `sort_corners`.
-
-    Args:
-        boxes (torch.Tensor): (N, 4 * reg_max, A) head box output.
-        anchor_points (torch.Tensor): (A, 2) anchor centres in grid units.
-        reg_max (int): DFL bins per side of the head that produced ``boxes``.
-
-    Returns:
-        (torch.Tensor): Decoded boxes, float32.
+    """Boxes (N, A, 4), xyxy in grid units, float32: `decode_boxes`, corners sorted when ``reg_max == 1``.
 
     Examples:
         >>> head_boxes(torch.tensor([-2.0, 0.0, 1.0, 0.0]).view(1, 4, 1), torch.zeros(1, 2), 1).tolist()  # x1 2, x2 1
@@ -147,22 +114,12 @@ def head_boxes(boxes: torch.Tensor, anchor_points: torch.Tensor, reg_max: int) -
 def anchor_distances(boxes: torch.Tensor, reg_max: int, anchor_points: torch.Tensor) -> torch.Tensor:
     r"""Decoded ltrb distances (grid units of each anchor's level) of a Detect head's box output at every anchor.
 
-    DFL expectation ``softmax over bins @ arange(reg_max)`` when ``reg_max > 1``, raw values when ``reg_max == 1``
-    (`decode_boxes`), then back from xyxy to ltrb with Ultralytics' ``bbox2dist``. Output is float32.
-
     .. math::
 
         d_{n,a,k} = \sum_{b=0}^{R-1} b \, \operatorname{softmax}_b(x_{n,k,b,a}) \quad (R > 1), \qquad
         d_{n,a,k} = x_{n,k,a} \quad (R = 1)
 
-    for the sides :math:`k \in` (left, top, right, bottom), ``R = reg_max``. The distances at the positives only are
-    ``anchor_distances(...)[fg_mask]`` (a boolean selection, which waits for the device; the terms weight every
-    anchor by a 0/1 mask instead).
-
-    Shape:
-        - boxes: :math:`(N, 4R, A)`
-        - anchor_points: :math:`(A, 2)`
-        - output: :math:`(N, A, 4)`, float32
+    for the sides :math:`k \in` (left, top, right, bottom), ``R = reg_max``.
 
     Args:
         boxes (torch.Tensor): (N, 4 * reg_max, A) head box output.
@@ -170,10 +127,7 @@ def anchor_distances(boxes: torch.Tensor, reg_max: int, anchor_points: torch.Ten
         anchor_points (torch.Tensor): (A, 2) anchor centres in grid units.
 
     Returns:
-        (torch.Tensor): (N, A, 4) ltrb distances.
-
-    Raises:
-        ValueError: If ``boxes`` does not have ``4 * reg_max`` channels or ``A`` anchors.
+        (torch.Tensor): (N, A, 4) ltrb distances, float32.
 
     Examples:
         >>> b = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0986]).view(1, 8, 1)  # reg_max 2; last: 1/4, 3/4
@@ -190,16 +144,7 @@ def anchor_distances(boxes: torch.Tensor, reg_max: int, anchor_points: torch.Ten
 
 
 def decode_keypoints(head: nn.Module, kpts: torch.Tensor, anchor_points: torch.Tensor) -> torch.Tensor:
-    """A Pose head's raw keypoints decoded to grid units with that head's own rule.
-
-    Args:
-        head (nn.Module): The model's Pose head (``kpt_shape``; YOLO26's ``Pose26`` decodes without the x2 offset).
-        kpts (torch.Tensor): (N, K * ndim, A) raw head output.
-        anchor_points (torch.Tensor): (A, 2) anchor centres in grid units.
-
-    Returns:
-        (torch.Tensor): (N, A, K, ndim): x, y in grid units of the anchor's level (and the raw visibility logit).
-    """
+    """A Pose head's raw keypoints (N, K * ndim, A) decoded with that head's own rule to (N, A, K, ndim), grid units."""
     n, _, a = kpts.shape
     raw = kpts.float().permute(0, 2, 1).reshape(n, a, *head.kpt_shape)
     decode = PoseLoss26.kpts_decode if isinstance(head, Pose26) else v8PoseLoss.kpts_decode

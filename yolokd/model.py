@@ -15,9 +15,6 @@ from yolokd.trainer import TRAINERS, KDTrainerMixin
 class YOLOKD(YOLO):
     """A `YOLO` model that trains with knowledge distillation; ``val``, ``predict`` and ``export`` are YOLO's own.
 
-    The task (detect, segment, pose, obb) comes from the model as Ultralytics infers it, or from ``task=``; training
-    uses that task's KD trainer (`yolokd.trainer.TRAINERS`).
-
     Examples:
         >>> from yolokd import YOLOKD
         >>> model = YOLOKD("yolov8n.yaml", teacher="runs/detect/teacher/weights/best.pt", method="cwd")
@@ -38,13 +35,10 @@ class YOLOKD(YOLO):
         Args:
             model (str | Path): Student: a ``.yaml`` to train from scratch, or a ``.pt`` / model name to fine-tune.
             teacher (str | Path, optional): Teacher checkpoint (may also be given to `train`).
-            method (str, optional): Distillation method: a built-in name, names joined by '+', or a method yaml
-                (default: ``method`` of ``cfg/default.yaml``).
-            task (str, optional): Ultralytics task, as in `YOLO` (``detect``, ``segment``, ``pose``, ``obb``); inferred
-                from the model when omitted.
+            method (str, optional): A built-in method name, names joined by '+', or a method yaml.
+            task (str, optional): Ultralytics task, inferred from the model when omitted.
             verbose (bool): Print model information on load.
-            **kd (Any): Further KD keys (``distill_weight``, ``balance``, ``teacher_val``, ``class_map``,
-                ``term_weights``).
+            **kd (Any): Further KD keys (``distill_weight``, ``balance``, ``class_map``, ``term_weights``...).
         """
         try:
             super().__init__(model=model, task=task, verbose=verbose)
@@ -83,14 +77,10 @@ class YOLOKD(YOLO):
         return trainer or TRAINERS[self.task]
 
     def train(self, trainer=None, **kwargs: Any):
-        """Train with distillation; KD keys given here override those given to the constructor.
-
-        Every path of ``YOLO.train`` distils: a list of data sets (Ultralytics' ``MultiTrainer``) trains each one with
-        the KD trainer in this process, not with a ``yolo train`` subprocess that knows no teacher.
+        """Train with distillation; KD keys given here override the constructor's (a list of data sets distils too).
 
         Args:
-            trainer (type, optional): A KD trainer subclass (`yolokd.trainer.KDTrainerMixin`) to use instead of the
-                task's.
+            trainer (type, optional): A KD trainer subclass (`yolokd.trainer.KDTrainerMixin`) instead of the task's.
             **kwargs (Any): Every ``yolo train`` argument plus the KD keys.
 
         Returns:
@@ -103,16 +93,14 @@ class YOLOKD(YOLO):
     def tune(self, use_ray: bool = False, iterations: int = 300, *args: Any, **kwargs: Any):
         """Tune the hyper-parameters of a distillation run: every trial trains with the teacher and the method.
 
-        The search space may hold the distillation keys ``distill_weight``, ``balance`` and
-        ``term_weights.<term name>`` beside Ultralytics' own (`yolokd.tune`); without ``space=``, Ultralytics'
-        default space plus `yolokd.tune.KD_SPACE`. ``use_ray=True`` runs the trials on Ray Tune (``pip install
-        "yolokd[ray]"``), locally or on a Ray cluster; each trial calls this model's `train`, so it distils too.
+        The space may hold ``distill_weight``, ``balance`` and ``term_weights.<term>`` beside Ultralytics' keys
+        (default: Ultralytics' space plus `yolokd.tune.KD_SPACE`).
 
         Args:
-            use_ray (bool): Tune with Ray Tune instead of Ultralytics' own evolutionary tuner.
+            use_ray (bool): Tune with Ray Tune (``pip install "yolokd[ray]"``) instead of Ultralytics' tuner.
             iterations (int): Number of trials.
             *args (Any): With ``use_ray=True``, Ray's positional arguments (``space``, ``grace_period``, ...).
-            **kwargs (Any): Tuner and ``yolo train`` arguments plus the KD keys (they override the constructor's).
+            **kwargs (Any): Tuner and ``yolo train`` arguments plus the KD keys.
 
         Returns:
             (ray.tune.ResultGrid | None): As ``YOLO.tune``.
@@ -135,12 +123,7 @@ class YOLOKD(YOLO):
         return KDTuner(tune_args, trainer, _callbacks=self.callbacks, model=self.model)(iterations=iterations)
 
     def _tune_with_ray(self, kd: dict, iterations: int, *args: Any, **kwargs: Any):
-        """``YOLO.tune(use_ray=True)`` with the KD keys on the model, where Ray's trials (``model.train``) read them.
-
-        Ray's trial function calls ``train(**config)`` on a copy of this model, and Ultralytics checks the other
-        arguments with ``get_cfg``, which knows no KD key: so the KD keys travel in `kd_overrides`, and searched KD
-        keys (in ``space``) reach `train` through each trial's config.
-        """
+        """``YOLO.tune(use_ray=True)`` with the KD keys in `kd_overrides`, where each trial's ``train`` reads them."""
         try:
             import ray.tune  # noqa: F401
         except ImportError as e:

@@ -1,10 +1,8 @@
 # yolokd, AGPL-3.0 License
 """The non-finite guard of a distillation step: a NaN or Inf term is skipped, never reaches the student.
 
-A term whose value is not finite adds 0 to the step (`NonFiniteGuard._drop_nonfinite`), the student tensors the
-terms read carry a gradient made finite (`finite_grad`), the adapters' gradients are cleaned before the optimizer
-step (`NonFiniteGuard.clean_adapter_grads`), and the skips are counted on the device and read once per epoch.
-Under CUDA AMP none of this applies: Ultralytics' GradScaler skips such a step itself.
+Such a term adds 0, the student tensors the terms read get a finite gradient, adapter gradients are cleaned, and
+skips are counted on the device. Under CUDA AMP Ultralytics' GradScaler handles it instead.
 """
 
 from __future__ import annotations
@@ -38,7 +36,7 @@ def cuda_autocast() -> bool:
 
 
 def finite_grad(x: torch.Tensor) -> torch.Tensor:
-    """``x`` for the terms: the same values, but the gradient the terms send back to the student is kept finite.
+    """``x`` with the same values, but the gradient the terms send back through it is kept finite.
 
     Examples:
         >>> x = torch.tensor([0.0, 1.0], requires_grad=True)
@@ -50,10 +48,7 @@ def finite_grad(x: torch.Tensor) -> torch.Tensor:
 
 
 def finite_student(out: dict, stages: dict, device: torch.device) -> dict:
-    """The student's head outputs with `finite_grad` on each tensor (returned), and on its tapped ``stages`` (in place).
-
-    Left as they are under CUDA AMP, where Ultralytics' GradScaler skips a step with non-finite gradients itself.
-    """
+    """The student's head outputs and ``stages`` (in place) through `finite_grad` (not under CUDA AMP)."""
     if device.type == "cuda" and cuda_autocast():
         return out
     out = {
@@ -71,15 +66,7 @@ class NonFiniteGuard:
     """
 
     def _drop_nonfinite(self, values: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Replace non-finite term values by 0 for this step and count them, all on the device (no host sync).
-
-        The value is replaced with ``torch.where`` (its gradient into the term is 0); a term whose forward went
-        non-finite can still leave NaN in its own backward (``0 x inf``), so the student tensors the terms read are
-        wrapped by `finite_grad` (`finite_student`) and adapter gradients are cleaned by `clean_adapter_grads`: the bad
-        term then adds nothing to the step, as if skipped. Under CUDA AMP neither is applied: Ultralytics' GradScaler
-        already skips a step whose gradients are not finite (and lowers its scale), which cleaning would hide. The
-        counts are read once per epoch (`flush_nonfinite`).
-        """
+        """Replace non-finite term values by 0 for this step and count them on the device (not under CUDA AMP)."""
         if not values:
             return values
         v = torch.stack(values)
@@ -90,10 +77,7 @@ class NonFiniteGuard:
         return list(torch.where(ok, v, torch.zeros_like(v)).unbind())
 
     def flush_nonfinite(self) -> dict[str, int]:
-        """Add the device-side skip counts to `nonfinite_skips` (one host read), warn once per term; return the dict.
-
-        Called at epoch end (the statistics callback, through `term_stats`) and when a checkpoint is saved.
-        """
+        """Add the device-side skip counts to `nonfinite_skips` (one host read), warn once per term; return the dict."""
         pending, self._nonfinite = self._nonfinite, None
         if pending is not None:
             for spec, n in zip(self.kd_config.terms, pending.tolist()):
@@ -109,10 +93,7 @@ class NonFiniteGuard:
         return self.nonfinite_skips
 
     def clean_adapter_grads(self) -> None:
-        """Set non-finite adapter gradients to 0, on the device (the trainer calls it before each optimizer step).
-
-        Adapters are trained only by the terms, so a NaN there can only come from a skipped term's backward.
-        """
+        """Set non-finite adapter gradients to 0, on the device (before each optimizer step)."""
         grads = [p.grad for p in self.projector.parameters() if p.grad is not None]
         for g in grads:
             torch.nan_to_num_(g, nan=0.0, posinf=0.0, neginf=0.0)

@@ -14,16 +14,9 @@ from yolokd.taps import HEAD, NeckStop, clear_neck_stops, detect_head, dummy_for
 
 
 def register_taps(model: nn.Module, store: dict, stage_taps=(), to_neck: bool = False) -> list:
-    """Tap the model's Detect head (and the head stages asked for) into ``store``; return the hook handles.
+    """Tap the model's Detect head (under `HEAD`) and the ``stage_taps`` into ``store``; return the hook handles.
 
-    Args:
-        model (nn.Module): Student or teacher.
-        store (dict): The taps' shared dict: the head's output under `HEAD`, a stage's under ``(branch, level, stage)``.
-        stage_taps (list[tuple[str, int]]): ``(head branch, stage)`` pairs the terms read, e.g. ``("cv2", 0)``.
-        to_neck (bool): Stop the forward at the head's inputs instead (`NeckStop`; a teacher whose head nobody reads).
-
-    Returns:
-        (list): The handles, to remove the hooks with.
+    ``to_neck`` stops the forward at the head's inputs instead (`NeckStop`).
     """
     head = detect_head(model)
     if to_neck:
@@ -43,18 +36,7 @@ def register_taps(model: nn.Module, store: dict, stage_taps=(), to_neck: bool = 
 
 
 def probe_pair(student: nn.Module, teacher: nn.Module, student_store: dict, teacher_store: dict, imgsz: int) -> Probe:
-    """Measure the channels, strides and DFL bins the adapters are built from, by one dummy forward of each model.
-
-    Args:
-        student (nn.Module): The student, tapped into ``student_store`` (`register_taps`).
-        teacher (nn.Module): The teacher, tapped into ``teacher_store``.
-        student_store (dict): The student's taps.
-        teacher_store (dict): The teacher's taps.
-        imgsz (int): Dummy input size, rounded up to a multiple of the largest stride.
-
-    Returns:
-        (Probe): The shapes.
-    """
+    """Measure the channels, strides and DFL bins the adapters are built from, by one dummy forward of each model."""
     gs = int(max(student.stride.max(), teacher.stride.max()))
     imgsz = max(gs, -(-int(imgsz) // gs) * gs)
     ch = student.yaml.get("channels", 3) if hasattr(student, "yaml") else 3

@@ -1,14 +1,9 @@
 # yolokd, AGPL-3.0 License
 """Pseudo-labels from the teacher for unlabeled images: its confident boxes, as a batch Ultralytics' loss reads.
 
-On an unlabeled image the student learns from the teacher alone (`yolokd.distill_model.KDModel`): its box and DFL
-losses against the teacher's confident boxes (score >= ``pseudo_conf`` after class-wise NMS, as Unbiased Teacher and
-Efficient Teacher do with a fixed threshold), and its class scores against the teacher's dense scores at every anchor
-(a per-class Bernoulli KL normalised by the teacher's score mass, as Dense Teacher does), so that an object the
-teacher is unsure of is taught at the teacher's score, never as background.
-
-Selecting the confident boxes needs their count on the host (one synchronisation per unlabeled step, as the
-detection loss's own target preprocessing has).
+The student's box and DFL losses use the teacher's boxes with score >= ``pseudo_conf`` after class-wise NMS
+(Unbiased Teacher); its class scores follow the teacher's dense scores (Dense Teacher), so an uncertain object is
+never taught as background.
 """
 
 from __future__ import annotations
@@ -38,16 +33,7 @@ def _gain(model: nn.Module, key: str) -> float:
 
 
 def teacher_boxes(out: dict, strides: list[int], reg_max: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The teacher head's class probabilities and decoded boxes at every anchor.
-
-    Args:
-        out (dict): Raw head outputs: ``boxes`` (B, 4 * reg_max, A), ``scores`` (B, nc, A) logits, ``feats``.
-        strides (list[int]): The head's strides, one per level.
-        reg_max (int): DFL bins of the teacher head.
-
-    Returns:
-        (tuple[Tensor, Tensor]): ``probs`` (B, nc, A) and ``xyxy`` (B, A, 4) in pixels.
-    """
+    """The teacher head's class probabilities (B, nc, A) and decoded pixel boxes (B, A, 4) at every anchor."""
     anchor_points, stride_tensor = make_anchors(out["feats"], [float(s) for s in strides], 0.5)
     xyxy = decode_boxes(out["boxes"], anchor_points, reg_max) * stride_tensor
     return out["scores"].float().sigmoid(), xyxy
@@ -62,7 +48,7 @@ def select_boxes(
         probs (torch.Tensor): (B, nc, A) class probabilities.
         xyxy (torch.Tensor): (B, A, 4) boxes in pixels.
         conf (float): Score threshold.
-        iou (float): NMS IoU threshold (boxes of one class overlapping more are suppressed).
+        iou (float): NMS IoU threshold.
         max_det (int): Boxes kept per image at the most, highest scores first.
 
     Returns:
@@ -90,13 +76,7 @@ def select_boxes(
 
 
 def pseudo_batch(img: torch.Tensor, batch_idx: torch.Tensor, cls: torch.Tensor, xyxy: torch.Tensor) -> dict:
-    """A training batch of ``img`` whose labels are the given boxes, in Ultralytics' layout.
-
-    Boxes are clipped to the image first.
-
-    Returns:
-        (dict): ``img``, ``batch_idx`` (M,), ``cls`` (M, 1) float and ``bboxes`` (M, 4) as xywh normalised by the
-        image's width and height.
+    """A training batch of ``img`` labelled with the given boxes (clipped), in Ultralytics' layout (normalised xywh).
 
     Examples:
         >>> img, box = torch.zeros(1, 3, 20, 40), torch.tensor([[0.0, 0, 20, 10], [30, 10, 50, 30]])
@@ -119,21 +99,13 @@ def pseudo_batch(img: torch.Tensor, batch_idx: torch.Tensor, cls: torch.Tensor, 
 
 
 class UnlabeledLoss:
-    """`KDModel`'s step on unlabeled images.
-
-    The host class provides the teacher forward, the student's detection loss and outputs, and the terms
-    (``_teacher_forward``, ``_class_index``, ``_detection_loss``, ``_student_outputs``, ``_inputs``, ``_terms``).
-    """
+    """`KDModel`'s step on unlabeled images (the host class provides the teacher, the detection loss and the terms)."""
 
     def _unlabeled_loss(self, img: torch.Tensor, n_labelled: int) -> tuple[torch.Tensor, dict]:
-        """The student's loss on unlabeled images, from the teacher alone (`yolokd.pseudo`).
+        """The student's loss on unlabeled images, from the teacher alone.
 
-        The teacher's confident boxes are the targets of the student's box and DFL losses (Ultralytics' own, with its
-        assignment, which the terms also read); its class scores at every anchor are the targets of the student's
-        (a per-class Bernoulli KL normalised by the teacher's score mass, at the detection loss's ``cls`` gain) in
-        place of the loss's own classification, which would teach everything else as background; every term of the
-        method runs as on a labelled batch. The sum is weighted by ``unlabeled_weight`` and fades with ``catchup``,
-        and counts as much as the labelled batch whatever ``unlabeled_ratio`` is (a mean over the images).
+        Box and DFL losses against the teacher's confident boxes, a per-class Bernoulli KL to its dense scores in place
+        of the classification loss, and every term of the method; weighted by ``unlabeled_weight`` and ``catchup``.
 
         Returns:
             (tuple[Tensor, dict]): ``[box, cls, dfl, terms] x weight x n_labelled`` and `UNLABELED_ITEMS`.

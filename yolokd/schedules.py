@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Progress:
-    """Where training is: epoch (0-based), total epochs, fraction of the current epoch done, close_mosaic epochs.
+    """Where training is.
 
     Attributes:
         epoch (int): Current epoch, 0-based.
@@ -38,12 +38,7 @@ class Progress:
 
 
 def constant(p: Progress) -> float:
-    """Always 1.
-
-    Examples:
-        >>> constant(Progress(epoch=3, epochs=4))
-        1.0
-    """
+    """Always 1."""
     return 1.0
 
 
@@ -73,8 +68,6 @@ def stop_at_close_mosaic(p: Progress) -> float:
     Examples:
         >>> stop_at_close_mosaic(Progress(epoch=7, epochs=10, close_mosaic=3))
         0.0
-        >>> stop_at_close_mosaic(Progress(epoch=6, epochs=10, close_mosaic=3))
-        1.0
     """
     return 0.0 if p.close_mosaic and p.epoch >= p.epochs - p.close_mosaic else 1.0
 
@@ -88,12 +81,14 @@ SCHEDULES: dict[str, Callable[[Progress], float]] = {
 
 
 def catchup_factor(student: float, teacher: float, margin: float, previous: float = 1.0) -> float:
-    """Distillation's multiplier once the student nears the teacher: fades from 1 to 0, never comes back.
+    r"""Distillation's multiplier once the student nears the teacher: fades from 1 to 0, never comes back.
 
-    ``min(previous, clip((teacher - student) / (margin x teacher), 0, 1))``: 1 while the student's validation metric
-    is below ``(1 - margin) x`` the teacher's, 0 once it reaches the teacher's, linear between; it only decreases,
-    so a teacher the student has caught up with stops pulling it back for the rest of the run. ``margin = 0`` stops
-    distillation when the student reaches the teacher; a teacher score of 0 (not measured) leaves ``previous``.
+    .. math::
+
+        f = \min\left(f_{\text{prev}}, \operatorname{clip}\left(\frac{T - S}{\text{margin} \cdot T}, 0, 1\right)\right)
+
+    with :math:`S`, :math:`T` the student's and the teacher's validation metric. ``margin = 0`` stops at ``S >= T``;
+    a teacher score of 0 (not measured) leaves ``previous``.
 
     Args:
         student (float): The student's validation metric this epoch (e.g. mAP50-95).
@@ -107,8 +102,6 @@ def catchup_factor(student: float, teacher: float, margin: float, previous: floa
     Examples:
         >>> catchup_factor(0.30, 0.50, 0.1), round(catchup_factor(0.475, 0.50, 0.1), 6), catchup_factor(0.52, 0.50, 0.1)
         (1.0, 0.5, 0.0)
-        >>> catchup_factor(0.30, 0.50, 0.1, previous=0.5), catchup_factor(0.50, 0.50, 0.0), catchup_factor(0.4, 0, 0.1)
-        (0.5, 0.0, 1.0)
     """
     if teacher <= 0:
         return previous
@@ -120,15 +113,14 @@ def catchup_factor(student: float, teacher: float, margin: float, previous: floa
 
 
 def outpaces(student: float, first: float, teacher: float, epoch: int, epochs: int, pace: float) -> bool:
-    """Whether the student is on course to reach the teacher within the first ``pace`` of its run.
+    r"""Whether the student is on course to reach the teacher within the first ``pace`` of its run.
 
-    After epoch ``epoch`` (1-based, >= 2) of ``epochs``, the student's progress since its first validation,
-    ``(student - first) / (teacher - first)``, is compared with the run's elapsed fraction since then,
-    ``(epoch - 1) / (pace x epochs)``: ahead of that straight line, a teacher that the student reaches that early has
-    little to teach it, and distillation stops (`yolokd.callbacks`). ``pace = 0`` never stops; a teacher score of 0 (not
-    measured) or at most the first score never stops either (the plain catch-up rule applies), nor does a student
-    whose first score is already ``pace x teacher`` or more (a pretrained student fine-tuned: its early epochs move
-    it by noise, not by pace).
+    .. math::
+
+        \frac{S - S_1}{T - S_1} \ge \frac{e - 1}{\text{pace} \cdot E}
+
+    after epoch :math:`e \ge 2` of :math:`E`, with :math:`S_1` the student's first score. Never true for ``pace = 0``,
+    an unmeasured teacher (``T <= S_1``) or a student that starts at ``pace x T`` or more (pretrained).
 
     Args:
         student (float): The student's validation metric after this epoch.
@@ -144,10 +136,6 @@ def outpaces(student: float, first: float, teacher: float, epoch: int, epochs: i
     Examples:
         >>> outpaces(0.044, 0.001, 0.225, 3, 60, 0.25), outpaces(0.163, 0.0, 0.645, 7, 60, 0.25)
         (True, False)
-        >>> outpaces(0.30, 0.29, 0.50, 1, 60, 0.25), outpaces(0.60, 0.0, 0.50, 5, 60, 0.0)
-        (False, False)
-        >>> outpaces(0.40, 0.38, 0.539, 2, 100, 0.25)  # a pretrained student recovering from its first epoch
-        False
     """
     if pace <= 0 or epoch < 2 or teacher <= first or first >= pace * teacher:
         return False

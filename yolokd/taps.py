@@ -1,10 +1,8 @@
 # yolokd, AGPL-3.0 License
-"""Where to read: locate the Detect head structurally and tap its outputs with picklable hooks.
+"""Where to read: locate the Detect head structurally and tap its outputs with Ultralytics' picklable ``FeatureHook``.
 
-The hook class is Ultralytics' own picklable ``FeatureHook`` (it stores a module's output in a shared dict), so a
-module that still carries one unpickles with plain Ultralytics. The Detect head's training output already holds its
-inputs (``feats``: the neck levels) next to ``boxes`` and ``scores``, so one tap per model gives every term the neck
-features and the head predictions without hard-coded layer indices or channel counts.
+The head's training output holds its inputs (``feats``, the neck levels) next to ``boxes`` and ``scores``, so one
+tap per model serves every term without layer indices.
 """
 
 from __future__ import annotations
@@ -20,14 +18,7 @@ HEAD = "head"  # key of the Detect-output tap in the feature dicts
 
 
 def detect_head(model: nn.Module) -> Detect:
-    """Return the model's Detect head (the last ``Detect`` instance of ``model.model``).
-
-    Args:
-        model (nn.Module): An Ultralytics model with a ``model`` layer list.
-
-    Returns:
-        (Detect): The head.
-    """
+    """Return the model's Detect head (the last ``Detect`` instance of ``model.model``)."""
     heads = [m for m in getattr(model, "model", []) if isinstance(m, Detect)]
     if not heads:
         raise ValueError(f"{type(model).__name__} has no Detect head")
@@ -40,17 +31,7 @@ def model_task(model: nn.Module) -> str:
 
 
 def head_outputs(out: Any, branch: str = "one2many") -> dict[str, Any]:
-    """Normalise a Detect head's output to its training dict (``boxes``, ``scores``, ``feats``).
-
-    Handles the eval-mode ``(y, preds)`` tuple and the end-to-end ``{"one2many", "one2one"}`` dict.
-
-    Args:
-        out (Any): What the head returned.
-        branch (str): Which branch of an end-to-end head to take.
-
-    Returns:
-        (dict): ``{"boxes": (N, 4*reg_max, A), "scores": (N, nc, A), "feats": [(N, C, H, W), ...]}``.
-    """
+    """A Detect head's output (eval tuple, or ``branch`` of an end-to-end dict) as its training dict."""
     if isinstance(out, tuple):
         out = out[1]
     if isinstance(out, dict) and branch in out:
@@ -62,20 +43,7 @@ def head_outputs(out: Any, branch: str = "one2many") -> dict[str, Any]:
 
 @torch.no_grad()
 def dummy_forward(model: nn.Module, store: dict, key: Any, imgsz: int, ch: int = 3) -> tuple[list[torch.Tensor], dict]:
-    """Run one dummy forward in eval mode; return the tapped neck features and the other taps (mode restored).
-
-    `yolokd.pair.probe_pair` builds a `KDModel`'s `Probe` (the measured shapes) from what it returns.
-
-    Args:
-        model (nn.Module): A model whose head is tapped into ``store[key]`` (and maybe head stages under other keys).
-        store (dict): The taps' shared dict (emptied).
-        key (Any): The head tap's key.
-        imgsz (int): Square dummy input size (a multiple of the largest stride).
-        ch (int): Input channels.
-
-    Returns:
-        (tuple[list[torch.Tensor], dict]): The neck features of the dummy input, and every other tap's output.
-    """
+    """Run one dummy forward in eval mode; return the tapped neck features and every other tap's output."""
     was_training = model.training
     p = next(model.parameters())
     model.eval()
@@ -97,14 +65,9 @@ class NeckReached(Exception):
 
 
 class NeckStop:
-    """Forward pre-hook for a Detect head: record its inputs (the neck levels) as ``{"feats": [...]}``, then stop.
+    """Forward pre-hook for a Detect head: store its inputs as ``{"feats": [...]}`` under ``key``, then stop.
 
-    A teacher whose head outputs no term reads need not run its head: the forward ends here with `NeckReached`, which
-    the caller catches. Picklable like Ultralytics' ``FeatureHook`` (a plain class holding the shared dict).
-
-    Args:
-        store (dict): The taps' shared dict.
-        key (Any): The key under which the neck levels are stored (the head tap's key, so readers need no change).
+    Lets a teacher whose head outputs no term reads skip its head. Picklable, like ``FeatureHook``.
     """
 
     def __init__(self, store: dict, key: Any) -> None:

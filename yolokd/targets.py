@@ -1,10 +1,8 @@
 # yolokd, AGPL-3.0 License
 """Targets shared by the terms: TAL assignment, ground-truth boxes, foreground and Gaussian masks.
 
-Nothing here re-implements Ultralytics' assigner or DFL: the assignment is recorded from the student criterion's own
-assigner while it computes the loss (`recording_assignment`, see `KDModel`); predictions are decoded by `yolokd.head`.
-Oriented boxes (OBB) reach the box terms turned into each anchor's frame (`rotated_to_anchor_frame`) and the feature
-masks as their enclosing boxes (`enclosing_xyxy`).
+The assignment is recorded from the student criterion's own assigner (`recording_assignment`); OBB boxes reach the
+box terms in each anchor's frame (`rotated_to_anchor_frame`) and the feature masks as enclosing boxes.
 """
 
 from __future__ import annotations
@@ -27,19 +25,15 @@ class Assigned:
     Attributes:
         fg_mask (torch.Tensor): (N, A) bool, anchors assigned to a ground truth (TAL positives).
         target_gt_idx (torch.Tensor): (N, A) long, index of the assigned ground truth within its image.
-        target_bboxes (torch.Tensor): (N, A, 4) assigned ground-truth boxes, xyxy, input-image pixels (OBB: the
-            rotated box turned into its anchor's frame, `rotated_to_anchor_frame`, like predictions decoded without
-            their angle).
-        target_rboxes (torch.Tensor | None): (N, A, 5) the assigned rotated boxes (xywhr, pixels) of an OBB model,
-            else None.
+        target_bboxes (torch.Tensor): (N, A, 4) assigned boxes, xyxy, input pixels (OBB: in the anchor's frame).
+        target_rboxes (torch.Tensor | None): (N, A, 5) the assigned rotated boxes (xywhr, pixels) of an OBB model.
         anchor_points (torch.Tensor): (A, 2) anchor centres in grid units of their level.
         stride_tensor (torch.Tensor): (A, 1) stride of each anchor.
         target_labels (torch.Tensor): (N, A) long, class of the assigned ground truth (meaningful where fg_mask).
         alpha (float): The assigner's classification exponent (alignment metric score^alpha * IoU^beta).
         beta (float): The assigner's IoU exponent.
-        target_scores_sum (torch.Tensor | None): 0-dim, ``max(sum of the assigner's target scores, 1)``: the
-            normaliser of Ultralytics' classification (and box) loss (``v8DetectionLoss``'s ``target_scores_sum``);
-            None when the assignment was built without it (then `score_sum` falls back to `num_pos`).
+        target_scores_sum (torch.Tensor | None): 0-dim ``max(sum of target scores, 1)``, Ultralytics' classification
+            loss normaliser; None when built without it.
     """
 
     fg_mask: torch.Tensor
@@ -60,19 +54,7 @@ class Assigned:
 
     @property
     def score_sum(self) -> torch.Tensor:
-        """Ultralytics' classification-loss normaliser ``max(sum of target scores, 1)`` as a float tensor (no sync).
-
-        Each TAL positive's target score is its alignment metric normalised so that an object's best positive scores
-        that object's best IoU, so the sum is below the number of positives (about the number of well-localised
-        objects). Falls back to `num_pos` when ``target_scores_sum`` is None (assignments built by hand).
-
-        Examples:
-            >>> fg = torch.tensor([[True, True, False]])
-            >>> a = Assigned(fg, torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, 3, 4), torch.zeros(3, 2),
-            ...              torch.ones(3, 1), torch.zeros(1, 3, dtype=torch.long))
-            >>> a.score_sum.item(), Assigned(**{**a.__dict__, "target_scores_sum": torch.tensor(1.25)}).score_sum.item()
-            (2.0, 1.25)
-        """
+        """Ultralytics' classification-loss normaliser ``max(sum of target scores, 1)``, else `num_pos`."""
         if self.target_scores_sum is None:
             return self.num_pos
         return self.target_scores_sum.float().reshape(())
@@ -82,20 +64,12 @@ class Assigned:
 def recording_assignment(assigner: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
     """Within the block, record the outputs of each call of an Ultralytics TAL assigner (the last call wins).
 
-    Every Ultralytics criterion with a Detect head (detect, segment, pose, OBB, and the one-to-many branch of the
-    end-to-end ones) assigns its targets with a ``TaskAlignedAssigner`` (or a subclass: rotated, mask-aware) whose
-    output is ``(target_labels, target_bboxes, target_scores, fg_mask, target_gt_idx)`` (ultralytics 8.4). A forward
-    hook on it (removed on exit, so nothing stays on the module) records them while the criterion computes the
-    student's loss, so the terms get the very assignment of that loss without a second assignment. The target scores
-    are kept only as ``max(sum, 1)``: the normaliser of Ultralytics' classification loss. Everything stays on the
-    device (no host sync).
-
-    Args:
-        assigner (nn.Module): The criterion's assigner. Anything without ``register_forward_hook`` records nothing.
+    A forward hook (removed on exit) records the assignment the criterion makes for the student's loss, on the device;
+    the target scores are kept only as ``max(sum, 1)``.
 
     Yields:
-        (dict[str, torch.Tensor]): Filled by the last assigner call in the block with ``labels``, ``bboxes``,
-            ``fg_mask``, ``gt_idx`` and ``scores_sum``.
+        (dict[str, torch.Tensor]): ``labels``, ``bboxes``, ``fg_mask``, ``gt_idx`` and ``scores_sum``; empty for an
+            ``assigner`` without ``register_forward_hook``.
     """
     record: dict[str, torch.Tensor] = {}
 
@@ -140,11 +114,8 @@ def recorded_assignment(record: dict, feats: list[torch.Tensor], strides: list, 
 def rotated_to_anchor_frame(xywhr: torch.Tensor, anchors_px: torch.Tensor) -> torch.Tensor:
     """Rotated boxes as axis-aligned xyxy boxes in each anchor's rotated frame (OBB targets for the box terms).
 
-    An OBB head predicts, per anchor, distances to the four sides of a box turned by its angle: Ultralytics'
-    ``dist2rbox`` rotates the centre offset ``((r - l) / 2, (b - t) / 2)`` by the angle about the anchor. Decoded
-    without the angle (`yolokd.head.decode_boxes`), a prediction is that box turned back about its anchor. A target
-    box ``(x, y, w, h, r)`` turned back the same way is ``(anchor + R(-r) (centre - anchor), w, h)``: the IoU of the
-    two is the rotated IoU whenever the predicted angle equals the target's, so the box terms compare like with like.
+    A box ``(x, y, w, h, r)`` becomes ``(anchor + R(-r) (centre - anchor), w, h)``, as an OBB prediction decoded
+    without its angle; their IoU is the rotated IoU when the angles agree.
 
     Args:
         xywhr (torch.Tensor): (..., A, 5) rotated boxes in pixels (centre, size, angle in radians).
@@ -192,16 +163,7 @@ class GroundTruth:
 
 
 def ground_truth(batch: dict, img_hw: tuple[int, int]) -> GroundTruth:
-    """Pad the batch's normalised xywh (or OBB xywhr) boxes into per-image xyxy pixel boxes.
-
-    Args:
-        batch (dict): Ultralytics batch with ``batch_idx`` (K,), ``cls`` (K, 1), ``bboxes`` (K, 4) normalised xywh
-            (OBB: (K, 5) normalised xywh and the angle in radians; its enclosing axis-aligned box is used), and
-            ``img`` (N, C, H, W).
-        img_hw (tuple[int, int]): Input height and width in pixels.
-
-    Returns:
-        (GroundTruth): Padded boxes, labels and mask.
+    """Pad the batch's normalised xywh (OBB: the box enclosing xywhr) boxes into per-image xyxy pixel boxes.
 
     Examples:
         >>> b = {"img": torch.zeros(2, 3, 64, 64), "batch_idx": torch.tensor([1.0]), "cls": torch.tensor([[3.0]]),
@@ -250,23 +212,9 @@ def _cell_centres(h: int, w: int, stride: float, device) -> tuple[torch.Tensor, 
 def foreground_masks(
     gt: GroundTruth, feats: list[torch.Tensor], strides: list[float], box_mask: torch.Tensor | None = None
 ) -> list[torch.Tensor]:
-    """Per level, True where the cell centre lies inside a ground-truth box of its image.
+    """Per level, (N, H, W) bool: True where the cell centre lies inside a ground-truth box of its image.
 
-    Args:
-        gt (GroundTruth): Ground truth of the batch.
-        feats (list[torch.Tensor]): Neck features (N, C, H, W) per level (only shapes are read).
-        strides (list[float]): Stride of each level.
-        box_mask (torch.Tensor | None): (N, M) bool, only these boxes count (e.g. the boxes whose gate is open): a
-            cell inside several boxes is True if any of them counts.
-
-    Returns:
-        (list[torch.Tensor]): (N, H, W) bool masks.
-
-    Examples:
-        >>> gt = GroundTruth(torch.tensor([[[0.0, 0.0, 16.0, 8.0]]]), torch.zeros(1, 1, dtype=torch.long),
-        ...                  torch.ones(1, 1, dtype=torch.bool))
-        >>> foreground_masks(gt, [torch.zeros(1, 1, 2, 4)], [8])[0].int().tolist()
-        [[[1, 1, 0, 0], [0, 0, 0, 0]]]
+    ``box_mask`` (N, M) bool limits the boxes that count; a cell inside several boxes is True if any of them counts.
     """
     keep = gt.mask if box_mask is None else gt.mask & box_mask.bool()
     out = []
@@ -282,19 +230,9 @@ def foreground_masks(
 def gaussian_masks(
     gt: GroundTruth, feats: list[torch.Tensor], strides: list[int], sigma_scale: float = 0.5
 ) -> list[torch.Tensor]:
-    """Per level, ``M(x, y) = max over boxes of exp(-((x-cx)^2 / (2 sx^2) + (y-cy)^2 / (2 sy^2)))``.
+    """Per level, (N, H, W): ``M(x, y) = max over boxes of exp(-((x-cx)^2 / (2 sx^2) + (y-cy)^2 / (2 sy^2)))``.
 
-    ``sx = sigma_scale * box width / 2`` and ``sy = sigma_scale * box height / 2`` (TAR's Gaussian mask, sigma
-    proportional to the box size), evaluated at cell centres in pixels.
-
-    Args:
-        gt (GroundTruth): Ground truth of the batch.
-        feats (list[torch.Tensor]): Neck features (N, C, H, W) per level (only shapes are read).
-        strides (list[int]): Stride of each level.
-        sigma_scale (float): Sigma as a fraction of the half width/height.
-
-    Returns:
-        (list[torch.Tensor]): (N, H, W) float masks in [0, 1]; all zero for an image without boxes.
+    ``sx = sigma_scale * box width / 2`` and ``sy`` likewise (TAR's Gaussian mask), at cell centres in pixels.
 
     Examples:
         >>> gt = GroundTruth(torch.tensor([[[0.0, 0.0, 16.0, 16.0]]]), torch.zeros(1, 1, dtype=torch.long),

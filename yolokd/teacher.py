@@ -19,15 +19,7 @@ from yolokd.taps import detect_head, model_task
 
 
 def load_teacher(path: str | Path | None) -> nn.Module:
-    """Load a teacher checkpoint (FP32, eval), raising `KDError` with the fix when that is impossible.
-
-    Args:
-        path (str | Path | None): A local ``.pt`` or an Ultralytics model name such as ``yolov8x.pt`` (downloaded when
-            online).
-
-    Returns:
-        (nn.Module): The teacher model.
-    """
+    """Load a teacher checkpoint (a ``.pt`` or an Ultralytics model name) in FP32 eval mode, or raise `KDError`."""
     if path is None or str(path).strip() == "":
         raise KDError("no teacher given: pass teacher=path/to/teacher.pt (a trained detection checkpoint)")
     p = Path(str(path))
@@ -59,13 +51,12 @@ def check_pair(
 
     Args:
         student (nn.Module): Student model (its head's ``nc`` already set to the data set's).
-        teacher (nn.Module): Teacher model of the same task (detect, segment, pose or obb).
+        teacher (nn.Module): Teacher model of the same task.
         names (dict, optional): The data set's class names, matched by name against the teacher's.
         class_map (dict | list, optional): Student class index -> teacher class index, for names that differ.
 
     Returns:
-        (list[int] | None): The teacher class feeding each student class (`match_classes`), None when they are the
-        same classes in the same order.
+        (list[int] | None): The teacher class feeding each student class (`match_classes`), None for the identity.
     """
     s_task, t_task = model_task(student), model_task(teacher)
     if t_task != s_task:
@@ -111,27 +102,12 @@ def match_classes(
 ) -> list[int] | None:
     """The teacher class that feeds each student class, or None when both have the same classes in the same order.
 
-    ``class_map`` (student index -> teacher index, a dict or a list in student order) wins when given; otherwise the
-    classes are matched by name, which needs every student class name among the teacher's. Without names, equal
-    class counts are taken as the same classes.
-
-    Args:
-        t_nc (int): Number of teacher classes.
-        t_names (dict | None): The teacher's class names.
-        s_nc (int): Number of student (data set) classes.
-        s_names (dict | None): The data set's class names.
-        class_map (dict | list | None): Explicit student -> teacher class indices.
-
-    Returns:
-        (list[int] | None): ``index[s] = t``, or None for the identity.
+    ``class_map`` (student -> teacher index, a dict or a list in student order) wins; else classes are matched by name
+    (every student name must be among the teacher's); without names, equal counts mean the same classes.
 
     Examples:
         >>> match_classes(6, {0: "a", 1: "b", 2: "c", 3: "d", 4: "e", 5: "f"}, 3, {0: "c", 1: "a", 2: "f"})
         [2, 0, 5]
-        >>> match_classes(3, {0: "a", 1: "b", 2: "c"}, 3, {0: "a", 1: "b", 2: "c"}) is None
-        True
-        >>> match_classes(3, {0: "x", 1: "y", 2: "z"}, 2, {0: "a", 1: "b"}, class_map=[2, 0])
-        [2, 0]
     """
     t_names, s_names = _as_names(t_names), _as_names(s_names)
     if class_map is not None:
@@ -170,12 +146,7 @@ def _class_map_index(class_map: dict | list, t_nc: int, s_nc: int) -> list[int]:
 
 
 def describe_classes(index: list[int], t_names: dict | None, s_names: dict | None) -> str:
-    """One line saying which teacher class feeds which student class, e.g. ``teacher 2 'car' -> student 0 'car'``.
-
-    Examples:
-        >>> describe_classes([2, 0], {0: "a", 1: "b", 2: "c"}, {0: "c", 1: "a"})
-        "teacher 2 'c' -> student 0 'c', teacher 0 'a' -> student 1 'a'"
-    """
+    """One line saying which teacher class feeds which student class, e.g. ``teacher 2 'car' -> student 0 'car'``."""
     t_names, s_names = _as_names(t_names) or {}, _as_names(s_names) or {}
     return ", ".join(
         f"teacher {t} {t_names.get(t, '?')!r} -> student {s} {s_names.get(s, '?')!r}" for s, t in enumerate(index)
@@ -185,16 +156,8 @@ def describe_classes(index: list[int], t_names: dict | None, s_names: dict | Non
 def fold_batchnorm(model: nn.Module) -> int:
     """Fold every ``Conv`` block's BatchNorm into its convolution, in place, for a frozen teacher in eval mode.
 
-    The same folding as Ultralytics' ``BaseModel.fuse()`` (its public ``fuse_conv_and_bn``), but only that: ``fuse()``
-    also drops a Detect head's one-to-many branch on end-to-end models (YOLO26), which the head terms read. The block
-    keeps its identity (hooks on head stages stay), its output equals the unfolded one up to float rounding, and the
-    folded convolution's parameters are frozen. The teacher is never saved, so checkpoints are unaffected.
-
-    Args:
-        model (nn.Module): The teacher (eval mode: BatchNorm uses its running statistics).
-
-    Returns:
-        (int): The number of blocks folded.
+    As Ultralytics' ``fuse()``, without dropping a YOLO26 head's one-to-many branch; blocks (and hooks) keep their
+    identity. Returns the number of blocks folded.
     """
     n = 0
     for m in model.modules():

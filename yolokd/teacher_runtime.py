@@ -20,15 +20,12 @@ NHWC_DEVICES = ("cpu", "cuda")
 def teacher_nhwc(device: torch.device, channels_last: bool | None = None, windows: bool = WINDOWS) -> bool:
     """Whether the frozen teacher runs channels-last on ``device``, following Ultralytics' ``channels_last=`` argument.
 
-    ``True``/``False`` are the user's choice (on CPU and CUDA only); ``None`` (Ultralytics' default, "auto") means on,
-    except on Windows, where Ultralytics does not turn NHWC on by itself (it measured 3x slower there).
+    ``None`` ("auto") means on for CPU and CUDA, except on Windows.
 
     Examples:
         >>> cpu, mps = torch.device("cpu"), torch.device("mps")
         >>> teacher_nhwc(cpu), teacher_nhwc(cpu, False), teacher_nhwc(mps), teacher_nhwc(mps, True)
         (True, False, False, False)
-        >>> teacher_nhwc(torch.device("cuda"), windows=True), teacher_nhwc(torch.device("cuda"), True, windows=True)
-        (False, True)
     """
     if device.type not in NHWC_DEVICES:
         return False
@@ -60,33 +57,21 @@ class TeacherRuntime:
         return cached
 
     def set_teacher_channels_last(self, on: bool) -> None:
-        """Keep the teacher's weights channels-last (NHWC) and feed it NHWC images, or go back to the usual layout.
-
-        Unless set, the first training forward chooses it from the image's device and Ultralytics' ``channels_last=``
-        argument (`teacher_nhwc`: on for CPU and CUDA unless ``channels_last=False`` or on Windows; the model is built
-        on the CPU and moved by the trainer afterwards, so the device is only known then); the terms always receive
-        the usual (contiguous) layout.
-        """
+        """Keep the teacher's weights channels-last and feed it NHWC images, or go back (default: `teacher_nhwc`)."""
         self.teacher_model.to(memory_format=torch.channels_last if on else torch.contiguous_format)
         self.teacher_channels_last = bool(on)
 
     def _teacher_forward(self, img: torch.Tensor, head: bool = False) -> tuple[dict, dict]:
         """Run the frozen teacher in inference mode, to its neck when no term reads its head; return its taps.
 
-        A plain ``Detect`` head (not its segment, pose or OBB subclasses, whose training outputs differ) runs with its
-        own training flag set, so that it skips the box decoding of inference, which no term reads.
-
-        Autocast, when on, comes from the trainer's context. Tensors made in inference mode cannot be saved for the
-        backward pass of the terms, so the tapped outputs are copied once (the neck levels, and the head outputs and
-        stages when tapped), in the usual contiguous layout whatever the teacher's (`set_teacher_channels_last`).
+        The tapped outputs are copied once (inference tensors cannot be saved for backward), in the usual layout.
 
         Args:
             img (torch.Tensor): The batch's images.
             head (bool): Run the head even where no term reads it (the unlabeled images' pseudo-labels need it).
 
         Returns:
-            (tuple[dict, dict]): The head outputs (``{"feats": [...]}`` only when the forward stopped at the neck and
-            ``head`` is False) and the tapped head stages, all ordinary tensors without grad.
+            (tuple[dict, dict]): The head outputs (``{"feats": [...]}`` when stopped at the neck) and the head stages.
         """
         self._teacher_feats.clear()
         if getattr(self, "teacher_channels_last", None) is None:

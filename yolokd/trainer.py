@@ -1,26 +1,10 @@
 # yolokd, AGPL-3.0 License
 """The KD trainers: Ultralytics' task trainers with a teacher, a stack of distillation terms and bare checkpoints.
 
-One behaviour, `KDTrainerMixin`, over the four Ultralytics trainers of the models with a Detect head: `KDTrainer`
-(detect), `KDSegmentationTrainer`, `KDPoseTrainer` and `KDOBBTrainer` are each the mixin plus Ultralytics' trainer
-of that task, nothing else (`TRAINERS` maps a task to its class). Each task keeps its own data set, model, loss items
-and validator from Ultralytics; the mixin adds the teacher.
-
-Overrides (each short, each calling Ultralytics and delegating to the module that owns the concern):
-- ``__init__``: split the KD keys off before Ultralytics' ``get_cfg`` sees them, choose the run's configuration
-  (`yolokd.config.run_config`), load the teacher (`yolokd.teacher`).
-- ``get_dataset`` / ``build_dataset``: Ultralytics' data set errors as one line naming the fix.
-- ``preprocess_batch``: with unlabeled images (``unlabeled=``), add the next unlabeled batch (`yolokd.unlabeled`).
-- ``setup_model``: wrap the student built by Ultralytics into a `KDModel` (before the optimizer is built); restore
-  the adapters on resume (`yolokd.checkpoint`).
-- ``set_model_attributes``: also set ``nc``/``names``/``args`` (and a pose model's keypoint attributes) on the
-  student, which builds the loss.
-- ``label_loss_items``: the validation items are the detection ones only (the terms are not computed there).
-- ``train``: hold Ctrl-C back during checkpoint writes (`yolokd.checkpoint.SigintGuard`).
-- ``optimizer_step``: zero a skipped (NaN/Inf) term's adapter gradients on the device first, without AMP.
-- ``save_model`` / ``final_eval``: Ultralytics writes into a staging folder, yolokd adds its checkpoint key and
-  publishes each file atomically (`yolokd.checkpoint.staged`).
-- ``_load_checkpoint_state`` / ``_handle_nan_recovery``: read the bare-student layout back (resume, NaN recovery).
+`KDTrainerMixin` adds the teacher to each Ultralytics trainer of a model with a Detect head: `KDTrainer` (detect),
+`KDSegmentationTrainer`, `KDPoseTrainer` and `KDOBBTrainer` (`TRAINERS` maps a task to its class). Its overrides
+are short and delegate to the module that owns the concern (`yolokd.config`, `yolokd.teacher`, `yolokd.unlabeled`,
+`yolokd.checkpoint`).
 
 Private Ultralytics names yolokd uses (all of them; tests/test_import_graph.py keeps this list true):
 - ``BaseTrainer._load_checkpoint_state``, ``BaseTrainer._handle_nan_recovery`` (overridden here: they read ``ema``
@@ -67,10 +51,8 @@ _STUDENT_ATTRS = ("nc", "names", "args", "kpt_shape", "kpt_oks_sigmas", "kpt_nam
 def launched_world_size(devices: int, env: dict | None = None) -> int:
     """The number of DDP processes: ``devices`` (Ultralytics' count on this machine), or torchrun's ``WORLD_SIZE``.
 
-    Ultralytics counts the devices of ``device=`` in the launching process, which is the whole world when it spawns
-    its own workers on one machine. Under ``torchrun`` on several machines each process already is a worker
-    (``LOCAL_RANK`` set) and the world is every process of every node; on CPU (``devices == 0``) Ultralytics trains
-    without DDP, and that stays so.
+    Under ``torchrun`` (``LOCAL_RANK`` set) the world is every process of every node; on CPU (``devices == 0``) there
+    is no DDP.
 
     Examples:
         >>> launched_world_size(8, {"LOCAL_RANK": "3", "WORLD_SIZE": "16"}), launched_world_size(8, {})
@@ -84,7 +66,7 @@ def launched_world_size(devices: int, env: dict | None = None) -> int:
 class KDTrainerMixin:
     """Knowledge distillation for an Ultralytics task trainer: every ``yolo train`` argument plus the KD keys.
 
-    Put it first, before the Ultralytics trainer: ``class KDTrainer(KDTrainerMixin, DetectionTrainer)``.
+    Put it first: ``class KDTrainer(KDTrainerMixin, DetectionTrainer)``.
 
     Attributes:
         kd (KDConfig): The run's distillation configuration (``kd.teacher`` is the teacher checkpoint's path).
@@ -99,10 +81,7 @@ class KDTrainerMixin:
     def __init__(self, cfg=DEFAULT_CFG, overrides: dict[str, Any] | None = None, _callbacks: dict | None = None):
         """Split and validate the KD keys, initialise Ultralytics' trainer, then load and check the teacher.
 
-        Args:
-            cfg (str | dict | SimpleNamespace): Ultralytics default configuration.
-            overrides (dict, optional): Ultralytics arguments plus KD keys.
-            _callbacks (dict, optional): Callbacks; in a DDP worker they carry the KD configuration.
+        ``_callbacks`` carry the KD configuration into a DDP worker.
         """
         kd_args, overrides = split_kd_args(dict(overrides or {}))
         carried = KDCallbacks.find(_callbacks)
@@ -208,11 +187,7 @@ class KDTrainerMixin:
         return ckpt
 
     def set_model_attributes(self):
-        """Set the task's attributes on the wrapper (validator) and on the student (its loss reads them).
-
-        Ultralytics sets ``nc``, ``names``, ``args`` (and for pose ``kpt_shape``, ``kpt_oks_sigmas``, ``kpt_names``) on
-        ``self.model``, the wrapper; the student gets the same values, so its own loss and its checkpoint have them.
-        """
+        """Set the task's attributes (``nc``, ``names``, ``args``, pose keypoints) on the wrapper and on the student."""
         super().set_model_attributes()
         wrapper = unwrap_model(self.model)
         for attr in _STUDENT_ATTRS:
@@ -220,12 +195,7 @@ class KDTrainerMixin:
                 setattr(wrapper.student_model, attr, getattr(wrapper, attr))
 
     def label_loss_items(self, loss_items=None, prefix="train"):
-        """Ultralytics' labelled loss items, without the distillation items under the ``val`` prefix.
-
-        Validation runs the EMA, which Ultralytics keeps without the teacher, so no term is computed there (nor the
-        unlabeled images' items, `UNLABELED_ITEMS`): a ``val/<term>_loss`` column would hold zeros in ``results.csv``,
-        ``results.png`` and TensorBoard, which reads as a term that does nothing. The training items keep every term.
-        """
+        """Ultralytics' labelled loss items, without the distillation items under the ``val`` prefix (not computed)."""
         items = super().label_loss_items(loss_items, prefix)
         if prefix != "val":
             return items
@@ -241,19 +211,13 @@ class KDTrainerMixin:
             return super().train()
 
     def optimizer_step(self):
-        """Zero a skipped term's NaN/Inf in the adapter gradients (on the device), then Ultralytics' step.
-
-        Not under AMP: there Ultralytics' GradScaler skips a step with non-finite gradients itself.
-        """
+        """Zero a skipped term's NaN/Inf adapter gradients (on the device, not under AMP), then Ultralytics' step."""
         if not self.scaler.is_enabled():
             unwrap_model(self.model).clean_adapter_grads()
         super().optimizer_step()
 
     def save_model(self):
-        """Save as Ultralytics does, with the bare student as the EMA and the adapters under the ``yolokd`` key.
-
-        Every file is written in a staging folder and published atomically; Ctrl-C waits until all are published.
-        """
+        """Save as Ultralytics does (bare student as EMA, adapters under ``yolokd``), published atomically."""
         wrapper = self.ema.ema
         with self.sigint.hold(), checkpoint.staged(self) as stage:
             wrapper._remove_feature_hooks()  # no hook objects inside saved modules
@@ -274,11 +238,7 @@ class KDTrainerMixin:
         super()._load_checkpoint_state(checkpoint.as_wrapper_ckpt(ckpt, projector))
 
     def _handle_nan_recovery(self, epoch):
-        """Ultralytics' NaN recovery; when it is going to reload ``last.pt``, it reads a wrapper-layout copy of it.
-
-        The copy is made only when the loss or fitness is non-finite (rank 0 decides and broadcasts, as Ultralytics
-        does), not every epoch.
-        """
+        """Ultralytics' NaN recovery, reading a wrapper-layout copy of ``last.pt`` when it reloads it."""
         loss_bad = self.loss is not None and not torch.isfinite(self.loss).all()
         fit_bad = self.fitness is not None and not np.isfinite(self.fitness)
         suspect = [bool(RANK in {-1, 0} and (loss_bad or fit_bad))]

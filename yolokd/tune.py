@@ -1,18 +1,9 @@
 # yolokd, AGPL-3.0 License
 """Hyper-parameter tuning of a distillation run: every trial trains with yolokd's trainer, teacher and method.
 
-Ultralytics' `Tuner` evolves the arguments and keeps its results, plots and ``best_hyperparameters.yaml``; each of
-its trials, however, is a plain ``yolo train`` subprocess (``MultiTrainer(None, ...)``), which cannot distil. `KDTuner`
-keeps Ultralytics' loop and bookkeeping unchanged and makes the trials in-process with the task's KD trainer.
-
-The distillation keys can be searched next to Ultralytics' own (``space={"lr0": (1e-4, 1e-2), ...}``):
-
-- ``distill_weight``: the global multiplier of every term's weight;
-- ``balance``: the automatic weights' ratio (every term starts at ``balance`` x the detection loss);
-- ``term_weights.<term name>``: one term's fixed weight (that term's automatic weight is then off), e.g.
-  ``"term_weights.cwd": (1.0, 10.0)``.
-
-Without ``space=``, the search covers Ultralytics' default space plus `KD_SPACE`.
+`KDTuner` keeps Ultralytics' `Tuner` loop and bookkeeping, but runs its trials in-process with the KD trainer.
+Searchable KD keys: ``distill_weight``, ``balance`` and ``term_weights.<term name>``; the default space adds
+`KD_SPACE` to Ultralytics'.
 """
 
 from __future__ import annotations
@@ -31,13 +22,6 @@ KD_SPACE: dict[str, tuple[float, float]] = {"distill_weight": (0.25, 4.0), "bala
 
 def searchable_defaults(kd_args: dict[str, Any], keys: list[str]) -> dict[str, float]:
     """The starting value of each searchable distillation key in ``keys``: the run's, else the method's.
-
-    Args:
-        kd_args (dict): The run's KD keys (``method``, ``distill_weight``, ``balance``, ``term_weights``...).
-        keys (list[str]): Search-space keys; the distillation ones among them are answered.
-
-    Returns:
-        (dict[str, float]): ``{key: value}`` for ``distill_weight``, ``balance`` and ``term_weights.<name>`` keys.
 
     Examples:
         >>> searchable_defaults({"method": "cwd"}, ["lr0", "distill_weight", "balance", "term_weights.cwd"])
@@ -66,10 +50,7 @@ def searchable_defaults(kd_args: dict[str, Any], keys: list[str]) -> dict[str, f
 def kd_trials(trainer: type, callbacks: dict | None) -> Iterator[None]:
     """Inside the block, the trials Ultralytics' `Tuner` builds run in-process with ``trainer`` (a KD trainer).
 
-    Ultralytics' tuning loop creates each trial as ``MultiTrainer(None, args, model)``, read from
-    ``ultralytics.engine.trainer`` when the loop starts; ``None`` means a ``yolo train`` subprocess, which knows no
-    teacher. There is no argument to choose the trial trainer, so for the duration of the loop that name is a
-    subclass that passes ``trainer`` (and the model's callbacks) instead; it is restored on exit, error or not.
+    Swaps ``ultralytics.engine.trainer.MultiTrainer`` for the loop's duration (restored on exit).
     """
     import ultralytics.engine.trainer as engine
 
@@ -93,7 +74,7 @@ class KDTuner(Tuner):
 
     Args:
         args (dict): Ultralytics tuning arguments plus the KD keys (``teacher`` is required) and ``space``.
-        trainer (type): The KD trainer of the model's task (`yolokd.trainer.TRAINERS`).
+        trainer (type): The KD trainer of the model's task.
         _callbacks (dict, optional): Callbacks, passed to every trial's trainer too.
         model (nn.Module, optional): The student whose weights seed each trial.
     """

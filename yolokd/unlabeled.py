@@ -1,12 +1,8 @@
 # yolokd, AGPL-3.0 License
 """Unlabeled images: where they come from, their data set (Ultralytics' augmentation, no labels) and their stream.
 
-``unlabeled=`` names a folder of images or a ``.txt`` list of image paths (Ultralytics' own path rules: a list's
-``./`` paths are relative to the list); without it, a data yaml's ``unlabeled:`` key is used, relative to its
-``path`` like ``train:``. Every training step then draws ``round(unlabeled_ratio x batch)`` unlabeled images from an
-endless, shuffled stream (each DDP rank its own share), augmented by Ultralytics' training pipeline, mosaic
-included, and `yolokd.distill_model.KDModel` trains the student on them from the teacher alone (`yolokd.pseudo`).
-Label files beside unlabeled images are never read: the images are never trained as background.
+``unlabeled=`` names a folder or a ``.txt`` list of images (else the data yaml's ``unlabeled:`` key). Each step
+draws ``round(unlabeled_ratio x batch)`` of them from an endless shuffled stream; their label files are never read.
 """
 
 from __future__ import annotations
@@ -30,14 +26,7 @@ __all__ = ["UnlabeledDataset", "UnlabeledStream", "check_unlabeled", "resolve_un
 def resolve_unlabeled(value: Any, data: dict | None) -> str | list[str] | None:
     """The unlabeled source of a run: ``unlabeled=`` as given, else the data yaml's ``unlabeled:`` key (or None).
 
-    A relative path from the data yaml is taken relative to the yaml's ``path`` when it is not found as given, as
-    Ultralytics does for ``train:``.
-
     Examples:
-        >>> resolve_unlabeled("raw/", {"unlabeled": "x"}), resolve_unlabeled(None, {"names": {0: "a"}})
-        ('raw/', None)
-        >>> resolve_unlabeled(False, {"unlabeled": "x"}) is None
-        True
         >>> Path(resolve_unlabeled(None, {"path": "/data/set", "unlabeled": "images/raw"})).as_posix()
         '/data/set/images/raw'
     """
@@ -58,11 +47,7 @@ def resolve_unlabeled(value: Any, data: dict | None) -> str | list[str] | None:
 
 
 def list_images(source: str | list[str]) -> list[str]:
-    """The image files of a source (folders searched recursively, ``.txt`` lists read), sorted; a `KDError` if none.
-
-    Raises:
-        KDError: A path that does not exist, or a source without a single image file.
-    """
+    """The image files of a source (folders searched recursively, ``.txt`` lists read), sorted; a `KDError` if none."""
     files: list[str] = []
     for p in [Path(s) for s in (source if isinstance(source, list) else [source])]:
         if p.is_dir():
@@ -90,14 +75,7 @@ def label_files_beside(images: list[str]) -> int:
 
 
 def check_unlabeled(source: str | list[str], task: str) -> list[str]:
-    """Check an unlabeled source before training: a detection student, images there, label files named.
-
-    Returns:
-        (list[str]): The image files.
-
-    Raises:
-        KDError: Another task than detect, a missing path, or no images.
-    """
+    """Check an unlabeled source before training (a detection student, images there); return the image files."""
     if task != "detect":
         raise KDError(
             f"unlabeled= trains detection students only (the student is a '{task}' model): leave it out, or train "
@@ -126,11 +104,7 @@ def _image_shape(path: str) -> tuple[int, int] | None:
 
 
 class UnlabeledDataset(YOLODataset):
-    """Ultralytics' detection data set over images without labels: the same augmentation, empty label arrays.
-
-    Unreadable images are left out with one warning; none readable is a `KDError`. No label file is read, so no
-    ``.cache`` file is written beside the images either.
-    """
+    """Ultralytics' detection data set over images without labels: the same augmentation, empty label arrays."""
 
     def get_labels(self) -> list[dict]:
         """One empty label per readable image (``cls`` (0, 1), ``bboxes`` (0, 4)) with its shape."""
@@ -161,15 +135,15 @@ class UnlabeledDataset(YOLODataset):
 
 
 class UnlabeledStream:
-    """An endless stream of preprocessed-ready unlabeled batches, built on first use in each (DDP) process.
+    """An endless stream of unlabeled batches, built on first use in each (DDP) process.
 
     Args:
         source (str | list[str]): The unlabeled folder(s) or ``.txt`` list(s).
         args (IterableSimpleNamespace): The trainer's arguments (augmentation, ``imgsz``, ``workers``...).
-        data (dict): The data set's dict (class names for the data set's bookkeeping).
+        data (dict): The data set's dict.
         batch (int): Unlabeled images per batch on this process.
         stride (int): The model's largest stride.
-        rank (int): The local rank (-1 without DDP), as Ultralytics builds its training loader.
+        rank (int): The local rank (-1 without DDP).
     """
 
     def __init__(self, source: str | list[str], args: Any, data: dict, batch: int, stride: int, rank: int = -1):

@@ -40,8 +40,8 @@ def model_name(path: str) -> str:
     """A short model name: the file stem, or the run folder for Ultralytics' ``.../weights/best.pt``.
 
     Examples:
-        >>> model_name("runs/x/teacher/weights/best.pt"), model_name("yolov8n.yaml")
-        ('teacher/best.pt', 'yolov8n')
+        >>> model_name("runs/x/teacher/weights/best.pt")
+        'teacher/best.pt'
     """
     p = Path(path)
     if p.stem in {"best", "last"} and p.parent.name == "weights":
@@ -50,12 +50,7 @@ def model_name(path: str) -> str:
 
 
 def slug(text: str) -> str:
-    """A folder-safe name for a row.
-
-    Examples:
-        >>> slug("combo-cwd+tar"), slug("ultralytics dis=6")
-        ('combo-cwd-tar', 'ultralytics-dis-6')
-    """
+    """A folder-safe name for a row, e.g. ``combo-cwd-tar``."""
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in text.replace("+", "-"))
 
 
@@ -63,8 +58,8 @@ def row_label(kind: str, method: str | None, dis: float) -> str:
     """The row's name in the table.
 
     Examples:
-        >>> row_label("builtin", None, 6.0), row_label("combo", "/a/cwd-x0.5.yaml+tar", 0)
-        ('ultralytics dis=6', 'cwd-x0.5+tar')
+        >>> row_label("combo", "/a/cwd-x0.5.yaml+tar", 0)
+        'cwd-x0.5+tar'
     """
     if kind in {"student", "builtin"}:
         return "student (no KD)" if kind == "student" else f"ultralytics dis={dis:g}"
@@ -72,12 +67,7 @@ def row_label(kind: str, method: str | None, dis: float) -> str:
 
 
 def neck_only(method: str | None) -> bool:
-    """Whether no term of ``method`` reads the teacher's head, so its teacher stops at the neck (a feature method).
-
-    Examples:
-        >>> neck_only("cwd"), neck_only("tar+cwd"), neck_only(None)
-        (True, False, False)
-    """
+    """Whether no term of ``method`` reads the teacher's head, so its teacher stops at the neck (a feature method)."""
     if not method:
         return False
     return not any(TERMS[t.type].reads_teacher_head for t in resolve_method(method))
@@ -104,11 +94,7 @@ def semi_method(cfg: dict[str, Any]) -> str:
 
 
 def plan_semi_rows(cfg: dict[str, Any], view: str | None, extra: str | None) -> list[dict[str, Any]]:
-    """The semi-supervised rows: A, B, C on ``view`` (a `yolokd.data.semi.labeled_split` data yaml), F with ``extra``.
-
-    D and E are the undistilled and the combination rows on all labels. Each row carries the ``data`` and the
-    ``unlabeled`` its spec uses (`row_spec`); B turns the view's ``unlabeled:`` key off.
-    """
+    """The semi-supervised rows: A-C on the labelled ``view``, D and E on all labels, F with ``extra`` images."""
     method, rows = semi_method(cfg), []
     pct = f"{100 * cfg['labeled_fraction']:g}%" if view else ""
     if view:
@@ -188,11 +174,7 @@ def val_mean(row: dict[str, Any]) -> float | None:
 
 
 def plan_combo(cfg: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, str]:
-    """The combination row (or None) and why: ``combo='auto'`` joins the two best single methods on the val split.
-
-    Returns:
-        (tuple[dict | None, str]): The row to run, and the sentence the report gives for it.
-    """
+    """The combination row (or None) and the report's sentence for it; ``combo='auto'``: the two best on val."""
     combo = cfg["combo"]
     if not combo:
         return None, "none (combo=None)"

@@ -1,14 +1,9 @@
 # yolokd, AGPL-3.0 License
 """A profile of one distillation step: where its time goes (teacher, student, detection loss, terms, backward).
 
-`profile_step` times the parts of ``KDModel.loss`` and the backward pass with forward hooks on the student and the
-terms and thin timers around the model's own teacher forward and detection loss (on the given model instance only;
-nothing of Ultralytics is touched). `profile_method` builds the pair as training does (the teacher loaded, folded and
-stopped at the neck where the method allows it) on random images with a few boxes each, and adds the two parts of the
-benchmark's floor measured the same way: the plain teacher's full, unfolded forward and the undistilled student's
-step (its loss and backward), and the step of Ultralytics' built-in distillation on the same student, teacher and
-images. The ratios ``x floor`` and ``x built-in`` compare methods without the data loading and optimizer of a training
-row, so they vary less between runs than a row's ms per iteration.
+`profile_method` builds the pair as training does, on random images, and times the step's parts with hooks on the
+given model only, next to the floor (the plain teacher's forward and the undistilled step) and Ultralytics'
+built-in step, measured the same way.
 """
 
 from __future__ import annotations
@@ -59,17 +54,10 @@ class _Clock:
 
 
 def profile_step(kd, batch: dict, steps: int = 10, warmup: int = 2) -> dict[str, float]:
-    """Mean milliseconds per training step of each part of ``kd.loss(batch)`` plus the backward pass.
+    """Mean milliseconds per training step of each part of ``kd.loss(batch)`` (`PARTS`) plus the backward pass.
 
-    Args:
-        kd (KDModel): The distillation model, in train mode.
-        batch (dict): A preprocessed batch (``img``, ``cls``, ``bboxes``, ``batch_idx``) on the model's device.
-        steps (int): Timed steps.
-        warmup (int): Untimed steps first.
-
-    Returns:
-        (dict[str, float]): ``{part: ms}`` for `PARTS`, plus ``step`` (the whole step) and ``other`` (the rest of
-        ``loss``: taps, inputs, weights, the non-finite guard).
+    Returns ``{part: ms}`` plus ``step`` (the whole step) and ``other`` (the rest of ``loss``), after ``warmup``
+    untimed steps and over ``steps`` timed ones.
     """
     device = batch["img"].device
     clock = _Clock(device)
@@ -154,14 +142,7 @@ def _student(student_cfg: str, nc: int, device: torch.device, **args: Any) -> to
 
 
 def plain_student_ms(student: torch.nn.Module, batch: dict, steps: int = 10, warmup: int = 2) -> float:
-    """Mean ms of the undistilled student's step as `profile_step` times a KD step: its loss, then the backward.
-
-    Args:
-        student (nn.Module): The student detection model, in train mode (``args`` set, as Ultralytics' trainer does).
-        batch (dict): A preprocessed batch on the model's device (`random_batch`).
-        steps (int): Timed steps.
-        warmup (int): Untimed steps first.
-    """
+    """Mean ms of the undistilled student's step (train mode, ``args`` set) as `profile_step` times a KD step."""
     return _loss_step_ms(student, batch, steps, warmup)
 
 
@@ -185,17 +166,7 @@ def builtin_step_ms(
 ) -> float:
     """Mean ms of a step of Ultralytics' built-in distillation (``DistillationModel``), timed like a yolokd step.
 
-    As `profile_step` times a yolokd step: its loss (the unfolded teacher's full forward, the student, the projectors
-    and the weighted L2), then the backward.
-
-    Args:
-        student_cfg (str): Student model yaml (built anew with seed 0, as `profile_method` builds it).
-        teacher_path (str): Teacher checkpoint, loaded by Ultralytics itself.
-        batch (dict): A preprocessed batch on the device the student is built on (`random_batch`).
-        nc (int): Number of classes of the student.
-        dis (float): The built-in loss weight (Ultralytics' default 6.0).
-        steps (int): Timed steps.
-        warmup (int): Untimed steps first.
+    The student is built anew from ``student_cfg`` with seed 0; Ultralytics loads the teacher from ``teacher_path``.
     """
     from ultralytics.nn.distill_model import DistillationModel
 
@@ -208,11 +179,8 @@ def profile_method(
 ) -> dict[str, Any]:
     """Profile one step of ``method`` for a student yaml and a teacher checkpoint, as training builds them.
 
-    Returns:
-        (dict): ``method``, ``neck_only`` (the teacher stopped at its neck), ``ms`` (`profile_step`),
-        ``plain_teacher_ms`` (`plain_teacher_ms`), ``plain_student_ms`` (`plain_student_ms`, the same student
-        before it is wrapped) and ``builtin_ms`` (`builtin_step_ms`, the same student and teacher under Ultralytics'
-        built-in distillation).
+    Returns ``method``, ``neck_only``, ``ms`` (`profile_step`), ``plain_teacher_ms``, ``plain_student_ms`` and
+    ``builtin_ms`` (`builtin_step_ms`).
     """
     from yolokd.config import build_config
     from yolokd.distill_model import KDModel
@@ -235,20 +203,7 @@ def profile_method(
 
 
 def format_profile(profiles: list[dict[str, Any]]) -> str:
-    """Markdown table of `profile_method` results, one row per method, milliseconds per step.
-
-    ``x floor`` is the step over the floor measured the same way: the undistilled student's step plus the plain
-    teacher's forward; ``x built-in`` the step over Ultralytics' built-in distillation step (`builtin_step_ms`)
-    ("—" for results without that measurement).
-
-    Examples:
-        >>> p = {"method": "cwd", "neck_only": True, "plain_teacher_ms": 20.0, "plain_student_ms": 80.0}
-        >>> p["ms"] = {"teacher": 10.0, "student": 30.0, "detection loss": 5.0, "terms": 2.0, "backward": 50.0,
-        ...            "other": 3.0, "step": 100.0}
-        >>> p["builtin_ms"] = 125.0
-        >>> print(format_profile([p]).splitlines()[2])
-        | cwd | 10.0 (to the neck) | 20.0 | 30.0 | 5.0 | 2.0 | 50.0 | 3.0 | 100.0 | 80.0 | 1.00 | 125.0 | 0.80 |
-    """
+    """Markdown table of `profile_method` results, one row per method: ms per step, ``x floor``, ``x built-in``."""
     head = (
         "| method | teacher | plain teacher (full, unfolded) | student forward | detection loss | terms | backward "
         "| other | step | undistilled step | x floor | built-in step | x built-in |"
@@ -269,19 +224,10 @@ def format_profile(profiles: list[dict[str, Any]]) -> str:
 
 
 def median_profiles(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """One `profile_method` result per method from its rounds: the median of every part's time, and one floor for all.
+    """One `profile_method` result per method: the median of each part over its rounds, and one floor for all methods.
 
-    The floor's parts (``plain_teacher_ms``, ``plain_student_ms``) and the built-in step (``builtin_ms``) are the same
-    models for every method, so each is one quantity measured in every round of every method: its median over all of
-    them gives each method the same, steadier reference.
-
-    Examples:
-        >>> runs = {"cwd": [{"method": "cwd", "plain_teacher_ms": t, "plain_student_ms": s, "ms": {"step": t * 5}}
-        ...                 for t, s in ((20.0, 70.0), (30.0, 80.0), (22.0, 72.0))],
-        ...         "tar": [{"method": "tar", "plain_teacher_ms": 40.0, "plain_student_ms": 90.0, "ms": {"step": 1.0}}]}
-        >>> cwd, tar = median_profiles(runs)
-        >>> cwd["ms"]["step"], cwd["rounds"], cwd["plain_teacher_ms"], tar["plain_teacher_ms"], tar["plain_student_ms"]
-        (110.0, 3, 26.0, 26.0, 76.0)
+    The floor's parts and the built-in step are the same models for every method: their median over every
+    measurement gives each method the same reference.
     """
     from statistics import median
 
@@ -298,10 +244,7 @@ def median_profiles(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any
 def main(argv: list[str] | None = None) -> None:
     """``python -m yolokd.bench.profile --teacher T --methods cwd crosskd --rounds 3``: print the profile table.
 
-    The methods are profiled in turn, ``rounds`` times over (interleaved, so that a slow spell of the machine falls
-    on every method alike); each time is the median over the rounds, and the floor (the plain teacher's forward and
-    the undistilled step, the same models for every method) and Ultralytics' built-in step the median over every
-    measurement (`median_profiles`).
+    Methods are profiled in interleaved rounds, so that a slow spell of the machine falls on every method alike.
     """
     import argparse
     import tempfile

@@ -1,10 +1,7 @@
 # yolokd, AGPL-3.0 License
-"""Benchmark and sweep rows as Ray Tune trials (``executor=ray``), so that a sweep runs on a Ray cluster.
+"""Benchmark and sweep rows as Ray Tune trials (``executor=ray``): each (row, seed) runs `launch_row` in a trial.
 
-Each (row, seed) is one trial of a grid over the job indices; the trial runs the same row subprocess as the local
-pool (`yolokd.bench.row.launch_row`) and returns the row's result, which the driver records as the local pool does.
-On a cluster the data, the teacher and ``project`` must be on a file system every node sees (each row writes its
-run folder there); ``ray_address`` names the cluster (None: the one ``ray.init`` finds, or a local one).
+On a cluster, the data, the teacher and ``project`` must be on a file system every node sees.
 """
 
 from __future__ import annotations
@@ -30,14 +27,7 @@ def require_ray():
 def run_on_ray(
     todo: list[Any], launch: Callable[[Any], dict], record: Callable[[Any, dict], None], address: str | None = None
 ) -> None:
-    """Run ``launch(job)`` for every job as a Ray Tune trial (one CPU each) and ``record(job, result)`` on return.
-
-    Args:
-        todo (list): The jobs (picklable), e.g. ``(row, seed)`` pairs.
-        launch (Callable): Runs one job where the trial runs and returns its result dict (JSON-serialisable).
-        record (Callable): Called in the driver with each job and its result, in job order.
-        address (str, optional): The Ray cluster's address.
-    """
+    """Run ``launch(job)`` for every job as a Ray Tune trial (one CPU) and ``record(job, result)`` in the driver."""
     ray, tune = require_ray()
     if not ray.is_initialized():
         ray.init(address=address, ignore_reinit_error=True)

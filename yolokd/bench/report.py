@@ -64,15 +64,7 @@ def fmt_stat(s: dict[str, float] | None, scale: float = 1.0, digits: int = 1) ->
 
 
 def format_table(rows: list[dict], teacher: dict | None = None) -> str:
-    """Markdown table of the summarised rows (mAP in points, i.e. x100; cells ``mean (min-max)`` over seeds).
-
-    Args:
-        rows (list[dict]): Rows with ``label``, ``summary``, ``gap_recovered``, ``seeds_ok``, ``runs`` and ``errors``.
-        teacher (dict, optional): ``{"label", "val": {"map", "map50"}, "test": {...}, "forward": summary}``.
-
-    Returns:
-        (str): The table, one line per row, the teacher first.
-    """
+    """Markdown table of the summarised rows, teacher first (mAP in points; cells ``mean (min-max)`` over seeds)."""
     head = (
         "| row | val mAP50-95 | test mAP50-95 | test mAP50 | gap recovered | ms / iter | x student | x floor "
         "| x built-in | peak RSS MiB | seeds |"
@@ -103,11 +95,7 @@ def format_table(rows: list[dict], teacher: dict | None = None) -> str:
 
 
 def format_curves(rows: list[dict], teacher: dict | None = None) -> str:
-    """Markdown table of each training's validation curve (`plateau`); '' when no run validated every epoch.
-
-    A cell is ``best (epoch) / last`` in points, marked ``converged`` where the last fifth of the epochs stayed
-    within 1 point of the best.
-    """
+    """Markdown table of each training's validation curve, ``best (epoch) / last`` (`plateau`); '' without curves."""
 
     def cell(curve: list[float] | None) -> str | None:
         p = plateau(curve)
@@ -161,13 +149,7 @@ def machine_info() -> dict[str, Any]:
 
 
 def write_plot(rows: list[dict], teacher: dict | None, path: Path, title: str) -> Path:
-    """Plot test mAP50-95 (points) against time per iteration relative to the undistilled student, one point per row.
-
-    Error bars are the seed range (min-max). Matplotlib's object API with the Agg canvas: no global backend change.
-
-    Returns:
-        (Path): ``path``.
-    """
+    """Plot test mAP50-95 against time per iteration relative to the undistilled student, with seed-range error bars."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -293,8 +275,6 @@ def replace_block(text: str, start: str, end: str, body: str) -> str | None:
     Examples:
         >>> replace_block("a[old]b", "[", "]", "new").split()  # the body goes on its own lines
         ['a[', 'new', ']b']
-        >>> replace_block("no markers", "<s>", "<e>", "new") is None
-        True
     """
     if start not in text or end not in text:
         return None
@@ -305,15 +285,9 @@ def replace_block(text: str, start: str, end: str, body: str) -> str | None:
 def report_tag(cfg: dict[str, Any]) -> str:
     """The name of a run's block and plot: '' for the cpu preset on shapes or a given data set, else what differs.
 
-    Another synthetic style gets its own block (a transfer table); the converged and semi presets get one per style.
-
     Examples:
-        >>> report_tag({"data": None, "style": "glyphs"}), report_tag({"data": None, "style": "shapes"})
-        ('glyphs', '')
         >>> report_tag({"preset": "converged", "data": None, "style": "shapes"})
         'converged-shapes'
-        >>> report_tag({"preset": "semi", "data": None, "style": "shapes"})
-        'semi-shapes'
     """
     style = "" if cfg.get("data") else str(cfg.get("style", "shapes"))
     if cfg.get("preset") in {"converged", "semi"}:
@@ -325,8 +299,8 @@ def block_heading(tag: str) -> str:
     """The section heading a new tagged block is appended under.
 
     Examples:
-        >>> block_heading("glyphs"), block_heading("converged-aerial"), block_heading("semi-shapes")
-        ('## Transfer: glyphs', '## Converged: aerial', '## Semi-supervised: shapes')
+        >>> block_heading("converged-aerial")
+        '## Converged: aerial'
     """
     if tag.startswith("semi"):
         return f"## Semi-supervised: {tag.partition('-')[2] or 'given data'}"
@@ -349,13 +323,9 @@ def markers(tag: str = "") -> tuple[str, str]:
 
 
 def write_benchmarks_md(path: Path, generated: str, tag: str = "") -> Path:
-    """Write the generated block between the markers of ``path``, keeping the hand-written rest (created if missing).
+    """Write the generated block between the markers of ``path`` (created if missing), keeping the hand-written rest.
 
-    A tagged block (another data style or the converged preset, `report_tag`) has markers of its own; when ``path``
-    has none yet, it is appended as a section (`block_heading`).
-
-    Returns:
-        (Path): ``path``.
+    A tagged block (`report_tag`) without markers yet is appended as a section (`block_heading`).
     """
     old = path.read_text() if path.exists() else ""
     start, end = markers(tag)
@@ -377,13 +347,7 @@ def write_benchmarks_md(path: Path, generated: str, tag: str = "") -> Path:
 def publish_report(results: dict[str, Any], plot: Path, path: str | Path) -> list[str]:
     """Write the report into the Markdown file ``path`` and the plot to ``benchmarks/<preset>[-<style>].png`` beside it.
 
-    Args:
-        results (dict): The benchmark's results (``config.preset`` names the plot).
-        plot (Path): The plot written in ``project``.
-        path (str | Path): The Markdown file (``publish=``), relative to the current folder or absolute.
-
-    Returns:
-        (list[str]): The two written files.
+    Returns the two written files.
     """
     md = Path(path).resolve()
     tag = report_tag(results["config"])

@@ -1,8 +1,7 @@
 # yolokd, AGPL-3.0 License
 """One benchmark row for one seed: its own process, its training with timed iterations, its evaluation.
 
-The driver launches ``python -m yolokd.bench.row --row spec.json`` (`launch_row`) so that every row's peak memory is
-its own and a crash costs one row only; the process runs `run_row` and writes ``result.json`` beside the spec.
+``python -m yolokd.bench.row --row spec.json`` runs `run_row` and writes ``result.json`` beside the spec.
 """
 
 from __future__ import annotations
@@ -29,9 +28,8 @@ ROW_MODULE = "yolokd.bench.row"  # run with ``python -m`` by `launch_row`
 class StepTimer:
     """Callbacks that time each training iteration and, optionally, a teacher forward at the same batch and size.
 
-    Iterations are timed from ``on_train_batch_start`` to ``on_train_batch_end`` (data loading is outside). The teacher
-    forward (eval, ``no_grad``, random images at the batch size and image size) is timed at the start of timed
-    iterations, before the step's clock starts, so that it runs under the same conditions as the steps.
+    Iterations run from ``on_train_batch_start`` to ``on_train_batch_end`` (data loading is outside); the teacher
+    forward (eval, ``no_grad``, random images) is timed before a step's clock starts.
 
     Args:
         epochs (int): Training epochs (the first is left out of the mean when there are more).
@@ -141,11 +139,7 @@ def evaluate(weights: str | Path, data: str, split: str, imgsz: int, batch: int,
 
 
 def read_curve(results_csv: Path, key: str = "metrics/mAP50-95(B)") -> list[float] | None:
-    """The per-epoch validation metric from Ultralytics' ``results.csv``; None without the file or the column.
-
-    None for a run trained with ``val=False`` (its ``args.yaml`` says so): it validated only after the last epoch and
-    wrote zeros for the others.
-    """
+    """The per-epoch validation metric from ``results.csv``; None without it, the column, or with ``val=False``."""
     args = Path(results_csv).parent / "args.yaml"
     if args.is_file() and YAML.load(args).get("val") is False:
         return None
@@ -158,12 +152,7 @@ def read_curve(results_csv: Path, key: str = "metrics/mAP50-95(B)") -> list[floa
 
 
 def maxrss_mib() -> float | None:
-    """Peak resident memory of this process in MiB.
-
-    ``ru_maxrss`` (``resource.getrusage(RUSAGE_SELF)``) survives ``fork``/``exec``: a child started by a large parent
-    reports at least the parent's resident size at the fork. On Linux the peak of the process's own memory map,
-    ``VmHWM`` of ``/proc/self/status``, is reset at ``exec`` and is used instead; elsewhere ``ru_maxrss``.
-    """
+    """Peak resident memory of this process in MiB: ``VmHWM`` on Linux (reset at ``exec``), else ``ru_maxrss``."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -283,10 +272,7 @@ def _read_result(result_file: Path, log_file: Path, rc: int | str) -> dict[str, 
 
 
 def launch_row(spec: dict[str, Any], timeout: float | None, reuse: bool = False) -> dict[str, Any]:
-    """Run one row in a child process; its result, or an error result built from the exit status and the log.
-
-    With ``reuse``, a row that an earlier run finished with the same spec is not run again (`finished_result`).
-    """
+    """Run one row in a child process (or reuse an identical finished one); its result, or an error result."""
     if reuse and (done := finished_result(spec)) is not None:
         return done
     out = Path(spec["dir"])
@@ -310,14 +296,7 @@ def launch_row(spec: dict[str, Any], timeout: float | None, reuse: bool = False)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m yolokd.bench.row --row spec.json``: run one row (the benchmark's child process).
-
-    Args:
-        argv (list[str], optional): Arguments after the program name; defaults to ``sys.argv[1:]``.
-
-    Returns:
-        (int): Exit code (0 ok; 1 a failed row; 2 a usage error).
-    """
+    """``python -m yolokd.bench.row --row spec.json``: run one row; exit code 0 ok, 1 a failed row, 2 a usage error."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if len(argv) != 2 or argv[0] != "--row":
         LOGGER.error(f"{PREFIX}usage: python -m {ROW_MODULE} --row path/to/spec.json")

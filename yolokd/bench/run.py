@@ -1,9 +1,8 @@
 # yolokd, AGPL-3.0 License
 """``yolokd benchmark``: the data, the teacher, every row for every seed, the combination, then the report.
 
-Outputs in ``project``: ``results.json`` (also after every row, so an interrupted run keeps what it measured),
-``results.md`` and ``plot.png``; with ``publish=path.md`` also the report in ``path.md`` and its plot
-(`yolokd.bench.report.publish_report`). Nothing is written outside ``project`` otherwise.
+Writes ``results.json`` (after every row), ``results.md`` and ``plot.png`` in ``project``, and with
+``publish=path.md`` the report there.
 """
 
 from __future__ import annotations
@@ -44,9 +43,8 @@ def prepare_data(cfg: dict[str, Any], project: Path) -> str:
 def prepare_semi(cfg: dict[str, Any], data: str, project: Path) -> tuple[str | None, str | None]:
     """The semi-supervised rows' data: the labelled-fraction view (or None) and the extra unlabeled images (or None).
 
-    The view (`yolokd.data.semi.labeled_split`, in project/semi-data) repeats its labelled images so that an epoch
-    has as many steps as one over all labels; the extra images are a synthetic set of the same look drawn with
-    another seed (project/extra-data), used without their labels.
+    The view repeats its labelled images so an epoch has as many steps as one over all labels; the extra images are
+    the same look drawn with another seed.
     """
     view = extra = None
     if cfg["labeled_fraction"] is not None:
@@ -70,11 +68,7 @@ def prepare_semi(cfg: dict[str, Any], data: str, project: Path) -> tuple[str | N
 
 
 def prepare_teacher(cfg: dict[str, Any], train: dict[str, Any], data: str, project: Path) -> dict[str, Any]:
-    """Load or train the teacher and evaluate it on both splits.
-
-    Returns:
-        (dict): ``label``, ``weights``, ``source``, ``train_or_load_s``, ``val`` and ``test`` metrics.
-    """
+    """Load or train the teacher and evaluate it on both splits (``label``, ``weights``, ``val``, ``test``...)."""
     t0 = time.perf_counter()
     if cfg["teacher"]:
         teacher = resolve_model(str(cfg["teacher"]), project / "models")
@@ -231,14 +225,7 @@ def write_outputs(results: dict[str, Any], setup: Setup) -> Path:
 
 
 def run_benchmark(**overrides: Any) -> dict[str, Any]:
-    """Run the benchmark table; see `BENCH_DEFAULTS` for the keys and `PRESETS` for their preset values.
-
-    Args:
-        **overrides (Any): Benchmark keys and Ultralytics train arguments (passed to every training).
-
-    Returns:
-        (dict): The content of ``results.json``.
-    """
+    """Run the benchmark (keys: `BENCH_DEFAULTS`, `PRESETS`, train arguments) and return ``results.json``'s content."""
     cfg, train = merge_config(overrides)
     project = Path(cfg["project"]).resolve()
     project.mkdir(parents=True, exist_ok=True)

@@ -1,15 +1,9 @@
 # yolokd, AGPL-3.0 License
 """``yolokd sweep``: choose each method's loss-weight scale on the VALIDATION split with the benchmark's own rows.
 
-For every method and every factor in ``scales``, a variant of the method's yaml is written with every term weight
-multiplied by the factor (``<method>-x<factor>.yaml``); the variants and the undistilled student are then trained by
-`yolokd.bench.run.run_benchmark` with the same data, seeds, epochs and hyper-parameters, and evaluated on the val split
-only (the benchmark's reported test split is not looked at: ``test_split`` is set to the val split). The result is a
-table of val mAP50-95 per method and factor, the best factor per method, and ``sweep.md`` / ``sweep.json`` in
-``project``; with ``publish=path.md`` the table is also written into ``path.md`` between its own markers (appended
-as a section when the file has none); nothing is written outside ``project`` otherwise.
-
-The benchmark's cpu preset is the default, so a sweep measures exactly the regime the benchmark reports.
+Each method's yaml is written once per factor in ``scales`` (every term weight multiplied), then trained by
+`run_benchmark` on the cpu preset and evaluated on the val split only. Writes ``sweep.md`` and ``sweep.json`` in
+``project``, and with ``publish=path.md`` the table between its markers in ``path.md``.
 """
 
 from __future__ import annotations
@@ -40,22 +34,12 @@ MD_START, MD_END = "<!-- yolokd-sweep:start (written by yolokd sweep) -->", "<!-
 
 
 def scale_tag(scale: float) -> str:
-    """The file-name tag of a factor.
-
-    Examples:
-        >>> scale_tag(0.25), scale_tag(4.0)
-        ('x0.25', 'x4')
-    """
+    """The file-name tag of a factor, e.g. ``x0.25``."""
     return f"x{scale:g}"
 
 
 def method_name(method: str) -> str:
-    """The sweep's name of a method: a built-in name as is, a yaml path by its stem.
-
-    Examples:
-        >>> method_name("cwd"), method_name("my/crosskd-stage0.yaml")
-        ('cwd', 'crosskd-stage0')
-    """
+    """The sweep's name of a method: a built-in name as is, a yaml path by its stem."""
     return Path(method).stem if method.endswith((".yaml", ".yml")) else method
 
 
@@ -63,15 +47,11 @@ def scaled_method(method: str, scale: float, out_dir: Path, balance: float | Non
     """Write a variant of a method: every term weight multiplied by ``scale``, or every term at ``balance``.
 
     Args:
-        method (str): A built-in method name (``cfg/methods/<method>.yaml``) or a method yaml path.
-        scale (float): Factor on every term's ``weight`` (> 0).
+        method (str): A built-in method name or a method yaml path.
+        scale (float): Factor on every term's ``weight`` (> 0); written as ``<name>-x<scale>.yaml`` with ``balance: 0``.
         out_dir (Path): Folder for the variant.
-        balance (float, optional): When given (> 0), every term gets ``balance: <balance>`` (automatic weights,
-            `yolokd.balance`) and the file is ``<name>-b<balance>.yaml``; otherwise ``<name>-x<scale>.yaml`` with fixed
-            weights (``balance: 0``, even where the method's yaml balances its terms).
-
-    Returns:
-        (Path): The written yaml.
+        balance (float, optional): When given (> 0), every term gets ``balance: <balance>``
+            (``<name>-b<balance>.yaml``).
     """
     src = Path(method) if method.endswith((".yaml", ".yml")) else cfg_dir() / "methods" / f"{method}.yaml"
     if not src.is_file():
@@ -92,26 +72,18 @@ def scaled_method(method: str, scale: float, out_dir: Path, balance: float | Non
 
 
 def balance_tag(balance: float) -> str:
-    """The file-name tag of an automatic-weight variant.
-
-    Examples:
-        >>> balance_tag(0.5)
-        'b0.5'
-    """
+    """The file-name tag of an automatic-weight variant, e.g. ``b0.5``."""
     return f"b{balance:g}"
 
 
 def best_scales(table: dict[str, dict[float, float | None]], min_gain: float = 0.0) -> dict[str, float | None]:
     """Per method, the factor with the highest mean val mAP, unless it beats x1 by ``min_gain`` or less.
 
-    x1 (the documented weights) is kept in that case; among equal scores the factor closest to 1 wins (then the
-    larger one).
+    Among equal scores the factor closest to 1 wins (then the larger one).
 
     Examples:
         >>> best_scales({"cwd": {0.25: 0.5, 1.0: 0.7, 4.0: 0.7}, "tar": {1.0: None}})
         {'cwd': 1.0, 'tar': None}
-        >>> best_scales({"cwd": {0.25: 0.71, 1.0: 0.7}}, min_gain=0.02), best_scales({"cwd": {0.25: 0.75, 1.0: 0.7}})
-        ({'cwd': 1.0}, {'cwd': 0.25})
     """
     out = {}
     for m, by_scale in table.items():
@@ -127,17 +99,12 @@ def best_scales(table: dict[str, dict[float, float | None]], min_gain: float = 0
 def choose_variants(
     means: dict[str, dict[str, float | None]], scales: list[float], balances: list[float], min_gain: float = 0.0
 ) -> dict[str, str | None]:
-    """Per method, the variant tag to ship.
-
-    `best_scales` among the fixed weights, then an automatic-weight variant (``bR``) instead where its mean is higher
-    still and beats x1 by more than ``min_gain``.
+    """Per method, the variant tag to ship: `best_scales`, or an automatic-weight ``bR`` above it and x1 + ``min_gain``.
 
     Examples:
         >>> m = {"cwd": {"x1": 0.22, "x0.25": 0.20, "b0.25": 0.24}, "crosskd": {"x1": 0.23, "b0.25": 0.19}}
         >>> choose_variants(m, [0.25, 1.0], [0.25], min_gain=0.002)
         {'cwd': 'b0.25', 'crosskd': 'x1'}
-        >>> choose_variants({"a": {"x1": 0.22, "b0.5": 0.221}}, [1.0], [0.5], min_gain=0.002)  # within min_gain
-        {'a': 'x1'}
     """
     fixed = best_scales({m: {s: v.get(scale_tag(s)) for s in scales} for m, v in means.items()}, min_gain)
     out: dict[str, str | None] = {}
@@ -196,11 +163,7 @@ def render_sweep(results: dict[str, Any]) -> str:
 
 
 def sweep_config(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], list[str], list[float]]:
-    """Split the overrides into the sweep's keys and the benchmark's, and check the methods and scales.
-
-    Returns:
-        (tuple): The sweep configuration, the benchmark overrides, the methods and the factors.
-    """
+    """Split the overrides into (sweep keys, benchmark overrides, methods, factors), checking the methods and scales."""
     cfg = {**SWEEP_DEFAULTS, **{k: v for k, v in overrides.items() if k in SWEEP_DEFAULTS}}
     bench = {k: v for k, v in overrides.items() if k not in SWEEP_DEFAULTS}
     for k in ("combo", "builtin", "test_split"):
@@ -237,11 +200,7 @@ def publish_sweep(path: str | Path, md: str) -> Path:
 
 
 def run_sweep(**overrides: Any) -> dict[str, Any]:
-    """Run the sweep; keys are `SWEEP_DEFAULTS`, benchmark keys and Ultralytics train arguments.
-
-    Returns:
-        (dict): The content of ``sweep.json``: ``table`` (method -> factor tag -> val stats), ``chosen`` and more.
-    """
+    """Run the sweep (keys: `SWEEP_DEFAULTS`, benchmark keys, train arguments) and return ``sweep.json``'s content."""
     cfg, bench, methods, scales = sweep_config(overrides)
     project = Path(cfg["project"]).resolve()
     variants = {(m, scale_tag(s)): scaled_method(m, s, project / "variants") for m in methods for s in scales}

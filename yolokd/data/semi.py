@@ -1,13 +1,5 @@
 # yolokd, AGPL-3.0 License
-"""A semi-supervised view of a data set: a fraction of its training labels, the other images as unlabeled ones.
-
-`labeled_split` copies the first ``labeled_fraction`` of a YOLO data set's training images with their labels into
-``out/images/train`` and ``out/labels/train``, the other training images (without labels) into ``out/unlabeled``,
-and writes ``out/data.yaml`` with the same ``val``/``test`` splits and ``unlabeled: unlabeled`` (the key yolokd's
-``unlabeled=`` falls back to). Extra raw images of the same look can be added to ``out/unlabeled`` too. With
-``repeat=True`` the training split is a list (``out/train.txt``) that names each labelled image about
-``1 / labeled_fraction`` times, so that an epoch has as many steps as one over all the labels.
-"""
+"""A semi-supervised view of a data set: a fraction of its training labels, the other images as unlabeled ones."""
 
 from __future__ import annotations
 
@@ -33,20 +25,15 @@ def labeled_split(
 ) -> Path:
     """Write (or reuse) the semi-supervised view of ``data_yaml`` in ``out`` and return its ``data.yaml``.
 
+    The first ``labeled_fraction`` of the training images keep their labels, the others (and ``extra``) go to
+    ``out/unlabeled`` (``unlabeled: unlabeled`` in the yaml); ``val``/``test`` are unchanged.
+
     Args:
         data_yaml (str | Path): A data set whose ``train`` is a folder of images with YOLO labels beside them.
         out (str | Path): The view's folder (its ``images``, ``labels`` and ``unlabeled`` folders are rewritten).
-        labeled_fraction (float): The fraction of the training images that keep their labels, in (0, 1]; at least
-            one image keeps them.
-        extra (list[Path]): More images to put among the unlabeled ones (their labels, if any, are not copied).
-        repeat (bool): Train on ``out/train.txt``, which lists the labelled images over and over, as many entries as
-            the source has training images (each image ``len // n`` or ``len // n + 1`` times).
-
-    Returns:
-        (Path): ``out/data.yaml``.
-
-    Raises:
-        ValueError: A fraction outside (0, 1].
+        labeled_fraction (float): In (0, 1]; at least one image keeps its labels.
+        extra (list[Path]): More unlabeled images (their labels are not copied).
+        repeat (bool): Train on ``out/train.txt``, which repeats the labelled images up to the source's image count.
     """
     if not 0 < labeled_fraction <= 1:
         raise ValueError(f"labeled_fraction must be in (0, 1], got {labeled_fraction!r}")

@@ -11,14 +11,7 @@ TERM_ALIASES: dict[str, str] = {}
 
 
 def register(cls: type[Term]) -> type[Term]:
-    """Class decorator adding a `Term` subclass to `TERMS` under its ``type``, and its ``aliases`` to `TERM_ALIASES`.
-
-    Args:
-        cls (type[Term]): The term class; its ``type`` and ``aliases`` must be new, non-empty names.
-
-    Returns:
-        (type[Term]): The same class.
-    """
+    """Class decorator adding a `Term` subclass to `TERMS` under its ``type``, and its ``aliases`` to `TERM_ALIASES`."""
     for name in (cls.type, *cls.aliases):
         if not name or name in TERMS or name in TERM_ALIASES:
             raise ValueError(f"term type '{name}' is empty or already registered")

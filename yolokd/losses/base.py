@@ -21,11 +21,9 @@ class Probe:
         student_channels (list[int]): Channels of each student neck level (inputs of the Detect head).
         teacher_channels (list[int]): Channels of each teacher neck level.
         strides (list[int]): Stride of each level (identical for teacher and student).
-        student_reg_max (int): DFL bins per box side of the student's head (1: plain distances, e.g. YOLO26; 0: not
-            measured).
+        student_reg_max (int): DFL bins per box side of the student's head (1: plain distances; 0: not measured).
         teacher_reg_max (int): The same for the teacher.
-        student_stage_channels (dict): Output channels of each tapped student head stage, keyed like
-            `Side.stages` (``(branch, level, stage)``).
+        student_stage_channels (dict): Output channels of each tapped student head stage, keyed like `Side.stages`.
         teacher_stage_channels (dict): The same for the teacher.
     """
 
@@ -44,15 +42,10 @@ class Side:
 
     Attributes:
         feats (list[torch.Tensor]): Neck features, one (N, C, H, W) tensor per level.
-        preds (dict): Head training outputs of the one-to-many branch: ``boxes`` (N, 4*reg_max, A), ``scores``
-            (N, nc, A) logits, ``feats`` (and the task outputs: ``mask_coefficient``, ``proto``; ``kpts``). Read
-            through `yolokd.head`.
-        stages (dict): Outputs of the head stages the terms asked for (`Term.taps`), keyed ``(branch, level, stage)``,
-            e.g. ``("cv3", 0, 1)``.
-        head (nn.Module | None): The Detect head (read at call time, never stored by a term; the teacher's is frozen,
-            and a term may run its layers, e.g. CrossKD, so that gradients flow through it to the student).
-        reg_max (int): DFL bins per box side of the head, from the `Probe` (read through `DistillInputs.reg_max`); 0
-            when not given.
+        preds (dict): Head training outputs (``boxes``, ``scores``, task outputs), read through `yolokd.head`.
+        stages (dict): Outputs of the head stages the terms asked for (`Term.taps`), keyed ``(branch, level, stage)``.
+        head (nn.Module | None): The Detect head (read at call time, never stored by a term).
+        reg_max (int): DFL bins per box side of the head (0 when not given).
     """
 
     feats: list[torch.Tensor] = field(default_factory=list)
@@ -84,24 +77,18 @@ def _alias(path: str) -> property:
 class DistillInputs:
     """Everything a term may read at one training step; terms never hold teacher modules themselves.
 
-    The student's side has gradients; the teacher's has none (its outputs are targets).
-
     Attributes:
-        student (Side): The student's features, head outputs, tapped stages, head and ``reg_max``.
-        teacher (Side): The teacher's, in the same format.
+        student (Side): The student's side, with gradients.
+        teacher (Side): The teacher's, in the same format, without gradients.
         batch (dict): The preprocessed training batch (``img``, ``cls``, ``bboxes``, ``batch_idx``...).
-        progress (Progress): Training progress, for terms whose behaviour depends on it.
+        progress (Progress): Training progress.
         assigned (Assigned | None): The student's TAL assignment, when a term sets ``needs_targets``.
-        cache (dict): Per-step memo shared by the terms (see `memo`), e.g. the ground truth and masks that several
-            terms derive from the same batch.
-        strides (list[int]): Stride of each neck level, from the model's `Probe` (read through `level_strides`).
-        classes (torch.Tensor | None): (nc,) long, the teacher class that feeds each student class when the teacher
-            was trained on other classes (``teacher.preds["scores"]`` is already reduced to them); None when both
-            have the same classes. A term that runs the teacher's class layers itself reduces their output with
-            `teacher_class_logits`.
+        cache (dict): Per-step memo shared by the terms (see `memo`).
+        strides (list[int]): Stride of each neck level (read through `level_strides`).
+        classes (torch.Tensor | None): (nc,) the teacher class feeding each student class when the two differ
+            (``teacher.preds["scores"]`` is already reduced; see `teacher_class_logits`); None when they match.
 
-    The flat names ``student_feats``, ``teacher_preds``, ``student_head``, ``teacher_reg_max``... (each side's
-    attribute prefixed by the side) and ``teacher_classes`` (``classes``) read and write the same attributes.
+    Flat names such as ``student_feats`` or ``teacher_reg_max`` (and ``teacher_classes``) alias these attributes.
 
     Examples:
         >>> inputs = DistillInputs(Side(), Side(reg_max=16), {})
@@ -132,12 +119,7 @@ class DistillInputs:
     teacher_classes = _alias("classes")
 
     def level_strides(self) -> list[float]:
-        """The stride of each neck level as host numbers (no device sync), checked against the neck levels.
-
-        Examples:
-            >>> DistillInputs(Side(), Side([torch.zeros(1, 1, 8, 8)]), {}, strides=[8]).level_strides()
-            [8.0]
-        """
+        """The stride of each neck level as host numbers, checked against the neck levels."""
         if len(self.strides) != len(self.teacher.feats):
             raise ValueError(
                 f"DistillInputs.strides {self.strides} must give one stride per neck level "
@@ -146,12 +128,7 @@ class DistillInputs:
         return [float(s) for s in self.strides]
 
     def reg_max(self) -> tuple[int, int]:
-        """The student's and the teacher's DFL bins per box side (each model decodes its boxes with its own).
-
-        Examples:
-            >>> DistillInputs(Side(reg_max=1), Side(reg_max=16), {}).reg_max()
-            (1, 16)
-        """
+        """The student's and the teacher's DFL bins per box side."""
         if self.student.reg_max < 1 or self.teacher.reg_max < 1:
             raise ValueError(
                 f"DistillInputs.student.reg_max/teacher.reg_max must be >= 1, got {self.student.reg_max}, "
@@ -160,27 +137,13 @@ class DistillInputs:
         return self.student.reg_max, self.teacher.reg_max
 
     def memo(self, key: str, make: Callable[[], Any]) -> Any:
-        """Return ``cache[key]``, computing it with ``make()`` the first time in this step.
-
-        Examples:
-            >>> calls = []
-            >>> inputs = DistillInputs(Side(), Side(), {})
-            >>> [inputs.memo("k", lambda: calls.append(1) or 7) for _ in range(2)], len(calls)
-            ([7, 7], 1)
-        """
+        """Return ``cache[key]``, computing it with ``make()`` the first time in this step."""
         if key not in self.cache:
             self.cache[key] = make()
         return self.cache[key]
 
     def teacher_class_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Reduce (N, teacher nc, ...) class outputs of the teacher's layers to the student's classes (dim 1).
-
-        Examples:
-            >>> x = torch.arange(3.0).view(1, 3, 1)
-            >>> inputs = DistillInputs(Side(), Side(), {}, classes=torch.tensor([2, 0]))
-            >>> inputs.teacher_class_logits(x).flatten()
-            tensor([2., 0.])
-        """
+        """Reduce (N, teacher nc, ...) class outputs of the teacher's layers to the student's classes (dim 1)."""
         return x if self.classes is None else x.index_select(1, self.classes.to(x.device))
 
     def ground_truth(self) -> GroundTruth:
@@ -191,14 +154,9 @@ class DistillInputs:
 class Term(nn.Module):
     """One distillation loss term: holds hyper-parameters, reads `DistillInputs`, returns an unweighted scalar.
 
-    Subclasses set ``type`` (the registry key; ``aliases``: old names of it that method yamls may still use), take
-    their hyper-parameters as keyword arguments with defaults (the yaml ``params`` are validated against that
-    signature), may build trainable adapters in `make_adapters` (the distillation model stores them under its
-    ``projector``, never inside the term), and implement `forward`.
-
-    Statistics (e.g. gate ratios) are recorded with `record` at every step, as detached device tensors (no host
-    sync), and read as epoch means through `stats`; the trainer's epoch-end callback reads and resets them once per
-    epoch (TensorBoard ``kd_stats/<term name>/<stat>``).
+    Subclasses set ``type`` (the registry key; ``aliases``: its old names), take their hyper-parameters as keyword
+    arguments with defaults, may build adapters in `make_adapters` (stored by the model under ``projector``), and
+    implement `forward`. Statistics are recorded with `record` and read as epoch means through `stats`.
     """
 
     type: ClassVar[str] = ""
@@ -218,23 +176,16 @@ class Term(nn.Module):
         self._stat_sums: dict[str, tuple[torch.Tensor | float, torch.Tensor | float]] = {}
 
     def record(self, name: str, value: torch.Tensor | float, count: torch.Tensor | float = 1.0) -> None:
-        """Add one step's statistic: ``value`` to its running sum and ``count`` to its running count.
+        """Add ``value`` to the statistic's running sum and ``count`` to its running count (detached, on device).
 
-        Both stay (detached) on their device, so recording never waits for the accelerator. `stats` reports
-        ``sum of values / sum of counts``: with the default ``count = 1`` the mean over steps; with ``value`` = the
-        open gates of the step and ``count`` = its candidates, the open fraction over all the candidates seen.
-
-        Args:
-            name (str): Statistic name (``kd_stats/<term name>/<name>`` in TensorBoard).
-            value (torch.Tensor | float): The step's value (or numerator), a 0-dim tensor or a number.
-            count (torch.Tensor | float): Its weight (or denominator).
+        `stats` reports ``sum of values / sum of counts``: the mean over steps with ``count = 1``, an open fraction
+        with ``value`` = open gates and ``count`` = candidates.
 
         Examples:
             >>> term = Term()
             >>> term.record("open", torch.tensor(3), torch.tensor(4))  # 3 of 4 candidates open
-            >>> term.record("open", torch.tensor(0), torch.tensor(0))  # a step without candidates
             >>> term.record("open", torch.tensor(5), torch.tensor(8))
-            >>> term.stats  # (3 + 0 + 5) / (4 + 0 + 8)
+            >>> term.stats  # (3 + 5) / (4 + 8)
             {'open': 0.6666666666666666}
         """
         value = value.detach().float() if isinstance(value, torch.Tensor) else float(value)
@@ -244,10 +195,7 @@ class Term(nn.Module):
 
     @property
     def stats(self) -> dict[str, float]:
-        """Each recorded statistic's ``sum / count`` since the last `reset_stats` (0.0 where the count is 0).
-
-        Reading copies the sums to the host (a synchronisation): read once per epoch, not per step.
-        """
+        """Each recorded statistic's ``sum / count`` since the last `reset_stats` (a host sync: read once per epoch)."""
         out = {}
         for name, (total, n) in self._stat_sums.items():
             n = float(n)
@@ -259,10 +207,7 @@ class Term(nn.Module):
         self._stat_sums.clear()
 
     def assigned(self, inputs: DistillInputs) -> Assigned:
-        """``inputs.assigned``, the student's TAL assignment, or the one error a term without it raises.
-
-        The model computes the assignment only when a term sets ``needs_targets``; a term that reads it calls this.
-        """
+        """``inputs.assigned`` (computed when a term sets ``needs_targets``), or the error a term without it raises."""
         if inputs.assigned is None:
             raise ValueError(
                 f"{self.type or type(self).__name__}: needs the TAL assignment (inputs.assigned), which is None; the "
@@ -271,10 +216,7 @@ class Term(nn.Module):
         return inputs.assigned
 
     def taps(self) -> list[tuple[str, int]]:
-        """Head stages whose outputs this term reads: ``(branch attribute, stage index)``, e.g. ``("cv3", 1)``.
-
-        The model taps them on every level of both heads and passes them as each `Side`'s ``stages``.
-        """
+        """Head stages this term reads on every level of both heads: ``(branch attribute, stage index)``."""
         return []
 
     def make_adapters(self, probe: Probe) -> nn.Module | None:

@@ -1,21 +1,8 @@
 # yolokd, AGPL-3.0 License
 """BCKD terms: binary classification and IoU-based localisation distillation (Yang et al., ICCV 2023).
 
-"Bridging Cross-task Protocol Inconsistency for Distillation in Dense Object Detection", arXiv:2308.14286.
-
-The student's own head outputs are distilled in the protocol of the detection losses, each its own loss item:
-
-- `BCKDCls` (``bckd_cls``): per-class *binary* distillation of the class logits, ``kd_qfl(s, t, beta=1)`` over every
-  anchor (background included), instead of a softmax KL over classes that a sigmoid classifier does not model.
-- `BCKDBox` (``bckd_box``): IoU-based localisation distillation on *decoded* boxes, ``bckd_loc``: ``1 - GIoU`` between
-  the student's and the teacher's box at every anchor, weighted by the anchor's largest per-class score disagreement
-  ``max_c |sigmoid(t) - sigmoid(s)|`` (detached).
-
-Both are divided by the number of TAL positives (at least 1) and are 0 on a batch without positives. Each model's
-boxes are decoded from its own box output with its own ``reg_max`` (`yolokd.head.head_boxes`: the DFL expectation
-when ``reg_max > 1``, plain distances for YOLO26's ``reg_max == 1``, whose corners are then sorted); the boxes are
-in grid units of their level (GIoU is scale invariant, and both boxes of an anchor share its stride). For YOLO26 heads
-the one-to-many branch is used, as by every head term (`DistillInputs`).
+`BCKDCls` (``kd_qfl`` over every anchor) and `BCKDBox` (``bckd_loc`` on boxes decoded with each model's own
+``reg_max``), both divided by the number of TAL positives. See docs/methods.md.
 """
 
 from __future__ import annotations
@@ -40,9 +27,6 @@ def _zero_without_positives(loss: torch.Tensor, assigned: Assigned) -> torch.Ten
 @register
 class BCKDCls(Term):
     """Binary classification distillation: ``kd_qfl(s, t, beta)`` over every anchor / number of TAL positives.
-
-    Args:
-        beta (float): Exponent of the ``|sigmoid(s) - sigmoid(t)|`` modulating factor (the official 1).
 
     Examples:
         >>> BCKDCls()
@@ -72,12 +56,7 @@ class BCKDCls(Term):
 
 @register
 class BCKDBox(Term):
-    """IoU-based localisation distillation: ``bckd_loc`` on decoded boxes over every anchor / number of positives.
-
-    Examples:
-        >>> BCKDBox().needs_targets
-        True
-    """
+    """IoU-based localisation distillation: ``bckd_loc`` on decoded boxes over every anchor / number of positives."""
 
     type = "bckd_box"
     needs_targets = True

@@ -1,36 +1,10 @@
 # yolokd, AGPL-3.0 License
 """CrossKD terms: cross-head knowledge distillation (Wang et al., CVPR 2024, arXiv:2306.11369).
 
-Instead of pulling the student's predictions towards the teacher's (which conflicts with the ground truth), the
-student's *head hidden features* are fed through the teacher's remaining head layers and these cross-head predictions
-are made to match the teacher's own predictions. The student's own head output is trained only by the ground truth;
-the distillation gradient reaches the student's head features through the frozen teacher head.
-
-YOLO mapping: a Detect branch (``cv2`` box, ``cv3`` class) is ``Sequential(stage0, stage1, Conv2d 1x1)`` per level.
-For stage ``k`` (default 1, the last hidden stage) and every level ``l``::
-
-    h_s = student cv[l][k] output -> adapter (1x1 conv where the widths differ)
-        -> align_scale(., teacher cv[l][k] output) -> teacher cv[l][k + 1:] (frozen; the gradient flows to h_s)
-
-The cross predictions of all levels are flattened and concatenated like the head's own output (P3, P4, P5, each H*W
-row-major), then compared with the teacher's predictions:
-
-- `CrossKDCls` (``crosskd_cls``): ``kd_qfl(cross, teacher, beta=1)`` over all anchors, normalised by the number of
-  TAL positives (the official GFL recipe, ``KDQualityFocalLoss``). With a teacher trained on more (or other)
-  classes, the cross predictions are reduced to the matched classes exactly as the teacher's scores are.
-- `CrossKDBox` (``crosskd_box``): DFL heads (``reg_max > 1``): ``ld`` on the per-side bin distributions, T = 1, each
-  anchor weighted by ``sigmoid(max teacher class logit)`` over its 4 sides, normalised by 4 x the sum of the weights
-  (the official GFL recipe, ``KnowledgeDistillationKLDivLoss``). Heads without DFL (``reg_max == 1``, YOLO26): GIoU
-  between the decoded cross and teacher boxes with the same weights, ``sum w (1 - GIoU) / sum w``, times
-  ``giou_scale``; inverted boxes (``l + r < 0`` from raw distances) have their corners sorted first, which keeps
-  ``1 - GIoU`` in ``[0, 2]``.
-
-Differences from the official code (github.com/jbwang1997/CrossKD, ``CrossKDGFL``): its GFL head crosses at the
-*pre-activation* output of a hidden conv and applies the ReLU after ``align_scale``; an Ultralytics stage ends with its
-activation, so the tapped (post-activation) output is aligned and fed to the next teacher stage directly. Its config
-crosses after hidden conv 3 of 4 (the teacher re-runs its last hidden conv and the predictor); Ultralytics branches
-have two hidden stages, and the default here (``stage=1``) re-runs only the teacher's final conv; ``stage=0`` re-runs
-the teacher's last hidden stage as well.
+The student's head features after stage ``k`` of a branch go, through an adapter and `align_scale`, into the frozen
+teacher's remaining head layers; these cross-head predictions are pulled to the teacher's own (`CrossKDCls`:
+``kd_qfl``; `CrossKDBox`: ``ld``, or GIoU without DFL). An Ultralytics stage ends with its activation, so the tapped
+post-activation output is crossed (the official code crosses before the ReLU). See docs/methods.md.
 """
 
 from __future__ import annotations
@@ -52,11 +26,7 @@ _EPS = 1e-12  # floor of the box-weight normaliser (the weights are sigmoids, so
 
 
 def _frozen_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Run ``module`` on ``x`` with its parameters detached: gradients reach ``x`` but never the parameters.
-
-    This holds whether or not the teacher's parameters have ``requires_grad`` set; buffers (BatchNorm running
-    statistics) are the module's own, so the module must be in eval mode for the teacher to stay untouched.
-    """
+    """Run ``module`` (eval mode) on ``x`` with its parameters detached: gradients reach ``x``, not the parameters."""
     # in the usual layout even for a channels-last teacher: the student's features are, and mixing the two layouts
     # made the cross-head step slower on CPU (a copy of the few head weights is cheaper)
     params = {n: p.detach().clone(memory_format=torch.contiguous_format) for n, p in module.named_parameters()}
@@ -68,14 +38,13 @@ def _frozen_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def cross_head_predictions(inputs: DistillInputs, branch: str, stage: int, adapters: nn.Module | None) -> torch.Tensor:
     """Feed the student's stage-``stage`` features of ``branch`` through the teacher's remaining layers.
 
-    Per level: ``teacher_branch[l][stage + 1:](align_scale(adapter_l(h_s), h_t))`` with ``h_s``/``h_t`` the student's
-    and teacher's outputs of stage ``stage``; the teacher's parameters are detached, ``h_s`` keeps its graph.
+    Per level: ``teacher_branch[l][stage + 1:](align_scale(adapter_l(h_s), h_t))``; ``h_s`` keeps its graph.
 
     Args:
         inputs (DistillInputs): Step inputs with ``teacher.head`` and the tapped ``student.stages``/``teacher.stages``.
         branch (str): ``"cv2"`` (box) or ``"cv3"`` (class).
         stage (int): Index of the crossed stage in each ``Sequential`` of the branch.
-        adapters (nn.Module | None): One adapter per level (e.g. ``nn.Identity``), or None for identity.
+        adapters (nn.Module | None): One adapter per level, or None for identity.
 
     Returns:
         (torch.Tensor): Cross predictions (N, C, A), float32, levels concatenated like the head's outputs.
@@ -101,8 +70,7 @@ class _CrossKD(Term):
     """Shared part of the CrossKD terms: the tap, the per-level adapters and the cross-head forward.
 
     Args:
-        stage (int): Cross after stage ``k`` of each branch ``Sequential(stage0, stage1, final conv)``: 0 or 1
-            (1, the default, is the last hidden stage: only the teacher's final 1x1 conv is run).
+        stage (int): Cross after stage 0 or 1 of each branch (1: only the teacher's final 1x1 conv is run).
     """
 
     branch: ClassVar[str] = ""
@@ -124,14 +92,7 @@ class _CrossKD(Term):
         return [(self.branch, self.stage)]
 
     def make_adapters(self, probe: Probe) -> nn.Module:
-        """One adapter per level: a 1x1 conv where the student's stage width differs from the teacher's, else identity.
-
-        Args:
-            probe (Probe): Measured shapes, with the stage widths keyed ``(branch, level, stage)``.
-
-        Returns:
-            (nn.ModuleList): Adapters in level order.
-        """
+        """One adapter per level: a 1x1 conv where the stage widths differ, else identity."""
         keys = [(self.branch, level, self.stage) for level in range(len(probe.strides))]
         # no bias: align_scale removes every per-channel offset, so a bias would get exactly zero gradient
         return per_level(
@@ -158,10 +119,6 @@ class _CrossKD(Term):
 @register
 class CrossKDCls(_CrossKD):
     """CrossKD on the class branch (``cv3``): ``kd_qfl(cross, teacher, beta)`` over all anchors / TAL positives.
-
-    Args:
-        stage (int): Crossed stage, 0 or 1 (default 1, the last hidden stage).
-        beta (float): Exponent of the ``kd_qfl`` modulating factor ``|sigmoid(s) - sigmoid(t)|^beta``.
 
     Examples:
         >>> CrossKDCls().taps()
@@ -195,21 +152,13 @@ class CrossKDCls(_CrossKD):
 class CrossKDBox(_CrossKD):
     """CrossKD on the box branch (``cv2``): LD on the DFL bins, or GIoU of decoded boxes for heads without DFL.
 
-    Each anchor is weighted by ``w = sigmoid(max_c teacher class logit)`` (detached). With ``R = reg_max > 1``:
-    ``sum_{anchor, side} w * KL_T(teacher bins || cross bins) / (4 * sum w)``. With ``R == 1`` (YOLO26, boxes are
-    plain distances): ``giou_scale * sum w * (1 - GIoU(cross box, teacher box)) / sum w``, with the corners of
-    inverted boxes sorted first (otherwise the GIoU of an inverted box is unbounded above).
+    Each anchor is weighted by ``w = sigmoid(max_c teacher class logit)`` (detached): ``sum w KL_T / (4 sum w)`` over
+    the sides with ``reg_max > 1``, else ``giou_scale * sum w (1 - GIoU) / sum w`` with inverted boxes' corners sorted.
 
     Args:
-        stage (int): Crossed stage, 0 or 1 (default 1, the last hidden stage).
-        T (float): LD softmax temperature (the KL of each side is scaled by ``T**2``).
-        giou_scale (float): Factor applied only in the GIoU case. The method yaml's weight (4.0) is the official LD
-            weight while the GIoU weight this mapping calls for is 1.0, so the default 0.25 makes the effective GIoU
-            weight 4.0 x 0.25 = 1.0.
-
-    Examples:
-        >>> CrossKDBox()
-        CrossKDBox(branch=cv2, stage=1, T=1.0, giou_scale=0.25)
+        stage (int): Crossed stage, 0 or 1.
+        T (float): LD softmax temperature.
+        giou_scale (float): Factor of the GIoU case only: the yaml weight 4.0 x 0.25 = the GIoU weight 1.0.
     """
 
     type = "crosskd_box"

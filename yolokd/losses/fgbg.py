@@ -1,20 +1,10 @@
 # yolokd, AGPL-3.0 License
-"""FG/BG terms: foreground cosine on neck features, background binary KL on class predictions, adaptive gating.
+"""FG/BG terms: foreground cosine on neck features, background binary KL on class predictions, teacher-better gating.
 
-Seed thesis: "Distilling one-stage object detection network via decoupling foreground and background features". A
-small KL between outputs can hide feature vectors pointing in different directions, so the foreground (neck cells
-whose centre lies inside a ground-truth box) matches feature *direction* with a cosine, and the background (every
-other cell) matches the class *predictions* with a per-class binary KL. In both regions the teacher guides only
-where it is better than the student:
-
-- foreground (`FGBGForeground`, ``fgbg_fg``): per ground-truth object, the mean quality ``q = score^alpha *
-  IoU^beta`` (the assigner's alignment metric, its own alpha and beta) of teacher and student over the object's TAL
-  positives; all the object's foreground cells count only where the teacher's mean is higher;
-- background (`FGBGBackground`, ``fgbg_bg``): the anchor counts only where the teacher's maximum class probability
-  is lower than the student's (the teacher is the more confident "nothing here").
-
-The fractions of open gates are logged as ``fg_gate_open`` (objects), ``fg_cell_open`` (foreground cells) and
-``bg_gate_open`` (background anchors), epoch means (TensorBoard ``kd_stats/<name>/...``).
+From the seed thesis "Distilling one-stage object detection network via decoupling foreground and background
+features": the foreground matches feature direction, the background the class predictions, and in both the teacher
+guides only where it is better than the student. Open-gate fractions are logged as ``fg_gate_open``,
+``fg_cell_open`` and ``bg_gate_open``. See docs/methods.md.
 """
 
 from __future__ import annotations
@@ -40,23 +30,10 @@ def fg_masks(inputs: DistillInputs) -> list[torch.Tensor]:
 class FGBGForeground(Term):
     """Foreground term: sum over levels of ``cosine_fg(adapter(student), teacher, fg_mask, gate=open cells)``.
 
-    Each level's loss is the sum of ``1 - cos`` over the cells of the open objects divided by *all* the level's
-    foreground cells (the candidates), so the imitation per cell does not swing with the fraction of open gates.
-
-    Foreground cells are the neck cells whose centre lies inside a ground-truth box. With ``gate``, the teacher-better
-    gate is decided per ground-truth object, over that object's TAL positives (TAL's ``target_gt_idx`` groups them):
-    the object's gate is open when the teacher's mean quality over its positives is strictly above the student's,
-    quality ``q = score^alpha * IoU^beta`` against the object's box (`functional.log_quality`: the assigner's alpha
-    and beta, each model decoding its boxes with its own ``reg_max``; `functional.object_gate`). An open gate
-    opens *all* of the object's foreground cells at every level, not only its positives (TAL's top-k positives are a
-    few cells per object, 3-4 % of the foreground cells at 640 px), because the thesis defines the foreground region
-    by the boxes. A cell inside several boxes counts if any of their gates is open: each of those objects would have
-    the teacher guide that cell, and the cell cannot tell which object its features describe. An object without a
-    positive (all its candidate anchors went to overlapping objects) has no quality to compare: with
-    ``keep_unassigned`` (default) its cells count ungated; set it False to drop them.
-
-    Statistics (means since the last reset): ``fg_gate_open``, the fraction of the objects with positives whose gate
-    is open (1.0 without ``gate``); ``fg_cell_open``, the fraction of the foreground cells that count.
+    Foreground cells are the neck cells whose centre lies inside a ground-truth box. With ``gate``, an object's gate
+    opens when the teacher's mean quality over its TAL positives is above the student's (`functional.object_gate`),
+    and then opens all of the object's foreground cells at every level; a cell inside several boxes counts if any of
+    their gates is open.
 
     Args:
         gate (bool): Apply the per-object teacher-better gate.
@@ -119,18 +96,11 @@ class FGBGForeground(Term):
 class FGBGBackground(Term):
     """Background term: ``binary_kl(student_scores, teacher_scores)`` at gated background anchors.
 
-    Background anchors are the cells whose centre lies inside no ground-truth box. The per-class binary KL between
-    the teacher's and the student's sigmoid class probabilities is summed over classes and over the background
-    anchors whose gate is open, and divided by *all* the background anchors (the candidates, so the loss per anchor
-    does not swing with the fraction of open gates): with ``gate``, the open anchors are those where the teacher's
-    maximum class probability is strictly lower than the student's (compared on the logits, which orders them
-    exactly without sigmoid saturation). Zero when no gate is open.
-
-    ``stats["bg_gate_open"]``: open fraction among the background anchors since the last reset (1.0 without
-    ``gate``; 0 when there were none).
+    Summed over the open anchors and divided by all background anchors (cells inside no box). With ``gate``, an anchor
+    is open where the teacher's maximum class probability is strictly lower than the student's.
 
     Args:
-        gate (bool): Apply the teacher-better gate (lower maximum class probability).
+        gate (bool): Apply the teacher-better gate.
     """
 
     type = "fgbg_bg"

@@ -1,19 +1,8 @@
 # yolokd, AGPL-3.0 License
-"""Hint terms: Chen et al., "Learning Efficient Object Detection Models with Knowledge Distillation" (NeurIPS 2017).
+"""Hint terms: Chen et al., "Learning Efficient Object Detection Models with Knowledge Distillation", NeurIPS 2017.
 
-The paper distils a Faster R-CNN three ways; each is one term here, with its own loss item:
-
-- ``hint``: hint learning, ``mse(adapter(student neck), teacher neck)`` per level, summed over levels. The 1x1
-  adaptation layer is kept even when channel counts match (the paper found it essential).
-- ``hint_soft``: soft targets with class-imbalance weights. YOLO's classifier is per-class sigmoid with no background
-  class, so the paper's weighted soft cross-entropy becomes a per-class soft BCE against the teacher's sigmoid
-  probabilities at every anchor, weighted more at the TAL background anchors (1.5) than at the foreground ones (1.0).
-  The paper's hard part (``mu * L_hard``) is Ultralytics' own classification loss, a BCE summed over anchors and
-  classes and divided by the TAL target-score sum; the soft part is summed and divided by the same sum, so the two
-  share one scale and the term weight plays ``1 - mu``.
-- ``hint_bounded``: teacher-bounded regression at the TAL positives: the student's squared ltrb error (grid units)
-  counts only while it is not below the teacher's by the margin (`yolokd.losses.functional.bounded_regression`).
-  For a DFL student the targets are clamped to its bin range as Ultralytics' DFL target is.
+``hint`` (adapted neck MSE), ``hint_soft`` (soft per-class BCE, background anchors weighted more) and
+``hint_bounded`` (teacher-bounded regression at the TAL positives), each its own loss item. See docs/methods.md.
 """
 
 from __future__ import annotations
@@ -36,10 +25,7 @@ _DFL_MARGIN = 0.01  # Ultralytics' DFL targets stop 0.01 below the last bin: bbo
 
 @register
 class Hint(Term):
-    """Hint learning: sum over neck levels of ``mse(adapter(student), teacher)`` (mean over all elements).
-
-    The paper's L2 hint loss with its adaptation layer (a 1x1 conv per level, kept even when channels match).
-    """
+    """Hint learning: sum over neck levels of ``mse(adapter(student), teacher)`` (1x1 adapters even at equal widths)."""
 
     type = "hint"
     reads_teacher_head = False  # neck features only
@@ -66,15 +52,12 @@ class Hint(Term):
 class HintSoft(Term):
     """Class-imbalance-weighted soft targets: `functional.weighted_soft_bce` of student vs teacher logits, all anchors.
 
-    The weight is ``w_bg`` at TAL background anchors (``~fg_mask``) and ``w_fg`` at TAL foreground anchors; the loss
-    is summed over classes and anchors and divided by the TAL target-score sum (`Assigned.score_sum`, at least 1),
-    the normaliser of Ultralytics' classification loss ``L_hard``: the term weight is then the paper's ``1 - mu``
-    against ``L_hard`` (which Ultralytics multiplies by its ``cls`` gain, 0.5 by default). Temperature 1, as in the
-    paper.
+    Divided by the TAL target-score sum, the normaliser of Ultralytics' classification loss, so the term weight plays
+    the paper's ``1 - mu``.
 
     Args:
-        w_bg (float): Weight of background anchors (the paper's background-class weight, 1.5).
-        w_fg (float): Weight of foreground anchors (1.0 in the paper).
+        w_bg (float): Weight of TAL background anchors (the paper's background-class weight, 1.5).
+        w_fg (float): Weight of TAL foreground anchors.
     """
 
     type = "hint_soft"
@@ -104,17 +87,8 @@ class HintSoft(Term):
 class HintBounded(Term):
     """Teacher-bounded regression at the TAL positives (`yolokd.losses.functional.bounded_regression`).
 
-    ``R_s``, ``R_t``: decoded ltrb distances (grid units) of student and teacher, each with its own head's
-    ``reg_max`` (`yolokd.head.anchor_distances`); ``y``: the assigned ground-truth box as ltrb distances from the
-    anchor in the same units. When the student has DFL bins (``reg_max > 1``) it cannot predict beyond
-    ``reg_max - 1``, so ``y`` is clamped to ``[0, reg_max - 1.01]`` exactly as Ultralytics clamps its DFL targets
-    (``bbox2dist(anchor_points, bbox, reg_max - 1)``), and ``R_t`` to the same range, so that the gate compares the
-    teacher with what the student can reach (``R_s`` lies in ``[0, reg_max - 1]`` by construction and is not
-    clamped, keeping its gradient). A ``reg_max == 1`` student regresses plain distances: nothing is clamped, as in
-    Ultralytics.
-
-    Records ``stats["open"]``: the fraction of positives where the bound is active (``d_s + margin > d_t``), over
-    all the positives since the last reset (0 without positives).
+    On decoded ltrb distances in grid units, each model with its own ``reg_max``; for a DFL student the target and the
+    teacher are clamped to ``[0, reg_max - 1.01]`` as Ultralytics clamps its DFL targets. Records ``stats["open"]``.
 
     Args:
         margin (float): Margin ``m`` of the gate ``d_s + m > d_t`` (squared grid units).
@@ -133,10 +107,7 @@ class HintBounded(Term):
         return f"margin={self.margin}"
 
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
-        """Return the unweighted bounded regression loss (mean over positives) and record the open fraction.
-
-        Every anchor is decoded and the positives are selected by a 0/1 weight (no boolean indexing, no host sync).
-        """
+        """Return the unweighted bounded regression loss (mean over positives) and record the open fraction."""
         asg = self.assigned(inputs)
         fg = asg.fg_mask.bool()
         s_reg, t_reg = inputs.reg_max()

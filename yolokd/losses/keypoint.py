@@ -1,14 +1,8 @@
 # yolokd, AGPL-3.0 License
-"""Keypoint term (pose models): the teacher's keypoints taught at the student's positives.
+"""Keypoint term (pose models): the teacher's keypoints taught at the student's TAL positives.
 
-A YOLO ``Pose`` head predicts, per anchor, ``K`` keypoints as offsets from the anchor (``kpts``, (N, K * ndim, A);
-with ``ndim == 3`` the third value is a visibility logit). Each model's offsets are decoded with its own head's rule
-(`yolokd.head.decode_keypoints`: Ultralytics' ``v8PoseLoss.kpts_decode`` or ``PoseLoss26.kpts_decode``, both to grid
-units of the anchor's level), and
-at every TAL positive of the student the student's keypoints are pulled to the teacher's with an L1 distance
-weighted by the teacher's visibility, plus the binary KL of the visibilities (`yolokd.losses.functional.keypoint_kd`):
-the pose counterpart of the box-regression imitation of Chen et al. (2017) and LD, with the teacher's prediction as the
-target where the student is assigned an object.
+Each model's keypoints are decoded with its own head's rule (`yolokd.head.decode_keypoints`) and compared with
+`yolokd.losses.functional.keypoint_kd`.
 """
 
 from __future__ import annotations
@@ -26,12 +20,7 @@ __all__ = ["KeypointKD"]
 
 @register
 class KeypointKD(Term):
-    """Visibility-weighted L1 between student and teacher keypoints (+ visibility KL) at the TAL positives.
-
-    Examples:
-        >>> KeypointKD().tasks
-        ('pose',)
-    """
+    """Visibility-weighted L1 between student and teacher keypoints (+ visibility KL) at the TAL positives."""
 
     type = "keypoint"
     aliases = ("kpt_kd",)  # its type before it took the method's name

@@ -1,15 +1,8 @@
 # yolokd, AGPL-3.0 License
 """Mask term (segment models): the teacher's instance masks taught at the student's positives.
 
-A YOLO ``Segment`` head predicts masks as ``sigmoid(coefficients . prototypes)`` (YOLACT-style): per anchor ``nm``
-coefficients (``mask_coefficient``, (N, nm, A)) and per image ``nm`` prototype maps (``proto``, (N, nm, H, W) at
-stride 4). Coefficients and prototypes are each only defined up to an invertible linear map between them (any basis
-change of the prototypes, undone in the coefficients, gives the same masks), so comparing either alone would teach the
-student the teacher's arbitrary basis. The term compares what they make: at up to ``max_instances`` TAL positives per
-image (the ones the teacher is surest of, a fixed number so that no step waits for the host), each model's mask logits
-over the prototype pixels, with the binary KL inside the assigned box (the crop of Ultralytics' own mask loss;
-`yolokd.losses.functional.mask_kd`). Prototypes of different resolution are resized to the student's; the numbers of
-prototypes may differ.
+Coefficients and prototypes are only defined up to a shared basis change, so the term compares the masks they make
+(`yolokd.losses.functional.mask_kd`) at up to ``max_instances`` TAL positives per image, inside the assigned box.
 """
 
 from __future__ import annotations
@@ -33,10 +26,6 @@ class MaskKD(Term):
 
     Args:
         max_instances (int): Positives per image whose masks are compared (the teacher's most confident first).
-
-    Examples:
-        >>> MaskKD()
-        MaskKD(max_instances=32)
     """
 
     type = "mask"

@@ -1,36 +1,9 @@
 # yolokd, AGPL-3.0 License
 """MGD term: masked generative distillation on every neck level (Yang et al., ECCV 2022, arXiv:2205.01529).
 
-Per level::
-
-    student feature -> align (1x1 conv with bias, only where the widths differ)
-        -> x mgd_mask(u, ratio)  (u ~ U[0, 1), shape (N, 1, H, W), fresh per level and step)
-        -> generator: conv3x3 -> ReLU -> conv3x3 (teacher channels, bias, PyTorch's default init)
-        -> mgd(generated, teacher)
-
-``generator="student"`` (a yolokd option, not the paper's) runs the generator at the student's width instead: the
-student feature itself is masked, then conv3x3 (Cs -> Cs) -> ReLU -> conv3x3 (Cs -> Ct) generates the teacher feature,
-with no separate align conv. Multiply-adds per position: ``9 (Cs^2 + Cs Ct)`` against ``Cs Ct + 18 Ct^2`` for the
-paper's (the 1x1 align where the widths differ, then two 3x3 convolutions at the teacher's width): for ``Cs = Ct / 2``
-(a small student of a twice wider teacher) 6.75 Ct^2 against 18.5 Ct^2, 2.7x fewer. The paper's generator at the
-teacher's width is the largest cost of an MGD step on the cpu benchmark (BENCHMARKS.md, "Cost of a step").
-
-The student feature is never compared with the teacher directly: it must hold enough to *generate* the teacher's
-feature from its unmasked positions. The align convs and the generators are this term's adapters (`make_adapters`),
-so the distillation model keeps them under ``projector``: trained with the student, saved for resume, and absent from
-every bare-student checkpoint.
-
-Normalisation: `yolokd.losses.functional.mgd` sums the squared error over ``C*H*W`` (divided by the batch size only),
-so its right weight ``alpha`` depends on the teacher's widths and the image size. With ``per_element=True`` (the
-default) the sum over levels is divided by ``E = sum_l C_l H_l W_l`` (the elements of one image's teacher features),
-i.e. the term is the mean squared error per element, and the yaml weight is ``alpha x E`` at the official sizes,
-which carries the official scale to any YOLO width and image size (``cfg/methods/mgd.yaml`` gives the derivation).
-``per_element=False`` gives the official sum, to be weighted by ``alpha`` itself.
-
-Randomness: ``u`` is drawn with ``torch.rand`` from the global generator of the feature's device. Ultralytics seeds it
-per rank (``seed + 1 + RANK``), so DDP ranks draw different masks (as they see different images) and a run with a
-fixed seed is repeatable; the generator state is not checkpointed (nor is it for Ultralytics' augmentation), so a
-resumed run draws other masks than the uninterrupted run would have.
+Per level: student feature -> align (1x1 conv where the widths differ) -> x `mgd_mask` -> generator (conv3x3, ReLU,
+conv3x3) -> ``mgd(generated, teacher)``. The align convs and generators are the term's adapters (kept under the
+model's ``projector``, never in the student's checkpoint). Masks come from the device's global generator.
 """
 
 from __future__ import annotations
@@ -55,15 +28,13 @@ class MGDLevel(nn.Module):
     Args:
         c_s (int): Student channels.
         c_t (int): Teacher channels.
-        width (str): ``teacher`` (the paper's: align to ``c_t``, then both convs at ``c_t``) or ``student`` (no align;
+        width (str): ``teacher`` (the paper's: align to ``c_t``, both convs at ``c_t``) or ``student`` (no align;
             conv3x3 ``c_s -> c_s``, ReLU, conv3x3 ``c_s -> c_t``).
 
     Examples:
         >>> m = MGDLevel(16, 32)
         >>> m(torch.zeros(2, 16, 4, 4), torch.ones(2, 1, 4, 4)).shape
         torch.Size([2, 32, 4, 4])
-        >>> [tuple(c.weight.shape) for c in MGDLevel(16, 32, "student").generator[::2]]
-        [(16, 16, 3, 3), (32, 16, 3, 3)]
     """
 
     def __init__(self, c_s: int, c_t: int, width: str = "teacher") -> None:
@@ -89,15 +60,11 @@ class MGD(Term):
     """Sum over neck levels of ``mgd(generator(align(student) x mask), teacher)``, per element by default.
 
     Args:
-        ratio (float): Masked fraction lambda of each level's positions (the official 0.65 for one-stage detectors).
-        per_element (bool): Divide the sum over levels by the teacher-feature elements per image ``sum_l C_l H_l W_l``
-            (weight = alpha x that count at the official sizes); False: the official sum (weight = alpha).
-        generator (str): ``teacher`` (the paper's generator at the teacher's width) or ``student`` (at the student's
-            width, a yolokd option: about 2.7x fewer multiply-adds for a student half as wide; see the module doc).
-
-    Examples:
-        >>> MGD()
-        MGD(ratio=0.65, per_element=True, generator=teacher)
+        ratio (float): Masked fraction of each level's positions (the official 0.65 for one-stage detectors).
+        per_element (bool): Divide by the teacher-feature elements per image, ``sum_l C_l H_l W_l`` (the yaml weight
+            is then alpha x that count at the official sizes); False: the official sum (weight = alpha).
+        generator (str): ``teacher`` (the paper's generator width) or ``student`` (about 2.7x fewer multiply-adds for a
+            student half as wide).
     """
 
     type = "mgd"

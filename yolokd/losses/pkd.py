@@ -1,10 +1,8 @@
 # yolokd, AGPL-3.0 License
 """PKD term: Pearson-correlation feature distillation on every neck level (Cao et al., NeurIPS 2022, arXiv:2207.02039).
 
-Per level ``pkd(adapter(student), teacher)`` (`yolokd.losses.functional.pkd`), summed over levels. Standardising each
-channel makes the loss blind to every channel's scale and offset, so an adapter is only needed to map widths: a 1x1
-conv (without bias: the standardisation removes any per-channel offset, so a bias would never train) where the
-student's width differs from the teacher's, the identity where they match (MMRazor's ``PKDLoss`` uses none).
+The loss ignores each channel's scale and offset, so the adapter only maps widths: a bias-free 1x1 conv where they
+differ, else identity.
 """
 
 from __future__ import annotations

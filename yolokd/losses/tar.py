@@ -1,19 +1,9 @@
 # yolokd, AGPL-3.0 License
 """TAR terms: Task Adaptive Regularization (Sun et al., 2020, arXiv:2006.13108).
 
-Three terms, each with its own weight and schedule (the paper's *distillation decay* is the ``linear`` schedule of
-``cfg/methods/tar.yaml``; ``cosine`` is the smooth option):
-
-- ``tar_feat``: Gaussian-mask feature imitation on every neck level. The mask is the maximum over the image's ground
-  truth boxes of a 2D Gaussian centred on the box with sigma proportional to its width and height.
-- ``tar_cls``: classification-head distillation at the shared positives. The paper shares region proposals between
-  teacher and student; a one-stage YOLO head has no proposals, so the *assignment* is shared instead: both heads are
-  compared at the student's TAL positives, the teacher's sigmoid scores being soft targets (``kd_qfl``).
-- ``tar_box``: regression-head distillation at the same positives, adaptive: the teacher's box is an extra target
-  only where it overlaps the assigned ground truth strictly better than the student's box does.
-
-The math (`gaussian_imitation`, `teacher_better`, `giou_loss`, `kd_qfl`) lives in `yolokd.losses.functional`; the
-terms only gather inputs.
+``tar_feat`` (Gaussian-mask feature imitation), ``tar_cls`` (``kd_qfl`` at the student's TAL positives, which stand
+in for the paper's shared proposals) and ``tar_box`` (GIoU to the teacher's box where it beats the student's). The
+paper's distillation decay is the ``linear`` schedule of ``cfg/methods/tar.yaml``. See docs/methods.md.
 """
 
 from __future__ import annotations
@@ -35,13 +25,8 @@ __all__ = ["TARBox", "TARCls", "TARFeat"]
 class TARFeat(Term):
     """Gaussian-mask feature imitation summed over neck levels: ``sum_l gaussian_imitation(adapter_l(s), t, M_l)``.
 
-    ``M_l`` comes from `yolokd.targets.gaussian_masks` at the level's cell centres (pixels): per box
-    ``exp(-((x-cx)^2 / (2 sx^2) + (y-cy)^2 / (2 sy^2)))`` with ``sx = sigma_scale * w / 2`` and
-    ``sy = sigma_scale * h / 2``, maximum over the image's boxes. The paper sets sigma proportional to the box width
-    and height; ``sigma_scale`` is that proportion relative to the half size: 0.5 gives ``sigma = w / 4`` (the box
-    border lies 2 sigma from the centre, mask ``exp(-2) ~ 0.14`` at the middle of each edge), 1.0 gives
-    ``sigma = w / 2`` (border at 1 sigma, mask ``exp(-1/2) ~ 0.61``). The level strides are the model's
-    (`DistillInputs.level_strides`).
+    ``M_l`` is `yolokd.targets.gaussian_masks` at the level's cell centres: the maximum over the boxes of a Gaussian
+    with ``sigma = sigma_scale x`` half the box width and height.
 
     Args:
         sigma_scale (float): Gaussian sigma as a fraction of the box half width/height.
@@ -77,13 +62,7 @@ class TARFeat(Term):
 
 @register
 class TARCls(Term):
-    """Classification distillation at the shared (student TAL) positives: ``kd_qfl(s[pos], t[pos], beta)``.
-
-    Normalised by the number of positives (at least 1); anchors outside the positives do not contribute.
-
-    Args:
-        beta (float): Exponent of the ``|sigmoid(s) - sigmoid(t)|`` modulating factor.
-    """
+    """Classification distillation at the student's TAL positives: ``kd_qfl(s[pos], t[pos], beta)`` / positives."""
 
     type = "tar_cls"
     needs_targets = True
@@ -109,13 +88,10 @@ class TARCls(Term):
 
 @register
 class TARBox(Term):
-    """Adaptive box distillation at the shared positives: ``1 - GIoU(student, teacher)`` where the teacher is better.
+    """Adaptive box distillation at the positives: ``1 - GIoU(student, teacher)`` where the teacher is better.
 
-    Both heads' boxes are decoded with their own ``reg_max`` into input pixels; the gate is open where
-    ``IoU(teacher, GT) > IoU(student, GT)`` (strict, Ultralytics' ``bbox_iou``); the loss is the sum over the open
-    positives divided by all the positives (the candidates: the loss per open positive does not swing with the
-    fraction of open gates; 0, connected to the graph, when none is open). ``stats["teacher_better"]``: the fraction
-    of open positives since the last reset.
+    Boxes decoded in pixels, each with its own ``reg_max``; gated by `teacher_better`, divided by all the positives.
+    Records ``stats["teacher_better"]``.
     """
 
     type = "tar_box"

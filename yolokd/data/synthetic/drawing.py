@@ -30,16 +30,7 @@ def _regular(n: int, radius: float, theta: float) -> np.ndarray:
 
 
 def draw_shape(mask: np.ndarray, cls: int, size: float, cx: float, cy: float, rng: np.random.Generator) -> None:
-    """Draw the filled shape of class ``cls`` (value 255) into the uint8 ``mask``, centred on (cx, cy).
-
-    Args:
-        mask (np.ndarray): Zeroed (H, W) uint8 canvas to draw into.
-        cls (int): Class index into ``SHAPES``.
-        size (float): Nominal object size (extent) in pixels.
-        cx (float): Centre x in canvas pixels.
-        cy (float): Centre y in canvas pixels.
-        rng (np.random.Generator): Random generator for the shape's rotation and proportions.
-    """
+    """Draw the filled shape of class ``cls`` of ``SHAPES`` (value 255) into the uint8 ``mask``, centred on (cx, cy)."""
     name, r = SHAPES[cls], size / 2
     theta = rng.uniform(0, 2 * math.pi)
     centre = (round(cx * _SCALE), round(cy * _SCALE))
@@ -75,10 +66,7 @@ def draw_shape(mask: np.ndarray, cls: int, size: float, cx: float, cy: float, rn
 def draw_glyph(mask: np.ndarray, cls: int, size: float, cx: float, cy: float, rng: np.random.Generator) -> None:
     """Draw the glyph of class ``cls`` of ``GLYPHS`` (value 255) into the uint8 ``mask``, centred on (cx, cy).
 
-    A bold Hershey font glyph (simplex or duplex face, strokes 15-22% of ``size``: thin strokes on busy textures made
-    the look too hard to learn in the benchmark's budget, data version 3), scaled so that its larger side is about
-    ``0.8 * size``, then turned by at most 20 degrees (so that the extent stays below ``0.6 * size`` from the centre,
-    inside the caller's canvas, and no glyph turns into another).
+    A bold Hershey glyph about ``0.8 * size`` across, turned by at most 20 degrees (no glyph turns into another).
     """
     text = GLYPHS[cls]
     font = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX)[int(rng.integers(0, 2))]
@@ -110,11 +98,7 @@ def gradient_background(rng: np.random.Generator, s: int) -> np.ndarray:
 
 
 def texture_background(rng: np.random.Generator, s: int) -> np.ndarray:
-    """Return an (s, s, 3) float32 background: two-colour stripes or checks at a random period and angle.
-
-    The two colours are pulled to 40% of their distance around their mean, so the texture stays calmer than the glyphs
-    drawn on it (full-contrast textures hid the glyphs from a small model, data version 2).
-    """
+    """Return an (s, s, 3) float32 background: calm two-colour stripes or checks at a random period and angle."""
     a, b = rng.uniform(0, 255, 3).astype(np.float32), rng.uniform(0, 255, 3).astype(np.float32)
     mid = (a + b) / 2
     c0, c1 = mid + 0.4 * (a - mid), mid + 0.4 * (b - mid)
@@ -130,11 +114,7 @@ def texture_background(rng: np.random.Generator, s: int) -> np.ndarray:
 
 
 def natural_background(rng: np.random.Generator, s: int) -> np.ndarray:
-    """Return an (s, s, 3) float32 ground texture: four octaves of smooth noise between two earthy/green colours.
-
-    Each octave is a small random grid upscaled with cubic interpolation, at half the amplitude of the one before; a
-    second field mixes in a third colour in patches (vegetation on soil), and a fine grain is added last.
-    """
+    """Return an (s, s, 3) float32 ground texture: octaves of smooth noise between earthy/green colours, with grain."""
 
     def field(base: int) -> np.ndarray:
         out, amp = np.zeros((s, s), np.float32), 1.0

@@ -16,11 +16,7 @@ KPT_NAMES = ("top", "right", "bottom", "left")
 
 
 def polygon(canvas: np.ndarray) -> np.ndarray:
-    """Return the outer contour of the shape's largest part as an (n >= 3, 2) float polygon in canvas pixels.
-
-    The contour runs through the centres of the boundary pixels (pixel ``i`` covers ``[i, i + 1)``), simplified by
-    ``cv2.approxPolyDP`` with ``_POLY_EPS`` pixels; a degenerate contour falls back to the shape's box corners.
-    """
+    """The outer contour of the shape's largest part, simplified, as an (n >= 3, 2) float polygon in canvas pixels."""
     contours, _ = cv2.findContours(canvas, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     contour = max(contours, key=lambda c: (cv2.contourArea(c), len(c)))
     for pts in (cv2.approxPolyDP(contour, _POLY_EPS, True), contour):
@@ -34,8 +30,7 @@ def extreme_points(canvas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Return the top-, right-, bottom- and left-most points of the shape, in canvas pixels.
 
     Returns:
-        points (np.ndarray): (4, 2) float ``x, y`` pixel centres; among tied pixels (e.g. a flat top) the coordinate
-            along the edge is their mean.
+        points (np.ndarray): (4, 2) float ``x, y``; among tied pixels the coordinate along the edge is their mean.
         pixels (np.ndarray): (4, 2) int ``x, y`` of the tied pixel nearest each point (the one whose visibility counts).
     """
     ys, xs = np.nonzero(canvas)

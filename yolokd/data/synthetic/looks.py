@@ -59,21 +59,11 @@ STYLES: dict[str, Style] = {
 
 
 def class_names(nc: int, style: str = "shapes") -> list[str]:
-    """Return the class names of a synthetic data set with ``nc`` classes.
-
-    Args:
-        nc (int): Number of classes, 1 to the style's number of names (8 for every style).
-        style (str): A key of ``STYLES``.
-
-    Returns:
-        (list[str]): The first ``nc`` names of the style (``SHAPES`` or ``GLYPHS``).
-
-    Raises:
-        ValueError: If ``style`` is unknown or ``nc`` is outside 1..8.
+    """Return the first ``nc`` (1 to 8) class names of a synthetic data set of ``style`` (a key of ``STYLES``).
 
     Examples:
-        >>> class_names(3), class_names(2, style="glyphs")
-        (['circle', 'square', 'triangle'], ['A', 'E'])
+        >>> class_names(3)
+        ['circle', 'square', 'triangle']
     """
     names = _style(style).names
     nc = as_int(nc, "nc")

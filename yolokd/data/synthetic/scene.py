@@ -37,14 +37,7 @@ class Drawn:
 
 
 def render(rng: np.random.Generator, s: int, nc: int, max_objects: int, style: Style) -> tuple:
-    """Draw one image and pick the objects to label.
-
-    Args:
-        rng (np.random.Generator): The image's own random generator.
-        s (int): Image side in pixels.
-        nc (int): Number of classes.
-        max_objects (int): Maximum number of objects to draw.
-        style (Style): What to draw: objects, background, sizes and clutter.
+    """Draw one (s, s) image with ``style`` and pick the objects to label.
 
     Returns:
         img (np.ndarray): (s, s, 3) uint8 BGR image.
@@ -68,11 +61,7 @@ def render(rng: np.random.Generator, s: int, nc: int, max_objects: int, style: S
 
 
 def _draw_objects(img: np.ndarray, owner: np.ndarray, rng: np.random.Generator, n: int, nc: int, style: Style) -> list:
-    """Draw ``n`` objects onto the float ``img``, later ones on top, recording in ``owner`` who is visible where.
-
-    Returns:
-        (list[Drawn]): Every drawn object in draw order, also those entirely outside the image.
-    """
+    """Draw ``n`` objects onto ``img``, later ones on top, recording in ``owner`` who is visible where."""
     s, objects = img.shape[0], []
     for k in range(n):
         cls = int(rng.integers(0, nc))

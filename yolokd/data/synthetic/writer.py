@@ -40,12 +40,9 @@ def make_dataset(
 ) -> Path:
     """Generate (or reuse) a synthetic data set in YOLO format, for detection or another Ultralytics task.
 
-    Writes ``root/images/{train,val,test}/*.jpg``, ``root/labels/{train,val,test}/*.txt`` (one line per labelled
-    object, see ``task``; coordinates normalised to [0, 1], 6 decimals), ``root/data.yaml`` and, last, the stamp file
-    ``root/.yolokd_synthetic.json``.
-    If the stamp matches the arguments the existing data set is returned without regenerating anything; otherwise the
-    stamp, ``data.yaml`` and the ``images``/``labels`` folders under ``root`` are removed and everything is redrawn.
-    Nothing else under ``root`` is touched.
+    Writes ``root/images/{train,val,test}/*.jpg``, ``root/labels/...`` (normalised coordinates), ``root/data.yaml``
+    and, last, the stamp file. A stamp matching the arguments reuses the set; otherwise the stamp, ``data.yaml``,
+    ``images`` and ``labels`` under ``root`` are removed and redrawn. Nothing else under ``root`` is touched.
 
     Args:
         root (str | Path): Output directory; created if missing.
@@ -53,36 +50,18 @@ def make_dataset(
         n_val (int): Number of validation images (for choosing hyper-parameters), at least 1.
         n_test (int): Number of test images (for reporting), at least 0; with 0 the ``test`` key is omitted.
         imgsz (int): Side of the square images in pixels, at least 32.
-        seed (int): Non-negative base seed; every image uses ``default_rng([seed, split_id, index])``.
+        seed (int): Non-negative base seed.
         nc (int): Number of classes, 1 to 8 (the first ``nc`` names of the style, `class_names`).
         max_objects (int): Maximum number of objects drawn per image, at least 1.
         progress (bool): Show a progress bar per split and log where the data set was written.
-        style (str): What the data set looks like, a key of ``STYLES``: ``shapes`` (the default: filled geometric
-            shapes on gradients, 12-50% of the side), ``glyphs`` (letters and a digit on striped or checked
-            textures, boxes about 16-60% of the side) or ``aerial`` (many small shapes, 4-12% of the side, on
-            natural-looking ground); the other two looks are kept for transfer checks.
-        task (str): The label kind, one of ``TASKS``; the images and the labelled objects are the same for every task,
-            and every geometry is that of the object's full (amodal) shape, clipped to the image:
-
-            - ``detect`` (the default): ``cls cx cy w h``, the tight box.
-            - ``segment``: ``cls x1 y1 x2 y2 ...``, the outer contour of the shape's largest part through its boundary
-              pixels' centres, simplified to within 0.7 px (at least 3 points).
-            - ``pose``: ``cls cx cy w h`` (the detect box) then ``x y v`` for 4 keypoints, ``KPT_NAMES``: the top-,
-              right-, bottom- and left-most pixel centres of the shape (for tied pixels, the mean along the edge);
-              ``v`` is 2 if the object is visible at that pixel, 1 if a later object hides it, and the keypoint is
-              ``0 0 0`` if the pixel lies outside the image. ``data.yaml`` gets ``kpt_shape: [4, 3]``,
-              ``flip_idx: [0, 3, 2, 1]`` (for horizontal flips; keep Ultralytics' ``flipud`` at its default 0, as it
-              uses the same ``flip_idx``) and ``kpt_names``.
-            - ``obb``: ``cls x1 y1 x2 y2 x3 y3 x4 y4``, the corners of the minimum-area rectangle around the shape's
-              pixels (``cv2.minAreaRect``, pixels taken as unit squares).
-
-            Other tasks than ``detect`` are recorded in the stamp, so switching task regenerates the set.
+        style (str): A key of ``STYLES``: ``shapes``, ``glyphs`` or ``aerial``.
+        task (str): The label kind, one of ``TASKS``, every geometry from the object's full shape: ``detect``
+            (``cls cx cy w h``), ``segment`` (the outer contour), ``pose`` (the box, then ``x y v`` for the 4
+            extreme points of `KPT_NAMES`; ``kpt_shape: [4, 3]`` and ``flip_idx`` in ``data.yaml``) or ``obb`` (the
+            minimum-area rectangle's corners).
 
     Returns:
         (Path): Path of the written ``data.yaml``.
-
-    Raises:
-        ValueError: If an argument is out of range.
     """
     names = class_names(nc, style)
     n_train, n_val, n_test, imgsz, seed, max_objects = _checked(task, n_train, n_val, n_test, imgsz, seed, max_objects)

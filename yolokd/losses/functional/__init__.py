@@ -1,18 +1,9 @@
 # yolokd, AGPL-3.0 License
-"""Pure functional core of the distillation losses.
+"""Pure functional core of the distillation losses, imported as ``from yolokd.losses import functional as kdf``.
 
-Every function takes tensors and returns a tensor; there is no state, no module and no hidden ``detach``. Teacher
-inputs are treated as targets but are *not* detached here: callers decide whether gradients may reach the teacher.
-
-Precision policy: float16/bfloat16 (and other non-float64) inputs are upcast with ``.float()`` and the computation runs
-in float32; float64 inputs are kept in float64 (so ``torch.autograd.gradcheck`` works). Loss functions return a 0-dim
-tensor. Empty inputs (no rows, empty mask) give a zero that is still connected to the autograd graph.
-
-Imported as ``from yolokd.losses import functional as kdf`` (in yolokd and its tests ``F`` always means
-``torch.nn.functional``, as here).
-
-One module per family: `feature`, `logits`, `boxes`, `gates`, `tasks`; `_shared` holds the helpers they share
-(upcasting, shape checks, reductions). Every public formula is re-exported here.
+Stateless tensor functions; teacher inputs are not detached here. Inputs other than float64 run in float32; losses
+return a 0-dim tensor, a graph-connected zero for empty inputs. One module per family (`feature`, `logits`, `boxes`,
+`gates`, `tasks`), every public formula re-exported here.
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
 # yolokd, AGPL-3.0 License
-"""Box formulas: bounded regression, teacher-better masks, ``1 - GIoU`` and its losses, BCKD's localisation.
-
-Also the log-quality of predictions that FG/BG gates its foreground by. Boxes are decoded by `yolokd.head`.
-"""
+"""Box formulas: bounded regression, teacher-better gates, ``1 - GIoU`` losses, BCKD's localisation, log-quality."""
 
 from __future__ import annotations
 
@@ -43,40 +40,25 @@ def bounded_regression(
         d^S_i = \sum_{k=1}^{4} (r^S_{i,k} - y_{i,k})^2, \qquad d^T_i = \sum_{k=1}^{4} (r^T_{i,k} - y_{i,k})^2, \qquad
         l_i = d^S_i \, [d^S_i + m > d^T_i]
 
-    The gate is a strict inequality and carries no gradient; rows where it is off still count in the reduction:
-    :math:`\sum_i l_i w_i / \text{avg\_factor}` if ``avg_factor`` is given, else :math:`\operatorname{mean}_i(l_i w_i)`
-    (a 0/1 ``weight`` with ``avg_factor`` = its sum selects rows without indexing, hence without a host sync).
-
-    Shape:
-        - rs: :math:`(n, 4)`
-        - rt: :math:`(n, 4)`
-        - y: :math:`(n, 4)`
-        - weight: :math:`(n,)`
-        - output: :math:`()`
+    reduced as :math:`\sum_i l_i w_i / \text{avg\_factor}` if ``avg_factor`` is given, else
+    :math:`\operatorname{mean}_i(l_i w_i)`. The gate carries no gradient.
 
     Args:
-        rs (torch.Tensor): Student box regression.
-        rt (torch.Tensor): Teacher box regression; not detached here (it only enters the gate).
-        y (torch.Tensor): Ground-truth boxes in the same encoding.
+        rs (torch.Tensor): Student box regression, ``(n, 4)``.
+        rt (torch.Tensor): Teacher box regression, ``(n, 4)``; only enters the gate.
+        y (torch.Tensor): Ground-truth boxes in the same encoding, ``(n, 4)``.
         margin (float): Margin ``m`` of the gate.
-        weight (torch.Tensor | None): Optional per-row weight.
-        avg_factor (float | torch.Tensor | None): Optional normaliser; when given the weighted sum is divided by it
-            (callers clamp it to ``>= 1``).
+        weight (torch.Tensor | None): Optional per-row weight, ``(n,)``.
+        avg_factor (float | torch.Tensor | None): Optional normaliser (callers clamp it to ``>= 1``).
 
     Returns:
-        (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs); zero connected to the graph if ``n == 0``.
-
-    Raises:
-        ValueError: If the inputs are not ``(n, 4)``, their shapes differ, or ``weight`` is not ``(n,)``.
+        (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs); a graph-connected zero if ``n == 0``.
 
     Examples:
         >>> rs = torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])  # d_S = [2, 1]
         >>> rt = torch.tensor([[1.0, 0.0, 0.0, 0.0], [2.0, 0.0, 0.0, 0.0]])  # d_T = [1, 4]
         >>> float(bounded_regression(rs, rt, torch.zeros(2, 4)))  # (2 + 0) / 2
         1.0
-        >>> float(bounded_regression(rs, rt, torch.zeros(2, 4), weight=torch.tensor([1.0, 0.0]), avg_factor=1.0))
-        2.0
-
     """
     check_shapes("bounded_regression", rs, rt, 2, "(n, 4)")
     if rs.shape[-1] != 4:
@@ -93,25 +75,19 @@ def bounded_regression(
 
 
 def teacher_better(s_boxes: torch.Tensor, t_boxes: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-    r"""TAR's regression gate: True where IoU(teacher box, GT) > IoU(student box, GT) (strict).
+    r"""TAR's regression gate: True where IoU(teacher box, GT) > IoU(student box, GT) (strict, no gradient).
 
     .. math::
 
         g_i = \left[\operatorname{IoU}(b^T_i, y_i) > \operatorname{IoU}(b^S_i, y_i)\right]
 
-    Uses Ultralytics' ``bbox_iou`` (xyxy); no gradient flows through the gate.
-
-    Shape:
-        - s_boxes, t_boxes, gt: :math:`(n, 4)`
-        - output: :math:`(n,)`, bool
-
     Args:
-        s_boxes (torch.Tensor): (n, 4) student boxes, xyxy.
-        t_boxes (torch.Tensor): (n, 4) teacher boxes, xyxy, same units.
-        gt (torch.Tensor): (n, 4) assigned ground-truth boxes, xyxy, same units.
+        s_boxes (torch.Tensor): Student boxes, xyxy, ``(n, 4)``.
+        t_boxes (torch.Tensor): Teacher boxes, same shape and units.
+        gt (torch.Tensor): Assigned ground-truth boxes, same shape and units.
 
     Returns:
-        (torch.Tensor): (n,) bool gate.
+        (torch.Tensor): ``(n,)`` bool gate.
 
     Examples:
         >>> gt = torch.tensor([[0.0, 0.0, 4.0, 4.0], [0.0, 0.0, 4.0, 4.0]])
@@ -133,30 +109,21 @@ def giou_distance(a: torch.Tensor, b: torch.Tensor, eps: float | None = None) ->
 
         1 - \operatorname{GIoU}(a, b) = 1 - \frac{|a \cap b|}{U} + \frac{C - U}{C}, \qquad U = |a| + |b| - |a \cap b|
 
-    with :math:`C` the area of the smallest box enclosing both. Two forms, which differ only in how they keep the
-    divisions finite:
-
-    - ``eps=None``: Ultralytics' ``bbox_iou(..., GIoU=True)`` (its ``eps = 1e-7`` added to each box height, to
-      :math:`U` and to :math:`C`), as Ultralytics' own box loss;
-    - ``eps`` a number: :math:`U` and :math:`C` clamped at ``eps`` (and the enclosing sides at 0), mmdetection's form,
-      which BCKD's official code uses.
-
-    Shape:
-        - a, b: :math:`(*, 4)`
-        - output: :math:`(*)`, float32 (float64 for float64 inputs)
+    with :math:`C` the area of the smallest box enclosing both.
 
     Args:
-        a (torch.Tensor): Boxes, xyxy.
-        b (torch.Tensor): Boxes, xyxy, same shape and units.
-        eps (float | None): None for Ultralytics' form, else the floor of the union and the enclosing area.
+        a (torch.Tensor): Boxes, xyxy, ``(*, 4)``.
+        b (torch.Tensor): Boxes, same shape and units.
+        eps (float | None): None for Ultralytics' ``bbox_iou(..., GIoU=True)``; a number clamps :math:`U` and
+            :math:`C` at ``eps`` (mmdetection's form, as BCKD's official code).
 
     Returns:
-        (torch.Tensor): ``1 - GIoU`` per box pair.
+        (torch.Tensor): ``1 - GIoU`` per box pair, ``(*)``, float32 (float64 for float64 inputs).
 
     Examples:
         >>> a, b = torch.tensor([[0.0, 0.0, 2.0, 2.0]]), torch.tensor([[1.0, 0.0, 3.0, 2.0]])  # IoU 1/3, hull = union
-        >>> round(float(giou_distance(a, b)), 4), round(float(giou_distance(a, b, eps=1e-6)), 4)
-        (0.6667, 0.6667)
+        >>> round(float(giou_distance(a, b)), 4)
+        0.6667
     """
     a, b = upcast(a), upcast(b)
     if eps is None:
@@ -174,27 +141,19 @@ def giou_distance(a: torch.Tensor, b: torch.Tensor, eps: float | None = None) ->
 def giou_loss(
     s_boxes: torch.Tensor, t_boxes: torch.Tensor, gate: torch.Tensor, avg_factor: float | torch.Tensor | None = None
 ) -> torch.Tensor:
-    r"""Gated ``1 - GIoU(student box, teacher box)`` (`giou_distance`, Ultralytics' form, xyxy) over the candidate rows.
+    r"""Gated ``1 - GIoU(student box, teacher box)`` (`giou_distance`, Ultralytics' form) over the candidate rows.
 
     .. math::
 
         L = \frac{1}{Z} \sum_i g_i \left(1 - \operatorname{GIoU}(b^S_i, b^T_i)\right), \qquad
         Z = \text{avg\_factor} \text{ if given, else } \max(n, 1)
 
-    The divisor is the number of candidates (the ``n`` rows, or ``avg_factor`` when the rows hold more than the
-    candidates, e.g. every anchor with the positives as candidates), not the number of open gates, so the loss per
-    open row (and its gradient) does not swing with the fraction of open gates. A zero connected to the graph of
-    ``s_boxes`` when no row is gated. The teacher boxes are targets; they are not detached here (callers detach them).
-
-    Shape:
-        - s_boxes, t_boxes: :math:`(n, 4)`
-        - gate: :math:`(n,)`, bool
-        - output: :math:`()`
+    ``Z`` counts the candidates, not the open gates, so the loss per open row does not swing with their fraction.
 
     Args:
-        s_boxes (torch.Tensor): (n, 4) student boxes, xyxy.
-        t_boxes (torch.Tensor): (n, 4) teacher boxes, xyxy.
-        gate (torch.Tensor): (n,) bool, rows that count.
+        s_boxes (torch.Tensor): Student boxes, xyxy, ``(n, 4)``.
+        t_boxes (torch.Tensor): Teacher boxes, xyxy, ``(n, 4)``; the target, not detached here.
+        gate (torch.Tensor): Rows that count, bool ``(n,)``.
         avg_factor (float | torch.Tensor | None): Number of candidates ``Z`` (callers clamp it to ``>= 1``).
 
     Returns:
@@ -205,8 +164,6 @@ def giou_loss(
         >>> t = torch.tensor([[0.0, 0.0, 2.0, 4.0], [5.0, 5.0, 6.0, 6.0]])
         >>> round(float(giou_loss(s, t, torch.tensor([True, False]))), 4)  # IoU 1/2, hull = union: (1 - 0.5) / 2
         0.25
-        >>> round(float(giou_loss(s, t, torch.tensor([True, False]), avg_factor=1.0)), 4)
-        0.5
     """
     dist = giou_distance(s_boxes, t_boxes)
     total = torch.where(gate, dist, torch.zeros_like(dist)).sum()
@@ -225,24 +182,17 @@ def log_quality(scores: torch.Tensor, boxes: torch.Tensor, reg_max: int, assigne
 
         \log q = \alpha \log \sigma(x_{\text{label}}) + \beta \log \operatorname{IoU}(\hat b, b_{\text{gt}})
 
-    with :math:`x_{\text{label}}` the model's logit for the assigned class, :math:`\hat b` its decoded box in pixels
-    and :math:`\alpha, \beta` the assigner's exponents. The log form orders anchors exactly as
-    :math:`q = \text{score}^\alpha \text{IoU}^\beta` does without float32 underflow (IoU 0 gives ``-inf``).
-    Meaningful only where ``assigned.fg_mask`` is true. No gradient.
-
-    Shape:
-        - scores: :math:`(N, nc, A)` logits
-        - boxes: :math:`(N, 4R, A)`, ``R = reg_max``
-        - output: :math:`(N, A)`, float32
+    with :math:`x_{\text{label}}` the logit of the assigned class and :math:`\hat b` the decoded box in pixels. The log
+    form avoids float32 underflow (IoU 0 gives ``-inf``). Meaningful only where ``assigned.fg_mask``; no gradient.
 
     Args:
-        scores (torch.Tensor): The model's class logits.
-        boxes (torch.Tensor): The model's box output (DFL logits, or distances when ``reg_max == 1``).
+        scores (torch.Tensor): Class logits, ``(N, nc, A)``.
+        boxes (torch.Tensor): Box output, ``(N, 4 * reg_max, A)`` (DFL logits, or distances when ``reg_max == 1``).
         reg_max (int): The model's own DFL bins per side.
-        assigned (Assigned): The TAL assignment (labels, target boxes, anchors, strides, alpha, beta).
+        assigned (Assigned): The TAL assignment.
 
     Returns:
-        (torch.Tensor): Log quality per anchor.
+        (torch.Tensor): Log quality per anchor, ``(N, A)``, float32.
 
     Examples:
         >>> from yolokd.targets import Assigned
@@ -280,34 +230,20 @@ def bckd_loc(
         w_i = v_i \max_c \left|\sigma(t_{i,c}) - \sigma(s_{i,c})\right|, \qquad
         L = \frac{1}{Z} \sum_i w_i \left(1 - \operatorname{GIoU}(b^S_i, b^T_i)\right)
 
-    with the scores detached (the weight carries no gradient), :math:`v` the optional ``weight`` (1 when None),
-    :math:`Z` = ``avg_factor`` if given, else ``n`` (mean over rows). The GIoU clamps the union and the enclosing area
-    at ``eps`` (`giou_distance`'s mmdetection form). When no :math:`w_i` is positive (e.g. equal score maps) the loss
-    is exactly 0 and still connected to the graph of ``sb``.
-
-    Shape:
-        - sb: :math:`(n, 4)` student boxes, xyxy
-        - tb: :math:`(n, 4)` teacher boxes, xyxy
-        - s: :math:`(n, C)` student class logits
-        - t: :math:`(n, C)` teacher class logits
-        - weight: :math:`(n,)`
-        - output: :math:`()`
+    with the scores detached, :math:`v` the optional ``weight`` and :math:`Z` = ``avg_factor`` if given, else ``n``.
+    The GIoU is `giou_distance`'s mmdetection form (``eps``).
 
     Args:
-        sb (torch.Tensor): Student boxes (the loss's gradient goes here).
-        tb (torch.Tensor): Teacher boxes, the target; not detached here.
-        s (torch.Tensor): Student class logits (detached for the weight).
-        t (torch.Tensor): Teacher class logits (detached for the weight).
-        weight (torch.Tensor | None): Optional extra per-row weight.
+        sb (torch.Tensor): Student boxes, xyxy, ``(n, 4)``.
+        tb (torch.Tensor): Teacher boxes, xyxy, ``(n, 4)``; the target, not detached here.
+        s (torch.Tensor): Student class logits, ``(n, C)``.
+        t (torch.Tensor): Teacher class logits, ``(n, C)``.
+        weight (torch.Tensor | None): Optional extra per-row weight, ``(n,)``.
         avg_factor (float | torch.Tensor | None): Optional normaliser (callers clamp it to ``>= 1``).
         eps (float): Floor of the union and the enclosing area.
 
     Returns:
-        (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs); zero connected to the graph if ``n == 0``.
-
-    Raises:
-        ValueError: If the boxes are not ``(n, 4)``, the logits not ``(n, C)`` with the same ``n``, or ``weight`` is
-            not ``(n,)``.
+        (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs); a graph-connected zero if no weight > 0.
 
     Examples:
         >>> sb = torch.tensor([[0.0, 0.0, 2.0, 2.0]])
@@ -315,9 +251,6 @@ def bckd_loc(
         >>> s, t = torch.zeros(1, 2), torch.tensor([[0.0, 1e4]])  # max |sigmoid(t) - sigmoid(s)| = 0.5
         >>> round(float(bckd_loc(sb, tb, s, t)), 6)  # 0.5 * (1 - 1/3)
         0.333333
-        >>> float(bckd_loc(sb, tb, t, t))  # equal scores: no weight
-        0.0
-
     """
     check_shapes("bckd_loc", sb, tb, 2, "(n, 4)")
     if sb.shape[-1] != 4:

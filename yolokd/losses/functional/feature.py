@@ -12,42 +12,27 @@ __all__ = ["align_scale", "cosine_fg", "cwd", "gaussian_imitation", "mgd", "mgd_
 
 
 def cwd(s: torch.Tensor, t: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
-    r"""Channel-wise distillation (CWD) loss.
-
-    Each channel is turned into a distribution over its ``H*W`` spatial positions and the student is matched to the
-    teacher with the KL divergence (a true KL, not divided by ``H*W``):
+    r"""Channel-wise distillation (CWD, Shu et al., ICCV 2021): a per-channel spatial KL, scaled by ``tau**2``.
 
     .. math::
 
         p_{n,c,i} = \operatorname{softmax}_i(x_{n,c,i} / \tau), \qquad
         L = \frac{\tau^2}{N C} \sum_{n,c,i} p^T_{n,c,i} \left(\log p^T_{n,c,i} - \log p^S_{n,c,i}\right)
 
-    Shape:
-        - s: :math:`(N, C, H, W)`
-        - t: :math:`(N, C, H, W)`, same as ``s``
-        - output: :math:`()`
-
     Args:
-        s (torch.Tensor): Student feature map (logits).
-        t (torch.Tensor): Teacher feature map (logits), the target; not detached here.
-        tau (float): Softmax temperature. The loss is scaled by ``tau**2``.
+        s (torch.Tensor): Student feature map (logits), ``(N, C, H, W)``.
+        t (torch.Tensor): Teacher feature map, same shape; the target, not detached here.
+        tau (float): Softmax temperature.
 
     Returns:
         (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs).
 
-    Raises:
-        ValueError: If ``s`` is not 4-D or ``s`` and ``t`` have different shapes.
-
     Examples:
         >>> import math
-        >>> x = torch.randn(2, 3, 4, 4)
-        >>> float(cwd(x, x))
-        0.0
         >>> s = torch.tensor([0.0, math.log(3.0)]).view(1, 1, 1, 2)  # p_S = [1/4, 3/4]
         >>> t = torch.zeros(1, 1, 1, 2)  # p_T = [1/2, 1/2]
         >>> round(float(cwd(s, t)), 6)  # 0.5 * ln(4/3)
         0.143841
-
     """
     check_shapes("cwd", s, t, 4, "(N, C, H, W)")
     n, c = s.shape[:2]
@@ -60,37 +45,27 @@ def cwd(s: torch.Tensor, t: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
 
 
 def align_scale(s: torch.Tensor, t: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    r"""Re-standardise the student features to the teacher's per-channel statistics.
-
-    For every channel ``c`` the mean and the unbiased standard deviation are taken over ``(N, H, W)``:
+    r"""Re-standardise the student features to the teacher's per-channel statistics over ``(N, H, W)``.
 
     .. math::
 
         \hat{s}_{n,c,h,w} = \frac{s_{n,c,h,w} - \mu^S_c}{\sigma^S_c + \epsilon} \, \sigma^T_c + \mu^T_c
 
-    Shape:
-        - s: :math:`(N, C, H, W)`
-        - t: :math:`(N, C, H, W)`, same as ``s``
-        - output: :math:`(N, C, H, W)`
+    with :math:`\sigma` the unbiased standard deviation (``N*H*W >= 2``, else ValueError).
 
     Args:
-        s (torch.Tensor): Student feature map.
-        t (torch.Tensor): Teacher feature map providing the target statistics; not detached here.
+        s (torch.Tensor): Student feature map, ``(N, C, H, W)``.
+        t (torch.Tensor): Teacher feature map, same shape; not detached here.
         eps (float): Added to the student standard deviation.
 
     Returns:
-        (torch.Tensor): Aligned student features, float32 (float64 for float64 inputs).
-
-    Raises:
-        ValueError: If ``s`` is not 4-D, ``s`` and ``t`` have different shapes, or ``N*H*W < 2`` (the unbiased
-            standard deviation needs at least two values per channel).
+        (torch.Tensor): Aligned student features, ``(N, C, H, W)``, float32 (float64 for float64 inputs).
 
     Examples:
         >>> s = torch.tensor([1.0, 3.0]).view(1, 1, 1, 2)  # mean 2, std sqrt(2)
         >>> t = torch.tensor([0.0, 10.0]).view(1, 1, 1, 2)  # mean 5, std sqrt(50)
         >>> torch.allclose(align_scale(s, t), t, atol=1e-5)  # [1, 3] -> [0, 10]
         True
-
     """
     check_shapes("align_scale", s, t, 4, "(N, C, H, W)")
     if s.numel() // max(s.shape[1], 1) < 2 and s.numel() > 0:
@@ -103,12 +78,9 @@ def align_scale(s: torch.Tensor, t: torch.Tensor, eps: float = 1e-6) -> torch.Te
 
 
 def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-channel unbiased std and mean of an (N, C, H, W) map over ``(N, H, W)``, and the deviations from the mean.
+    """Per-channel unbiased std and mean (1, C, 1, 1) over ``(N, H, W)``, and the deviations ``x - mean``.
 
-    Shapes: std and mean (1, C, 1, 1); the deviations ``x - mean`` like ``x`` (every caller needs them next). The std
-    is ``torch.std_mean(x, dim=(0, 2, 3), correction=1, keepdim=True)``'s, in two passes (the mean, then the squared
-    deviations from it): about 10x faster on CPU, where ``std_mean`` over these dimensions runs a slow reduction
-    (BENCHMARKS.md, "Cost of a step").
+    Two passes instead of ``torch.std_mean``, which is about 10x slower on CPU over these dimensions.
     """
     mean = x.mean(dim=(0, 2, 3), keepdim=True)
     d = x - mean
@@ -117,46 +89,29 @@ def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
 
 
 def cosine_fg(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
-    r"""Foreground cosine feature-distillation loss, optionally gated, normalised by all the foreground positions.
+    r"""Foreground cosine feature-distillation loss, optionally gated, normalised by the foreground size.
 
     .. math::
 
         L = \frac{1}{|M|} \sum_{(n,h,w) \in M} g_{n,h,w} \left(1 - \cos(s_{n,:,h,w}, t_{n,:,h,w})\right)
 
-    with the cosine taken along ``C`` as in :func:`torch.nn.functional.cosine_similarity` (same ``eps``), :math:`M`
-    the positions where ``mask`` is true and :math:`g` the gate (1 everywhere when ``gate`` is None). The divisor is
-    the number of candidates :math:`|M|`, not of open gates, so the loss per open position (and its gradient) does
-    not swing with the fraction of open gates. Returns a zero connected to the graph when the mask is empty.
-
-    Shape:
-        - s: :math:`(N, C, H, W)`
-        - t: :math:`(N, C, H, W)`, same as ``s``
-        - mask: :math:`(N, H, W)`, bool
-        - gate: :math:`(N, H, W)`, bool
-        - output: :math:`()`
+    with the cosine along ``C``, :math:`M` the positions where ``mask`` is true and :math:`g` the gate (1 when
+    ``gate`` is None). Dividing by :math:`|M|`, not the open gates, keeps the loss per position steady.
 
     Args:
-        s (torch.Tensor): Student feature map.
-        t (torch.Tensor): Teacher feature map, the target; not detached here.
-        mask (torch.Tensor): Foreground mask (the candidates).
-        gate (torch.Tensor | None): Positions of the mask that count (e.g. where the teacher is better).
+        s (torch.Tensor): Student feature map, ``(N, C, H, W)``.
+        t (torch.Tensor): Teacher feature map, same shape; not detached here.
+        mask (torch.Tensor): Foreground mask (the candidates), bool ``(N, H, W)``.
+        gate (torch.Tensor | None): Positions of the mask that count (e.g. teacher better), bool ``(N, H, W)``.
 
     Returns:
-        (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs).
-
-    Raises:
-        ValueError: If ``s`` is not 4-D, ``s`` and ``t`` have different shapes, or ``mask``/``gate`` is not
-            ``(N, H, W)``.
-        TypeError: If ``mask`` or ``gate`` is not a bool tensor.
+        (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs); a graph-connected zero for an empty mask.
 
     Examples:
         >>> s = torch.tensor([[1.0, 1.0], [0.0, 0.0]]).view(1, 2, 1, 2)  # two positions, both [1, 0]
         >>> t = torch.tensor([[0.0, -1.0], [1.0, 0.0]]).view(1, 2, 1, 2)  # [0, 1] (cos 0) and [-1, 0] (cos -1)
         >>> float(cosine_fg(s, t, torch.ones(1, 1, 2, dtype=torch.bool)))  # (1 + 2) / 2
         1.5
-        >>> float(cosine_fg(s, t, torch.ones(1, 1, 2, dtype=torch.bool), gate=torch.tensor([[[False, True]]])))
-        1.0
-
     """
     check_shapes("cosine_fg", s, t, 4, "(N, C, H, W)")
     expected = (s.shape[0], *s.shape[2:])
@@ -174,13 +129,7 @@ def cosine_fg(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, gate: torch.
 
 
 def _channel_cosine(s: torch.Tensor, t: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """``F.cosine_similarity(s, t, dim=1)`` of two (N, C, H, W) maps: ``s . t / (max(|s|, eps) max(|t|, eps))``.
-
-    The same numbers (each norm floored at ``eps`` as PyTorch does), from sums over ``C``, which run about 3x faster
-    forward and backward on CPU than the strided norms of ``cosine_similarity``. The floor is applied to the squared
-    norm before the square root (no infinite derivative of the root at a zero vector), so the gradient is PyTorch's
-    everywhere, ``t / (eps |t|)`` at a zero student vector included.
-    """
+    """``F.cosine_similarity(s, t, dim=1)`` of two (N, C, H, W) maps, same values and gradient, 3x faster on CPU."""
     ns = (s * s).sum(dim=1).clamp(min=eps * eps).sqrt()
     nt = (t * t).sum(dim=1).clamp(min=eps * eps).sqrt()
     return (s * t).sum(dim=1) / (ns * nt)
@@ -193,26 +142,15 @@ def gaussian_imitation(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> 
 
         L = \frac{\sum_{n,c,h,w} M_{n,h,w} \, (s_{n,c,h,w} - t_{n,c,h,w})^2}{C \sum_{n,h,w} M_{n,h,w}}
 
-    i.e. the mask-weighted mean over positions of the per-channel mean squared error. The mask is normalised first
-    (``M / sum M``), so a mask whose sum is tiny but positive still gives the weighted mean; when ``sum M == 0``
-    (no boxes) the loss is a zero still connected to the graph of ``s``.
-
-    Shape:
-        - s: :math:`(N, C, H, W)`, the adapted student feature
-        - t: :math:`(N, C, H, W)`, same as ``s``
-        - mask: :math:`(N, H, W)`, non-negative weights (broadcast over ``C``)
-        - output: :math:`()`
+    A graph-connected zero when ``sum M == 0`` (no boxes).
 
     Args:
-        s (torch.Tensor): Adapted student feature map.
-        t (torch.Tensor): Teacher feature map, the target; not detached here.
-        mask (torch.Tensor): Gaussian mask ``M``.
+        s (torch.Tensor): Adapted student feature map, ``(N, C, H, W)``.
+        t (torch.Tensor): Teacher feature map, same shape; not detached here.
+        mask (torch.Tensor): Non-negative Gaussian mask ``M``, ``(N, H, W)``.
 
     Returns:
         (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs).
-
-    Raises:
-        ValueError: If ``s`` is not 4-D, ``s`` and ``t`` differ in shape, or ``mask`` is not ``(N, H, W)``.
 
     Examples:
         >>> s = torch.tensor([[1.0, 3.0], [0.0, 0.0]]).view(1, 2, 1, 2)  # C = 2, two positions
@@ -220,8 +158,6 @@ def gaussian_imitation(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> 
         >>> m = torch.tensor([[[1.0, 0.5]]])
         >>> round(float(gaussian_imitation(s, t, m)), 6)  # (1 * 1 + 0.5 * 9) / (2 * 1.5)
         1.833333
-        >>> float(gaussian_imitation(s, t, torch.zeros(1, 1, 2)))
-        0.0
     """
     if s.dim() != 4 or s.shape != t.shape:
         raise ValueError(f"gaussian_imitation: s and t must share an (N, C, H, W) shape, got {s.shape}, {t.shape}")
@@ -241,48 +177,28 @@ def _channel_standardise(x: torch.Tensor, eps: float) -> torch.Tensor:
 def pkd(s: torch.Tensor, t: torch.Tensor, resize_student: bool = True, eps: float = 1e-6) -> torch.Tensor:
     r"""Pearson-correlation feature distillation (PKD, Cao et al., NeurIPS 2022).
 
-    Both maps are standardised per channel, with the mean and the unbiased standard deviation over the pooled
-    ``(N, H, W)`` values, then compared with half the mean squared error:
-
     .. math::
 
         \hat{x}_{n,c,h,w} = \frac{x_{n,c,h,w} - \mu_c(x)}{\sigma_c(x) + \epsilon}, \qquad
         L = \frac{1}{2 N C H W} \sum_{n,c,h,w} \left(\hat{s}_{n,c,h,w} - \hat{t}_{n,c,h,w}\right)^2
 
-    With :math:`M = NHW` and :math:`\epsilon \to 0` this is :math:`\frac{M-1}{M} \operatorname{mean}_c (1 - r_c)`,
-    :math:`r_c` the Pearson correlation of channel ``c`` of ``s`` and ``t``: the loss is blind to any per-channel
-    positive affine map (scale and offset) of either input. When the spatial sizes differ, ``s`` is resized to ``t``'s
-    (``resize_student=True``) or ``t`` to ``s``'s, bilinear with ``align_corners=False`` (MMRazor's ``PKDLoss``).
-
-    Shape:
-        - s: :math:`(N, C, H_s, W_s)`
-        - t: :math:`(N, C, H_t, W_t)`
-        - output: :math:`()`
+    with mean and unbiased std per channel over ``(N, H, W)``; the loss is blind to a per-channel positive affine map
+    of either input. Differing spatial sizes are resized bilinearly (MMRazor's ``PKDLoss``).
 
     Args:
-        s (torch.Tensor): Student feature map (after an adapter when the widths differ).
-        t (torch.Tensor): Teacher feature map, the target; not detached here.
+        s (torch.Tensor): Student feature map, ``(N, C, H_s, W_s)``.
+        t (torch.Tensor): Teacher feature map, ``(N, C, H_t, W_t)``; not detached here.
         resize_student (bool): Resize the student to the teacher's spatial size (else the teacher to the student's).
         eps (float): Added to each channel's standard deviation.
 
     Returns:
         (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs).
 
-    Raises:
-        ValueError: If ``s`` or ``t`` is not 4-D, their ``N`` or ``C`` differ, or ``N*H*W < 2`` (the unbiased standard
-            deviation needs at least two values per channel).
-
     Examples:
-        >>> x = torch.randn(2, 3, 4, 4)
-        >>> float(pkd(x, x))
-        0.0
-        >>> round(float(pkd(x, 3.0 * x + 1.0)), 5)  # a per-channel positive affine map changes nothing
-        0.0
         >>> s = torch.tensor([1.0, 2.0, 3.0]).view(1, 1, 1, 3)  # standardised: [-1, 0, 1]
         >>> t = torch.tensor([3.0, 2.0, 1.0]).view(1, 1, 1, 3)  # standardised: [1, 0, -1]
-        >>> round(float(pkd(s, t)), 5)  # 0.5 * (4 + 0 + 4) / 3; r = -1: (M - 1) / M * (1 - r) = 2/3 * 2
+        >>> round(float(pkd(s, t)), 5)  # 0.5 * (4 + 0 + 4) / 3
         1.33333
-
     """
     for name, x in (("student", s), ("teacher", t)):
         if x.dim() != 4:
@@ -307,31 +223,18 @@ def mgd(gen: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
         L = \frac{1}{N} \sum_{n,c,h,w} \left(g_{n,c,h,w} - t_{n,c,h,w}\right)^2
 
-    ``g`` is the generator's output from the masked student feature (the official ``MSELoss(reduction="sum") / N``,
-    no factor 1/2). The sum runs over ``C*H*W``, so the loss weight (``alpha``) depends on the widths and the image
-    size.
-
-    Shape:
-        - gen: :math:`(N, C, H, W)`
-        - t: :math:`(N, C, H, W)`, same as ``gen``
-        - output: :math:`()`
-
     Args:
-        gen (torch.Tensor): Generated feature map.
-        t (torch.Tensor): Teacher feature map, the target; not detached here.
+        gen (torch.Tensor): Generator output from the masked student feature, ``(N, C, H, W)``.
+        t (torch.Tensor): Teacher feature map, same shape; not detached here.
 
     Returns:
-        (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs); zero connected to the graph if ``N == 0``.
-
-    Raises:
-        ValueError: If ``gen`` is not 4-D or ``gen`` and ``t`` have different shapes.
+        (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs); a graph-connected zero if ``N == 0``.
 
     Examples:
         >>> g = torch.zeros(2, 1, 1, 2)
         >>> t = torch.tensor([1.0, 2.0, 0.0, 3.0]).view(2, 1, 1, 2)
         >>> float(mgd(g, t))  # (1 + 4 + 0 + 9) / 2
         7.0
-
     """
     check_shapes("mgd", gen, t, 4, "(N, C, H, W)")
     if gen.shape[0] == 0:
@@ -340,35 +243,23 @@ def mgd(gen: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 def mgd_mask(u: torch.Tensor, ratio: float = 0.65) -> torch.Tensor:
-    r"""MGD's random spatial keep-mask from uniform noise: ``ratio`` is the expected masked fraction.
+    r"""MGD's random spatial keep-mask from uniform noise drawn by the caller; ``ratio`` is the masked fraction.
 
     .. math::
 
         m_{n,1,h,w} = \begin{cases} 0 & u_{n,1,h,w} > 1 - \lambda \\ 1 & \text{otherwise} \end{cases}
 
-    (strict, as the official ``torch.where(mat > 1 - lambda_mgd, 0, 1)``). For ``u`` uniform on ``[0, 1)`` a position
-    is masked with probability :math:`\lambda`. The caller draws ``u`` (e.g. ``torch.rand`` on the feature's device),
-    so the randomness stays with the caller's generator.
-
-    Shape:
-        - u: :math:`(N, 1, H, W)`
-        - output: :math:`(N, 1, H, W)`, ``u``'s dtype, values 0 or 1
-
     Args:
-        u (torch.Tensor): Uniform noise on ``[0, 1)``.
+        u (torch.Tensor): Uniform noise on ``[0, 1)``, ``(N, 1, H, W)``.
         ratio (float): Masked fraction :math:`\lambda`, in ``[0, 1]``.
 
     Returns:
-        (torch.Tensor): The keep-mask (1 = kept), to multiply the student feature with.
-
-    Raises:
-        ValueError: If ``u`` is not ``(N, 1, H, W)`` or ``ratio`` is outside ``[0, 1]``.
+        (torch.Tensor): The keep-mask (1 = kept), ``u``'s shape and dtype.
 
     Examples:
         >>> u = torch.tensor([0.0, 0.3, 0.35, 0.36, 0.9]).view(1, 1, 1, 5)
         >>> mgd_mask(u, 0.65).flatten().tolist()  # masked where u > 0.35
         [1.0, 1.0, 1.0, 0.0, 0.0]
-
     """
     if u.dim() != 4 or u.shape[1] != 1:
         raise ValueError(f"mgd_mask: u must have shape (N, 1, H, W), got shape {tuple(u.shape)}")

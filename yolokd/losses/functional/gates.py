@@ -22,29 +22,18 @@ def object_gate(
         g_{n,j} = \left[\frac{1}{|P_{n,j}|} \sum_{a \in P_{n,j}} q^T_{n,a}
             > \frac{1}{|P_{n,j}|} \sum_{a \in P_{n,j}} q^S_{n,a}\right]
 
-    from log qualities :math:`\log q` (strict; false for an object without positives). Both means run over the same
-    positives, so the sums are compared, each as :math:`\sum_a \exp(\log q_a - c_{n,j})` with :math:`c_{n,j}` the
-    object's largest log quality of either model: no float32 underflow however small the qualities, and
-    :math:`\log q = -\infty` (quality 0) is allowed. No gradient; no host synchronisation.
-
-    Shape:
-        - log_q_t, log_q_s: :math:`(N, A)`
-        - fg_mask: :math:`(N, A)`, bool
-        - gt_idx: :math:`(N, A)`, integer index of each positive's object in ``[0, num_objects)``
-        - output: :math:`(N, \text{num\_objects})`, bool
+    from log qualities (strict; false for an object without positives). The sums are shifted by the object's largest
+    log quality, so tiny qualities do not underflow and :math:`\log q = -\infty` is allowed. No gradient.
 
     Args:
-        log_q_t (torch.Tensor): Teacher log quality per anchor (meaningful at the positives).
-        log_q_s (torch.Tensor): Student log quality per anchor.
-        fg_mask (torch.Tensor): The positives.
-        gt_idx (torch.Tensor): Object of each positive (TAL's ``target_gt_idx``).
+        log_q_t (torch.Tensor): Teacher log quality per anchor, ``(N, A)``.
+        log_q_s (torch.Tensor): Student log quality per anchor, ``(N, A)``.
+        fg_mask (torch.Tensor): The positives, bool ``(N, A)``.
+        gt_idx (torch.Tensor): Object of each positive (TAL's ``target_gt_idx``), ``(N, A)``.
         num_objects (int): Objects per image (the padded ground-truth count ``M``).
 
     Returns:
-        (torch.Tensor): Gate per object.
-
-    Raises:
-        ValueError: If the shapes differ or ``num_objects < 1``.
+        (torch.Tensor): Gate per object, bool ``(N, num_objects)``.
 
     Examples:
         >>> import math

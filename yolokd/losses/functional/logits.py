@@ -18,50 +18,30 @@ def kd_qfl(
     weight: torch.Tensor | None = None,
     avg_factor: float | torch.Tensor | None = None,
 ) -> torch.Tensor:
-    r"""Quality-focal-style classification distillation loss with soft teacher targets.
-
-    The teacher probabilities are the BCE targets and the modulating factor down-weights elements the student
-    already matches:
+    r"""Quality-focal-style classification distillation with the teacher's probabilities as soft BCE targets.
 
     .. math::
 
         q = \sigma(t), \qquad
         l_{i,c} = \operatorname{BCE}(s_{i,c}, q_{i,c}) \, \left|\sigma(s_{i,c}) - q_{i,c}\right|^{\beta}
 
-    The modulating factor :math:`|\sigma(s) - q|^\beta` is part of the loss as written and is **not** detached, so
-    gradients flow through it as well. Reduction: :math:`\sum_{i,c} l_{i,c} w_i / \text{avg\_factor}` if
-    ``avg_factor`` is given, else :math:`\operatorname{mean}_{i,c}(l_{i,c} w_i)`. The loss is zero when ``s == t``
-    (for ``beta > 0``) because the modulating factor vanishes.
-
-    Shape:
-        - s: :math:`(n, C)`
-        - t: :math:`(n, C)`, same as ``s``
-        - weight: :math:`(n,)`, broadcast over ``C``
-        - output: :math:`()`
+    The modulating factor is not detached. Reduced as :math:`\sum_{i,c} l_{i,c} w_i / \text{avg\_factor}` if
+    ``avg_factor`` is given, else :math:`\operatorname{mean}_{i,c}(l_{i,c} w_i)`.
 
     Args:
-        s (torch.Tensor): Student classification logits.
-        t (torch.Tensor): Teacher classification logits, the target; not detached here.
-        beta (float): Exponent of the modulating factor. For ``0 < beta < 1`` the gradient is undefined where
-            ``sigmoid(s) == sigmoid(t)`` exactly.
-        weight (torch.Tensor | None): Optional per-row weight.
-        avg_factor (float | torch.Tensor | None): Optional normaliser; when given the weighted sum is divided by it
-            (callers clamp it to ``>= 1``).
+        s (torch.Tensor): Student class logits, ``(n, C)``.
+        t (torch.Tensor): Teacher class logits, same shape; the target, not detached here.
+        beta (float): Exponent of the modulating factor.
+        weight (torch.Tensor | None): Optional per-row weight, ``(n,)``.
+        avg_factor (float | torch.Tensor | None): Optional normaliser (callers clamp it to ``>= 1``).
 
     Returns:
-        (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs); zero connected to the graph if ``n == 0``.
-
-    Raises:
-        ValueError: If ``s`` is not 2-D, ``s`` and ``t`` have different shapes, or ``weight`` is not ``(n,)``.
+        (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs); a graph-connected zero if ``n == 0``.
 
     Examples:
-        >>> x = torch.randn(5, 3)
-        >>> float(kd_qfl(x, x))
-        0.0
         >>> s, t = torch.zeros(1, 1), torch.full((1, 1), float("inf"))  # q = 1: BCE = ln 2, factor = 0.5
         >>> round(float(kd_qfl(s, t)), 6)  # 0.5 * ln 2
         0.346574
-
     """
     check_shapes("kd_qfl", s, t, 2, "(n, C)")
     if s.shape[0] == 0:
@@ -79,41 +59,24 @@ def weighted_soft_bce(
 
     .. math::
 
-        L = \frac{1}{Z} \sum_{n,a} w_{n,a} \sum_c \mathrm{BCE}\left(s_{n,c,a}, \sigma(t_{n,c,a})\right), \qquad
-        \mathrm{BCE}(x, q) = -q \log \sigma(x) - (1 - q) \log (1 - \sigma(x))
+        L = \frac{1}{Z} \sum_{n,a} w_{n,a} \sum_c \mathrm{BCE}\left(s_{n,c,a}, \sigma(t_{n,c,a})\right)
 
-    summed over classes and anchors and divided by ``Z = avg_factor`` when given, else by the ``N * A`` anchors (the
-    weights are not renormalised). `HintSoft` passes Ultralytics' classification normaliser (the TAL target-score
-    sum), so the soft loss has the hard classification loss's scale. With soft targets the loss is not zero at
-    ``s == t``: its minimum over ``s`` is the binary entropy of ``sigmoid(t)``. Computed with
-    ``binary_cross_entropy_with_logits`` (log-sigmoid form, finite for large logits); float64 inputs stay float64,
-    everything else runs in float32. Teacher logits are not detached here.
-
-    Shape:
-        - s: :math:`(N, C, A)` student logits
-        - t: :math:`(N, C, A)` teacher logits
-        - weight: :math:`(N, A)` per-anchor weight
-        - avg_factor: scalar
-        - output: :math:`()`
+    with ``Z = avg_factor`` when given, else the ``N * A`` anchors. Not zero at ``s == t``: its minimum is the binary
+    entropy of ``sigmoid(t)``.
 
     Args:
-        s (torch.Tensor): Student class logits.
-        t (torch.Tensor): Teacher class logits.
-        weight (torch.Tensor): Weight of each anchor (broadcast over classes).
-        avg_factor (float | torch.Tensor | None): Normaliser ``Z`` (callers clamp it to ``>= 1``); None: ``N * A``.
+        s (torch.Tensor): Student class logits, ``(N, C, A)``.
+        t (torch.Tensor): Teacher class logits, same shape; not detached here.
+        weight (torch.Tensor): Weight of each anchor, ``(N, A)``.
+        avg_factor (float | torch.Tensor | None): Normaliser ``Z`` (callers clamp it to ``>= 1``).
 
     Returns:
-        (torch.Tensor): Scalar loss; a zero connected to the graph when there are no anchors.
-
-    Raises:
-        ValueError: If the shapes do not match.
+        (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs); a graph-connected zero without anchors.
 
     Examples:
         >>> s = t = torch.zeros(1, 2, 2)  # BCE(0, 0.5) = ln 2 per class and anchor, two classes
         >>> round(float(weighted_soft_bce(s, t, torch.ones(1, 2))), 4)  # 2 anchors x 2 ln 2 / (N * A = 2)
         1.3863
-        >>> round(float(weighted_soft_bce(s, t, torch.tensor([[1.0, 1.5]]), avg_factor=0.5)), 4)  # 2.5 x 2 ln 2 / 0.5
-        6.9315
     """
     if s.dim() != 3 or s.shape != t.shape:
         raise ValueError(
@@ -142,48 +105,32 @@ def ld(
     weight: torch.Tensor | None = None,
     avg_factor: float | torch.Tensor | None = None,
 ) -> torch.Tensor:
-    r"""Localization distillation (LD) loss over discretised box-side distributions.
-
-    Each row holds the logits of one box side over ``B`` bins:
+    r"""Localization distillation (LD, Zheng et al., CVPR 2022) over the bin distributions of box sides.
 
     .. math::
 
         p_{m,b} = \operatorname{softmax}_b(x_{m,b} / T), \qquad
         l_m = T^2 \sum_b p^T_{m,b} \left(\log p^T_{m,b} - \log p^S_{m,b}\right)
 
-    Reduction: :math:`\sum_m l_m w_m / \text{avg\_factor}` if ``avg_factor`` is given, else
+    reduced as :math:`\sum_m l_m w_m / \text{avg\_factor}` if ``avg_factor`` is given, else
     :math:`\operatorname{mean}_m(l_m w_m)`.
 
-    Shape:
-        - s: :math:`(m, B)`
-        - t: :math:`(m, B)`, same as ``s``
-        - weight: :math:`(m,)`
-        - output: :math:`()`
-
     Args:
-        s (torch.Tensor): Student bin logits, one row per box side.
-        t (torch.Tensor): Teacher bin logits, the target; not detached here.
-        T (float): Softmax temperature. Each row's KL is scaled by ``T**2``.
-        weight (torch.Tensor | None): Optional per-row weight.
-        avg_factor (float | torch.Tensor | None): Optional normaliser; when given the weighted sum is divided by it
-            (callers clamp it to ``>= 1``).
+        s (torch.Tensor): Student bin logits, one row per box side, ``(m, B)``.
+        t (torch.Tensor): Teacher bin logits, same shape; the target, not detached here.
+        T (float): Softmax temperature.
+        weight (torch.Tensor | None): Optional per-row weight, ``(m,)``.
+        avg_factor (float | torch.Tensor | None): Optional normaliser (callers clamp it to ``>= 1``).
 
     Returns:
-        (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs); zero connected to the graph if ``m == 0``.
-
-    Raises:
-        ValueError: If ``s`` is not 2-D, ``s`` and ``t`` have different shapes, or ``weight`` is not ``(m,)``.
+        (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs); a graph-connected zero if ``m == 0``.
 
     Examples:
         >>> import math
-        >>> x = torch.randn(8, 16)
-        >>> float(ld(x, x))
-        0.0
         >>> s = torch.tensor([[0.0, math.log(3.0)]])  # p_S = [1/4, 3/4]
         >>> t = torch.zeros(1, 2)  # p_T = [1/2, 1/2]
         >>> round(float(ld(s, t)), 6)  # 0.5 * ln(4/3)
         0.143841
-
     """
     check_shapes("ld", s, t, 2, "(m, B)")
     if s.shape[0] == 0:
@@ -200,48 +147,31 @@ def binary_kl(
     weight: torch.Tensor | None = None,
     avg_factor: float | torch.Tensor | None = None,
 ) -> torch.Tensor:
-    r"""Per-class binary KL divergence between teacher and student sigmoid class probabilities.
-
-    Each class is a Bernoulli variable, :math:`q = \sigma(t)` for the teacher and :math:`p = \sigma(s)` for the
-    student; the divergences are summed over the classes of a row:
+    r"""Per-class Bernoulli KL between the teacher's and the student's sigmoid probabilities, summed over classes.
 
     .. math::
 
         l_i = \sum_c q_{i,c} \left(\log q_{i,c} - \log p_{i,c}\right)
             + (1 - q_{i,c}) \left(\log(1 - q_{i,c}) - \log(1 - p_{i,c})\right)
 
-    All logarithms are log-sigmoids of the logits (:math:`\log \sigma(x)` and :math:`\log(1 - \sigma(x)) =
-    \log \sigma(-x)`), so the loss and its gradient stay finite for logits of :math:`\pm 10^4`. Reduction:
-    :math:`\sum_i l_i w_i / \text{avg\_factor}` if ``avg_factor`` is given, else :math:`\operatorname{mean}_i(l_i w_i)`.
-
-    Shape:
-        - s: :math:`(n, C)`
-        - t: :math:`(n, C)`, same as ``s``
-        - weight: :math:`(n,)`
-        - output: :math:`()`
+    with :math:`q = \sigma(t)`, :math:`p = \sigma(s)`, computed from log-sigmoids (finite for logits of
+    :math:`\pm 10^4`). Reduced as :math:`\sum_i l_i w_i / \text{avg\_factor}` if ``avg_factor`` is given, else
+    :math:`\operatorname{mean}_i(l_i w_i)`.
 
     Args:
-        s (torch.Tensor): Student classification logits.
-        t (torch.Tensor): Teacher classification logits, the target; not detached here.
-        weight (torch.Tensor | None): Optional per-row weight.
-        avg_factor (float | torch.Tensor | None): Optional normaliser; when given the weighted sum is divided by it
-            (callers clamp it to ``>= 1``).
+        s (torch.Tensor): Student class logits, ``(n, C)``.
+        t (torch.Tensor): Teacher class logits, same shape; the target, not detached here.
+        weight (torch.Tensor | None): Optional per-row weight, ``(n,)``.
+        avg_factor (float | torch.Tensor | None): Optional normaliser (callers clamp it to ``>= 1``).
 
     Returns:
-        (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs); zero connected to the graph if ``n == 0``.
-
-    Raises:
-        ValueError: If ``s`` is not 2-D, ``s`` and ``t`` have different shapes, or ``weight`` is not ``(n,)``.
+        (torch.Tensor): Scalar loss, float32 (float64 for float64 inputs); a graph-connected zero if ``n == 0``.
 
     Examples:
         >>> import math
-        >>> x = torch.randn(5, 3)
-        >>> float(binary_kl(x, x))
-        0.0
         >>> s, t = torch.zeros(1, 1), torch.full((1, 1), math.log(3.0))  # p = 1/2, q = 3/4
         >>> round(float(binary_kl(s, t)), 6)  # 0.75 ln 1.5 + 0.25 ln 0.5
         0.130812
-
     """
     check_shapes("binary_kl", s, t, 2, "(n, C)")
     if s.shape[0] == 0:

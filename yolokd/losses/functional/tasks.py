@@ -11,31 +11,25 @@ __all__ = ["keypoint_kd", "mask_kd", "mask_logits"]
 
 
 def mask_kd(s: torch.Tensor, t: torch.Tensor, region: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    r"""Mask distillation: the binary KL between the teacher's and the student's instance-mask probabilities.
-
-    Each instance ``k`` is a mask assembled from coefficients and prototypes (logits ``s_k``, ``t_k`` over the prototype
-    pixels); inside its region ``R_k`` (the assigned box, as Ultralytics' mask loss crops) the pixel-wise binary KL of
-    the teacher's probability :math:`p = \sigma(t)` against the student's :math:`q = \sigma(s)` is averaged, and the
-    instances are averaged with their weights:
+    r"""Mask distillation: the binary KL of the teacher's against the student's instance-mask probabilities.
 
     .. math::
 
         \mathcal{L} = \frac{1}{\max(\sum_k w_k, 1)} \sum_k w_k
             \frac{\sum_{x \in R_k} p \log\frac{p}{q} + (1 - p) \log\frac{1 - p}{1 - q}}{\max(|R_k|, 1)}
 
-    Zero when the two masks are equal; the teacher's entropy, which a soft-target BCE would add, is left out.
+    with :math:`p = \sigma(t)`, :math:`q = \sigma(s)` and :math:`R_k` instance ``k``'s region (its assigned box).
 
-    Shape:
-        - s, t: :math:`(K, H, W)` mask logits (student, teacher)
-        - region: :math:`(K, H, W)`, 1 inside each instance's region, else 0
-        - weight: :math:`(K,)`, e.g. 1 for a TAL positive, 0 for padding
+    Args:
+        s (torch.Tensor): Student mask logits, ``(K, H, W)``.
+        t (torch.Tensor): Teacher mask logits, same shape.
+        region (torch.Tensor): 1 inside each instance's region, else 0, ``(K, H, W)``.
+        weight (torch.Tensor): Instance weight, ``(K,)`` (e.g. 1 for a TAL positive, 0 for padding).
 
     Examples:
         >>> s, t = torch.zeros(1, 1, 2), torch.tensor([[[0.0, 100.0]]])  # q = 1/2 everywhere; p = 1/2 and ~1
         >>> round(float(mask_kd(s, t, torch.ones(1, 1, 2), torch.ones(1))), 4)  # (0 + ln 2) / 2 pixels
         0.3466
-        >>> float(mask_kd(t, t, torch.ones(1, 1, 2), torch.ones(1)))
-        0.0
     """
     check_shapes("mask_kd", s, t, 3, "(K, H, W)")
     if region.shape != s.shape or weight.shape != s.shape[:1]:
@@ -60,30 +54,26 @@ def keypoint_kd(
 ) -> torch.Tensor:
     r"""Keypoint distillation: the student's keypoints pulled to the teacher's, weighted by the teacher's visibility.
 
-    For each prediction ``i`` (e.g. a TAL positive) with ``K`` keypoints at :math:`x_{ik}` (student) and
-    :math:`y_{ik}` (teacher), in grid units of the prediction's level, and the teacher's visibility probability
-    :math:`v_{ik} = \sigma(t^{vis}_{ik})` (1 without visibility logits):
-
     .. math::
 
         \ell_i = \frac{\sum_k v_{ik} \lVert x_{ik} - y_{ik} \rVert_1}{\max(\sum_k v_{ik}, \epsilon)}
             + \frac{1}{K} \sum_k \operatorname{KL}\big(\sigma(t^{vis}_{ik}) \,\Vert\, \sigma(s^{vis}_{ik})\big),
         \qquad \mathcal{L} = \frac{\sum_i w_i \ell_i}{\max(\sum_i w_i, 1)}
 
-    (the second, binary-KL term only with visibility logits). Zero when the two agree.
+    with :math:`x, y` the student's and teacher's keypoints in grid units and :math:`v = \sigma(t^{vis})`; without
+    visibility logits :math:`v = 1` and the KL term is dropped.
 
-    Shape:
-        - s_xy, t_xy: :math:`(n, K, 2)`
-        - weight: :math:`(n,)`
-        - s_vis, t_vis: :math:`(n, K)` visibility logits, or None
+    Args:
+        s_xy (torch.Tensor): Student keypoints, ``(n, K, 2)``.
+        t_xy (torch.Tensor): Teacher keypoints, same shape.
+        weight (torch.Tensor): Prediction weight, ``(n,)``.
+        s_vis (torch.Tensor | None): Student visibility logits, ``(n, K)``.
+        t_vis (torch.Tensor | None): Teacher visibility logits, ``(n, K)``.
 
     Examples:
         >>> s, t = torch.zeros(1, 2, 2), torch.tensor([[[1.0, 0.0], [0.0, 3.0]]])
         >>> float(keypoint_kd(s, t, torch.ones(1)))  # (1 + 3) / 2 keypoints
         2.0
-        >>> vis = torch.tensor([[100.0, -100.0]])  # only the first keypoint is visible to the teacher
-        >>> round(float(keypoint_kd(s, t, torch.ones(1), vis, vis)), 4)
-        1.0
     """
     check_shapes("keypoint_kd", s_xy, t_xy, 3, "(n, K, 2)")
     if weight.shape != s_xy.shape[:1]:
@@ -105,15 +95,15 @@ def keypoint_kd(
 
 
 def mask_logits(coef: torch.Tensor, proto: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Mask logits of the anchors ``idx`` of each image: ``coef[:, :, idx] . proto`` (a YOLACT-style mask assembly).
+    """Mask logits of the anchors ``idx`` of each image: ``coef[:, :, idx] . proto`` (YOLACT-style assembly).
 
     Args:
-        coef (torch.Tensor): (N, nm, A) mask coefficients.
-        proto (torch.Tensor): (N, nm, H, W) prototypes.
-        idx (torch.Tensor): (N, k) anchor indices per image.
+        coef (torch.Tensor): Mask coefficients, ``(N, nm, A)``.
+        proto (torch.Tensor): Prototypes, ``(N, nm, H, W)``.
+        idx (torch.Tensor): Anchor indices per image, ``(N, k)``.
 
     Returns:
-        (torch.Tensor): (N, k, H, W) mask logits.
+        (torch.Tensor): Mask logits, ``(N, k, H, W)``.
 
     Examples:
         >>> coef = torch.tensor([[[1.0, 2.0], [0.0, 1.0]]])  # nm = 2, A = 2
