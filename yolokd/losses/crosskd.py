@@ -195,4 +195,5 @@ class CrossKDBox(_CrossKD):
         origin = cross.new_zeros(cross.shape[-1], 2)
         box_s = head_boxes(cross, origin, 1)  # (N, A, 4) xyxy, grid units, relative to the anchor, corners sorted
         box_t = head_boxes(teacher, origin, 1)
-        return self.giou_scale * (w * kdf.giou_distance(box_s, box_t)).sum() / w.sum().clamp(min=_EPS)
+        w = w.reshape(-1)
+        return self.giou_scale * kdf.giou_loss(box_s.reshape(-1, 4), box_t.reshape(-1, 4), w, w.sum().clamp(min=_EPS))

@@ -141,7 +141,7 @@ def giou_distance(a: torch.Tensor, b: torch.Tensor, eps: float | None = None) ->
 def giou_loss(
     s_boxes: torch.Tensor, t_boxes: torch.Tensor, gate: torch.Tensor, avg_factor: float | torch.Tensor | None = None
 ) -> torch.Tensor:
-    r"""Gated ``1 - GIoU(student box, teacher box)`` (`giou_distance`, Ultralytics' form) over the candidate rows.
+    r"""Gated (or weighted) ``1 - GIoU(student box, teacher box)`` (`giou_distance`, Ultralytics' form) over the rows.
 
     .. math::
 
@@ -153,7 +153,7 @@ def giou_loss(
     Args:
         s_boxes (torch.Tensor): Student boxes, xyxy, ``(n, 4)``.
         t_boxes (torch.Tensor): Teacher boxes, xyxy, ``(n, 4)``; the target, not detached here.
-        gate (torch.Tensor): Rows that count, bool ``(n,)``.
+        gate (torch.Tensor): Rows that count, bool ``(n,)``, or each row's weight ``g_i``, float ``(n,)``.
         avg_factor (float | torch.Tensor | None): Number of candidates ``Z`` (callers clamp it to ``>= 1``).
 
     Returns:
@@ -164,9 +164,11 @@ def giou_loss(
         >>> t = torch.tensor([[0.0, 0.0, 2.0, 4.0], [5.0, 5.0, 6.0, 6.0]])
         >>> round(float(giou_loss(s, t, torch.tensor([True, False]))), 4)  # IoU 1/2, hull = union: (1 - 0.5) / 2
         0.25
+        >>> round(float(giou_loss(s, t, torch.tensor([0.5, 0.0]), avg_factor=0.5)), 4)  # weighted: 0.5 x 0.5 / 0.5
+        0.5
     """
     dist = giou_distance(s_boxes, t_boxes)
-    total = torch.where(gate, dist, torch.zeros_like(dist)).sum()
+    total = (dist * gate).sum() if gate.is_floating_point() else torch.where(gate, dist, torch.zeros_like(dist)).sum()
     if avg_factor is None:
         return total / max(dist.shape[0], 1)
     if isinstance(avg_factor, torch.Tensor):
