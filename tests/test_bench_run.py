@@ -82,6 +82,43 @@ def test_run_rows_jobs_runs_rows_at_once(tmp_path, monkeypatch):
         merge_config({"jobs": 0})
 
 
+def test_train_teacher_reuses_its_named_folder_by_the_stamp(tmp_path, monkeypatch):
+    """name= picks the run folder the stamp and reuse apply to; a view's fraction is part of the stamp."""
+    import yolokd.demo as demo
+
+    trained: list[str] = []
+
+    class FakeYOLO:
+        def __init__(self, model):
+            pass
+
+        def train(self, project, name, **kw):
+            trained.append(name)
+            (Path(project) / name / "weights").mkdir(parents=True, exist_ok=True)
+            (Path(project) / name / "weights" / "best.pt").write_bytes(b"pt")
+
+    monkeypatch.setattr(demo, "YOLO", FakeYOLO)
+    full, view = tmp_path / "data" / "data.yaml", tmp_path / "semi-data" / "data.yaml"
+    for y in (full, view):
+        y.parent.mkdir()
+        y.write_text(f"path: {y.parent}\n")
+    (view.parent / ".yolokd_semi.json").write_text('{"fraction": 0.1}')
+    args = (tmp_path, "yolov8n.yaml", 2, 64, 8)
+    assert demo.train_teacher(full, *args, seed=0) == tmp_path / "teacher" / "weights" / "best.pt"
+    assert demo.train_teacher(view, *args, "teacher-labeled", seed=0) == (
+        tmp_path / "teacher-labeled" / "weights" / "best.pt"
+    )
+    assert trained == ["teacher", "teacher-labeled"]
+    demo.train_teacher(full, *args, seed=0)
+    demo.train_teacher(view, *args, "teacher-labeled", seed=0)
+    assert trained == ["teacher", "teacher-labeled"]  # both reused, each by its own stamp
+    assert "view" not in json.loads((tmp_path / "teacher" / "yolokd_teacher.json").read_text())  # as before
+    (view.parent / ".yolokd_semi.json").write_text('{"fraction": 0.2}')  # the view rewritten for another fraction
+    demo.train_teacher(view, *args, "teacher-labeled", seed=0)
+    demo.train_teacher(view, *args, "teacher-labeled", seed=1)
+    assert trained == ["teacher", "teacher-labeled", "teacher-labeled", "teacher-labeled"]
+
+
 @pytest.mark.slow
 def test_benchmark_micro_end_to_end(tmp_path, tiny_data, teacher_pt):
     res = run_benchmark(preset="micro", project=str(tmp_path / "bench"), data=str(tiny_data), teacher=str(teacher_pt))
