@@ -50,6 +50,7 @@ def test_merge_config_presets_and_overrides():
         ({"publish": "BENCHMARKS.txt"}, "Markdown file"),
         ({"style": ""}, "style must be a non-empty name such as 'shapes'"),
         ({"catchup_restart": "yes"}, "catchup_restart must be True or False"),
+        ({"semi_own_teacher": "yes"}, "semi_own_teacher must be True or False, got 'yes'"),
     ],
 )
 def test_merge_config_errors_name_the_fix(overrides, match):
