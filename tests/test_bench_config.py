@@ -50,6 +50,7 @@ def test_merge_config_presets_and_overrides():
         ({"publish": "BENCHMARKS.txt"}, "Markdown file"),
         ({"style": ""}, "style must be a non-empty name such as 'shapes'"),
         ({"catchup_restart": "yes"}, "catchup_restart must be True or False"),
+        ({"semi_own_teacher": "yes"}, "semi_own_teacher must be True or False, got 'yes'"),
     ],
 )
 def test_merge_config_errors_name_the_fix(overrides, match):
@@ -96,3 +97,31 @@ def test_catchup_restart_is_in_the_spec_of_distilled_rows_only_where_set():
     cfg = merge_config({"catchup_restart": False})[0]
     assert restart_spec(cfg, combo) == {"catchup_restart": False} and restart_spec(cfg, student) == {}
     assert restart_spec(merge_config({})[0], combo) == {}  # unset: the specs of earlier runs stay reusable
+
+
+def test_semi_own_teacher_rows_carry_their_teacher_and_leave_the_other_specs_alone(tmp_path):
+    import json
+
+    from yolokd.bench.plan import Setup, plan_semi_rows, row_spec
+    from yolokd.bench.semi import is_semi
+
+    assert BENCH_DEFAULTS["semi_own_teacher"] is False and merge_config({"preset": "semi"})[0]["semi_own_teacher"]
+    cfg, train = merge_config({"preset": "semi"})
+    setup = Setup(cfg, train, "s.yaml", "t.pt", "d.yaml", tmp_path)
+    before = plan_semi_rows(cfg, "view.yaml", "extra", None)
+    after = plan_semi_rows(cfg, "view.yaml", "extra", "own.pt")
+    assert [r["id"] for r in before] == ["semi-a", "semi-b", "semi-c", "semi-f"]
+    assert [r["id"] for r in after] == ["semi-a", "semi-b", "semi-c", "semi-b-own", "semi-c-own", "semi-f"]
+    assert all(is_semi(r) for r in after)
+    own = {r["id"]: r for r in after}
+    assert own["semi-b-own"]["label"] == "B': tar+cwd, 10% labels, teacher on 10%"
+    assert own["semi-c-own"]["label"] == "C': B' + the other train images unlabeled"
+    specs = {r["id"]: row_spec(setup, r, 0) for r in after}
+    assert specs["semi-b-own"]["teacher"] == specs["semi-c-own"]["teacher"] == "own.pt"
+    for r in before:  # byte-identical: rows stored by earlier runs stay reusable
+        assert json.dumps(specs[r["id"]], sort_keys=True) == json.dumps(row_spec(setup, r, 0), sort_keys=True)
+        assert specs[r["id"]]["teacher"] == "t.pt"
+    b, b_own = specs["semi-b"], specs["semi-b-own"]
+    assert {k for k in b if b[k] != b_own[k]} == {"teacher", "dir"} and set(b) == set(b_own)
+    assert b_own["dir"] == str(tmp_path / "rows" / "semi-b-own-seed0")
+    assert specs["semi-c-own"]["unlabeled"] is None and b_own["unlabeled"] is False  # None: the view's unlabeled:

@@ -83,11 +83,9 @@ def test_write_benchmarks_md_tagged_block_is_its_own_section(tmp_path):
     assert text.index(MD_END) < text.index(start)  # the main block stays first
 
 
-def test_publish_report_writes_the_given_file_and_the_plot_beside_it(tmp_path):
-    rows = fake_rows()
-    cfg = merge_config({"preset": "micro"})[0]
-    results = {
-        "config": cfg,
+def _results(rows, preset="micro"):
+    return {
+        "config": merge_config({"preset": preset})[0],
         "train_args": {},
         "command": "yolokd benchmark preset=micro publish=docs/bench.md",
         "machine": {
@@ -105,6 +103,10 @@ def test_publish_report_writes_the_given_file_and_the_plot_beside_it(tmp_path):
         "rows": rows,
         "targets": check_targets(rows, 0.40),
     }
+
+
+def test_publish_report_writes_the_given_file_and_the_plot_beside_it(tmp_path):
+    results = _results(fake_rows())
     (tmp_path / "plot.png").write_bytes(b"png")
     md, png = publish_report(results, tmp_path / "plot.png", tmp_path / "docs" / "bench.md")
     assert md == str(tmp_path / "docs" / "bench.md") and png == str(tmp_path / "docs" / "benchmarks" / "micro.png")
@@ -113,6 +115,20 @@ def test_publish_report_writes_the_given_file_and_the_plot_beside_it(tmp_path):
     assert "built-in synthetic shapes (train 16" in text and "publish=bench.md" in text
     assert (tmp_path / "docs" / "benchmarks" / "micro.png").read_bytes() == b"png"
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["bench.md", "micro.png", "plot.png"]
+
+
+def test_report_gives_the_labelled_teacher_in_one_line_where_there_is_one():
+    from yolokd.bench.report import render_report
+
+    results = _results(fake_rows(), "semi")
+    assert "rows B' and C'" not in render_report(results, None)
+    own = {"label": "teacher on 10% labels (yolov8n)", "source": "trained 80 epoch(s), seed 0"}
+    results["teacher_labeled"] = {**own, "val": {"map": 0.312}, "test": {"map": 0.288, "map50": 0.5}}
+    lines = [ln for ln in render_report(results, None).splitlines() if "rows B' and C'" in ln]
+    assert lines == [
+        "- Teacher of the rows B' and C': teacher on 10% labels (yolov8n) (trained 80 epoch(s), seed 0), "
+        "val mAP50-95 31.2, test 28.8."
+    ]
 
 
 def test_format_curves_marks_each_training_converged_or_still_improving():

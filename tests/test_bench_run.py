@@ -82,6 +82,76 @@ def test_run_rows_jobs_runs_rows_at_once(tmp_path, monkeypatch):
         merge_config({"jobs": 0})
 
 
+def test_train_teacher_reuses_its_named_folder_by_the_stamp(tmp_path, monkeypatch):
+    """name= picks the run folder the stamp and reuse apply to; a view's fraction is part of the stamp."""
+    import yolokd.demo as demo
+
+    trained: list[str] = []
+
+    class FakeYOLO:
+        def __init__(self, model):
+            pass
+
+        def train(self, project, name, **kw):
+            trained.append(name)
+            (Path(project) / name / "weights").mkdir(parents=True, exist_ok=True)
+            (Path(project) / name / "weights" / "best.pt").write_bytes(b"pt")
+
+    monkeypatch.setattr(demo, "YOLO", FakeYOLO)
+    full, view = tmp_path / "data" / "data.yaml", tmp_path / "semi-data" / "data.yaml"
+    for y in (full, view):
+        y.parent.mkdir()
+        y.write_text(f"path: {y.parent}\n")
+    (view.parent / ".yolokd_semi.json").write_text('{"fraction": 0.1}')
+    args = (tmp_path, "yolov8n.yaml", 2, 64, 8)
+    assert demo.train_teacher(full, *args, seed=0) == tmp_path / "teacher" / "weights" / "best.pt"
+    assert demo.train_teacher(view, *args, "teacher-labeled", seed=0) == (
+        tmp_path / "teacher-labeled" / "weights" / "best.pt"
+    )
+    assert trained == ["teacher", "teacher-labeled"]
+    demo.train_teacher(full, *args, seed=0)
+    demo.train_teacher(view, *args, "teacher-labeled", seed=0)
+    assert trained == ["teacher", "teacher-labeled"]  # both reused, each by its own stamp
+    assert "view" not in json.loads((tmp_path / "teacher" / "yolokd_teacher.json").read_text())  # as before
+    (view.parent / ".yolokd_semi.json").write_text('{"fraction": 0.2}')  # the view rewritten for another fraction
+    demo.train_teacher(view, *args, "teacher-labeled", seed=0)
+    demo.train_teacher(view, *args, "teacher-labeled", seed=1)
+    assert trained == ["teacher", "teacher-labeled", "teacher-labeled", "teacher-labeled"]
+
+
+def test_prepare_teacher_trains_the_labelled_teacher_on_the_view_and_evaluates_it_on_the_full_data(
+    tmp_path, monkeypatch
+):
+    from yolokd.bench import run as bench_run
+
+    calls: list[tuple] = []
+
+    def fake_train(data, project, model, epochs, imgsz, batch, name="teacher", **train):
+        calls.append(("train", str(data), name, epochs, train["seed"], train["lr0"]))
+        return project / name / "weights" / "best.pt"
+
+    def fake_eval(weights, data, split, imgsz, batch, out):
+        calls.append(("eval", data, split, out.name))
+        return {"map": 0.5 if split == "val" else 0.4, "map50": 0.6}
+
+    monkeypatch.setattr(bench_run, "train_teacher", fake_train)
+    monkeypatch.setattr(bench_run, "evaluate", fake_eval)
+    cfg, train = merge_config({"preset": "semi", "teacher": "given.pt", "lr0": 0.01})
+    info = bench_run.prepare_teacher(cfg, train, "full.yaml", tmp_path, "view.yaml")
+    assert calls == [
+        ("train", "view.yaml", "teacher-labeled", 80, 0, 0.01),  # the given teacher= is the other teacher
+        ("eval", "full.yaml", "val", "teacher-labeled-eval"),
+        ("eval", "full.yaml", "test", "teacher-labeled-eval"),
+    ]
+    assert info["weights"] == str(tmp_path / "teacher-labeled" / "weights" / "best.pt")
+    assert info["label"] == "teacher on 10% labels (yolov8n)" and info["source"] == "trained 80 epoch(s), seed 0"
+    assert info["val"]["map"] == 0.5 and info["test"]["map"] == 0.4
+    calls.clear()
+    cfg = merge_config({"preset": "semi"})[0]
+    assert bench_run.prepare_teacher(cfg, train, "full.yaml", tmp_path)["label"] == "teacher (yolov8n)"
+    assert [c[2] for c in calls] == ["teacher", "val", "test"] and calls[1][3] == "teacher-eval"
+
+
 @pytest.mark.slow
 def test_benchmark_micro_end_to_end(tmp_path, tiny_data, teacher_pt):
     res = run_benchmark(preset="micro", project=str(tmp_path / "bench"), data=str(tiny_data), teacher=str(teacher_pt))
@@ -129,15 +199,22 @@ def test_benchmark_micro_end_to_end(tmp_path, tiny_data, teacher_pt):
 @pytest.mark.slow
 def test_benchmark_semi_rows_train_on_their_own_data_and_unlabeled_images(tmp_path, teacher_pt):
     kw = {"preset": "micro", "project": str(tmp_path / "semi"), "teacher": str(teacher_pt), "builtin": False}
-    res = run_benchmark(**kw, methods=[], combo="cwd", profile=[], labeled_fraction=0.25, unlabeled_extra=4)
+    semi = {"labeled_fraction": 0.25, "unlabeled_extra": 4, "semi_own_teacher": True}
+    res = run_benchmark(**kw, methods=[], combo="cwd", profile=[], **semi)
     rows = {r["id"]: r for r in res["rows"]}
-    assert list(rows) == ["student", "semi-a", "semi-b", "semi-c", "semi-f", "combo-cwd"]
+    assert list(rows) == "student semi-a semi-b semi-c semi-b-own semi-c-own semi-f combo-cwd".split()
     assert all(r["runs"]["0"]["ok"] for r in rows.values()), [r["runs"]["0"].get("error") for r in rows.values()]
     spec = {k: json.loads((tmp_path / "semi" / "rows" / f"{k}-seed0" / "spec.json").read_text()) for k in rows}
     view = str(tmp_path / "semi" / "semi-data" / "data.yaml")
     assert spec["semi-a"]["data"] == spec["semi-b"]["data"] == spec["semi-c"]["data"] == view
     assert spec["student"]["data"] == spec["semi-f"]["data"] == spec["combo-cwd"]["data"] != view
     assert spec["semi-b"]["unlabeled"] is False and spec["semi-c"]["unlabeled"] is None  # None: the view's key
+    own = str(tmp_path / "semi" / "teacher-labeled" / "weights" / "best.pt")
+    assert spec["semi-b-own"]["teacher"] == spec["semi-c-own"]["teacher"] == own == res["teacher_labeled"]["weights"]
+    assert {spec[k]["teacher"] for k in rows if not k.endswith("-own")} == {str(teacher_pt)}
+    assert spec["semi-b-own"]["data"] == spec["semi-c-own"]["data"] == view and spec["semi-c-own"]["unlabeled"] is None
+    assert 0.0 <= res["teacher_labeled"]["test"]["map"] <= 1.0  # evaluated on the full data's test split
+    assert "- Teacher of the rows B' and C': teacher on 25% labels" in (tmp_path / "semi" / "results.md").read_text()
     assert spec["semi-f"]["unlabeled"] == str(tmp_path / "semi" / "extra-data" / "images" / "train")
     assert "unlabeled" not in spec["student"] and "unlabeled" not in spec["combo-cwd"]  # reusable as before
     assert len(list((tmp_path / "semi" / "extra-data" / "images" / "train").iterdir())) == 4
@@ -147,9 +224,11 @@ def test_benchmark_semi_rows_train_on_their_own_data_and_unlabeled_images(tmp_pa
         for k in rows
     }
     assert "unl_box" in header["semi-c"] and "unl_box" in header["semi-f"] and "unl_box" not in header["semi-b"]
+    assert "unl_box" in header["semi-c-own"] and "unl_box" not in header["semi-b-own"]
     targets = [t["target"] for t in res["targets"]]
-    assert targets[-3:] == list(SEMI_TARGETS.values()) and len(targets) == 8 + 3
-    assert res["targets"][-1]["status"] in {"met", "NOT met"}  # jobs=1: the cost is measured
+    assert targets[-4:] == list(SEMI_TARGETS.values()) and len(targets) == 8 + 4
+    assert res["targets"][-2]["status"] in {"met", "NOT met"}  # jobs=1: the cost is measured
+    assert res["targets"][-1]["detail"].startswith("C' - B' per seed ")  # C' and B' finished: measured
     with pytest.raises(KDError, match="labeled_fraction must be a fraction in"):
         merge_config({"labeled_fraction": 1.0})
     with pytest.raises(KDError, match="need the built-in synthetic data"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from bench_helpers import fake_rows
+from bench_helpers import fake_rows, fake_run
 
 from yolokd.bench.report import format_table
 from yolokd.bench.stats import (
@@ -171,3 +171,30 @@ def test_plateau_and_epochs_to_reach():
     assert plateau(None) is None and plateau([]) is None
     assert epochs_to_reach(curve, 0.38) == 5 and epochs_to_reach(curve, 0.5) is None
     assert epochs_to_reach(curve, None) is None and epochs_to_reach(None, 0.1) is None
+
+
+def test_semi_own_target_c_prime_above_b_prime_on_every_seed():
+    from yolokd.bench.semi import SEMI_TARGETS, own_target, semi_targets
+
+    def row(ident, *maps):
+        return {
+            "id": ident,
+            "kind": "combo",
+            "method": "tar+cwd",
+            "runs": {str(i): fake_run(m, 1.0) for i, m in enumerate(maps)},
+        }
+
+    b, c = row("semi-b-own", 0.30, 0.32, 0.31), row("semi-c-own", 0.33, 0.35, 0.32)
+    met = own_target(b, c)
+    assert met["met"] is True and met["status"] == "met" and met["target"] == SEMI_TARGETS["own"]
+    assert met["detail"] == "C' - B' per seed +3.00, +3.00, +1.00 points"
+    c["runs"]["2"] = fake_run(0.30, 1.0)  # seed 2 below B': 30 - 31 = -1 point
+    lost = own_target(b, c)
+    assert lost["met"] is False and lost["status"] == "NOT met" and lost["detail"].endswith("+3.00, -1.00 points")
+    c["runs"]["1"] = {"ok": False, "error": "x"}  # seeds both rows finished only
+    assert own_target(b, c)["detail"] == "C' - B' per seed +3.00, -1.00 points"
+    assert own_target(b, None)["status"] == "not measured" and own_target(None, None)["detail"] == "not measured"
+    student = {"id": "semi-a", "kind": "student", "method": None, "runs": {"0": fake_run(0.1, 1.0)}}
+    assert [t["target"] for t in semi_targets([student], "tar+cwd", None, 1)] == list(SEMI_TARGETS.values())
+    assert semi_targets([student], "tar+cwd", None, 1)[-1]["status"] == "not measured"  # no B', C' rows
+    assert semi_targets([student, b, c], "tar+cwd", None, 1)[-1]["met"] is False

@@ -129,17 +129,22 @@ def _test_metrics(weights: Path, data: Path, imgsz: int, batch: int, task: str =
     return float(part.map), float(part.map50)
 
 
-def train_teacher(data: Path, project: Path, model: str, epochs: int, imgsz: int, batch: int, **train: Any) -> Path:
-    """Train the teacher, or reuse a finished run with the same settings; return its ``best.pt``."""
+def train_teacher(
+    data: Path, project: Path, model: str, epochs: int, imgsz: int, batch: int, name: str = "teacher", **train: Any
+) -> Path:
+    """Train a teacher into ``project/name``, or reuse a finished run there with the same settings; return best.pt."""
+    from yolokd.data.semi import view_stamp
+
     stamp = {
         "data": YAML.load(data).get("path"),
+        **view_stamp(data),  # a semi-supervised view: its fraction, so another fraction trains anew
         "model": model,
         "epochs": epochs,
         "imgsz": imgsz,
         "batch": batch,
         **{k: str(v) for k, v in train.items()},
     }
-    run = project / "teacher"
+    run = project / name
     best, stamp_file = run / "weights" / "best.pt", run / "yolokd_teacher.json"
     if best.exists() and stamp_file.exists() and json.loads(stamp_file.read_text()) == stamp:
         LOGGER.info(f"{PREFIX}reusing teacher {best} (delete {run} to retrain)")
@@ -152,7 +157,7 @@ def train_teacher(data: Path, project: Path, model: str, epochs: int, imgsz: int
         imgsz=imgsz,
         batch=batch,
         project=str(project),
-        name="teacher",
+        name=name,
         exist_ok=True,
         **train,
     )

@@ -53,6 +53,9 @@ BENCH_DEFAULTS: dict[str, Any] = {
     # C = B with the other training images as unlabeled=; each over a list that repeats the labelled images, so that
     # an epoch has as many steps as one over all the labels. None: no such rows
     "labeled_fraction": None,  # (float, optional) in (0, 1)
+    # B' and C' = B and C distilled from a teacher trained (same model, epochs, arguments) on the labelled view only,
+    # in project/teacher-labeled: the honest semi-supervised case, where the teacher saw no more labels than B
+    "semi_own_teacher": False,  # (bool) with labeled_fraction: add the rows B' and C'
     "unlabeled_extra": 0,  # (int) F = the combination on all labels plus this many extra generated unlabeled images
 }
 
@@ -88,8 +91,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "profile": [],
     },
     # Semi-supervised (BENCHMARKS.md "Semi-supervised"): the converged regime's data, teacher and budget; the
-    # undistilled student (D) and the default method (E) on all labels, A-C on 10% of them, F = E plus as many
-    # extra unlabeled images as the training split has.
+    # undistilled student (D) and the default method (E) on all labels, A-C on 10% of them, B' and C' with a
+    # teacher trained on those 10%, F = E plus as many extra unlabeled images as the training split has.
     "semi": {
         "student_model": "yolov8-femto",
         "epochs": 60,
@@ -99,6 +102,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "combo": "tar+cwd",
         "profile": [],
         "labeled_fraction": 0.1,
+        "semi_own_teacher": True,
         "unlabeled_extra": 600,
     },
     # A smoke test (tests and a first try): seconds per row, numbers meaningless.
@@ -271,7 +275,7 @@ def _combo(value: Any) -> str | None:
 
 def _check_choices(cfg: dict[str, Any]) -> None:
     """Check the flags, ``weights``, the split names and ``style``."""
-    for k in ("builtin", "reuse"):
+    for k in ("builtin", "reuse", "semi_own_teacher"):
         if not isinstance(cfg[k], bool):
             raise KDError(f"{k} must be True or False, got {cfg[k]!r}")
     if cfg["weights"] not in {"last", "best"}:

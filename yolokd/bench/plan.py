@@ -93,8 +93,10 @@ def semi_method(cfg: dict[str, Any]) -> str:
     return str(combo) if combo and combo != "auto" else str(KD_DEFAULTS["method"])
 
 
-def plan_semi_rows(cfg: dict[str, Any], view: str | None, extra: str | None) -> list[dict[str, Any]]:
-    """The semi-supervised rows: A-C on the labelled ``view``, D and E on all labels, F with ``extra`` images."""
+def plan_semi_rows(
+    cfg: dict[str, Any], view: str | None, extra: str | None, own_teacher: str | None = None
+) -> list[dict[str, Any]]:
+    """The semi-supervised rows: A-C and (with ``own_teacher``) B', C' on the labelled ``view``, F with ``extra``."""
     method, rows = semi_method(cfg), []
     pct = f"{100 * cfg['labeled_fraction']:g}%" if view else ""
     if view:
@@ -102,9 +104,14 @@ def plan_semi_rows(cfg: dict[str, Any], view: str | None, extra: str | None) -> 
             ("a", "student", None, f"A: student, {pct} labels"),
             ("b", "combo", False, f"B: {row_label('combo', method, 0)}, {pct} labels"),
             ("c", "combo", "view", "C: B + the other train images unlabeled"),
+            ("b-own", "combo", False, f"B': {row_label('combo', method, 0)}, {pct} labels, teacher on {pct}"),
+            ("c-own", "combo", "view", "C': B' + the other train images unlabeled"),
         ):
+            if key.endswith("-own") and not own_teacher:
+                continue
             row = new_row(kind, None if kind == "student" else method, 0)
             row.update(id=f"semi-{key}", label=label, data=view, unlabeled=unlabeled)
+            row.update({"teacher": own_teacher} if key.endswith("-own") else {})
             rows.append(row)
     if extra:
         row = new_row("combo", method, 0)
@@ -130,7 +137,7 @@ def row_spec(setup: Setup, row: dict[str, Any], seed: int) -> dict[str, Any]:
         "method": row["method"],
         "seed": seed,
         "student": setup.student,
-        "teacher": setup.teacher,
+        "teacher": row.get("teacher") or setup.teacher,  # B' and C': the teacher trained on the labelled view
         "data": setup.data,
         "epochs": cfg["epochs"],
         "imgsz": cfg["imgsz"],

@@ -214,6 +214,15 @@ def _setup_lines(results: dict[str, Any]) -> list[str]:
         f"{cfg['n_test']} images, data_seed {cfg['data_seed']})"
     )
     gpu = f", GPU {m['gpu']}" if m.get("gpu") else ""
+    own = results.get("teacher_labeled")
+    own_line = (
+        [
+            f"- Teacher of the rows B' and C': {own['label']} ({own['source']}), val mAP50-95 "
+            f"{100 * own['val']['map']:.1f}, test {100 * own['test']['map']:.1f}."
+        ]
+        if own
+        else []
+    )
     return [
         f"- Machine: {m['cpu']}, {m['usable_cores']} usable of {m['cores']} cores, torch {m['torch']} "
         f"({m['torch_threads']} torch thread(s) while training), ultralytics {m['ultralytics']}, Python {m['python']}"
@@ -222,6 +231,7 @@ def _setup_lines(results: dict[str, Any]) -> list[str]:
         f"seeds {cfg['seeds']}; Ultralytics arguments {results['train_args']}.",
         f"- Teacher: {teacher['label']} ({teacher['source']}); student: {cfg['student_model']}; evaluated: "
         f"`{cfg['weights']}.pt` of each row on `{cfg['val_split']}` (choices) and `{cfg['test_split']}` (reported).",
+        *own_line,
         f"- Combination: {results.get('combo_reason', 'none')}.",
     ]
 

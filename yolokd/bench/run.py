@@ -67,32 +67,41 @@ def prepare_semi(cfg: dict[str, Any], data: str, project: Path) -> tuple[str | N
     return view, extra
 
 
-def prepare_teacher(cfg: dict[str, Any], train: dict[str, Any], data: str, project: Path) -> dict[str, Any]:
-    """Load or train the teacher and evaluate it on both splits (``label``, ``weights``, ``val``, ``test``...)."""
+def prepare_teacher(
+    cfg: dict[str, Any], train: dict[str, Any], data: str, project: Path, view: str | None = None
+) -> dict[str, Any]:
+    """Load or train the teacher and evaluate it on both splits (``label``, ``weights``, ``val``, ``test``...).
+
+    With ``view`` (a labelled-fraction data.yaml) a teacher of the same model and budget is trained on that view
+    into project/teacher-labeled instead, and evaluated on the splits of ``data``.
+    """
     t0 = time.perf_counter()
-    if cfg["teacher"]:
+    name = "teacher-labeled" if view else "teacher"
+    if cfg["teacher"] and not view:
         teacher = resolve_model(str(cfg["teacher"]), project / "models")
         source = f"given: {cfg['teacher']}"
     else:
         model = resolve_model(cfg["teacher_model"], project / "models")
-        seed = cfg["seeds"][0]
+        seed, epochs = cfg["seeds"][0], cfg["teacher_epochs"]
         teacher = str(
             train_teacher(
-                Path(data), project, model, cfg["teacher_epochs"], cfg["imgsz"], cfg["batch"], seed=seed, **train
+                Path(view or data), project, model, epochs, cfg["imgsz"], cfg["batch"], name, seed=seed, **train
             )
         )
-        source = f"trained {cfg['teacher_epochs']} epoch(s), seed {seed}"
+        source = f"trained {epochs} epoch(s), seed {seed}"
     curve = read_curve(Path(teacher).parent.parent / "results.csv")  # a run folder's weights/best.pt
+    given = None if view else cfg["teacher"]
+    role = f"teacher on {100 * cfg['labeled_fraction']:g}% labels" if view else "teacher"
     info: dict[str, Any] = {
-        "label": f"teacher ({model_name(str(cfg['teacher'] or cfg['teacher_model']))})",
+        "label": f"{role} ({model_name(str(given or cfg['teacher_model']))})",
         "weights": teacher,
         "source": source,
         "train_or_load_s": time.perf_counter() - t0,
         "curve": curve,  # val mAP50-95 per epoch of a teacher trained here with per-epoch validation
     }
     for k in ("val", "test"):
-        info[k] = evaluate(teacher, data, cfg[f"{k}_split"], cfg["imgsz"], cfg["batch"], project / "teacher-eval")
-    LOGGER.info(f"{PREFIX}teacher {teacher}: val mAP50-95 {info['val']['map']:.4f}, test {info['test']['map']:.4f}")
+        info[k] = evaluate(teacher, data, cfg[f"{k}_split"], cfg["imgsz"], cfg["batch"], project / f"{name}-eval")
+    LOGGER.info(f"{PREFIX}{name} {teacher}: val mAP50-95 {info['val']['map']:.4f}, test {info['test']['map']:.4f}")
     return info
 
 
@@ -239,6 +248,8 @@ def run_benchmark(**overrides: Any) -> dict[str, Any]:
     student = resolve_model(cfg["student_model"], project / "models")
     teacher = prepare_teacher(cfg, train, data, project)
     setup = Setup(cfg, train, student, teacher["weights"], data, project)
+    view, extra = prepare_semi(cfg, data, project)
+    own = prepare_teacher(cfg, train, data, project, view) if view and cfg["semi_own_teacher"] else None
     results: dict[str, Any] = {
         "config": cfg,
         "train_args": train,
@@ -246,7 +257,8 @@ def run_benchmark(**overrides: Any) -> dict[str, Any]:
         "machine": machine_info(),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "teacher": teacher,
-        "rows": plan_rows(cfg) + plan_semi_rows(cfg, *prepare_semi(cfg, data, project)),
+        **({"teacher_labeled": own} if own else {}),
+        "rows": plan_rows(cfg) + plan_semi_rows(cfg, view, extra, own and own["weights"]),
         "elapsed_s": 0.0,
     }
     run_rows(setup, results["rows"], results, t_start)

@@ -1,5 +1,5 @@
 # yolokd, AGPL-3.0 License
-"""The semi-supervised rows' targets (A-C on a fraction of the labels, D and E on all, F = E + unlabeled images)."""
+"""The semi-supervised rows' targets (A-C, B', C' on a fraction of the labels, D and E on all, F = E + unlabeled)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ SEMI_TARGETS = {
     "recover": "C recovers >= 60% of the way from A to D, and C beats D",
     "extra": "F beats E by >= 2.0 mAP50-95 points on the mean and on every seed",
     "cost": "an unlabeled step costs <= one extra student step + one teacher forward (C vs B, F vs E)",
+    "own": "With the teacher trained on the labelled fraction only: C' above B' on every seed",
 }
 
 
 def is_semi(row: dict[str, Any]) -> bool:
-    """Whether a row is one of the semi-supervised rows A, B, C, F."""
+    """Whether a row is one of the semi-supervised rows A, B, C, B', C', F."""
     return str(row.get("id", "")).startswith("semi-")
 
 
@@ -76,6 +77,22 @@ def extra_target(e: dict | None, f: dict | None) -> dict[str, Any]:
     return _target("extra", mean >= 0.02 and min(diffs) >= 0.02, detail)
 
 
+def own_target(b: dict | None, c: dict | None) -> dict[str, Any]:
+    """C' - B' > 0 on every seed both rows finished (B', C': the teacher trained on the labelled fraction).
+
+    Examples:
+        >>> row = lambda *m: {"runs": {str(i): {"ok": True, "test": {"map": v}} for i, v in enumerate(m)}}
+        >>> own_target(row(0.30, 0.32), row(0.33, 0.31))["detail"]
+        "C' - B' per seed +3.00, -1.00 points"
+    """
+    tb, tc = _tests(b), _tests(c)
+    seeds = sorted(set(tb) & set(tc), key=int)
+    if not seeds:
+        return _target("own", None, "not measured")
+    diffs = [tc[s] - tb[s] for s in seeds]
+    return _target("own", min(diffs) > 0, f"C' - B' per seed {', '.join(f'{100 * x:+.2f}' for x in diffs)} points")
+
+
 def cost_target(rows: dict[str, dict | None], teacher_forward_s: float | None, jobs: int) -> dict[str, Any]:
     """C's and F's seconds per iteration against B's and E's plus one student step (D's) and one teacher forward."""
     if jobs > 1:
@@ -108,4 +125,5 @@ def semi_targets(rows: list[dict[str, Any]], method: str, teacher_forward_s: flo
         recover_target(named["A"], named["C"], named["D"]),
         extra_target(named["E"], named["F"]),
         cost_target(named, teacher_forward_s, jobs),
+        own_target(by_id.get("semi-b-own"), by_id.get("semi-c-own")),
     ]

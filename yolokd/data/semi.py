@@ -20,6 +20,14 @@ def _train_images(data: dict) -> list[Path]:
     return [Path(f) for f in list_images(str(Path(data["path"]) / data["train"]))]
 
 
+def view_stamp(data_yaml: str | Path) -> dict:
+    """``{"view": stamp}`` for the data.yaml of a view `labeled_split` wrote, {} for any other data set."""
+    try:
+        return {"view": json.loads((Path(data_yaml).parent / _STAMP).read_text())}
+    except (OSError, ValueError):
+        return {}
+
+
 def labeled_split(
     data_yaml: str | Path, out: str | Path, labeled_fraction: float, extra: list[Path] = (), repeat: bool = False
 ) -> Path:
