@@ -38,6 +38,17 @@ def _step(row: dict[str, Any] | None) -> float | None:
     return sum(steps) / len(steps) if steps else None
 
 
+def _differences(base: dict | None, row: dict | None) -> list[float]:
+    """``row - base`` test mAP50-95 per seed that both rows finished, in seed order."""
+    tb, tr = _tests(base), _tests(row)
+    return [tr[s] - tb[s] for s in sorted(set(tb) & set(tr), key=int)]
+
+
+def _points(diffs: list[float]) -> str:
+    """Differences in signed points, comma-separated."""
+    return ", ".join(f"{100 * x:+.2f}" for x in diffs)
+
+
 def _target(key: str, met: bool | None, detail: str) -> dict[str, Any]:
     """The result of one of `SEMI_TARGETS` (`yolokd.bench.stats.target_result`)."""
     return target_result(SEMI_TARGETS[key], met, detail)
@@ -67,13 +78,11 @@ def extra_target(e: dict | None, f: dict | None) -> dict[str, Any]:
         >>> extra_target(row(0.40, 0.42), row(0.43, 0.45))["detail"]
         'F - E per seed +3.00, +3.00; mean +3.00 points'
     """
-    te, tf = _tests(e), _tests(f)
-    seeds = sorted(set(te) & set(tf), key=int)
-    if not seeds:
+    diffs = _differences(e, f)
+    if not diffs:
         return _target("extra", None, "not measured")
-    diffs = [tf[s] - te[s] for s in seeds]
     mean = sum(diffs) / len(diffs)
-    detail = f"F - E per seed {', '.join(f'{100 * x:+.2f}' for x in diffs)}; mean {100 * mean:+.2f} points"
+    detail = f"F - E per seed {_points(diffs)}; mean {100 * mean:+.2f} points"
     return _target("extra", mean >= 0.02 and min(diffs) >= 0.02, detail)
 
 
@@ -85,12 +94,10 @@ def own_target(b: dict | None, c: dict | None) -> dict[str, Any]:
         >>> own_target(row(0.30, 0.32), row(0.33, 0.31))["detail"]
         "C' - B' per seed +3.00, -1.00 points"
     """
-    tb, tc = _tests(b), _tests(c)
-    seeds = sorted(set(tb) & set(tc), key=int)
-    if not seeds:
+    diffs = _differences(b, c)
+    if not diffs:
         return _target("own", None, "not measured")
-    diffs = [tc[s] - tb[s] for s in seeds]
-    return _target("own", min(diffs) > 0, f"C' - B' per seed {', '.join(f'{100 * x:+.2f}' for x in diffs)} points")
+    return _target("own", min(diffs) > 0, f"C' - B' per seed {_points(diffs)} points")
 
 
 def cost_target(rows: dict[str, dict | None], teacher_forward_s: float | None, jobs: int) -> dict[str, Any]:
