@@ -50,6 +50,7 @@ def test_merge_config_presets_and_overrides():
         ({"publish": "BENCHMARKS.txt"}, "Markdown file"),
         ({"style": ""}, "style must be a non-empty name such as 'shapes'"),
         ({"catchup_restart": "yes"}, "catchup_restart must be True or False"),
+        ({"catchup_pace": 1.5}, "catchup_pace must be a number >= 0 and < 1"),
         ({"semi_own_teacher": "yes"}, "semi_own_teacher must be True or False, got 'yes'"),
     ],
 )
@@ -90,13 +91,14 @@ def test_converged_preset_validates_every_epoch_with_the_cpu_presets_data_and_st
     assert cfg["combo"] == "tar+cwd" and cfg["profile"] == [] and cfg["student_model"] == "yolov8-femto"
 
 
-def test_catchup_restart_is_in_the_spec_of_distilled_rows_only_where_set():
-    from yolokd.bench.plan import new_row, restart_spec
+def test_catchup_keys_are_in_the_spec_of_distilled_rows_only_where_set():
+    from yolokd.bench.plan import catchup_spec, new_row
 
     combo, student = new_row("combo", "tar+cwd", 0), new_row("student", None, 0)
-    cfg = merge_config({"catchup_restart": False})[0]
-    assert restart_spec(cfg, combo) == {"catchup_restart": False} and restart_spec(cfg, student) == {}
-    assert restart_spec(merge_config({})[0], combo) == {}  # unset: the specs of earlier runs stay reusable
+    cfg = merge_config({"catchup_restart": False, "catchup_pace": 0.25})[0]
+    assert catchup_spec(cfg, combo) == {"catchup_pace": 0.25, "catchup_restart": False}
+    assert catchup_spec(cfg, student) == {}
+    assert catchup_spec(merge_config({})[0], combo) == {}  # unset: the specs of earlier runs stay reusable
 
 
 def test_semi_own_teacher_rows_carry_their_teacher_and_leave_the_other_specs_alone(tmp_path):

@@ -112,8 +112,7 @@ def test_outpaces_hand_values(student, first, teacher, epoch, epochs, pace, want
 
 def test_callback_stops_at_once_when_the_student_outpaces_and_the_start_travels_with_the_checkpoint(pico_yaml):
     model = kd_model(pico_yaml, "yolov8n.yaml", "cwd", balance=0)
-    cb = KDCallbacks(model.kd_config)  # the default catchup_pace
-    assert model.kd_config.catchup_pace == 0.25
+    cb = KDCallbacks(build_config({"method": "cwd", "catchup_pace": 0.25}))
     cb.teacher_metrics = {KEY: 0.225}
     with captured_logs() as records:
         cb._catch_up(_trainer(model, {KEY: 0.001}, 0, epochs=60))  # sets the start of the line
@@ -152,7 +151,7 @@ def _restart_trainer(model, epoch):
 @pytest.mark.parametrize("restart", [True, False])
 def test_outpacing_restarts_the_student_from_its_initial_weights(pico_yaml, restart):
     model = kd_model(pico_yaml, "yolov8n.yaml", "cwd", balance=0)
-    cb = KDCallbacks(build_config({"method": "cwd", "catchup_restart": restart}))
+    cb = KDCallbacks(build_config({"method": "cwd", "catchup_pace": 0.25, "catchup_restart": restart}))
     cb.teacher_metrics = {KEY: 0.225}
     trainer = _restart_trainer(model, 0)
     cb.on_train_start(trainer)
@@ -187,7 +186,7 @@ def test_outpacing_restarts_the_student_from_its_initial_weights(pico_yaml, rest
 
 def test_restart_in_a_resumed_run_warns_and_keeps_the_weights(pico_yaml):
     model = kd_model(pico_yaml, "yolov8n.yaml", "cwd", balance=0)
-    cb = KDCallbacks(model.kd_config)
+    cb = KDCallbacks(build_config({"method": "cwd", "catchup_pace": 0.25}))
     cb.teacher_metrics = {KEY: 0.225}
     trainer = _restart_trainer(model, 0)
     trainer.start_epoch = 1  # resumed: the initial weights are gone
@@ -205,3 +204,14 @@ def test_restart_in_a_resumed_run_warns_and_keeps_the_weights(pico_yaml):
 def test_catchup_restart_bad_values_one_line(bad):
     with pytest.raises(KDError, match="catchup_restart must be True or False"):
         build_config({"catchup_restart": bad})
+
+
+def test_the_pace_rule_is_off_by_default(pico_yaml):
+    """The default never stops early: the student of the first example above keeps its teacher."""
+    model = kd_model(pico_yaml, "yolov8n.yaml", "cwd", balance=0)
+    cb = KDCallbacks(build_config({"method": "cwd"}))
+    assert cb.config.catchup_pace == 0.0
+    cb.teacher_metrics = {KEY: 0.225}
+    for epoch, score in enumerate([0.001, 0.011, 0.044]):  # outpaces at 0.25 (above)
+        cb._catch_up(_trainer(model, {KEY: score}, epoch, epochs=60))
+    assert model.catchup == 1.0

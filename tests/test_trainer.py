@@ -457,7 +457,7 @@ def test_outpacing_restart_in_a_real_run_puts_student_ema_and_optimizer_back(
     monkeypatch.setattr(KDCallbacks, "_restart", spy)
     with captured_logs() as records:
         YOLOKD(str(pico_yaml), teacher=str(teacher_pt), method="cwd").train(
-            data=str(tiny_data), epochs=3, project=str(tmp_path), name="restart", **TRAIN
+            data=str(tiny_data), epochs=3, project=str(tmp_path), name="restart", catchup_pace=0.25, **TRAIN
         )
     assert seen == {"moved": True, "back": True, "ema back": True, "state": (0, 0, None, 1)}
     assert sum("restarts from its initial weights" in r.getMessage() for r in records) == 1

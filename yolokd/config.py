@@ -112,7 +112,7 @@ class KDConfig:
     class_map: dict[int, int] | None = None
     term_weights: dict[str, float] | None = None
     catchup: float = 0.1
-    catchup_pace: float = 0.25
+    catchup_pace: float = 0.0
     catchup_restart: bool = True
     unlabeled: str | list[str] | bool | None = None  # False: none, even where the data yaml has the key
     unlabeled_ratio: float = 1.0

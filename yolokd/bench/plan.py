@@ -155,15 +155,16 @@ def row_spec(setup: Setup, row: dict[str, Any], seed: int) -> dict[str, Any]:
         "teacher_batches": cfg["teacher_batches"],
         # only distilled rows fade (catchup=): the other rows stay reusable across catchup= values
         "catchup": cfg["catchup"] if row["kind"] in {"yolokd", "combo"} else None,
-        **restart_spec(cfg, row),
+        **catchup_spec(cfg, row),
         **semi_spec(row),
     }
 
 
-def restart_spec(cfg: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
-    """A distilled row's ``catchup_restart`` where it is set; {} otherwise (the specs of earlier runs stay reusable)."""
-    distilled = row["kind"] in {"yolokd", "combo"}
-    return {"catchup_restart": cfg["catchup_restart"]} if distilled and cfg["catchup_restart"] is not None else {}
+def catchup_spec(cfg: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """A distilled row's ``catchup_pace`` / ``catchup_restart`` where set; {} otherwise (old specs stay reusable)."""
+    if row["kind"] not in {"yolokd", "combo"}:
+        return {}
+    return {k: cfg[k] for k in ("catchup_pace", "catchup_restart") if cfg[k] is not None}
 
 
 def semi_spec(row: dict[str, Any]) -> dict[str, Any]:
