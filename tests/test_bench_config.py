@@ -49,7 +49,6 @@ def test_merge_config_presets_and_overrides():
         ({"publish": True}, "publish=BENCHMARKS.md"),
         ({"publish": "BENCHMARKS.txt"}, "Markdown file"),
         ({"style": ""}, "style must be a non-empty name such as 'shapes'"),
-        ({"catchup_restart": "yes"}, "catchup_restart must be True or False"),
         ({"catchup_pace": 1.5}, "catchup_pace must be a number >= 0 and < 1"),
         ({"semi_own_teacher": "yes"}, "semi_own_teacher must be True or False, got 'yes'"),
     ],
@@ -95,8 +94,8 @@ def test_catchup_keys_are_in_the_spec_of_distilled_rows_only_where_set():
     from yolokd.bench.plan import catchup_spec, new_row
 
     combo, student = new_row("combo", "tar+cwd", 0), new_row("student", None, 0)
-    cfg = merge_config({"catchup_restart": False, "catchup_pace": 0.25})[0]
-    assert catchup_spec(cfg, combo) == {"catchup_pace": 0.25, "catchup_restart": False}
+    cfg = merge_config({"catchup_pace": 0.25})[0]
+    assert catchup_spec(cfg, combo) == {"catchup_pace": 0.25}
     assert catchup_spec(cfg, student) == {}
     assert catchup_spec(merge_config({})[0], combo) == {}  # unset: the specs of earlier runs stay reusable
 

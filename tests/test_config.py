@@ -31,7 +31,6 @@ def test_config_default_keys_and_split():
         "term_weights",
         "catchup",
         "catchup_pace",
-        "catchup_restart",
         "unlabeled",
         "unlabeled_ratio",
         "unlabeled_weight",

@@ -23,7 +23,6 @@ from yolokd.taps import clear_neck_stops, detect_head
 
 EVENTS = (
     "on_pretrain_routine_end",
-    "on_train_start",
     "on_train_epoch_start",
     "on_train_batch_start",
     "on_train_epoch_end",
@@ -90,11 +89,10 @@ class KDCallbacks:
         self._writer = None
         self._batch = 0
         self._warned: set[str] = set()
-        self._initial: dict[str, torch.Tensor] | None = None  # the student's weights at the start (catchup_restart)
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickle without the open TensorBoard writer and the student's initial weights."""
-        return {**self.__dict__, "_writer": None, "_initial": None}
+        """Pickle without the open TensorBoard writer."""
+        return {**self.__dict__, "_writer": None}
 
     def attach(self, trainer) -> None:
         """Register the bound methods on ``trainer``."""
@@ -153,13 +151,6 @@ class KDCallbacks:
                 f"mAP50 {self.teacher_metrics.get('metrics/mAP50(B)', 0):.4f} on '{trainer.args.split}'"
             )
             self._scalars({f"teacher/{k.split('/')[-1]}": v for k, v in self.teacher_metrics.items()}, 0)
-
-    def on_train_start(self, trainer) -> None:
-        """Keep the student's initial weights (on the CPU) where `catchup_restart` may need them (every rank)."""
-        cfg = self.config
-        if cfg.catchup >= 0 and cfg.catchup_pace > 0 and cfg.catchup_restart and trainer.start_epoch == 0:
-            student = self._kd_model(trainer).student_model
-            self._initial = {k: v.detach().to("cpu", copy=True) for k, v in student.state_dict().items()}
 
     def on_train_epoch_start(self, trainer) -> None:
         """Reset the batch counter of the epoch."""
@@ -221,68 +212,34 @@ class KDCallbacks:
         self._writer.flush()
 
     def _catch_up(self, trainer) -> None:
-        """Update ``catchup`` from this epoch's validation (`catchup_factor`, `outpaces`, `_restart`), from rank 0."""
+        """Update ``catchup`` from this epoch's validation (`catchup_factor`, `outpaces`), broadcast from rank 0."""
         model, margin = self._kd_model(trainer), self.config.catchup
         if margin < 0:
             return
-        factor, restart = model.catchup, 0.0
+        factor = model.catchup
         key = TASK2METRIC.get(trainer.args.task, "metrics/mAP50-95(B)")
         teacher, student = self.teacher_metrics.get(key, 0.0), (trainer.metrics or {}).get(key)
         if RANK in {-1, 0} and teacher > 0 and student is not None:
-            factor, restart = self._catchup_factor(model, float(student), teacher, key.split("/")[-1], trainer)
+            factor = self._catchup_factor(model, float(student), teacher, key.split("/")[-1], trainer)
         if RANK != -1 and dist.is_available() and dist.is_initialized():
-            buf = torch.tensor([factor, restart], dtype=torch.float32, device=trainer.device)
+            buf = torch.tensor([factor], dtype=torch.float32, device=trainer.device)
             dist.broadcast(buf, 0)
-            factor, restart = (float(v) for v in buf.tolist())
+            factor = float(buf.item())
         model.catchup = factor
-        if restart:
-            self._restart(trainer)
 
-    def _restart(self, trainer) -> None:
-        """Put the student back to its initial weights with a fresh optimizer state and EMA (every rank).
-
-        The rest of the run is then the plain training, shorter by the epochs done; best.pt and early stopping count
-        from here. Without the initial weights (a run resumed after its start) the student goes on from where it is.
-        """
-        if self._initial is None:
-            LOGGER.warning(
-                f"{PREFIX}catchup_restart: the student's initial weights are not kept in a resumed run; it "
-                "goes on from its present weights"
-            )
-            return
-        model = self._kd_model(trainer)
-        model.student_model.load_state_dict(self._initial)
-        ema = getattr(trainer, "ema", None)
-        if ema is not None:
-            ema.ema.student_model.load_state_dict(self._initial)
-            ema.updates = 0  # the EMA follows the restarted student from its first step
-        trainer.optimizer.state.clear()  # fresh moments (Adam) or momentum buffers (SGD)
-        trainer.best_fitness = None
-        stopper = getattr(trainer, "stopper", None)
-        if stopper is not None:
-            stopper.best_fitness, stopper.best_epoch = 0.0, trainer.epoch + 1  # Ultralytics counts epochs from 1 there
-        self._initial = None
-
-    def _catchup_factor(self, model, student: float, teacher: float, name: str, trainer) -> tuple[float, float]:
-        """The next ``catchup`` factor on rank 0 (the two rules of `_catch_up`), and 1.0 where the student restarts."""
+    def _catchup_factor(self, model, student: float, teacher: float, name: str, trainer) -> float:
+        """The next ``catchup`` factor on rank 0 (the two rules of `_catch_up`), logging a change once."""
         before, epoch, epochs = model.catchup, trainer.epoch + 1, trainer.epochs
         if getattr(model, "catchup_first", None) is None:
             model.catchup_first = student  # the student's first score: the start of the pace line
         pace = self.config.catchup_pace
         if before > 0 and outpaces(student, model.catchup_first, teacher, epoch, epochs, pace):
-            restart = self.config.catchup_restart
-            then = (
-                f"distillation is off and the student restarts from its initial weights, to train alone for the other "
-                f"{epochs - epoch} epochs (catchup_restart)"
-                if restart
-                else "distillation is off for the rest of the run"
-            )
             LOGGER.info(
                 f"{PREFIX}the student's val {name} {student:.4f} after epoch {epoch} of {epochs} is on course to reach "
                 f"the teacher's {teacher:.4f} within {pace:.0%} of the run (catchup_pace): a teacher it outgrows so "
-                f"early has little to teach it; {then}"
+                f"early has little to teach it; distillation is off for the rest of the run"
             )
-            return 0.0, float(restart)
+            return 0.0
         factor = catchup_factor(student, teacher, self.config.catchup, before)
         if factor == 0 < before:
             LOGGER.info(
@@ -294,7 +251,7 @@ class KDCallbacks:
                 f"{PREFIX}the student's val {name} {student:.4f} is within {self.config.catchup:.0%} of the teacher's "
                 f"{teacher:.4f} (epoch {epoch}): distillation fades (x{factor:.2f}), to stop at the teacher's score"
             )
-        return factor, 0.0
+        return factor
 
     def teardown(self, trainer) -> None:
         """Close the writer (and drop the log filter if the setup failed before removing it)."""

@@ -113,7 +113,6 @@ class KDConfig:
     term_weights: dict[str, float] | None = None
     catchup: float = 0.1
     catchup_pace: float = 0.0
-    catchup_restart: bool = True
     unlabeled: str | list[str] | bool | None = None  # False: none, even where the data yaml has the key
     unlabeled_ratio: float = 1.0
     unlabeled_weight: float = 1.0
@@ -240,8 +239,6 @@ def build_config(kd_args: dict[str, Any]) -> KDConfig:
     if isinstance(catchup, bool) or not isinstance(catchup, (int, float)) or not (catchup >= 0 or catchup == -1):
         raise KDError(f"catchup must be a fraction >= 0 of the teacher's mAP, or -1 (never fade), got {catchup!r}")
     pace = _number(args["catchup_pace"], "catchup_pace", 0, 1)
-    if not isinstance(args["catchup_restart"], bool):
-        raise KDError(f"catchup_restart must be True or False, got {args['catchup_restart']!r}")
     unlabeled = _unlabeled_keys(args)
     if not isinstance(args["teacher_val"], bool):
         raise KDError(f"teacher_val must be True or False, got {args['teacher_val']!r}")
@@ -268,7 +265,6 @@ def build_config(kd_args: dict[str, Any]) -> KDConfig:
         term_weights=term_weights,
         catchup=float(catchup),
         catchup_pace=float(pace),
-        catchup_restart=args["catchup_restart"],
         **unlabeled,
         terms=terms,
     )

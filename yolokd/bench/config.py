@@ -45,7 +45,6 @@ BENCH_DEFAULTS: dict[str, Any] = {
     "jobs": 1,  # (int) rows trained at once; > 1 for accuracy-only runs (sweeps): the cost columns are then not valid
     "catchup": None,  # (float, optional) catchup= of every distilled row (-1: never fade); None: yolokd's default
     "catchup_pace": None,  # (float, optional) catchup_pace= of every distilled row; None: yolokd's default
-    "catchup_restart": None,  # (bool, optional) catchup_restart= of every distilled row; None: yolokd's default
     "executor": "local",  # (str) local | ray: rows as local processes (jobs= at once) or as Ray Tune trials (a cluster)
     "ray_address": None,  # (str, optional) with executor=ray: the Ray cluster's address (None: ray.init's default)
     "profile": ["cwd", "crosskd"],  # (list[str]) methods whose step is profiled after the rows (teacher/student/terms)
@@ -208,7 +207,7 @@ def _check_numbers(cfg: dict[str, Any]) -> None:
     _pos_int(cfg, "data_seed", 0)
     _pos_int(cfg, "teacher_batches", 10)
     _pos_int(cfg, "jobs")
-    for key in ("catchup", "catchup_pace", "catchup_restart"):  # the KD keys' own checks, before any row trains
+    for key in ("catchup", "catchup_pace"):  # the KD keys' own checks, before any row trains
         if cfg[key] is not None:
             build_config({key: cfg[key]})
     if cfg["executor"] not in ("local", "ray"):

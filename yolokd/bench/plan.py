@@ -161,10 +161,10 @@ def row_spec(setup: Setup, row: dict[str, Any], seed: int) -> dict[str, Any]:
 
 
 def catchup_spec(cfg: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
-    """A distilled row's ``catchup_pace`` / ``catchup_restart`` where set; {} otherwise (old specs stay reusable)."""
+    """A distilled row's ``catchup_pace`` where set; {} otherwise (the specs of earlier runs stay reusable)."""
     if row["kind"] not in {"yolokd", "combo"}:
         return {}
-    return {k: cfg[k] for k in ("catchup_pace", "catchup_restart") if cfg[k] is not None}
+    return {} if cfg["catchup_pace"] is None else {"catchup_pace": cfg["catchup_pace"]}
 
 
 def semi_spec(row: dict[str, Any]) -> dict[str, Any]:

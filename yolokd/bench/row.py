@@ -175,7 +175,7 @@ def _model(spec: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
 
     if spec["kind"] in {"yolokd", "combo"}:
         # the teacher is validated once, as for a user: the catchup rule reads its score
-        kd = {k: spec[k] for k in ("catchup", "catchup_pace", "catchup_restart") if spec.get(k) is not None}
+        kd = {k: spec[k] for k in ("catchup", "catchup_pace") if spec.get(k) is not None}
         if spec.get("unlabeled") is not None:  # a semi-supervised row: False, or a folder (None: the data yaml's key)
             kd["unlabeled"] = spec["unlabeled"]
         return YOLOKD(spec["student"], teacher=spec["teacher"], method=spec["method"], teacher_val=True, **kd), {}
