@@ -41,7 +41,8 @@ HANDWRITTEN = """## How to read / what was tried
 - The cpu preset: shapes of 12-50% of a 128 px image (600 train images), a 20-epoch yolov8n teacher, the pico
   student for 8 epochs at batch 8 (nbs 8), AdamW at `lr0=0.004`, 3 seeds: a regime where the teacher-student gap is
   several times the seed spread. 600 steps are early training on a toy data set, not converged COCO accuracy
-  (`preset=gpu` is that setting).
+  (`preset=gpu` is that setting); `preset=converged` trains them 80 and 60 epochs, towards a plateau not yet
+  reached.
 - Method weights: the papers' values or the documented choices in `cfg/methods/`, then one variant per method chosen
   by `yolokd sweep` on the val split; the test split was not looked at for any choice.
 """
