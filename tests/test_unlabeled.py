@@ -10,6 +10,8 @@ import pytest
 import torch
 from helpers import IMGSZ, build, captured_logs
 from PIL import Image
+from torch.utils._python_dispatch import TorchDispatchMode
+from torchvision.ops import batched_nms
 from ultralytics.cfg import get_cfg
 from ultralytics.utils import DEFAULT_CFG
 
@@ -105,6 +107,46 @@ def test_select_boxes_thresholds_nms_by_class_and_max_det():
         torch.zeros(2, 3, 20, 20), torch.tensor([1]), torch.tensor([1]), torch.tensor([[0, 0, 10, 20]])
     )
     assert batch["bboxes"].tolist() == [[0.25, 0.5, 0.5, 1.0]] and batch["batch_idx"].tolist() == [1.0]
+
+
+def _select_per_image(probs, xyxy, conf, iou, max_det):
+    """The reference: each image on its own, class-wise NMS (torchvision), its ``max_det`` best kept."""
+    score, cls = probs.max(1)
+    out = []
+    for i in range(probs.shape[0]):
+        idx = (score[i] >= conf).nonzero().flatten()
+        kept = idx[batched_nms(xyxy[i, idx], score[i, idx], cls[i, idx], iou)[:max_det]]
+        out += [(i, int(cls[i, k]), xyxy[i, k].tolist()) for k in kept]
+    return out
+
+
+@pytest.mark.parametrize("max_det", [300, 3])
+def test_select_boxes_of_a_batch_are_each_images_own(max_det):
+    g = torch.Generator().manual_seed(0)
+    probs = torch.rand(4, 3, 200, generator=g)  # 4 images, 3 classes, 200 anchors
+    xy = torch.rand(4, 200, 2, generator=g) * 60
+    xyxy = torch.cat([xy, xy + 10 + torch.rand(4, 200, 2, generator=g) * 20], -1)
+    b, c, boxes = select_boxes(probs, xyxy, conf=0.6, iou=0.5, max_det=max_det)
+    got = [(int(i), int(k), x.tolist()) for i, k, x in zip(b, c, boxes)]
+    want = _select_per_image(probs, xyxy, 0.6, 0.5, max_det)
+    assert got == want and len({i for i, _, _ in want}) == 4
+    assert (max_det == 3) == (len(want) == 12)  # the bound applied: 3 per image
+
+
+def test_select_boxes_reads_two_values_on_the_host_for_a_whole_batch():
+    reads = []
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = str(func)
+            if any(k in name for k in ("nonzero", "_local_scalar_dense", "masked_select", "nms")):
+                reads.append(name)
+            return func(*args, **(kwargs or {}))
+
+    probs, xyxy = torch.rand(8, 3, 100), torch.rand(8, 100, 2).repeat(1, 1, 2) * 50 + torch.tensor([0, 0, 9, 9])
+    with Count():
+        select_boxes(probs, xyxy, conf=0.5)
+    assert len(reads) == 2, reads  # the candidates (nonzero) and NMS's kept boxes; one per image would be 16
 
 
 def test_teacher_boxes_decode_distances_at_the_anchor_centres():

@@ -39,10 +39,26 @@ def teacher_boxes(out: dict, strides: list[int], reg_max: int) -> tuple[torch.Te
     return out["scores"].float().sigmoid(), xyxy
 
 
+def _ranks(group: torch.Tensor, n: int) -> torch.Tensor:
+    """Each element's position within its group, for ``group`` (M,) sorted ascending with values in ``[0, n)``."""
+    counts = torch.bincount(group, minlength=n)
+    return torch.arange(group.numel(), device=group.device) - (counts.cumsum(0) - counts)[group]
+
+
+def _best_per_image(b: torch.Tensor, score: torch.Tensor, n: int, cap: int) -> torch.Tensor:
+    """Indices of the ``cap`` best scores of every image (``b`` its image, ``score`` (M,)), by image, best first."""
+    order = score.argsort(descending=True, stable=True)
+    order = order[b[order].argsort(stable=True)]
+    return order[_ranks(b[order], n) < cap]
+
+
 def select_boxes(
     probs: torch.Tensor, xyxy: torch.Tensor, conf: float, iou: float = NMS_IOU, max_det: int = MAX_DET
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The confident boxes of every image: best class score >= ``conf``, class-wise NMS at ``iou``, ``max_det`` best.
+
+    One NMS over the whole batch (image and class as its groups): two values reach the host per call, the number of
+    candidates and of kept boxes (bounding candidates or kept boxes per image reads more only where a bound applies).
 
     Args:
         probs (torch.Tensor): (B, nc, A) class probabilities.
@@ -52,7 +68,8 @@ def select_boxes(
         max_det (int): Boxes kept per image at the most, highest scores first.
 
     Returns:
-        (tuple[Tensor, Tensor, Tensor]): ``batch_idx`` (M,), ``cls`` (M,) and ``xyxy`` (M, 4) of the kept boxes.
+        (tuple[Tensor, Tensor, Tensor]): ``batch_idx`` (M,), ``cls`` (M,) and ``xyxy`` (M, 4) of the kept boxes, by
+            image, highest score first.
 
     Examples:
         >>> probs = torch.tensor([[[0.9, 0.8, 0.2]]])  # one image, one class, three anchors
@@ -61,18 +78,18 @@ def select_boxes(
         >>> b.tolist(), c.tolist(), boxes.tolist()
         ([0], [0], [[0.0, 0.0, 10.0, 10.0]])
     """
+    n, nc = probs.shape[0], probs.shape[1]
     score, cls = probs.max(1)  # (B, A)
-    keep_b, keep_c, keep_xyxy = [], [], []
-    for i in range(probs.shape[0]):
-        idx = (score[i] >= conf).nonzero().flatten()
-        if idx.numel() > 30 * max_det:  # bound the NMS: only the best candidates
-            idx = idx[score[i, idx].topk(30 * max_det).indices]
-        kept = batched_nms(xyxy[i, idx].float(), score[i, idx].float(), cls[i, idx], iou)[:max_det]
-        idx = idx[kept]
-        keep_b.append(torch.full_like(idx, i))
-        keep_c.append(cls[i, idx])
-        keep_xyxy.append(xyxy[i, idx])
-    return torch.cat(keep_b), torch.cat(keep_c), torch.cat(keep_xyxy).reshape(-1, 4)
+    b, a = (score >= conf).nonzero(as_tuple=True)  # by image, then anchor
+    score, cls, boxes = score[b, a], cls[b, a], xyxy[b, a]
+    if b.numel() > 30 * max_det:  # bound the NMS: only the best candidates of each image
+        best = _best_per_image(b, score, n, 30 * max_det)
+        b, score, cls, boxes = b[best], score[best], cls[best], boxes[best]
+    kept = batched_nms(boxes.float(), score.float(), b * nc + cls, iou)  # highest score first
+    kept = kept[b[kept].argsort(stable=True)]  # by image, each highest score first
+    if kept.numel() > max_det:  # only then can an image hold more than max_det
+        kept = kept[_ranks(b[kept], n) < max_det]
+    return b[kept], cls[kept], boxes[kept].reshape(-1, 4)
 
 
 def pseudo_batch(img: torch.Tensor, batch_idx: torch.Tensor, cls: torch.Tensor, xyxy: torch.Tensor) -> dict:
