@@ -58,7 +58,8 @@ def select_boxes(
     """The confident boxes of every image: best class score >= ``conf``, class-wise NMS at ``iou``, ``max_det`` best.
 
     One NMS over the whole batch (image and class as its groups): two values reach the host per call, the number of
-    candidates and of kept boxes (bounding candidates or kept boxes per image reads more only where a bound applies).
+    candidates and of kept boxes; one more where the batch holds over ``30 x max_det`` candidates or keeps over
+    ``max_det`` boxes (the per-image bounds are then applied).
 
     Args:
         probs (torch.Tensor): (B, nc, A) class probabilities.
