@@ -45,11 +45,10 @@ def _ranks(group: torch.Tensor, n: int) -> torch.Tensor:
     return torch.arange(group.numel(), device=group.device) - (counts.cumsum(0) - counts)[group]
 
 
-def _best_per_image(b: torch.Tensor, score: torch.Tensor, n: int, cap: int) -> torch.Tensor:
-    """Indices of the ``cap`` best scores of every image (``b`` its image, ``score`` (M,)), by image, best first."""
-    order = score.argsort(descending=True, stable=True)
+def _best_per_image(order: torch.Tensor, b: torch.Tensor, n: int, cap: int) -> torch.Tensor:
+    """``order`` (indices, highest score first; ``b`` their images) by image, at most ``cap`` each (a read if over)."""
     order = order[b[order].argsort(stable=True)]
-    return order[_ranks(b[order], n) < cap]
+    return order[_ranks(b[order], n) < cap] if order.numel() > cap else order
 
 
 def select_boxes(
@@ -79,17 +78,15 @@ def select_boxes(
         >>> b.tolist(), c.tolist(), boxes.tolist()
         ([0], [0], [[0.0, 0.0, 10.0, 10.0]])
     """
-    n, nc = probs.shape[0], probs.shape[1]
+    n, nc = probs.shape[:2]
     score, cls = probs.max(1)  # (B, A)
     b, a = (score >= conf).nonzero(as_tuple=True)  # by image, then anchor
     score, cls, boxes = score[b, a], cls[b, a], xyxy[b, a]
     if b.numel() > 30 * max_det:  # bound the NMS: only the best candidates of each image
-        best = _best_per_image(b, score, n, 30 * max_det)
+        best = _best_per_image(score.argsort(descending=True, stable=True), b, n, 30 * max_det)
         b, score, cls, boxes = b[best], score[best], cls[best], boxes[best]
     kept = batched_nms(boxes.float(), score.float(), b * nc + cls, iou)  # highest score first
-    kept = kept[b[kept].argsort(stable=True)]  # by image, each highest score first
-    if kept.numel() > max_det:  # only then can an image hold more than max_det
-        kept = kept[_ranks(b[kept], n) < max_det]
+    kept = _best_per_image(kept, b, n, max_det)
     return b[kept], cls[kept], boxes[kept].reshape(-1, 4)
 
 
