@@ -316,6 +316,27 @@ def test_gaussian_imitation_gradcheck() -> None:
     assert torch.autograd.gradcheck(lambda x: gaussian_imitation(x, t, m), (s,))
 
 
+# ------------------------------------------------------------------------------------------------------- standardise
+def test_standardise_hand_computed_numpy() -> None:
+    """(x - mean_c) / (std_c + eps), per channel over (N, H, W), unbiased std (numpy, ddof=1)."""
+    x_np = np.random.default_rng(2).normal(size=(2, 3, 4, 5)) * np.array([1.0, 10.0, 0.1]).reshape(1, 3, 1, 1) + 3
+    got = kdf.standardise(torch.tensor(x_np, dtype=torch.float32))
+    assert got.shape == (2, 3, 4, 5) and got.dtype == torch.float32
+    np.testing.assert_allclose(got.numpy(), _np_standardise(x_np), rtol=1e-5, atol=1e-5)
+
+
+def test_standardise_blind_to_a_positive_affine_map_per_channel() -> None:
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    scale, shift = torch.tensor([0.5, 3.0, 40.0]).view(1, 3, 1, 1), torch.tensor([1.0, -2.0, 7.0]).view(1, 3, 1, 1)
+    assert torch.allclose(kdf.standardise(x * scale + shift, eps=0.0), kdf.standardise(x, eps=0.0), atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 1, 1), (2, 3, 4)])
+def test_standardise_rejects_too_few_values_or_wrong_rank(shape: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match="standardise"):
+        kdf.standardise(torch.randn(shape))
+
+
 # -------------------------------------------------------------------------------------------------------------- pkd
 def test_pkd_hand_computed_numpy() -> None:
     """pkd = 0.5 x mean of the squared difference of the per-channel standardised maps (numpy, ddof=1)."""

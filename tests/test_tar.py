@@ -108,6 +108,21 @@ def test_tar_feat_zero_and_connected_without_boxes() -> None:
     assert s.grad is not None and float(s.grad.abs().sum()) == 0.0
 
 
+def test_tar_feat_standardise_hand_computed_and_blind_to_the_teachers_scale() -> None:
+    box = (0.4, 0.5, 0.5, 0.25)
+    s, t = torch.randn(2, 3, 4, 4, dtype=torch.float64), torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    batch = _one_box_batch(box_xywh=box)
+    batch = {**batch, "img": torch.zeros(2, 3, 32, 32)}  # the one box on image 0, none on image 1
+    term, ident = TARFeat(standardise=True), nn.ModuleList([nn.Identity()])
+    got = term(_inputs([s], [t], batch=batch), ident)
+    m = np.stack([_hand_mask(4, 4, 8.0, (32, 32), box, 0.5), np.zeros((4, 4))])  # (N, H, W)
+    z = [(x - x.mean(dim=(0, 2, 3), keepdim=True)) / (x.std(dim=(0, 2, 3), keepdim=True) + 1e-6) for x in (s, t)]
+    sq = ((z[0] - z[1]).numpy() ** 2).sum(1)  # (N, H, W), summed over C
+    assert got.item() == pytest.approx((m * sq).sum() / (3 * m.sum()), rel=1e-6)
+    assert term(_inputs([s], [t * 50.0 + 3.0], batch=batch), ident).item() == pytest.approx(got.item(), rel=1e-5)
+    assert TARFeat()(_inputs([s], [t * 50.0], batch=batch), ident).item() > 100 * got.item()  # without: it scales
+
+
 def test_tar_feat_rejects_bad_sigma() -> None:
     with pytest.raises(ValueError, match="sigma_scale must be > 0"):
         TARFeat(sigma_scale=0.0)

@@ -267,6 +267,7 @@ def run_demo(**overrides: Any) -> list[dict[str, Any]]:
         f"imgsz={imgsz}; mAP in points, gain = distilled - undistilled, gap = gain / (teacher - undistilled)):\n"
         f"{format_results(rows)}\n"
         f"The students trained {epochs} epochs, far from converged: the gain shows distillation as saved training "
-        f"time. What a run to convergence gets: BENCHMARKS.md 'Converged: shapes' (yolokd benchmark preset=converged)."
+        f"time. What a run to convergence gets: BENCHMARKS.md 'Converged: shapes', 'glyphs' and 'aerial' "
+        "(yolokd benchmark preset=converged)."
     )
     return rows

@@ -18,21 +18,24 @@ class CWD(Term):
 
     Args:
         tau (float): Softmax temperature over the spatial positions of each channel.
+        standardise (bool): Standardise both maps per channel first (`kdf.standardise`, as PKD does), so that the
+            softmax's sharpness no longer follows the teacher's feature magnitudes.
     """
 
     type = "cwd"
     reads_teacher_head = False  # neck features only: the teacher stops at its neck
 
-    def __init__(self, tau: float = 1.0) -> None:
-        """Store the temperature."""
+    def __init__(self, tau: float = 1.0, standardise: bool = False) -> None:
+        """Store the temperature and whether to standardise."""
         super().__init__()
         if tau <= 0:
             raise ValueError(f"cwd: tau must be > 0, got {tau}")
         self.tau = float(tau)
+        self.standardise = bool(standardise)
 
     def extra_repr(self) -> str:
         """Show the hyper-parameters."""
-        return f"tau={self.tau}"
+        return f"tau={self.tau}, standardise={self.standardise}"
 
     def make_adapters(self, probe: Probe) -> nn.Module:
         """One 1x1 adapter per neck level, student -> teacher channels."""
@@ -40,4 +43,7 @@ class CWD(Term):
 
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
         """Return the unweighted CWD loss summed over levels."""
-        return sum(kdf.cwd(a(s), t, self.tau) for a, s, t in zip(adapters, inputs.student.feats, inputs.teacher.feats))
+        pairs = ((a(s), t) for a, s, t in zip(adapters, inputs.student.feats, inputs.teacher.feats))
+        if self.standardise:
+            pairs = ((kdf.standardise(s), kdf.standardise(t)) for s, t in pairs)
+        return sum(kdf.cwd(s, t, self.tau) for s, t in pairs)

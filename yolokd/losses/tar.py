@@ -30,21 +30,24 @@ class TARFeat(Term):
 
     Args:
         sigma_scale (float): Gaussian sigma as a fraction of the box half width/height.
+        standardise (bool): Standardise both maps per channel first (`kdf.standardise`, as PKD does), so that the
+            loss no longer scales with the teacher's feature magnitudes.
     """
 
     type = "tar_feat"
     reads_teacher_head = False  # neck features only
 
-    def __init__(self, sigma_scale: float = 0.5) -> None:
-        """Store the Gaussian width."""
+    def __init__(self, sigma_scale: float = 0.5, standardise: bool = False) -> None:
+        """Store the Gaussian width and whether to standardise."""
         super().__init__()
         if sigma_scale <= 0:
             raise ValueError(f"tar_feat: sigma_scale must be > 0, got {sigma_scale}")
         self.sigma_scale = float(sigma_scale)
+        self.standardise = bool(standardise)
 
     def extra_repr(self) -> str:
         """Show the hyper-parameters."""
-        return f"sigma_scale={self.sigma_scale}"
+        return f"sigma_scale={self.sigma_scale}, standardise={self.standardise}"
 
     def make_adapters(self, probe: Probe) -> nn.Module:
         """One 1x1 adapter per neck level, student -> teacher channels."""
@@ -54,10 +57,10 @@ class TARFeat(Term):
         """Return the unweighted Gaussian-mask imitation loss summed over levels."""
         gt = inputs.ground_truth()
         masks = gaussian_masks(gt, inputs.teacher.feats, inputs.level_strides(), self.sigma_scale)
-        return sum(
-            kdf.gaussian_imitation(a(s), t, m)
-            for a, s, t, m in zip(adapters, inputs.student.feats, inputs.teacher.feats, masks)
-        )
+        pairs = ((a(s), t) for a, s, t in zip(adapters, inputs.student.feats, inputs.teacher.feats))
+        if self.standardise:
+            pairs = ((kdf.standardise(s), kdf.standardise(t)) for s, t in pairs)
+        return sum(kdf.gaussian_imitation(s, t, m) for (s, t), m in zip(pairs, masks))
 
 
 @register

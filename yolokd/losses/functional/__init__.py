@@ -16,7 +16,16 @@ from yolokd.losses.functional.boxes import (
     log_quality,
     teacher_better,
 )
-from yolokd.losses.functional.feature import align_scale, cosine_fg, cwd, gaussian_imitation, mgd, mgd_mask, pkd
+from yolokd.losses.functional.feature import (
+    align_scale,
+    cosine_fg,
+    cwd,
+    gaussian_imitation,
+    mgd,
+    mgd_mask,
+    pkd,
+    standardise,
+)
 from yolokd.losses.functional.gates import object_gate
 from yolokd.losses.functional.logits import binary_kl, kd_qfl, ld, weighted_soft_bce
 from yolokd.losses.functional.tasks import keypoint_kd, mask_kd, mask_logits
@@ -41,6 +50,7 @@ __all__ = [
     "mgd_mask",
     "object_gate",
     "pkd",
+    "standardise",
     "teacher_better",
     "weighted_soft_bce",
 ]

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from yolokd.losses.functional._shared import check_shapes, graph_zero, tempered, upcast
 
-__all__ = ["align_scale", "cosine_fg", "cwd", "gaussian_imitation", "mgd", "mgd_mask", "pkd"]
+__all__ = ["align_scale", "cosine_fg", "cwd", "gaussian_imitation", "mgd", "mgd_mask", "pkd", "standardise"]
 
 
 def cwd(s: torch.Tensor, t: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
@@ -168,9 +168,33 @@ def gaussian_imitation(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> 
     return (w.unsqueeze(1) * (s - t).pow(2)).sum() / max(s.shape[1], 1)
 
 
-def _channel_standardise(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """``(x - mean_c) / (std_c + eps)`` per channel, statistics over ``(N, H, W)`` pooled, unbiased std."""
-    std, _, d = _channel_stats(x)
+def standardise(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    r"""Per-channel standardisation over ``(N, H, W)`` pooled, as PKD does before its loss.
+
+    .. math::
+
+        \hat{x}_{n,c,h,w} = \frac{x_{n,c,h,w} - \mu_c(x)}{\sigma_c(x) + \epsilon}
+
+    with :math:`\sigma` the unbiased standard deviation. A feature term applied to standardised maps no longer
+    scales with the teacher's feature magnitudes (``cwd`` and ``tar_feat`` with ``standardise: true``).
+
+    Args:
+        x (torch.Tensor): Feature map, ``(N, C, H, W)`` with at least 2 values per channel.
+        eps (float): Added to each channel's standard deviation.
+
+    Returns:
+        (torch.Tensor): Standardised map, ``(N, C, H, W)``, float32 (float64 for float64 inputs).
+
+    Examples:
+        >>> x = torch.tensor([1.0, 2.0, 3.0]).view(1, 1, 1, 3)  # mean 2, unbiased std 1
+        >>> [round(v, 4) for v in standardise(x).flatten().tolist()]
+        [-1.0, 0.0, 1.0]
+    """
+    if x.dim() != 4:
+        raise ValueError(f"standardise: x must have shape (N, C, H, W) (rank 4), got shape {tuple(x.shape)}")
+    if x.numel() // max(x.shape[1], 1) < 2 and x.numel() > 0:
+        raise ValueError(f"standardise: need at least 2 values per channel over (N, H, W), got shape {tuple(x.shape)}")
+    std, _, d = _channel_stats(upcast(x))
     return d / (std + eps)
 
 
@@ -213,7 +237,7 @@ def pkd(s: torch.Tensor, t: torch.Tensor, resize_student: bool = True, eps: floa
             t = F.interpolate(t, size=s.shape[-2:], mode="bilinear", align_corners=False)
     if s.numel() // max(s.shape[1], 1) < 2:
         raise ValueError(f"pkd: need at least 2 values per channel over (N, H, W), got shape {tuple(s.shape)}")
-    return 0.5 * (_channel_standardise(s, eps) - _channel_standardise(t, eps)).pow(2).mean()
+    return 0.5 * (standardise(s, eps) - standardise(t, eps)).pow(2).mean()
 
 
 def mgd(gen: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
