@@ -131,6 +131,18 @@ def test_report_gives_the_labelled_teacher_in_one_line_where_there_is_one():
     ]
 
 
+def test_report_says_a_short_budget_measures_saved_time_and_names_the_converged_run():
+    from yolokd.bench.report import render_report
+
+    short = [ln for ln in render_report(_results(fake_rows(), "cpu"), None).splitlines() if "far from converged" in ln]
+    assert short == [
+        f"The students trained {_results(fake_rows(), 'cpu')['config']['epochs']} epochs, far from converged: the "
+        "gains measure distillation as saved training time. What a run to convergence gets: `yolokd benchmark "
+        'preset=converged` (BENCHMARKS.md "Converged: shapes", "Converged: glyphs", "Converged: aerial").'
+    ]
+    assert "far from converged" not in render_report(_results(fake_rows(), "converged"), None)
+
+
 def test_format_curves_marks_each_training_converged_or_still_improving():
     from yolokd.bench.report import format_curves
 

@@ -116,6 +116,24 @@ def format_curves(rows: list[dict], teacher: dict | None = None) -> str:
     return "\n".join([head, "|" + "---|" * (len(seeds) + 1), *body])
 
 
+def budget_note(cfg: dict[str, Any]) -> str:
+    """A line saying what a short-budget table measures, and where the converged one is; "" for the long presets.
+
+    Examples:
+        >>> budget_note({"preset": "cpu", "epochs": 8}).split(":")[0]
+        'The students trained 8 epochs, far from converged'
+        >>> budget_note({"preset": "converged", "epochs": 60})
+        ''
+    """
+    if cfg.get("preset") in {"converged", "semi"}:
+        return ""
+    return (
+        f"The students trained {cfg['epochs']} epochs, far from converged: the gains measure distillation as saved "
+        "training time. What a run to convergence gets: `yolokd benchmark preset=converged` (BENCHMARKS.md "
+        '"Converged: shapes", "Converged: glyphs", "Converged: aerial").'
+    )
+
+
 def format_targets(targets: list[dict[str, Any]]) -> str:
     """Markdown list of `check_targets` results."""
     word = {True: "met", False: "NOT met", None: "not measured"}
@@ -255,6 +273,8 @@ def render_report(results: dict[str, Any], plot_rel: str | None) -> str:
         "computed from the means over the seeds, the cost ratios per seed against the same seed's undistilled student.",
         "",
     ]
+    if budget_note(cfg):
+        lines += [budget_note(cfg), ""]
     if cfg.get("jobs", 1) > 1:
         lines += [f"**Cost columns not valid**: {cfg['jobs']} rows were trained at once (`jobs={cfg['jobs']}`).", ""]
     curves = format_curves(results["rows"], results["teacher"])

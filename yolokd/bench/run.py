@@ -19,7 +19,15 @@ from ultralytics.utils import LOGGER, TQDM
 
 from yolokd.bench.config import format_command, merge_config
 from yolokd.bench.plan import Setup, model_name, plan_combo, plan_rows, plan_semi_rows, row_spec, semi_method
-from yolokd.bench.report import format_table, format_targets, machine_info, publish_report, render_report, write_plot
+from yolokd.bench.report import (
+    budget_note,
+    format_table,
+    format_targets,
+    machine_info,
+    publish_report,
+    render_report,
+    write_plot,
+)
 from yolokd.bench.row import evaluate, launch_row, read_curve
 from yolokd.bench.semi import is_semi, semi_targets
 from yolokd.bench.stats import check_targets, summarize, summarize_row
@@ -267,10 +275,11 @@ def run_benchmark(**overrides: Any) -> dict[str, Any]:
     results["elapsed_s"] = time.perf_counter() - t_start
     plot = write_outputs(results, setup)
     save(results, project)
+    note = f"{budget_note(cfg)}\n" if budget_note(cfg) else ""
     LOGGER.info(
         f"\n{PREFIX}benchmark ({cfg['preset']}, test split '{cfg['test_split']}', {len(cfg['seeds'])} seed(s)) in "
         f"{results['elapsed_s'] / 60:.1f} min:\n{format_table(results['rows'], teacher)}\n"
-        f"{format_targets(results['targets'])}\n{PREFIX}results: {project / 'results.json'}, "
+        f"{format_targets(results['targets'])}\n{note}{PREFIX}results: {project / 'results.json'}, "
         f"{project / 'results.md'}, {plot}"
     )
     return results
