@@ -17,9 +17,72 @@ from yolokd.config import KDError
 from yolokd.head import TASK_SUFFIX
 from yolokd.taps import detect_head, model_task
 
+LATE_GAIN = 0.12
+"""The share of a teacher's best val mAP50-95 reached only in the last fifth of its epochs above which yolokd warns
+that the teacher was still improving fast when its training stopped. yolokd's benchmark teachers: 0.18 for the
+10-epoch one a converged student outgrows (it then costs the student accuracy), 0.02-0.08 for the 80-epoch ones."""
+
+
+def late_gain(curve: list[float] | None, tail: float = 0.2) -> tuple[float, float, int] | None:
+    """How much of a validation curve's best came only in its last ``tail`` of epochs.
+
+    Args:
+        curve (list[float] | None): Val mAP after each epoch, in order (a checkpoint's ``train_results``).
+        tail (float): The fraction of the last epochs (at least one, fewer than all).
+
+    Returns:
+        (tuple | None): ``(share, best_before, n_tail)``: ``(best - best_before) / best`` with ``best_before`` the best
+            before the tail; None without a curve of at least 2 epochs and a positive best.
+
+    Examples:
+        >>> share, before, n = late_gain([0.0, 0.1, 0.15, 0.18, 0.185, 0.2, 0.2, 0.21, 0.21, 0.25])
+        >>> round(share, 2), before, n  # the last 2 of 10 epochs: 0.21 -> 0.25
+        (0.16, 0.21, 2)
+    """
+    if not curve or len(curve) < 2 or max(curve) <= 0:
+        return None
+    n_tail = min(max(1, round(tail * len(curve))), len(curve) - 1)
+    best, before = max(curve), max(curve[:-n_tail])
+    return max(best - before, 0.0) / best, before, n_tail
+
+
+def undertrained_warning(train_results: dict | None) -> str | None:
+    """A one-line warning when a checkpoint's own val curve was still rising fast as its training ended, else None.
+
+    Args:
+        train_results (dict | None): An Ultralytics checkpoint's ``train_results`` (its results.csv by column); the
+            curve read is ``metrics/mAP50-95(B)``. None or without it (trained without validation): no warning.
+
+    Examples:
+        >>> undertrained_warning({"metrics/mAP50-95(B)": [0.6, 0.62, 0.63, 0.64, 0.645]}) is None
+        True
+        >>> undertrained_warning({"metrics/mAP50-95(B)": [0.0, 0.1, 0.2, 0.3, 0.4]})[:44]
+        'the teacher was still improving fast when it'
+    """
+    curve = (train_results or {}).get("metrics/mAP50-95(B)")
+    found = late_gain([float(x) for x in curve] if curve else None)
+    if found is None or found[0] < LATE_GAIN:
+        return None
+    share, before, n_tail = found
+    return (
+        f"the teacher was still improving fast when its training stopped (val mAP50-95 {before:.3f} -> "
+        f"{max(curve):.3f} in its last {n_tail} of {len(curve)} epochs, {share:.0%} of its best): a student that "
+        f"outgrows it loses accuracy to distillation (docs/methods.md 'Catch-up'); train the teacher longer"
+    )
+
+
+def read_teacher(path: str | Path | None) -> tuple[nn.Module, dict]:
+    """`load_teacher`, and its checkpoint's ``train_results`` (its training curves; empty where it has none)."""
+    return _load(path)
+
 
 def load_teacher(path: str | Path | None) -> nn.Module:
     """Load a teacher checkpoint (a ``.pt`` or an Ultralytics model name) in FP32 eval mode, or raise `KDError`."""
+    return _load(path)[0]
+
+
+def _load(path: str | Path | None) -> tuple[nn.Module, dict]:
+    """Resolve, load and convert the teacher; every failure a one-line `KDError`."""
     if path is None or str(path).strip() == "":
         raise KDError("no teacher given: pass teacher=path/to/teacher.pt (a trained detection checkpoint)")
     p = Path(str(path))
@@ -30,7 +93,7 @@ def load_teacher(path: str | Path | None) -> nn.Module:
     if not p.exists() and len(p.parts) > 1:
         raise KDError(f"teacher file '{p}' does not exist; check the path")
     try:
-        teacher, _ = load_checkpoint(p if p.exists() else str(p))
+        teacher, ckpt = load_checkpoint(p if p.exists() else str(p))
     except (ConnectionError, FileNotFoundError) as e:
         raise KDError(
             f"teacher '{p}' is not a local file and could not be downloaded ({type(e).__name__}); "
@@ -41,7 +104,8 @@ def load_teacher(path: str | Path | None) -> nn.Module:
             f"teacher file '{p}' is not a readable Ultralytics checkpoint ({type(e).__name__}: "
             f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); re-export or retrain it"
         ) from e
-    return teacher.float()
+    curves = ckpt.get("train_results") if isinstance(ckpt, dict) else None
+    return teacher.float(), curves if isinstance(curves, dict) else {}
 
 
 def check_pair(

@@ -33,7 +33,7 @@ from yolokd.callbacks import QUIET_TEACHER_FREEZE, KDCallbacks
 from yolokd.config import PREFIX, KDConfig, KDError, run_config, split_kd_args
 from yolokd.distill_model import KDModel
 from yolokd.pseudo import UNLABELED_ITEMS
-from yolokd.teacher import check_pair, describe_classes, load_teacher
+from yolokd.teacher import check_pair, describe_classes, read_teacher, undertrained_warning
 from yolokd.unlabeled import UnlabeledStream, check_unlabeled, resolve_unlabeled
 
 
@@ -91,7 +91,10 @@ class KDTrainerMixin:
         self.sigint = checkpoint.SigintGuard()
         if self.kd.teacher is None:
             raise KDError("no teacher given: pass teacher=path/to/teacher.pt (a trained detection checkpoint)")
-        self.teacher_model = load_teacher(self.kd.teacher)  # before the data set: a bad teacher fails fast
+        self.teacher_model, teacher_curves = read_teacher(self.kd.teacher)  # before the data: a bad teacher fails fast
+        late = undertrained_warning(teacher_curves)
+        if late and RANK in {-1, 0} and carried is None:
+            LOGGER.warning(f"{PREFIX}{late}")
         super().__init__(cfg, overrides, _callbacks)
         self.world_size = launched_world_size(self.world_size)  # several machines under torchrun
         self.unlabeled_source = resolve_unlabeled(self.kd.unlabeled, self.data)
