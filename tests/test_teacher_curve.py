@@ -45,6 +45,7 @@ def test_warning_fires_on_the_weak_teacher_only() -> None:
         "'Catch-up'); train the teacher longer"
     )
     assert undertrained_warning({}) is None and undertrained_warning(None) is None  # trained without validation
+    assert undertrained_warning({KEY: [float("nan"), *WEAK]}) == text  # a non-finite epoch is passed over
 
 
 def test_training_warns_once_before_the_data_with_the_checkpoints_curve(tmp_path, tiny_data, pico_yaml, teacher_pt):

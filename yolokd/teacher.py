@@ -6,6 +6,7 @@ Both raise `KDError` with a one-line message that names the fix (the CLI prints 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from torch import nn
@@ -59,8 +60,8 @@ def undertrained_warning(train_results: dict | None) -> str | None:
         >>> undertrained_warning({"metrics/mAP50-95(B)": [0.0, 0.1, 0.2, 0.3, 0.4]})[:44]
         'the teacher was still improving fast when it'
     """
-    curve = (train_results or {}).get("metrics/mAP50-95(B)")
-    found = late_gain([float(x) for x in curve] if curve else None)
+    curve = [float(x) for x in (train_results or {}).get("metrics/mAP50-95(B)") or [] if math.isfinite(float(x))]
+    found = late_gain(curve)
     if found is None or found[0] < LATE_GAIN:
         return None
     share, before, n_tail = found
