@@ -72,18 +72,13 @@ def undertrained_warning(train_results: dict | None) -> str | None:
     )
 
 
-def read_teacher(path: str | Path | None) -> tuple[nn.Module, dict]:
-    """`load_teacher`, and its checkpoint's ``train_results`` (its training curves; empty where it has none)."""
-    return _teacher_and_curves(path)
-
-
 def load_teacher(path: str | Path | None) -> nn.Module:
     """Load a teacher checkpoint (a ``.pt`` or an Ultralytics model name) in FP32 eval mode, or raise `KDError`."""
-    return _teacher_and_curves(path)[0]
+    return read_teacher(path)[0]
 
 
-def _teacher_and_curves(path: str | Path | None) -> tuple[nn.Module, dict]:
-    """Resolve, load and convert the teacher; every failure a one-line `KDError`."""
+def read_teacher(path: str | Path | None) -> tuple[nn.Module, dict]:
+    """`load_teacher`, and its checkpoint's ``train_results`` (its training curves; empty where it has none)."""
     if path is None or str(path).strip() == "":
         raise KDError("no teacher given: pass teacher=path/to/teacher.pt (a trained detection checkpoint)")
     p = Path(str(path))

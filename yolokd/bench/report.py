@@ -273,8 +273,9 @@ def render_report(results: dict[str, Any], plot_rel: str | None) -> str:
         "computed from the means over the seeds, the cost ratios per seed against the same seed's undistilled student.",
         "",
     ]
-    if budget_note(cfg):
-        lines += [budget_note(cfg), ""]
+    note = budget_note(cfg)
+    if note:
+        lines += [note, ""]
     if cfg.get("jobs", 1) > 1:
         lines += [f"**Cost columns not valid**: {cfg['jobs']} rows were trained at once (`jobs={cfg['jobs']}`).", ""]
     curves = format_curves(results["rows"], results["teacher"])

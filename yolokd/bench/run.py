@@ -275,7 +275,8 @@ def run_benchmark(**overrides: Any) -> dict[str, Any]:
     results["elapsed_s"] = time.perf_counter() - t_start
     plot = write_outputs(results, setup)
     save(results, project)
-    note = f"{budget_note(cfg)}\n" if budget_note(cfg) else ""
+    note = budget_note(cfg)
+    note = f"{note}\n" if note else ""
     LOGGER.info(
         f"\n{PREFIX}benchmark ({cfg['preset']}, test split '{cfg['test_split']}', {len(cfg['seeds'])} seed(s)) in "
         f"{results['elapsed_s'] / 60:.1f} min:\n{format_table(results['rows'], teacher)}\n"

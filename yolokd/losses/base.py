@@ -9,6 +9,7 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
+from yolokd.losses.functional.feature import standardise as _standardise
 from yolokd.schedules import Progress
 from yolokd.targets import Assigned, GroundTruth, ground_truth
 
@@ -126,6 +127,11 @@ class DistillInputs:
                 f"({len(self.teacher.feats)}); the model passes its probe's"
             )
         return [float(s) for s in self.strides]
+
+    def adapted_pairs(self, adapters: nn.Module, standardise: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per neck level, ``(adapter(student), teacher)``; with ``standardise`` both standardised per channel."""
+        pairs = [(a(s), t) for a, s, t in zip(adapters, self.student.feats, self.teacher.feats)]
+        return [(_standardise(s), _standardise(t)) for s, t in pairs] if standardise else pairs
 
     def reg_max(self) -> tuple[int, int]:
         """The student's and the teacher's DFL bins per box side."""

@@ -43,7 +43,4 @@ class CWD(Term):
 
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
         """Return the unweighted CWD loss summed over levels."""
-        pairs = ((a(s), t) for a, s, t in zip(adapters, inputs.student.feats, inputs.teacher.feats))
-        if self.standardise:
-            pairs = ((kdf.standardise(s), kdf.standardise(t)) for s, t in pairs)
-        return sum(kdf.cwd(s, t, self.tau) for s, t in pairs)
+        return sum(kdf.cwd(s, t, self.tau) for s, t in inputs.adapted_pairs(adapters, self.standardise))

@@ -57,9 +57,7 @@ class TARFeat(Term):
         """Return the unweighted Gaussian-mask imitation loss summed over levels."""
         gt = inputs.ground_truth()
         masks = gaussian_masks(gt, inputs.teacher.feats, inputs.level_strides(), self.sigma_scale)
-        pairs = ((a(s), t) for a, s, t in zip(adapters, inputs.student.feats, inputs.teacher.feats))
-        if self.standardise:
-            pairs = ((kdf.standardise(s), kdf.standardise(t)) for s, t in pairs)
+        pairs = inputs.adapted_pairs(adapters, self.standardise)
         return sum(kdf.gaussian_imitation(s, t, m) for (s, t), m in zip(pairs, masks))
 
 
