@@ -254,13 +254,13 @@ def test_demo_unlabeled_shows_a_fraction_of_labels_alone_distilled_and_with_the_
     assert [r["role"] for r in rows] == [
         "teacher",
         "student (no KD)",
-        "student (tar+cwd)",
-        "student (tar+cwd) + unlabeled",
+        "student (bckd)",
+        "student (bckd) + unlabeled",
     ]
     csv = {r["role"]: (tmp_path / "demo" / r["run"] / "results.csv").read_text().splitlines() for r in rows[1:]}
     assert all(len(lines) == 1 + 4 for lines in csv.values())  # 1 / 0.25 x the epochs: as many steps as all labels
-    assert "train/unl_cls" in csv["student (tar+cwd) + unlabeled"][0]
-    assert not any("unl_" in csv[k][0] for k in ("student (no KD)", "student (tar+cwd)"))
+    assert "train/unl_cls" in csv["student (bckd) + unlabeled"][0]
+    assert not any("unl_" in csv[k][0] for k in ("student (no KD)", "student (bckd)"))
     assert len(list((tmp_path / "demo" / "labeled-0.25" / "images" / "train").iterdir())) == 4
 
 

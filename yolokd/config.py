@@ -105,7 +105,7 @@ class KDConfig:
     """The whole distillation configuration of a run (what travels in checkpoints and to DDP workers)."""
 
     teacher: str | None = None
-    method: str = "tar+cwd"
+    method: str = "bckd"
     distill_weight: float = 1.0
     balance: float | None = None
     teacher_val: bool = True

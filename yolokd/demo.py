@@ -20,12 +20,13 @@ from yolokd.data.synthetic import make_dataset
 from yolokd.head import TASK_SUFFIX
 from yolokd.model import YOLOKD
 
-TASK_METHODS = {"detect": "tar+cwd", "segment": "tar+cwd+mask", "pose": "tar+cwd+keypoint", "obb": "tar+cwd"}
-"""The demo's method per task: the default method= (best on the benchmark's val split), plus the task's own term."""
+TASK_METHODS = {"detect": "bckd", "segment": "tar+cwd+mask", "pose": "tar+cwd+keypoint", "obb": "tar+cwd"}
+"""The demo's method per task: the default method= for detection; for the other tasks the combinations measured
+with them (BENCHMARKS.md "Tasks"): tar+cwd plus the task's own term."""
 
 DEMO_DEFAULTS: dict[str, Any] = {
     "task": "detect",  # detect | segment | pose | obb: the synthetic labels, models and metric of the demo
-    "method": None,  # distillation method for the student; None: the task's (TASK_METHODS: tar+cwd, +mask, +keypoint)
+    "method": None,  # distillation method for the student; None: the task's (TASK_METHODS: bckd; tar+cwd+mask, +keypoint, tar+cwd)
     "seeds": None,  # student seeds, e.g. [0, 1]: each trains alone and distilled (data, teacher: seed); None: [seed]
     "epochs": 8,  # student epochs
     "teacher_epochs": 20,  # teacher epochs (the teacher is reused when its stamp matches)
