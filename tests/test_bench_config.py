@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from yolokd.bench.config import BENCH_DEFAULTS, PRESETS, format_command, merge_config, publish_path
@@ -126,3 +128,11 @@ def test_semi_own_teacher_rows_carry_their_teacher_and_leave_the_other_specs_alo
     assert {k for k in b if b[k] != b_own[k]} == {"teacher", "dir"} and set(b) == set(b_own)
     assert b_own["dir"] == str(tmp_path / "rows" / "semi-b-own-seed0")
     assert specs["semi-c-own"]["unlabeled"] is None and b_own["unlabeled"] is False  # None: the view's unlabeled:
+
+
+def test_the_one_file_tar_cwd_method_is_the_shipped_combination():
+    """benchmarks/methods/tar-cwd.yaml (tar+cwd in one wave of rows) must stay equal to method=tar+cwd term by term."""
+    from yolokd.config import resolve_method
+
+    path = Path(__file__).parents[1] / "benchmarks" / "methods" / "tar-cwd.yaml"
+    assert resolve_method(str(path)) == resolve_method("tar+cwd")

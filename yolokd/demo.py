@@ -26,7 +26,7 @@ with them (BENCHMARKS.md "Tasks"): tar+cwd plus the task's own term."""
 
 DEMO_DEFAULTS: dict[str, Any] = {
     "task": "detect",  # detect | segment | pose | obb: the synthetic labels, models and metric of the demo
-    "method": None,  # distillation method for the student; None: the task's (TASK_METHODS: bckd; tar+cwd+mask, +keypoint, tar+cwd)
+    "method": None,  # distillation method for the student; None: the task's (TASK_METHODS: bckd, tar+cwd+mask, ...)
     "seeds": None,  # student seeds, e.g. [0, 1]: each trains alone and distilled (data, teacher: seed); None: [seed]
     "epochs": 8,  # student epochs
     "teacher_epochs": 20,  # teacher epochs (the teacher is reused when its stamp matches)

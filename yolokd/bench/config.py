@@ -80,8 +80,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Trained to convergence (BENCHMARKS.md "Converged"): the cpu preset's data and hyper-parameters with a validation
     # after every epoch (the curves in results.json; the catchup rule reads it), long budgets, and the half-width
     # femto student, since the pico student trained 60 epochs (val 59.5) came within a few points of the yolov8n
-    # teacher; the default method, bckd and the built-in at the same budget. Run with jobs=2 on 2 cores (accuracy
-    # only: the cost columns are then not valid).
+    # teacher; the default method bckd, tar+cwd and the built-in at the same budget. Run with jobs=2 on 2 cores
+    # (accuracy only: the cost columns are then not valid).
     "converged": {
         "student_model": "yolov8-femto",
         "epochs": 60,
