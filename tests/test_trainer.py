@@ -270,6 +270,7 @@ def test_sigint_during_training_leaves_a_loadable_student_last(tmp_path, tiny_da
         "train",
         f"model={pico_yaml}",
         f"teacher={teacher_pt}",
+        "method=tar+cwd",  # a method with adapters: the interrupted checkpoint must keep them (the projector)
         f"data={tiny_data}",
         "epochs=200",
         f"project={tmp_path}",
