@@ -22,7 +22,7 @@ from yolokd.model import YOLOKD
 
 TASK_METHODS = {"detect": "bckd", "segment": "tar+cwd+mask", "pose": "tar+cwd+keypoint", "obb": "tar+cwd"}
 """The demo's method per task: the default method= for detection; for the other tasks the combinations measured
-with them (BENCHMARKS.md "Tasks"): tar+cwd plus the task's own term."""
+with them (BENCHMARKS.md "Tasks"): tar+cwd, plus the task's own term where it has one (mask, keypoint)."""
 
 DEMO_DEFAULTS: dict[str, Any] = {
     "task": "detect",  # detect | segment | pose | obb: the synthetic labels, models and metric of the demo
