@@ -15,14 +15,19 @@ import ultralytics
 from ultralytics import YOLO
 from ultralytics.utils import LOGGER, YAML
 
-from yolokd.config import PREFIX, KDError
+from yolokd.config import KD_DEFAULTS, PREFIX, KDError
 from yolokd.data.synthetic import make_dataset
 from yolokd.head import TASK_SUFFIX
 from yolokd.model import YOLOKD
 
-TASK_METHODS = {"detect": "bckd", "segment": "tar+cwd+mask", "pose": "tar+cwd+keypoint", "obb": "tar+cwd"}
-"""The demo's method per task: the default method= for detection; for the other tasks the combinations measured
-with them (BENCHMARKS.md "Tasks"): tar+cwd, plus the task's own term where it has one (mask, keypoint)."""
+TASK_METHODS = {
+    "detect": str(KD_DEFAULTS["method"]),
+    "segment": "tar+cwd+mask",
+    "pose": "tar+cwd+keypoint",
+    "obb": "tar+cwd",
+}
+"""The demo's method per task: the default method= (cfg/default.yaml) for detection; for the other tasks the
+combinations measured with them (BENCHMARKS.md "Tasks"): tar+cwd, plus the task's own term where it has one."""
 
 DEMO_DEFAULTS: dict[str, Any] = {
     "task": "detect",  # detect | segment | pose | obb: the synthetic labels, models and metric of the demo
