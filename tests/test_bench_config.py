@@ -136,3 +136,16 @@ def test_the_one_file_tar_cwd_method_is_the_shipped_combination():
 
     path = Path(__file__).parents[1] / "benchmarks" / "methods" / "tar-cwd.yaml"
     assert resolve_method(str(path)) == resolve_method("tar+cwd")
+
+
+@pytest.mark.parametrize(("name", "balance"), [("bckd-half", 0.125), ("bckd-double", 0.5)])
+def test_the_bckd_weight_variants_differ_from_the_shipped_bckd_only_in_balance(name, balance):
+    """The grid's bckd weight rows must be the shipped bckd with every term's automatic weight set to ``balance``."""
+    from dataclasses import replace
+
+    from yolokd.config import resolve_method
+
+    path = Path(__file__).parents[1] / "benchmarks" / "methods" / f"{name}.yaml"
+    shipped = resolve_method("bckd")
+    assert [t.balance for t in shipped] == [0.25, 0.25]
+    assert resolve_method(str(path)) == [replace(t, balance=balance) for t in shipped]
