@@ -139,3 +139,13 @@ def test_unlabeled_keys_travel_in_the_saved_config():
     assert back == cfg
     old = {k: v for k, v in cfg.to_dict().items() if not k.startswith(("unlabeled", "pseudo"))}  # an older checkpoint
     assert KDConfig.from_dict(old).unlabeled is None and KDConfig.from_dict(old).pseudo_conf == 0.5
+
+
+def test_kdconfig_field_defaults_are_cfg_default_yaml():
+    """KDConfig's field defaults repeat cfg/default.yaml's; a changed default in one place must fail here."""
+    from dataclasses import fields
+
+    own = {f.name: f.default for f in fields(KDConfig) if f.name != "terms"}
+    assert set(own) == set(KD_DEFAULTS)
+    assert own == KD_DEFAULTS
+    assert own["method"] == "bckd" and own["catchup"] == 0.1  # the yaml really was read
