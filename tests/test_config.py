@@ -148,4 +148,3 @@ def test_kdconfig_field_defaults_are_cfg_default_yaml():
     own = {f.name: f.default for f in fields(KDConfig) if f.name != "terms"}
     assert set(own) == set(KD_DEFAULTS)
     assert own == KD_DEFAULTS
-    assert own["method"] == "bckd" and own["catchup"] == 0.1  # the yaml really was read
