@@ -142,7 +142,7 @@ def test_unlabeled_keys_travel_in_the_saved_config():
 
 
 def test_kdconfig_field_defaults_are_cfg_default_yaml():
-    """KDConfig's field defaults repeat cfg/default.yaml's; a changed default in one place must fail here."""
+    """KDConfig has a field for every key of cfg/default.yaml, each defaulting to that key's value there."""
     from dataclasses import fields
 
     own = {f.name: f.default for f in fields(KDConfig) if f.name != "terms"}

@@ -102,21 +102,25 @@ class TermSpec:
 
 @dataclass
 class KDConfig:
-    """The whole distillation configuration of a run (what travels in checkpoints and to DDP workers)."""
+    """The whole distillation configuration of a run (what travels in checkpoints and to DDP workers).
 
-    teacher: str | None = None
-    method: str = "bckd"
-    distill_weight: float = 1.0
-    balance: float | None = None
-    teacher_val: bool = True
-    class_map: dict[int, int] | None = None
-    term_weights: dict[str, float] | None = None
-    catchup: float = 0.1
-    catchup_pace: float = 0.0
-    unlabeled: str | list[str] | bool | None = None  # False: none, even where the data yaml has the key
-    unlabeled_ratio: float = 1.0
-    unlabeled_weight: float = 1.0
-    pseudo_conf: float = 0.5
+    Every field but ``terms`` defaults to its key in cfg/default.yaml (`KD_DEFAULTS`), the one place defaults live.
+    """
+
+    teacher: str | None = KD_DEFAULTS["teacher"]
+    method: str = KD_DEFAULTS["method"]
+    distill_weight: float = KD_DEFAULTS["distill_weight"]
+    balance: float | None = KD_DEFAULTS["balance"]
+    teacher_val: bool = KD_DEFAULTS["teacher_val"]
+    class_map: dict[int, int] | None = KD_DEFAULTS["class_map"]
+    term_weights: dict[str, float] | None = KD_DEFAULTS["term_weights"]
+    catchup: float = KD_DEFAULTS["catchup"]
+    catchup_pace: float = KD_DEFAULTS["catchup_pace"]
+    # unlabeled False: none, even where the data yaml has the key
+    unlabeled: str | list[str] | bool | None = KD_DEFAULTS["unlabeled"]
+    unlabeled_ratio: float = KD_DEFAULTS["unlabeled_ratio"]
+    unlabeled_weight: float = KD_DEFAULTS["unlabeled_weight"]
+    pseudo_conf: float = KD_DEFAULTS["pseudo_conf"]
     terms: list[TermSpec] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
