@@ -149,3 +149,22 @@ def test_the_bckd_weight_variants_differ_from_the_shipped_bckd_only_in_balance(n
     shipped = resolve_method("bckd")
     assert [t.balance for t in shipped] == [0.25, 0.25]
     assert resolve_method(str(path)) == [replace(t, balance=balance) for t in shipped]
+
+
+@pytest.mark.parametrize("method", ["cwd", "crosskd", "fgbg", "hint", "tar", "pkd", "mgd"])
+@pytest.mark.parametrize(("variant", "factor"), [("half", 0.5), ("double", 2.0)])
+def test_every_methods_weight_variants_scale_only_its_weights(method, variant, factor):
+    """``<method>-half`` and ``-double`` are the shipped method with each term's automatic weight (``balance``), or
+    its fixed weight where the method has none, times 0.5 or 2; nothing else differs."""
+    from dataclasses import replace
+
+    from yolokd.config import resolve_method
+
+    path = Path(__file__).parents[1] / "benchmarks" / "methods" / f"{method}-{variant}.yaml"
+    shipped = resolve_method(method)
+    expected = [
+        replace(t, balance=t.balance * factor) if t.balance > 0 else replace(t, weight=t.weight * factor)
+        for t in shipped
+    ]
+    got = resolve_method(str(path))
+    assert got == expected and got != shipped
