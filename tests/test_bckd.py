@@ -137,3 +137,66 @@ def test_bckd_yaml_defaults() -> None:
     assert (box.type, box.weight, box.params, box.balance) == ("bckd_box", 4.0, {}, 0.25)
     assert TERMS["bckd_cls"] is BCKDCls and TERMS["bckd_box"] is BCKDBox
     assert BCKDCls.needs_targets and BCKDBox.needs_targets
+
+
+# ------------------------------------------------------------------------------------------------------ gate=True
+def _np_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])  # noqa: E731
+    return iw * ih / (area(a) + area(b) - iw * ih)
+
+
+def test_bckd_gate_keeps_the_anchors_where_the_teacher_is_nearer_the_labels_by_hand() -> None:
+    """gate=True: background anchors open where sum_c softplus(t) < sum_c softplus(s); positives where the teacher's
+    TAL quality 0.5 ln sigmoid(x_label) + 6 ln IoU(box, gt) is above the student's. Both terms share the gate, sum
+    over the open anchors only and still divide by every positive."""
+    s, t = _preds(2, 3, 5, 1, box_scale=2.0), _preds(2, 3, 5, 1, box_scale=2.0)
+    gt = torch.tensor([[[-1.0, -1.0, 16.0, 16.0]] * 5, [[0.0, 0.0, 12.0, 24.0]] * 5])  # pixels, stride 8
+    a = assigned(FG, POINTS, target_bboxes=gt)
+    s["scores"].requires_grad_()
+    s["boxes"].requires_grad_()
+    inputs = head_inputs(s, t, a)
+    cls_term, box_term = BCKDCls(gate=True), BCKDBox(gate=True)
+    cls_value, box_value = cls_term(inputs, None), box_term(inputs, None)
+
+    pts, fg = POINTS.double().numpy()[None], np.array(FG)
+
+    def np_boxes(preds):  # (N, A, 4) grid units
+        d = _np_ltrb(preds["boxes"].detach().double().numpy(), 1)
+        return np.concatenate([pts - d[..., :2], pts + d[..., 2:]], -1)
+
+    def np_log_q(preds):  # label 0 for every anchor (the helper's assignment)
+        x0 = preds["scores"].detach().double().numpy()[:, 0]  # (N, A)
+        with np.errstate(divide="ignore"):  # IoU 0: log quality -inf, as in log_quality
+            iou_log = np.log(_np_iou(np_boxes(preds) * 8.0, gt.double().numpy()))
+        return 0.5 * -np.logaddexp(0, -x0) + 6.0 * iou_log
+
+    x, y = s["scores"].detach().double().numpy(), t["scores"].double().numpy()  # (N, C, A)
+    bg_open = np.logaddexp(0, y).sum(1) < np.logaddexp(0, x).sum(1)
+    gate = np.where(fg, np_log_q(t) > np_log_q(s), bg_open)  # (N, A)
+    assert 0 < gate[fg].sum() < fg.sum() and 0 < gate[~fg].sum() < (~fg).sum()  # both kinds mixed: a real test
+
+    q = np_sigmoid(y)
+    per_anchor = ((np.logaddexp(0, x) - q * x) * np.abs(np_sigmoid(x) - q)).sum(1)  # (N, A)
+    assert cls_value.item() == pytest.approx((per_anchor * gate).sum() / 3, rel=1e-5)
+    w = np.abs(np_sigmoid(y) - np_sigmoid(x)).max(1)
+    expected_box = (gate * w * (1 - np_giou(np_boxes(s), np_boxes(t)))).sum() / 3
+    assert box_value.item() == pytest.approx(expected_box, rel=1e-4)
+    assert cls_term.stats == {
+        "teacher_nearer": pytest.approx(gate.mean()),
+        "teacher_nearer_fg": pytest.approx(gate[fg].mean()),
+    }
+    assert box_term.stats == {}  # computed once per step, recorded by the term that asked first
+    (cls_value + box_value).backward()
+    assert s["scores"].grad.abs().sum() > 0 and s["boxes"].grad.abs().sum() > 0
+
+
+def test_bckd_gate_closes_every_anchor_when_the_student_is_the_teacher() -> None:
+    """A student that predicts exactly what the teacher does is nowhere farther from the labels: every anchor closes."""
+    s = _preds(2, 3, 5, 1)
+    t = {k: v.clone() for k, v in s.items()}
+    a = assigned(FG, POINTS, target_bboxes=torch.tensor([[[0.0, 0.0, 16.0, 16.0]] * 5] * 2))
+    term = BCKDCls(gate=True)
+    term(head_inputs(s, t, a), None)
+    assert term.stats == {"teacher_nearer": 0.0, "teacher_nearer_fg": 0.0}

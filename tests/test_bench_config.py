@@ -168,3 +168,14 @@ def test_every_methods_weight_variants_scale_only_its_weights(method, variant, f
     ]
     got = resolve_method(str(path))
     assert got == expected and got != shipped
+
+
+def test_the_gated_bckd_differs_from_the_shipped_bckd_only_in_its_gates():
+    from dataclasses import replace
+
+    from yolokd.config import resolve_method
+
+    path = Path(__file__).parents[1] / "benchmarks" / "methods" / "bckd-gated.yaml"
+    shipped = resolve_method("bckd")
+    assert all(not t.params.get("gate", False) for t in shipped)
+    assert resolve_method(str(path)) == [replace(t, params={**t.params, "gate": True}) for t in shipped]

@@ -1,5 +1,5 @@
 # yolokd, AGPL-3.0 License
-"""Gate formulas of ``yolokd.losses.functional.gates``: object_gate, the per-object teacher-better comparison."""
+"""Gate formulas of ``yolokd.losses.functional.gates``: object_gate (per object) and anchor_gate (per anchor)."""
 
 from __future__ import annotations
 
@@ -43,3 +43,25 @@ def test_object_gate_tiny_qualities_and_objects_without_positives():
     assert kdf.object_gate(lq_s, lq_t, fg, idx, 3).tolist() == [[False, True, False]]
     with pytest.raises(ValueError, match="one \\(N, A\\) shape"):
         kdf.object_gate(lq_t, lq_s, fg, idx[:, :2], 3)
+
+
+def test_anchor_gate_background_by_summed_softplus_and_positives_by_quality():
+    """Background anchors compare sum_c softplus (BCE against "no object") by hand; positives the log qualities;
+    every comparison strict."""
+    s = torch.tensor([[0.0, 0.0], [1.0, -1.0], [0.0, 0.0], [3.0, 3.0], [0.0, 0.0]])
+    t = torch.tensor([[-1.0, 0.5], [1.0, -1.0], [0.5, 0.5], [9.0, 9.0], [-9.0, -9.0]])
+    fg = torch.tensor([False, False, False, True, True])
+    lq_s = torch.tensor([0.0, 0.0, 0.0, -2.0, -1.0])
+    lq_t = torch.tensor([5.0, 5.0, 5.0, -1.0, float("-inf")])  # read at the positives only
+    sp = lambda x: math.log1p(math.exp(x))  # noqa: E731
+    # anchor 0: sp(-1) + sp(0.5) = 1.2873 < 2 sp(0) = 1.3863: open; anchor 1: equal logits, a tie: closed;
+    # anchor 2: 2 sp(0.5) = 1.9485 > 1.3863: closed; anchor 3: -1 > -2: open, whatever the logits say;
+    # anchor 4: log q = -inf (IoU 0) is never above the student's: closed, whatever the logits say
+    assert sp(-1) + sp(0.5) < 2 * sp(0) < 2 * sp(0.5)
+    assert kdf.anchor_gate(s, t, lq_s, lq_t, fg).tolist() == [True, False, False, True, False]
+    assert kdf.anchor_gate(t, s, lq_t, lq_s, fg).tolist() == [False, False, True, False, True]
+    assert not kdf.anchor_gate(s, s, lq_s, lq_s, fg).any()  # a model is never nearer than itself
+    with pytest.raises(ValueError, match="anchor_gate: s and t must share one"):
+        kdf.anchor_gate(s, t[:, :1], lq_s, lq_t, fg)
+    with pytest.raises(ValueError, match="fg_mask be \\(n,\\)"):
+        kdf.anchor_gate(s, t, lq_s, lq_t, fg[:4])

@@ -2,7 +2,9 @@
 """BCKD terms: binary classification and IoU-based localisation distillation (Yang et al., ICCV 2023).
 
 `BCKDCls` (``kd_qfl`` over every anchor) and `BCKDBox` (``bckd_loc`` on boxes decoded with each model's own
-``reg_max``), both divided by the number of TAL positives. See docs/methods.md.
+``reg_max``), both divided by the number of TAL positives. With ``gate=True`` both count only the anchors where the
+teacher is nearer the labels than the student (`functional.anchor_gate`), so that a teacher the student has caught
+up with pulls it less, anchor by anchor. See docs/methods.md.
 """
 
 from __future__ import annotations
@@ -19,6 +21,27 @@ from yolokd.targets import Assigned
 __all__ = ["BCKDBox", "BCKDCls"]
 
 
+def _open_anchors(term: Term, inputs: DistillInputs, assigned: Assigned) -> torch.Tensor:
+    """(N * A,) float weights: 1 where the teacher is nearer the labels (`functional.anchor_gate`), once per step.
+
+    Records ``stats["teacher_nearer"]`` (the open fraction of every anchor) and ``stats["teacher_nearer_fg"]`` (of
+    the positives) on the term that computes it first in a step.
+    """
+
+    def make() -> torch.Tensor:
+        s_pred, t_pred = inputs.student.preds, inputs.teacher.preds
+        r_s, r_t = inputs.reg_max()
+        lq_s = kdf.log_quality(s_pred["scores"].detach(), s_pred["boxes"].detach(), r_s, assigned).reshape(-1)
+        lq_t = kdf.log_quality(t_pred["scores"].detach(), t_pred["boxes"].detach(), r_t, assigned).reshape(-1)
+        fg = assigned.fg_mask.bool().reshape(-1)
+        gate = kdf.anchor_gate(rows(s_pred["scores"]), rows(t_pred["scores"]), lq_s, lq_t, fg)
+        term.record("teacher_nearer", gate.sum(), gate.numel())
+        term.record("teacher_nearer_fg", (gate & fg).sum(), fg.sum())
+        return gate.float()
+
+    return inputs.memo("bckd_anchor_gate", make)
+
+
 def _zero_without_positives(loss: torch.Tensor, assigned: Assigned) -> torch.Tensor:
     """``loss``, or 0 when the batch has no TAL positive (still a graph output: zero gradient); no host sync."""
     return torch.where(assigned.fg_mask.any(), loss, torch.zeros_like(loss))
@@ -28,38 +51,57 @@ def _zero_without_positives(loss: torch.Tensor, assigned: Assigned) -> torch.Ten
 class BCKDCls(Term):
     """Binary classification distillation: ``kd_qfl(s, t, beta)`` over every anchor / number of TAL positives.
 
+    ``gate=True`` keeps only the anchors where the teacher is nearer the labels (`functional.anchor_gate`).
+
     Examples:
         >>> BCKDCls()
-        BCKDCls(beta=1.0)
+        BCKDCls(beta=1.0, gate=False)
     """
 
     type = "bckd_cls"
     needs_targets = True
 
-    def __init__(self, beta: float = 1.0) -> None:
-        """Store the modulating exponent."""
+    def __init__(self, beta: float = 1.0, gate: bool = False) -> None:
+        """Store the modulating exponent and whether the anchors are gated."""
         super().__init__()
         if beta < 0:
             raise ValueError(f"bckd_cls: beta must be >= 0, got {beta}")
-        self.beta = float(beta)
+        self.beta, self.gate = float(beta), bool(gate)
 
     def extra_repr(self) -> str:
         """Show the hyper-parameters."""
-        return f"beta={self.beta}"
+        return f"beta={self.beta}, gate={self.gate}"
 
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
         """Return the unweighted binary class distillation loss."""
         a = self.assigned(inputs)
         s, t = rows(inputs.student.preds["scores"]), rows(inputs.teacher.preds["scores"]).detach()
-        return _zero_without_positives(kdf.kd_qfl(s, t, beta=self.beta, avg_factor=a.num_pos), a)
+        weight = _open_anchors(self, inputs, a) if self.gate else None
+        return _zero_without_positives(kdf.kd_qfl(s, t, beta=self.beta, weight=weight, avg_factor=a.num_pos), a)
 
 
 @register
 class BCKDBox(Term):
-    """IoU-based localisation distillation: ``bckd_loc`` on decoded boxes over every anchor / number of positives."""
+    """IoU-based localisation distillation: ``bckd_loc`` on decoded boxes over every anchor / number of positives.
+
+    ``gate=True`` keeps only the anchors where the teacher is nearer the labels (`functional.anchor_gate`).
+
+    Examples:
+        >>> BCKDBox(gate=True)
+        BCKDBox(gate=True)
+    """
 
     type = "bckd_box"
     needs_targets = True
+
+    def __init__(self, gate: bool = False) -> None:
+        """Store whether the anchors are gated."""
+        super().__init__()
+        self.gate = bool(gate)
+
+    def extra_repr(self) -> str:
+        """Show the hyper-parameters."""
+        return f"gate={self.gate}"
 
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
         """Return the unweighted localisation distillation loss."""
@@ -68,4 +110,5 @@ class BCKDBox(Term):
         sb = head_boxes(inputs.student.preds["boxes"], a.anchor_points, r_s).reshape(-1, 4)
         tb = head_boxes(inputs.teacher.preds["boxes"], a.anchor_points, r_t).detach().reshape(-1, 4)
         s, t = rows(inputs.student.preds["scores"]), rows(inputs.teacher.preds["scores"])
-        return _zero_without_positives(kdf.bckd_loc(sb, tb, s, t, avg_factor=a.num_pos), a)
+        weight = _open_anchors(self, inputs, a) if self.gate else None
+        return _zero_without_positives(kdf.bckd_loc(sb, tb, s, t, weight=weight, avg_factor=a.num_pos), a)

@@ -26,12 +26,13 @@ from yolokd.losses.functional.feature import (
     pkd,
     standardise,
 )
-from yolokd.losses.functional.gates import object_gate
+from yolokd.losses.functional.gates import anchor_gate, object_gate
 from yolokd.losses.functional.logits import binary_kl, kd_qfl, ld, weighted_soft_bce
 from yolokd.losses.functional.tasks import keypoint_kd, mask_kd, mask_logits
 
 __all__ = [
     "align_scale",
+    "anchor_gate",
     "bckd_loc",
     "binary_kl",
     "bounded_regression",

@@ -1,13 +1,14 @@
 # yolokd, AGPL-3.0 License
-"""Gates: the teacher-confidence weighting of foreground anchors."""
+"""Gates: where the teacher is nearer the labels than the student, per object or per anchor."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from yolokd.losses.functional._shared import upcast
 
-__all__ = ["object_gate"]
+__all__ = ["anchor_gate", "object_gate"]
 
 
 @torch.no_grad()
@@ -64,3 +65,50 @@ def object_gate(
         return torch.zeros(fg.shape[0], num_objects, dtype=lq.dtype, device=lq.device).scatter_add(1, idx, terms)
 
     return total(lq_t) > total(lq_s)
+
+
+@torch.no_grad()
+def anchor_gate(
+    s: torch.Tensor, t: torch.Tensor, log_q_s: torch.Tensor, log_q_t: torch.Tensor, fg_mask: torch.Tensor
+) -> torch.Tensor:
+    r"""Per anchor: is the teacher's prediction nearer the labels than the student's?
+
+    .. math::
+
+        g_i = \begin{cases}
+            \left[\log q^T_i > \log q^S_i\right] & \text{fg}_i \\
+            \left[\sum_c \operatorname{softplus}(t_{i,c}) < \sum_c \operatorname{softplus}(s_{i,c})\right]
+                & \text{otherwise}
+        \end{cases}
+
+    At a positive, the TAL quality of each model's prediction against its ground truth (`log_quality`: the assigned
+    class's score and the IoU); at any other anchor, each model's binary cross-entropy against "no object of any
+    class", :math:`-\log(1 - \sigma(x)) = \operatorname{softplus}(x)`. Strict: a tie closes the gate. No gradient.
+
+    Args:
+        s (torch.Tensor): Student class logits, ``(n, C)``.
+        t (torch.Tensor): Teacher class logits, same shape.
+        log_q_s (torch.Tensor): Student log quality per anchor, ``(n,)`` (read at the positives only).
+        log_q_t (torch.Tensor): Teacher log quality per anchor, ``(n,)``.
+        fg_mask (torch.Tensor): The positives, bool ``(n,)``.
+
+    Returns:
+        (torch.Tensor): Gate per anchor, bool ``(n,)``.
+
+    Examples:
+        >>> s, t = torch.tensor([[0.0], [0.0], [0.0]]), torch.tensor([[-2.0], [2.0], [5.0]])
+        >>> lq_s, lq_t = torch.tensor([0.0, 0.0, -1.0]), torch.tensor([0.0, 0.0, -0.5])
+        >>> # background: softplus(-2) < softplus(0) opens, softplus(2) does not; positive: -0.5 > -1.0 opens
+        >>> anchor_gate(s, t, lq_s, lq_t, torch.tensor([False, False, True])).tolist()
+        [True, False, True]
+    """
+    n = s.shape[0]
+    if s.dim() != 2 or t.shape != s.shape or not (log_q_s.shape == log_q_t.shape == fg_mask.shape == (n,)):
+        raise ValueError(
+            f"anchor_gate: s and t must share one (n, C) shape and log_q_s, log_q_t, fg_mask be (n,), got "
+            f"{tuple(s.shape)}, {tuple(t.shape)}, {tuple(log_q_s.shape)}, {tuple(log_q_t.shape)}, "
+            f"{tuple(fg_mask.shape)}"
+        )
+    s, t = upcast(s), upcast(t)
+    background = F.softplus(t).sum(1) < F.softplus(s).sum(1)
+    return torch.where(fg_mask.bool(), upcast(log_q_t) > upcast(log_q_s), background)
