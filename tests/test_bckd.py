@@ -133,8 +133,8 @@ def test_bckd_kd_step_mixed_reg_max_reaches_the_student_head(pico_yamls) -> None
 def test_bckd_yaml_defaults() -> None:
     cls, box = resolve_method("bckd")
     # the paper's weights, used with balance=0; the shipped default is automatic weights (the sweep's choice)
-    assert (cls.type, cls.weight, cls.params, cls.balance) == ("bckd_cls", 1.0, {"beta": 1.0}, 0.25)
-    assert (box.type, box.weight, box.params, box.balance) == ("bckd_box", 4.0, {}, 0.25)
+    assert (cls.type, cls.weight, cls.params, cls.balance) == ("bckd_cls", 1.0, {"beta": 1.0, "gate": False}, 0.25)
+    assert (box.type, box.weight, box.params, box.balance) == ("bckd_box", 4.0, {"gate": False}, 0.25)
     assert TERMS["bckd_cls"] is BCKDCls and TERMS["bckd_box"] is BCKDBox
     assert BCKDCls.needs_targets and BCKDBox.needs_targets
 
