@@ -9,6 +9,7 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
+from yolokd.losses.functional.boxes import log_quality as _log_quality
 from yolokd.losses.functional.feature import standardise as _standardise
 from yolokd.schedules import Progress
 from yolokd.targets import Assigned, GroundTruth, ground_truth
@@ -151,6 +152,21 @@ class DistillInputs:
     def teacher_class_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Reduce (N, teacher nc, ...) class outputs of the teacher's layers to the student's classes (dim 1)."""
         return x if self.classes is None else x.index_select(1, self.classes.to(x.device))
+
+    def log_qualities(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The student's and the teacher's TAL log quality per anchor, ``(N, A)`` each, computed once per step.
+
+        `functional.log_quality` of each model's head output with its own ``reg_max``; needs ``assigned``.
+        """
+
+        def make() -> tuple[torch.Tensor, torch.Tensor]:
+            (r_s, r_t), s, t = self.reg_max(), self.student.preds, self.teacher.preds
+            return (
+                _log_quality(s["scores"], s["boxes"], r_s, self.assigned),
+                _log_quality(t["scores"], t["boxes"], r_t, self.assigned),
+            )
+
+        return self.memo("log_qualities", make)
 
     def ground_truth(self) -> GroundTruth:
         """The batch's padded ground truth in pixels (`yolokd.targets.ground_truth`), computed once per step."""

@@ -29,12 +29,10 @@ def _open_anchors(term: Term, inputs: DistillInputs, assigned: Assigned) -> torc
     """
 
     def make() -> torch.Tensor:
-        s_pred, t_pred = inputs.student.preds, inputs.teacher.preds
-        r_s, r_t = inputs.reg_max()
-        lq_s = kdf.log_quality(s_pred["scores"].detach(), s_pred["boxes"].detach(), r_s, assigned).reshape(-1)
-        lq_t = kdf.log_quality(t_pred["scores"].detach(), t_pred["boxes"].detach(), r_t, assigned).reshape(-1)
+        lq_s, lq_t = inputs.log_qualities()
         fg = assigned.fg_mask.bool().reshape(-1)
-        gate = kdf.anchor_gate(rows(s_pred["scores"]), rows(t_pred["scores"]), lq_s, lq_t, fg)
+        s, t = rows(inputs.student.preds["scores"]), rows(inputs.teacher.preds["scores"])
+        gate = kdf.anchor_gate(s, t, lq_s.reshape(-1), lq_t.reshape(-1), fg)
         term.record("teacher_nearer", gate.sum(), gate.numel())
         term.record("teacher_nearer_fg", (gate & fg).sum(), fg.sum())
         return gate.float()

@@ -68,9 +68,7 @@ class FGBGForeground(Term):
         idx = a.target_gt_idx.long().clamp(0, m - 1)
         assigned = torch.zeros(n, m, device=pos.device).scatter_add(1, idx, pos.float()) > 0  # objects with positives
         if self.gate:
-            (s_reg, t_reg), s, t = inputs.reg_max(), inputs.student.preds, inputs.teacher.preds
-            lq_s = kdf.log_quality(s["scores"], s["boxes"], s_reg, a)
-            lq_t = kdf.log_quality(t["scores"], t["boxes"], t_reg, a)
+            lq_s, lq_t = inputs.log_qualities()
             open_ = kdf.object_gate(lq_t, lq_s, pos, idx, m)
         else:
             open_ = assigned
