@@ -3,12 +3,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from yolokd.bench.config import BENCH_DEFAULTS, PRESETS, format_command, merge_config, publish_path
-from yolokd.config import KDError, available_methods
+from yolokd.config import KDError, TermSpec, available_methods, resolve_method
+
+
+def _bench_method(name: str) -> list[TermSpec]:
+    """The terms of benchmarks/methods/<name>.yaml, one of the benchmark's method files."""
+    return resolve_method(str(Path(__file__).parents[1] / "benchmarks" / "methods" / f"{name}.yaml"))
 
 
 def test_merge_config_presets_and_overrides():
@@ -132,23 +138,15 @@ def test_semi_own_teacher_rows_carry_their_teacher_and_leave_the_other_specs_alo
 
 def test_the_one_file_tar_cwd_method_is_the_shipped_combination():
     """benchmarks/methods/tar-cwd.yaml (tar+cwd in one wave of rows) must stay equal to method=tar+cwd term by term."""
-    from yolokd.config import resolve_method
-
-    path = Path(__file__).parents[1] / "benchmarks" / "methods" / "tar-cwd.yaml"
-    assert resolve_method(str(path)) == resolve_method("tar+cwd")
+    assert _bench_method("tar-cwd") == resolve_method("tar+cwd")
 
 
 @pytest.mark.parametrize(("name", "balance"), [("bckd-half", 0.125), ("bckd-double", 0.5)])
 def test_the_bckd_weight_variants_differ_from_the_shipped_bckd_only_in_balance(name, balance):
     """The grid's bckd weight rows must be the shipped bckd with every term's automatic weight set to ``balance``."""
-    from dataclasses import replace
-
-    from yolokd.config import resolve_method
-
-    path = Path(__file__).parents[1] / "benchmarks" / "methods" / f"{name}.yaml"
     shipped = resolve_method("bckd")
     assert [t.balance for t in shipped] == [0.25, 0.25]
-    assert resolve_method(str(path)) == [replace(t, balance=balance) for t in shipped]
+    assert _bench_method(name) == [replace(t, balance=balance) for t in shipped]
 
 
 @pytest.mark.parametrize("method", ["cwd", "crosskd", "fgbg", "hint", "tar", "pkd", "mgd"])
@@ -156,26 +154,16 @@ def test_the_bckd_weight_variants_differ_from_the_shipped_bckd_only_in_balance(n
 def test_every_methods_weight_variants_scale_only_its_weights(method, variant, factor):
     """``<method>-half`` and ``-double`` are the shipped method with each term's automatic weight (``balance``), or
     its fixed weight where the method has none, times 0.5 or 2; nothing else differs."""
-    from dataclasses import replace
-
-    from yolokd.config import resolve_method
-
-    path = Path(__file__).parents[1] / "benchmarks" / "methods" / f"{method}-{variant}.yaml"
     shipped = resolve_method(method)
     expected = [
         replace(t, balance=t.balance * factor) if t.balance > 0 else replace(t, weight=t.weight * factor)
         for t in shipped
     ]
-    got = resolve_method(str(path))
+    got = _bench_method(f"{method}-{variant}")
     assert got == expected and got != shipped
 
 
 def test_the_gated_bckd_differs_from_the_shipped_bckd_only_in_its_gates():
-    from dataclasses import replace
-
-    from yolokd.config import resolve_method
-
-    path = Path(__file__).parents[1] / "benchmarks" / "methods" / "bckd-gated.yaml"
     shipped = resolve_method("bckd")
     assert all(not t.params.get("gate", False) for t in shipped)
-    assert resolve_method(str(path)) == [replace(t, params={**t.params, "gate": True}) for t in shipped]
+    assert _bench_method("bckd-gated") == [replace(t, params={**t.params, "gate": True}) for t in shipped]
