@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from yolokd.bench.config import merge_config
-from yolokd.bench.row import ROW_MODULE, StepTimer, finished_result, launch_row, main
+from yolokd.bench.row import ROW_MODULE, StepTimer, finished_result, keep_superseded, launch_row, main, same_row
 from yolokd.config import KDError
 
 
@@ -76,6 +76,45 @@ def test_reuse_keeps_only_a_finished_row_with_the_same_spec(tmp_path):
     assert merge_config({"reuse": True})[0]["reuse"] is True and merge_config({})[0]["reuse"] is False
     with pytest.raises(KDError, match="reuse"):
         merge_config({"reuse": "yes"})
+
+
+def test_reuse_fills_term_defaults_before_comparing(tmp_path):
+    # a row stored before bckd_cls had its ``gate`` parameter: the yaml now lists gate: false, the default
+    term = {"type": "bckd_cls", "name": "bckd_cls", "weight": 1.0, "balance": 0.5, "schedule": "constant"}
+    old = {"kind": "yolokd", "seed": 0, "dir": str(tmp_path / "row"), "terms": [{**term, "params": {"beta": 1.0}}]}
+    assert same_row(old, {**old, "terms": [{**term, "params": {"beta": 1, "gate": False}}]})
+    assert same_row(old, {**old, "terms": [{**term, "params": {}}]})  # beta 1.0 is the default too
+    assert not same_row(old, {**old, "terms": [{**term, "params": {"gate": True}}]})
+    assert not same_row(old, {**old, "terms": [{**term, "params": {"beta": 2.0}}]})
+    assert not same_row(old, {**old, "terms": [{**term, "weight": 2.0, "params": {}}]})
+    assert same_row({"kind": "student", "terms": None}, {"kind": "student", "terms": None})
+    row = tmp_path / "row"
+    row.mkdir()
+    (row / "spec.json").write_text(json.dumps(old))
+    (row / "result.json").write_text(json.dumps({"ok": True, "val": {"map": 0.5}}))
+    assert finished_result({**old, "terms": [{**term, "params": {"gate": False}}]})["val"]["map"] == 0.5
+
+
+def test_a_changed_row_is_kept_beside_not_deleted(tmp_path):
+    row = tmp_path / "row-seed0"
+    assert keep_superseded(row) is None  # nothing there
+    row.mkdir()
+    (row / "result.json").write_text(json.dumps({"ok": False}))
+    assert keep_superseded(row) is None and row.is_dir()  # a failed row is not worth keeping
+    (row / "result.json").write_text(json.dumps({"ok": True, "val": {"map": 0.5}}))
+    assert keep_superseded(row) == tmp_path / "row-seed0.prev1" and not row.exists()
+    row.mkdir()
+    (row / "result.json").write_text(json.dumps({"ok": True, "val": {"map": 0.6}}))
+    assert keep_superseded(row) == tmp_path / "row-seed0.prev2"
+    assert json.loads((tmp_path / "row-seed0.prev1" / "result.json").read_text())["val"]["map"] == 0.5
+    # launch_row with reuse=True moves a finished row whose spec changed before it trains again
+    spec = {"kind": "student", "method": None, "seed": 0, "dir": str(row), "train": {"lr0": 0.004}}
+    row.mkdir()
+    (row / "spec.json").write_text(json.dumps({**spec, "train": {"lr0": 0.01}}))
+    (row / "result.json").write_text(json.dumps({"ok": True, "val": {"map": 0.7}}))
+    assert launch_row(spec, timeout=60, reuse=True)["ok"] is False  # the spec is incomplete: the new run fails
+    assert json.loads((tmp_path / "row-seed0.prev3" / "result.json").read_text())["val"]["map"] == 0.7
+    assert json.loads((row / "spec.json").read_text()) == spec
 
 
 def test_row_entry_point_usage():

@@ -135,6 +135,12 @@ class KDConfig:
         return cls(**d)
 
 
+def term_param_defaults(term_cls) -> dict[str, Any]:
+    """The keyword arguments of ``term_cls.__init__`` that have a default, with it: what a method yaml may leave out."""
+    sig = inspect.signature(term_cls.__init__).parameters
+    return {k: p.default for k, p in sig.items() if k != "self" and p.default is not inspect.Parameter.empty}
+
+
 def _check_param_types(where: str, term_cls, params: dict[str, Any]) -> None:
     """Check ``params`` against the keyword arguments (and their default types) of ``term_cls.__init__``."""
     sig = {k: p for k, p in inspect.signature(term_cls.__init__).parameters.items() if k != "self"}

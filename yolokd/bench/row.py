@@ -249,17 +249,56 @@ def run_row(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _filled(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` as plain JSON, each term's ``params`` completed with the term's defaults (unknown types as they are)."""
+    from yolokd.config import term_param_defaults
+    from yolokd.losses import TERMS
+
+    spec = json.loads(json.dumps(spec))
+    for t in spec.get("terms") or []:
+        if isinstance(t, dict) and t.get("type") in TERMS:
+            t["params"] = {**term_param_defaults(TERMS[t["type"]]), **(t.get("params") or {})}
+    return spec
+
+
+def same_row(stored: dict[str, Any], spec: dict[str, Any]) -> bool:
+    """Whether a stored row spec trains what ``spec`` trains: equal once each term's defaults are filled in.
+
+    A method yaml that starts to list a parameter at its default value (``gate: false``) is still the same row.
+    """
+    return _filled(stored) == _filled(spec)
+
+
 def finished_result(spec: dict[str, Any]) -> dict[str, Any] | None:
-    """The stored result of a row that finished (ok) in ``spec["dir"]`` with exactly this spec, else None."""
+    """The stored result of a row that finished (ok) in ``spec["dir"]`` with the same spec (`same_row`), else None."""
     out = Path(spec["dir"])
     try:
-        same = json.loads((out / "spec.json").read_text()) == json.loads(json.dumps(spec))
+        same = same_row(json.loads((out / "spec.json").read_text()), spec)
         result = json.loads((out / "result.json").read_text()) if same else None
     except (OSError, json.JSONDecodeError):
         return None
     if not (result and result.get("ok")):
         return None
     return {"wall_s": None, **result, "reused": True, "log": str(out / "log.txt")}
+
+
+def keep_superseded(out: Path) -> Path | None:
+    """Move a finished (ok) row in ``out`` to ``out.prev<n>`` (the first free n) before it is trained again; its path.
+
+    With reuse=True a row whose spec changed is trained again: its earlier result is kept beside, not deleted.
+    """
+    try:
+        ok = json.loads((out / "result.json").read_text()).get("ok")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+    if not ok:
+        return None
+    n = 1
+    while (dest := out.with_name(f"{out.name}.prev{n}")).exists():
+        n += 1
+    out.rename(dest)
+    LOGGER.info(f"{PREFIX}row {out.name}: its settings changed, so it is trained again; the earlier run kept in {dest}")
+    return dest
 
 
 def _read_result(result_file: Path, log_file: Path, rc: int | str) -> dict[str, Any]:
@@ -276,6 +315,8 @@ def launch_row(spec: dict[str, Any], timeout: float | None, reuse: bool = False)
     if reuse and (done := finished_result(spec)) is not None:
         return done
     out = Path(spec["dir"])
+    if reuse:
+        keep_superseded(out)
     out.mkdir(parents=True, exist_ok=True)
     spec_file, result_file, log_file = out / "spec.json", out / "result.json", out / "log.txt"
     spec_file.write_text(json.dumps(spec, indent=2))
