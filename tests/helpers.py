@@ -248,6 +248,26 @@ def np_giou(a, b):
     return inter / union - (ew * eh - union) / (ew * eh)
 
 
+def np_rotated_distance(a, b, eps: float = 1e-7):
+    """Hellinger distance of rotated boxes xywhr as Gaussians (``(..., 5)``), numpy, with explicit 2 x 2 matrices:
+    ``B = 1/8 d^T S^-1 d + 1/2 ln(det S / sqrt(det S_a det S_b))``, ``S = (S_a + S_b) / 2``, ``sqrt(1 - e^-B)``."""
+    a, b = np.asarray(a, dtype=np.float64).reshape(-1, 5), np.asarray(b, dtype=np.float64).reshape(-1, 5)
+    out = []
+    for x, y in zip(a, b):
+        covs = []
+        for box in (x, y):
+            c, s = np.cos(box[4]), np.sin(box[4])
+            rot = np.array([[c, -s], [s, c]])
+            covs.append(rot @ np.diag([box[2] ** 2 / 12, box[3] ** 2 / 12]) @ rot.T)
+        mean = (covs[0] + covs[1]) / 2
+        d = x[:2] - y[:2]
+        bd = d @ np.linalg.inv(mean) @ d / 8 + 0.5 * np.log(
+            np.linalg.det(mean) / np.sqrt(np.linalg.det(covs[0]) * np.linalg.det(covs[1]))
+        )
+        out.append(np.sqrt(1 - np.exp(-max(bd, eps)) + eps))
+    return np.array(out)
+
+
 def grads_finite(loss: torch.Tensor, *inputs: torch.Tensor) -> bool:
     """Backpropagate ``loss`` and check that it and the gradients of ``inputs`` are finite."""
     loss.backward()

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import assigned, head_inputs, kd_model, np_giou, np_sigmoid, toy_batch
+from helpers import assigned, head_inputs, kd_model, np_giou, np_rotated_distance, np_sigmoid, toy_batch
 
 from yolokd.config import resolve_method
 from yolokd.losses import TERMS
@@ -78,6 +78,39 @@ def test_bckd_box_hand_computed_with_each_heads_own_reg_max(s_reg: int, t_reg: i
     value.backward()
     assert s["boxes"].grad.abs().sum() > 0 and t["boxes"].grad is None
     assert s["scores"].grad is None  # the weight is detached
+
+
+def _np_rboxes(preds: dict, reg: int) -> np.ndarray:
+    """(N, A, 5) xywhr: ltrb in the box's own frame, the centre offset ((r - l) / 2, (b - t) / 2) turned by the
+    angle about the anchor, sides (l + r, t + b)."""
+    d = _np_ltrb(preds["boxes"].detach().double().numpy(), reg)
+    theta = preds["angle"].detach().double().numpy()[:, 0]  # (N, A)
+    fx, fy = (d[..., 2] - d[..., 0]) / 2, (d[..., 3] - d[..., 1]) / 2
+    c, s = np.cos(theta), np.sin(theta)
+    pts = POINTS.double().numpy()
+    x, y = pts[:, 0] + fx * c - fy * s, pts[:, 1] + fx * s + fy * c
+    return np.stack((x, y, d[..., 0] + d[..., 2], d[..., 1] + d[..., 3], theta), -1)
+
+
+@pytest.mark.parametrize(("s_reg", "t_reg"), [(1, 1), (4, 8)])
+def test_bckd_box_obb_compares_rotated_boxes_with_each_heads_angle(s_reg: int, t_reg: int) -> None:
+    """OBB heads (an ``angle`` output): the boxes are rotated xywhr and compared by the Gaussian (Hellinger)
+    distance, so that a student with the teacher's sides but another angle is still taught."""
+    s, t = _preds(2, 3, 5, s_reg, box_scale=2.0), _preds(2, 3, 5, t_reg, box_scale=2.0)
+    s["angle"], t["angle"] = (torch.rand(2, 1, 5) - 0.25) * math.pi, (torch.rand(2, 1, 5) - 0.25) * math.pi
+    s["angle"].requires_grad_()
+    value = BCKDBox()(head_inputs(s, t, assigned(FG, POINTS), s_reg, t_reg), None)
+    w = np.abs(np_sigmoid(t["scores"].double().numpy()) - np_sigmoid(s["scores"].double().numpy())).max(1)  # (N, A)
+    dist = np_rotated_distance(_np_rboxes(s, s_reg), _np_rboxes(t, t_reg)).reshape(w.shape)
+    assert value.item() == pytest.approx((w * dist).sum() / 3, rel=1e-4)
+    value.backward()
+    assert s["angle"].grad.abs().sum() > 0 and t["angle"].grad is None  # the angle is distilled
+    # equal sides and centres, another angle: GIoU of the angle-free boxes would be 0, this is not
+    same_sides = {"boxes": s["boxes"].detach(), "scores": t["scores"], "angle": s["angle"].detach() + 0.5}
+    moved = BCKDBox()(head_inputs(s, same_sides, assigned(FG, POINTS), s_reg, s_reg), None)
+    assert moved.item() > 0.01
+    same_sides["angle"] = s["angle"].detach()
+    assert BCKDBox()(head_inputs(s, same_sides, assigned(FG, POINTS), s_reg, s_reg), None).item() < 1e-3
 
 
 def test_bckd_box_exactly_zero_with_equal_scores_and_without_positives() -> None:

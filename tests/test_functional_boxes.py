@@ -8,11 +8,13 @@ under test.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
-from helpers import grads_finite, np_giou, np_sigmoid
-from ultralytics.utils.metrics import bbox_iou
+from helpers import grads_finite, np_giou, np_rotated_distance, np_sigmoid
+from ultralytics.utils.metrics import bbox_iou, probiou
 
 from yolokd.head import anchor_distances, sort_corners
 from yolokd.losses import functional as kdf
@@ -165,7 +167,69 @@ def test_teacher_better_is_strict_and_giou_loss_gradcheck() -> None:
     assert torch.autograd.gradcheck(lambda x: giou_loss(x, t, torch.tensor([True, True])), (s,))
 
 
+# ------------------------------------------------------------------------------------------------- rotated_distance
+R12 = 12**0.5  # a side whose Gaussian variance is 1
+
+
+def _rboxes(n: int, generator: torch.Generator, dtype=torch.float32) -> torch.Tensor:
+    """(n, 5) random rotated boxes xywhr: centres in [0, 20), sides in [0.5, 10.5), angles in [-pi/4, 3pi/4)."""
+    r = torch.rand(n, 5, generator=generator, dtype=dtype)
+    return torch.cat((r[:, :2] * 20, r[:, 2:4] * 10 + 0.5, (r[:, 4:] - 0.25) * math.pi), 1)
+
+
+def test_rotated_distance_by_hand() -> None:
+    """Sigma = I shifted by 2: B = 4/8, d = sqrt(1 - e^-0.5); a 2:1 box (variances 4 and 1) against itself turned
+    90 degrees: mean covariance 2.5 I, B = ln(6.25 / 4) / 2, e^-B = 0.8, d = sqrt(0.2) (eps aside)."""
+    unit = torch.tensor([[0.0, 0.0, R12, R12, 0.0]])
+    got = kdf.rotated_distance(unit, unit + torch.tensor([[2.0, 0, 0, 0, 0]]))
+    assert float(got) == pytest.approx(math.sqrt(1 - math.exp(-0.5)), abs=1e-6)
+    long = torch.tensor([[0.0, 0.0, 2 * R12, R12, 0.0]])
+    turned = long + torch.tensor([[0.0, 0, 0, 0, math.pi / 2]])
+    assert float(kdf.rotated_distance(long, turned)) == pytest.approx(math.sqrt(0.2), abs=1e-6)
+    # the same rectangle: half a turn, or the sides swapped with a quarter turn; only eps is left
+    swapped = torch.tensor([[0.0, 0.0, R12, 2 * R12, math.pi / 2]])
+    for same in (long + torch.tensor([[0.0, 0, 0, 0, math.pi]]), swapped, long):
+        assert float(kdf.rotated_distance(long, same)) < 1e-3
+    assert float(kdf.rotated_distance(long, turned)) > 0.4  # the angle is compared, not only the sides
+
+
+def test_rotated_distance_matches_numpy_and_ultralytics_probiou() -> None:
+    g = torch.Generator().manual_seed(7)
+    a, b = _rboxes(64, g, torch.float64), _rboxes(64, g, torch.float64)
+    b[:32] = a[:32] + torch.randn(32, 5, generator=g, dtype=torch.float64) * 0.3  # near pairs as well as far ones
+    b[:32, 2:4] = b[:32, 2:4].abs() + 0.1
+    got = kdf.rotated_distance(a, b)
+    assert got.dtype == torch.float64 and got.shape == (64,)
+    exact = kdf.rotated_distance(a, b, eps=0.0)  # the formula alone, against the numpy matrices
+    np.testing.assert_allclose(exact.numpy(), np_rotated_distance(a.numpy(), b.numpy(), eps=0.0), rtol=1e-9)
+    np.testing.assert_allclose(got.numpy(), exact.numpy(), rtol=1e-3)  # eps (1e-7) moves it little
+    torch.testing.assert_close(got, 1 - probiou(a, b).squeeze(-1), rtol=1e-5, atol=1e-5)
+    assert ((got > 0) & (got <= 1 + 1e-7)).all()  # 1 + eps under the root at most
+
+
+def test_rotated_distance_shapes_and_gradients() -> None:
+    g = torch.Generator().manual_seed(8)
+    a = _rboxes(6, g, torch.float64).view(2, 3, 5).requires_grad_()
+    b = _rboxes(6, g, torch.float64).view(2, 3, 5)
+    assert kdf.rotated_distance(a, b).shape == (2, 3)
+    assert torch.autograd.gradcheck(lambda x: kdf.rotated_distance(x, b), (a,))
+    assert grads_finite(kdf.rotated_distance(a, a.detach().clone()).sum(), a)  # at equal boxes (B clamped at eps)
+    with pytest.raises(ValueError, match=r"\(\*, 5\)"):
+        kdf.rotated_distance(torch.zeros(2, 4), torch.zeros(2, 4))
+
+
 # --------------------------------------------------------------------------------------------------------- bckd_loc
+def test_bckd_loc_rotated_boxes_by_hand() -> None:
+    """(n, 5) boxes: w_i times the rotated distance. Row 0 is the 2:1 box turned 90 degrees (sqrt(0.2)), with
+    w = sigmoid(1e4) - sigmoid(0) = 0.5; row 1 the unit box shifted by 2 (sqrt(1 - e^-0.5)), with w = 0.25 from
+    logits ln 3 and 0; / avg_factor 2."""
+    sb = torch.tensor([[0.0, 0.0, 2 * R12, R12, 0.0], [0.0, 0.0, R12, R12, 0.0]])
+    tb = torch.tensor([[0.0, 0.0, 2 * R12, R12, math.pi / 2], [2.0, 0.0, R12, R12, 0.0]])
+    s, t = torch.zeros(2, 2), torch.tensor([[1e4, 0.0], [math.log(3), 0.0]])
+    want = (0.5 * math.sqrt(0.2) + 0.25 * math.sqrt(1 - math.exp(-0.5))) / 2
+    assert float(kdf.bckd_loc(sb, tb, s, t, avg_factor=2.0)) == pytest.approx(want, abs=1e-6)
+
+
 def test_bckd_loc_hand_computed_numpy() -> None:
     """sum_i w_i (1 - GIoU_i) with w_i = max_c |sigmoid(t) - sigmoid(s)|, mean or / avg_factor, times the weight."""
     g = torch.Generator().manual_seed(4)
@@ -233,8 +297,8 @@ def test_bckd_loc_degenerate_and_empty() -> None:
 
 
 def test_bckd_loc_invalid_inputs() -> None:
-    with pytest.raises(ValueError, match=r"\(n, 4\)"):
-        kdf.bckd_loc(torch.zeros(2, 5), torch.zeros(2, 5), torch.zeros(2, 1), torch.zeros(2, 1))
+    with pytest.raises(ValueError, match=r"\(n, 4\) or \(n, 5\)"):
+        kdf.bckd_loc(torch.zeros(2, 6), torch.zeros(2, 6), torch.zeros(2, 1), torch.zeros(2, 1))
     with pytest.raises(ValueError, match="rows of logits"):
         kdf.bckd_loc(torch.zeros(2, 4), torch.zeros(2, 4), torch.zeros(3, 1), torch.zeros(3, 1))
     with pytest.raises(ValueError, match="weight must have shape"):

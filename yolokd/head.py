@@ -2,8 +2,9 @@
 """Reading a Detect head's outputs: rows at anchors, confidences, decoded boxes and keypoints, prototypes, suffixes.
 
 Outputs hold, per anchor of every level (levels concatenated, row-major): ``boxes`` (N, 4 * reg_max, A) DFL logits
-(distances when ``reg_max == 1``), ``scores`` (N, nc, A) class logits, and ``mask_coefficient``/``proto`` or
-``kpts`` for the task heads. Decoding follows Ultralytics' rules and runs in float32 with autocast off.
+(distances when ``reg_max == 1``), ``scores`` (N, nc, A) class logits, and ``mask_coefficient``/``proto``, ``kpts``
+or ``angle`` (N, 1, A, OBB: rotated boxes) for the task heads. Decoding follows Ultralytics' rules and runs in
+float32 with autocast off.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 from ultralytics.nn.modules.head import Pose26
 from ultralytics.utils.loss import PoseLoss26, v8PoseLoss
-from ultralytics.utils.tal import bbox2dist, dist2bbox
+from ultralytics.utils.tal import bbox2dist, dist2bbox, dist2rbox
 
 from yolokd.taps import detect_head
 
@@ -23,6 +24,7 @@ __all__ = [
     "decode_boxes",
     "decode_keypoints",
     "head_boxes",
+    "head_rboxes",
     "num_classes",
     "prototypes",
     "rows",
@@ -141,6 +143,28 @@ def anchor_distances(boxes: torch.Tensor, reg_max: int, anchor_points: torch.Ten
         raise ValueError(f"anchor_distances: anchor_points shape {tuple(anchor_points.shape)}, expected {(a, 2)}")
     points = anchor_points.float()
     return bbox2dist(points, decode_boxes(boxes, points, reg_max))
+
+
+def head_rboxes(boxes: torch.Tensor, angle: torch.Tensor, anchor_points: torch.Tensor, reg_max: int) -> torch.Tensor:
+    """An OBB head's rotated boxes (N, A, 5), xywhr in grid units, float32 (Ultralytics' OBB ``bbox_decode``).
+
+    The ltrb distances (`anchor_distances`) lie in the box's own frame, turned by its angle about the anchor.
+
+    Args:
+        boxes (torch.Tensor): (N, 4 * reg_max, A) head box output.
+        angle (torch.Tensor): (N, 1, A) the head's angle output in radians (``preds["angle"]``).
+        anchor_points (torch.Tensor): (A, 2) anchor centres in grid units.
+        reg_max (int): DFL bins per side of that head.
+
+    Examples:
+        >>> d = torch.tensor([0.0, 0.0, 2.0, 0.0]).view(1, 4, 1)  # reg_max 1: right 2, the box centre 1 to the right
+        >>> quarter = torch.full((1, 1, 1), torch.pi / 2)  # turned a quarter: the centre 1 below the anchor
+        >>> [round(v, 4) + 0.0 for v in head_rboxes(d, quarter, torch.zeros(1, 2), 1)[0, 0].tolist()]  # no -0.0
+        [0.0, 1.0, 2.0, 0.0, 1.5708]
+    """
+    theta = angle.float().permute(0, 2, 1)
+    d = anchor_distances(boxes, reg_max, anchor_points)
+    return torch.cat((dist2rbox(d, theta, anchor_points.float()), theta), -1)
 
 
 def decode_keypoints(head: nn.Module, kpts: torch.Tensor, anchor_points: torch.Tensor) -> torch.Tensor:

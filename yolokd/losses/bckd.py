@@ -2,9 +2,10 @@
 """BCKD terms: binary classification and IoU-based localisation distillation (Yang et al., ICCV 2023).
 
 `BCKDCls` (``kd_qfl`` over every anchor) and `BCKDBox` (``bckd_loc`` on boxes decoded with each model's own
-``reg_max``), both divided by the number of TAL positives. With ``gate=True`` both count only the anchors where the
-teacher is nearer the labels than the student (`functional.anchor_gate`), so that a teacher the student has caught
-up with pulls it less, anchor by anchor. See docs/methods.md.
+``reg_max``; for OBB heads rotated boxes with each model's angle), both divided by the number of TAL positives.
+With ``gate=True`` both count only the anchors where the teacher is nearer the labels than the student
+(`functional.anchor_gate`), so that a teacher the student has caught up with pulls it less, anchor by anchor. See
+docs/methods.md.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from yolokd.head import head_boxes, rows
+from yolokd.head import head_boxes, head_rboxes, rows
 from yolokd.losses import functional as kdf
 from yolokd.losses import register
 from yolokd.losses.base import DistillInputs, Term
@@ -38,6 +39,20 @@ def _open_anchors(term: Term, inputs: DistillInputs, assigned: Assigned) -> torc
         return gate.float()
 
     return inputs.memo("bckd_anchor_gate", make)
+
+
+def _boxes(inputs: DistillInputs, assigned: Assigned) -> tuple[torch.Tensor, torch.Tensor]:
+    """Student and teacher boxes at every anchor, grid units, each decoded with its own ``reg_max``; teacher detached.
+
+    xyxy ``(N * A, 4)``, or for OBB heads (an ``angle`` output) rotated xywhr ``(N * A, 5)``, so that the angle is
+    distilled with the box.
+    """
+    (r_s, r_t), s, t, p = inputs.reg_max(), inputs.student.preds, inputs.teacher.preds, assigned.anchor_points
+    if "angle" in s and "angle" in t:
+        sb, tb = head_rboxes(s["boxes"], s["angle"], p, r_s), head_rboxes(t["boxes"], t["angle"], p, r_t)
+    else:
+        sb, tb = head_boxes(s["boxes"], p, r_s), head_boxes(t["boxes"], p, r_t)
+    return sb.reshape(-1, sb.shape[-1]), tb.detach().reshape(-1, tb.shape[-1])
 
 
 def _zero_without_positives(loss: torch.Tensor, assigned: Assigned) -> torch.Tensor:
@@ -82,6 +97,8 @@ class BCKDCls(Term):
 class BCKDBox(Term):
     """IoU-based localisation distillation: ``bckd_loc`` on decoded boxes over every anchor / number of positives.
 
+    OBB heads: the rotated boxes with each model's angle, compared by `functional.rotated_distance`.
+
     ``gate=True`` keeps only the anchors where the teacher is nearer the labels (`functional.anchor_gate`).
 
     Examples:
@@ -104,9 +121,7 @@ class BCKDBox(Term):
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
         """Return the unweighted localisation distillation loss."""
         a = self.assigned(inputs)
-        r_s, r_t = inputs.reg_max()
-        sb = head_boxes(inputs.student.preds["boxes"], a.anchor_points, r_s).reshape(-1, 4)
-        tb = head_boxes(inputs.teacher.preds["boxes"], a.anchor_points, r_t).detach().reshape(-1, 4)
+        sb, tb = _boxes(inputs, a)
         s, t = rows(inputs.student.preds["scores"]), rows(inputs.teacher.preds["scores"])
         weight = _open_anchors(self, inputs, a) if self.gate else None
         return _zero_without_positives(kdf.bckd_loc(sb, tb, s, t, weight=weight, avg_factor=a.num_pos), a)

@@ -14,6 +14,7 @@ from yolokd.losses.functional.boxes import (
     giou_distance,
     giou_loss,
     log_quality,
+    rotated_distance,
     teacher_better,
 )
 from yolokd.losses.functional.feature import (
@@ -51,6 +52,7 @@ __all__ = [
     "mgd_mask",
     "object_gate",
     "pkd",
+    "rotated_distance",
     "standardise",
     "teacher_better",
     "weighted_soft_bce",

@@ -1,5 +1,5 @@
 # yolokd, AGPL-3.0 License
-"""Box formulas: bounded regression, teacher-better gates, ``1 - GIoU`` losses, BCKD's localisation, log-quality."""
+"""Box formulas: bounded regression, teacher gates, ``1 - GIoU`` and rotated distances, BCKD's localisation, quality."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ __all__ = [
     "giou_distance",
     "giou_loss",
     "log_quality",
+    "rotated_distance",
     "teacher_better",
 ]
 
@@ -138,6 +139,58 @@ def giou_distance(a: torch.Tensor, b: torch.Tensor, eps: float | None = None) ->
     return 1.0 - (inter / union - (enclose - union) / enclose)
 
 
+def rotated_distance(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    r"""Hellinger distance of paired rotated boxes as Gaussians (``1 - ProbIoU``, Llerena et al. 2021): in ``[0, 1]``.
+
+    Each box ``(x, y, w, h, r)`` is the Gaussian :math:`\mathcal{N}(\mu, \Sigma)`, :math:`\mu = (x, y)`,
+    :math:`\Sigma = R(r) \operatorname{diag}(w^2, h^2) R(r)^\top / 12`. With :math:`\bar\Sigma = (\Sigma_a +
+    \Sigma_b) / 2` and :math:`\delta = \mu_a - \mu_b`:
+
+    .. math::
+
+        B = \tfrac{1}{8} \delta^\top \bar\Sigma^{-1} \delta
+            + \tfrac{1}{2} \ln \frac{\det \bar\Sigma}{\sqrt{\det \Sigma_a \det \Sigma_b}}, \qquad
+        d = \sqrt{1 - e^{-B} + \epsilon}
+
+    with :math:`B` clamped to ``[eps, 100]`` and ``eps`` in the denominators, as Ultralytics' ``probiou`` (the OBB
+    box loss's similarity). It compares centre, size and angle at once; it is periodic in the angle with period
+    :math:`\pi` and equal for ``(w, h, r)`` and ``(h, w, r + pi / 2)``, the same rectangle.
+
+    Args:
+        a (torch.Tensor): Rotated boxes, xywhr (angle in radians), ``(*, 5)``.
+        b (torch.Tensor): Rotated boxes, same shape and units.
+        eps (float): Floor of :math:`B`, and added to the denominators and under the square root.
+
+    Returns:
+        (torch.Tensor): The distance per box pair, ``(*)``, float32 (float64 for float64 inputs).
+
+    Examples:
+        >>> a = torch.tensor([[0.0, 0.0, 12**0.5, 12**0.5, 0.0]])  # Sigma = I
+        >>> b = torch.tensor([[2.0, 0.0, 12**0.5, 12**0.5, 0.0]])  # B = 4 / 8 = 0.5
+        >>> round(float(rotated_distance(a, b)), 4)  # sqrt(1 - exp(-0.5))
+        0.6273
+    """
+    if a.shape != b.shape or a.shape[-1] != 5:
+        raise ValueError(f"rotated_distance: boxes must share one shape (*, 5), got {tuple(a.shape)}, {tuple(b.shape)}")
+    a, b = upcast(a), upcast(b)
+
+    def cov(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The entries (s_xx, s_yy, s_xy) of each box's covariance."""
+        vw, vh = x[..., 2].square() / 12, x[..., 3].square() / 12
+        c, s = torch.cos(x[..., 4]), torch.sin(x[..., 4])
+        return vw * c * c + vh * s * s, vw * s * s + vh * c * c, (vw - vh) * c * s
+
+    (pa, qa, ra), (pb, qb, rb) = cov(a), cov(b)
+    p, q, r = (pa + pb) / 2, (qa + qb) / 2, (ra + rb) / 2  # the mean covariance
+    det = p * q - r * r
+    dx, dy = a[..., 0] - b[..., 0], a[..., 1] - b[..., 1]
+    mahalanobis = (q * dx * dx - 2 * r * dx * dy + p * dy * dy) / (det + eps)
+    det_a, det_b = (pa * qa - ra * ra).clamp(min=0), (pb * qb - rb * rb).clamp(min=0)
+    log_ratio = torch.log(det / ((det_a * det_b).sqrt() + eps) + eps)
+    bd = (mahalanobis / 8 + log_ratio / 2).clamp(eps, 100.0)
+    return (1.0 - torch.exp(-bd) + eps).sqrt()
+
+
 def giou_loss(
     s_boxes: torch.Tensor, t_boxes: torch.Tensor, gate: torch.Tensor, avg_factor: float | torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -230,14 +283,16 @@ def bckd_loc(
     .. math::
 
         w_i = v_i \max_c \left|\sigma(t_{i,c}) - \sigma(s_{i,c})\right|, \qquad
-        L = \frac{1}{Z} \sum_i w_i \left(1 - \operatorname{GIoU}(b^S_i, b^T_i)\right)
+        L = \frac{1}{Z} \sum_i w_i \, D(b^S_i, b^T_i)
 
     with the scores detached, :math:`v` the optional ``weight`` and :math:`Z` = ``avg_factor`` if given, else ``n``.
-    The GIoU is `giou_distance`'s mmdetection form (``eps``).
+    For xyxy boxes ``(n, 4)``, :math:`D = 1 - \operatorname{GIoU}` in `giou_distance`'s mmdetection form
+    (``eps``); for rotated xywhr boxes ``(n, 5)`` (OBB heads), :math:`D` = `rotated_distance`, which also compares
+    the angles.
 
     Args:
-        sb (torch.Tensor): Student boxes, xyxy, ``(n, 4)``.
-        tb (torch.Tensor): Teacher boxes, xyxy, ``(n, 4)``; the target, not detached here.
+        sb (torch.Tensor): Student boxes, xyxy ``(n, 4)`` or xywhr ``(n, 5)``.
+        tb (torch.Tensor): Teacher boxes, the same layout; the target, not detached here.
         s (torch.Tensor): Student class logits, ``(n, C)``.
         t (torch.Tensor): Teacher class logits, ``(n, C)``.
         weight (torch.Tensor | None): Optional extra per-row weight, ``(n,)``.
@@ -254,9 +309,9 @@ def bckd_loc(
         >>> round(float(bckd_loc(sb, tb, s, t)), 6)  # 0.5 * (1 - 1/3)
         0.333333
     """
-    check_shapes("bckd_loc", sb, tb, 2, "(n, 4)")
-    if sb.shape[-1] != 4:
-        raise ValueError(f"bckd_loc: boxes must have shape (n, 4), got {tuple(sb.shape)}")
+    check_shapes("bckd_loc", sb, tb, 2, "(n, 4) or (n, 5)")
+    if sb.shape[-1] not in (4, 5):
+        raise ValueError(f"bckd_loc: boxes must have shape (n, 4) or (n, 5), got {tuple(sb.shape)}")
     check_shapes("bckd_loc", s, t, 2, "(n, C)")
     if s.shape[0] != sb.shape[0]:
         raise ValueError(f"bckd_loc: {sb.shape[0]} boxes but {s.shape[0]} rows of logits")
@@ -264,5 +319,5 @@ def bckd_loc(
         return graph_zero(sb)
     sb, tb = upcast(sb), upcast(tb)
     w = (upcast(t.detach()).sigmoid() - upcast(s.detach()).sigmoid()).abs().amax(dim=-1).to(sb.dtype)
-    loss = w * giou_distance(sb, tb, eps)
+    loss = w * (giou_distance(sb, tb, eps) if sb.shape[-1] == 4 else rotated_distance(sb, tb))
     return reduce_rows(loss, weight, avg_factor, "bckd_loc")
