@@ -163,6 +163,12 @@ def test_every_methods_weight_variants_scale_only_its_weights(method, variant, f
     assert got == expected and got != shipped
 
 
+def test_the_confidence_crosskd_differs_from_the_shipped_crosskd_only_in_its_class_norm():
+    cls, box = resolve_method("crosskd")
+    assert cls.params["norm"] == "positives"
+    assert _bench_method("crosskd-conf") == [replace(cls, params={**cls.params, "norm": "confidence"}), box]
+
+
 def test_the_gated_bckd_differs_from_the_shipped_bckd_only_in_its_gates():
     shipped = resolve_method("bckd")
     assert all(not t.params.get("gate", False) for t in shipped)

@@ -108,6 +108,29 @@ def test_crosskd_cls_equals_hand_kd_qfl() -> None:
     assert CrossKDCls(beta=2.0)(inputs, None).item() != pytest.approx(got.item(), rel=1e-3)  # beta is used
 
 
+def test_crosskd_cls_confidence_norm_equals_hand_weighted_mean() -> None:
+    """norm=confidence: sum_a w_a sum_c l_{a,c} / sum_a w_a, w = sigmoid(max teacher class logit); no positives."""
+    head = FakeHead()
+    num, den = 0.0, 0.0
+    for num_fg in (3, 0):  # the positives do not enter
+        inputs = fake_inputs(head, num_fg=num_fg)
+        num, den = 0.0, 0.0
+        for level in range(len(SIZES)):
+            s, t = _np_cross(inputs, "cv3", level), _np_level_preds(inputs, "scores", level)
+            q = np_sigmoid(t)
+            bce = np.maximum(s, 0) - s * q + np.log1p(np.exp(-np.abs(s)))
+            w = np_sigmoid(t.max(1))  # (N, H, W)
+            num += (w * (bce * np.abs(np_sigmoid(s) - q)).sum(1)).sum()
+            den += w.sum()
+        got = CrossKDCls(norm="confidence")(inputs, None)
+        assert got.item() == pytest.approx(num / den, rel=1e-5)
+    assert CrossKDCls(norm="confidence")(inputs, None).item() != pytest.approx(
+        CrossKDCls()(fake_inputs(head, num_fg=3), None).item(), rel=1e-2
+    )
+    with pytest.raises(ValueError, match="norm must be one of"):
+        CrossKDCls(norm="anchors")
+
+
 def test_crosskd_box_ld_equals_hand_weighted_kl() -> None:
     """box (DFL) = sum_{anchor, side} w KL(p_t || p_cross) / (4 sum w), w = sigmoid(max teacher class logit)."""
     head, r = FakeHead(reg_max=4), 4
@@ -354,9 +377,13 @@ def test_crosskd_yaml_defaults() -> None:
     cls, box = resolve_method("crosskd")
     assert (cls.type, cls.name, cls.weight, cls.schedule) == ("crosskd_cls", "crosskd_cls", 1.0, "constant")
     assert (box.type, box.name, box.weight, box.schedule) == ("crosskd_box", "crosskd_box", 4.0, "constant")
-    assert cls.params == {"stage": 1, "beta": 1.0}
+    assert cls.params == {"stage": 1, "beta": 1.0, "norm": "positives"}
     assert box.params == {"stage": 1, "T": 1.0, "giou_scale": 0.25}
-    assert repr(TERMS["crosskd_cls"](**cls.params)) == repr(CrossKDCls()) == "CrossKDCls(branch=cv3, stage=1, beta=1.0)"
+    assert (
+        repr(TERMS["crosskd_cls"](**cls.params))
+        == repr(CrossKDCls())
+        == "CrossKDCls(branch=cv3, stage=1, beta=1.0, norm=positives)"
+    )
     assert repr(TERMS["crosskd_box"](**box.params)) == repr(CrossKDBox())
     assert CrossKDCls.needs_targets and not CrossKDBox.needs_targets
     assert (CrossKDCls(stage=0).taps(), CrossKDBox().taps()) == ([("cv3", 0)], [("cv2", 1)])

@@ -120,6 +120,10 @@ class _CrossKD(Term):
 class CrossKDCls(_CrossKD):
     """CrossKD on the class branch (``cv3``): ``kd_qfl(cross, teacher, beta)`` over all anchors / TAL positives.
 
+    ``norm="confidence"`` weights each anchor by the teacher's confidence ``w = sigmoid(max_c t)`` (detached) and
+    divides by ``sum w`` instead of the positives, as the box term does: the loss is then a confidence-weighted mean
+    over the anchors, whatever the number of positives.
+
     Examples:
         >>> CrossKDCls().taps()
         [('cv3', 1)]
@@ -129,22 +133,28 @@ class CrossKDCls(_CrossKD):
     needs_targets = True  # avg_factor = number of TAL positives
     branch = "cv3"
     pred_key = "scores"
+    NORMS: ClassVar[tuple[str, ...]] = ("positives", "confidence")
 
-    def __init__(self, stage: int = 1, beta: float = 1.0) -> None:
-        """Store the crossing stage and the focal exponent."""
+    def __init__(self, stage: int = 1, beta: float = 1.0, norm: str = "positives") -> None:
+        """Store the crossing stage, the focal exponent and the normalisation."""
         super().__init__(stage)
         if beta < 0:
             raise ValueError(f"crosskd_cls: beta must be >= 0, got {beta}")
-        self.beta = float(beta)
+        if norm not in self.NORMS:
+            raise ValueError(f"crosskd_cls: norm must be one of {self.NORMS}, got {norm!r}")
+        self.beta, self.norm = float(beta), norm
 
     def extra_repr(self) -> str:
         """Show the hyper-parameters."""
-        return f"{super().extra_repr()}, beta={self.beta}"
+        return f"{super().extra_repr()}, beta={self.beta}, norm={self.norm}"
 
     def forward(self, inputs: DistillInputs, adapters: nn.Module | None) -> torch.Tensor:
         """Return the unweighted class-branch CrossKD loss."""
-        num_pos = self.assigned(inputs).num_pos  # the avg_factor
         cross, teacher = self.cross(inputs, adapters)
+        if self.norm == "confidence":
+            w = confidence(inputs.teacher.preds).reshape(-1)  # (N * A,)
+            return kdf.kd_qfl(rows(cross), rows(teacher), beta=self.beta, weight=w, avg_factor=w.sum().clamp(_EPS))
+        num_pos = self.assigned(inputs).num_pos  # the avg_factor
         return kdf.kd_qfl(rows(cross), rows(teacher), beta=self.beta, avg_factor=num_pos)
 
 
