@@ -58,7 +58,7 @@ def test_pkd_yaml_defaults_and_composition_with_crosskd(pico_yamls) -> None:
     assert (spec.type, spec.name, spec.weight, spec.schedule, spec.params, spec.balance) == (
         "pkd",
         "pkd",
-        2.5,
+        1.25,
         "constant",
         {},
         0.0,
