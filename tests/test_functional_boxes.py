@@ -214,6 +214,16 @@ def test_rotated_distance_shapes_and_gradients() -> None:
     assert kdf.rotated_distance(a, b).shape == (2, 3)
     assert torch.autograd.gradcheck(lambda x: kdf.rotated_distance(x, b), (a,))
     assert grads_finite(kdf.rotated_distance(a, a.detach().clone()).sum(), a)  # at equal boxes (B clamped at eps)
+    # degenerate boxes (a side of 0, a hair-thin box, both lines along one axis): finite values and gradients
+    flat = torch.tensor([[1.0, 1.0, 4.0, 0.0, 0.3], [0.0, 0.0, 1e-6, 5.0, 0.0], [0.0, 0.0, 3.0, 0.0, 0.0]])
+    flat = flat.double().requires_grad_()
+    other = torch.tensor([[1.5, 1.0, 4.0, 2.0, 0.3], [0.5, 0.0, 2.0, 5.0, 0.1], [1.0, 0.0, 5.0, 0.0, 0.0]]).double()
+    d = kdf.rotated_distance(flat, other)
+    assert torch.isfinite(d).all() and ((d > 0) & (d <= 1 + 1e-7)).all()
+    assert grads_finite(d.sum(), flat)
+    # in float32 a side of 0 loses nothing to cancellation: det S_a det S_b comes from the sides, not p q - r^2
+    thin = kdf.rotated_distance(flat[:1].detach().float(), other[:1].float())
+    assert float(thin) == pytest.approx(d[0].item(), abs=1e-5)
     with pytest.raises(ValueError, match=r"\(\*, 5\)"):
         kdf.rotated_distance(torch.zeros(2, 4), torch.zeros(2, 4))
 

@@ -182,11 +182,12 @@ def rotated_distance(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> tor
 
     (pa, qa, ra), (pb, qb, rb) = cov(a), cov(b)
     p, q, r = (pa + pb) / 2, (qa + qb) / 2, (ra + rb) / 2  # the mean covariance
-    det = p * q - r * r
+    det = (p * q - r * r).clamp(min=0)  # >= 0 in exact arithmetic; float rounding may go below
     dx, dy = a[..., 0] - b[..., 0], a[..., 1] - b[..., 1]
     mahalanobis = (q * dx * dx - 2 * r * dx * dy + p * dy * dy) / (det + eps)
-    det_a, det_b = (pa * qa - ra * ra).clamp(min=0), (pb * qb - rb * rb).clamp(min=0)
-    log_ratio = torch.log(det / ((det_a * det_b).sqrt() + eps) + eps)
+    # sqrt(det S_a det S_b) = |w_a h_a w_b h_b| / 144 exactly: no square root, so a side of 0 has a finite gradient
+    root = (a[..., 2] * a[..., 3] * b[..., 2] * b[..., 3]).abs() / 144
+    log_ratio = torch.log(det / (root + eps) + eps)
     bd = (mahalanobis / 8 + log_ratio / 2).clamp(eps, 100.0)
     return (1.0 - torch.exp(-bd) + eps).sqrt()
 
