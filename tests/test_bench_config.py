@@ -189,3 +189,11 @@ def test_the_gated_bckd_differs_from_the_shipped_bckd_only_in_its_gates():
     shipped = resolve_method("bckd")
     assert all(not t.params.get("gate", False) for t in shipped)
     assert _bench_method("bckd-gated") == [replace(t, params={**t.params, "gate": True}) for t in shipped]
+
+
+def test_the_fgbg_variants_differ_from_the_shipped_fgbg_only_as_named():
+    """fgbg-std: the foreground cosine on standardised maps; fgbg-fg and fgbg-bg: one of the two shipped terms alone."""
+    fg, bg = resolve_method("fgbg")
+    assert "standardise" not in fg.params
+    assert _bench_method("fgbg-std") == [replace(fg, params={**fg.params, "standardise": True}), bg]
+    assert _bench_method("fgbg-fg") == [fg] and _bench_method("fgbg-bg") == [bg]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from helpers import kd_model, np_bernoulli_kl, toy_batch
@@ -252,6 +253,37 @@ def test_fgbg_fg_ungated_counts_every_foreground_cell():
     assert term(inputs, IDENTITY).item() == pytest.approx(_expected_fg(inputs, FG), rel=1e-5)
     assert term.stats == {"fg_gate_open": 1.0, "fg_cell_open": 1.0}
     assert "gate=False" in repr(term) and "keep_unassigned=True" in repr(term)
+
+
+def _np_standardise(x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Per channel over (N, H, W): (x - mean) / (unbiased std + eps), numpy float64."""
+    return (x - x.mean(axis=(0, 2, 3), keepdims=True)) / (x.std(axis=(0, 2, 3), ddof=1, keepdims=True) + eps)
+
+
+def test_fgbg_fg_standardise_hand_computed_on_standardised_maps():
+    """With ``standardise`` the term is the same cosine sum on maps standardised per channel (numpy) beforehand."""
+    inputs = make_inputs(t_logit=[0.0] * 4, s_logit=[2.0] * 4)
+    term = TERMS["fgbg_fg"](gate=False, standardise=True)
+    got = term(inputs, IDENTITY).item()
+    for f in (*inputs.student_feats, *inputs.teacher_feats):
+        f.data.copy_(torch.from_numpy(_np_standardise(f.detach().double().numpy())))
+    assert got == pytest.approx(_expected_fg(inputs, FG), rel=1e-5)
+    assert got != pytest.approx(
+        TERMS["fgbg_fg"](gate=False)(make_inputs(t_logit=[0.0] * 4, s_logit=[2.0] * 4), IDENTITY).item(), rel=1e-3
+    )
+    assert "standardise=True" in repr(term)
+
+
+def test_fgbg_fg_standardise_makes_the_loss_blind_to_the_teachers_scale_and_offset():
+    """The raw cosine ignores a scale of the teacher's map but not an offset (a mean activation); standardised,
+    neither moves the loss."""
+    base = make_inputs(t_logit=[0.0] * 4, s_logit=[2.0] * 4)
+    moved = make_inputs(t_logit=[0.0] * 4, s_logit=[2.0] * 4)
+    for f in moved.teacher_feats:
+        f.mul_(20.0).add_(3.0)
+    std, raw = TERMS["fgbg_fg"](gate=False, standardise=True), TERMS["fgbg_fg"](gate=False)
+    assert std(moved, IDENTITY).item() == pytest.approx(std(base, IDENTITY).item(), rel=1e-4)
+    assert abs(raw(moved, IDENTITY).item() - raw(base, IDENTITY).item()) > 0.05
 
 
 def test_fgbg_fg_zero_when_student_equals_teacher():

@@ -38,20 +38,24 @@ class FGBGForeground(Term):
     Args:
         gate (bool): Apply the per-object teacher-better gate.
         keep_unassigned (bool): Keep (ungated) the cells of objects without a TAL positive.
+        standardise (bool): Standardise both maps per channel over ``(N, H, W)`` first (`kdf.standardise`, as PKD
+            does): the cosine then compares each cell's deviations from the channels' means, not a direction that
+            the channels' mean activations (the teacher's feature magnitudes) dominate.
     """
 
     type = "fgbg_fg"
     needs_targets = True
 
-    def __init__(self, gate: bool = True, keep_unassigned: bool = True) -> None:
-        """Store the gating options."""
+    def __init__(self, gate: bool = True, keep_unassigned: bool = True, standardise: bool = False) -> None:
+        """Store the gating options and whether to standardise."""
         super().__init__()
         self.gate = bool(gate)
         self.keep_unassigned = bool(keep_unassigned)
+        self.standardise = bool(standardise)
 
     def extra_repr(self) -> str:
         """Show the hyper-parameters."""
-        return f"gate={self.gate}, keep_unassigned={self.keep_unassigned}"
+        return f"gate={self.gate}, keep_unassigned={self.keep_unassigned}, standardise={self.standardise}"
 
     def make_adapters(self, probe: Probe) -> nn.Module:
         """One 1x1 adapter per neck level, student -> teacher channels."""
@@ -85,8 +89,8 @@ class FGBGForeground(Term):
         )
         self.record("fg_cell_open", sum(c.sum() for c in cells), sum(m.sum() for m in masks))
         loss = 0.0
-        for ad, s, t, m, c in zip(adapters, inputs.student.feats, inputs.teacher.feats, masks, cells):
-            loss = loss + kdf.cosine_fg(ad(s), t, m, gate=c)  # over all the level's foreground cells, not the open ones
+        for (s, t), m, c in zip(inputs.adapted_pairs(adapters, self.standardise), masks, cells):
+            loss = loss + kdf.cosine_fg(s, t, m, gate=c)  # over all the level's foreground cells, not the open ones
         return loss.float().reshape(())
 
 
