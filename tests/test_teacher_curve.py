@@ -59,3 +59,18 @@ def test_training_warns_once_before_the_data_with_the_checkpoints_curve(tmp_path
         with captured_logs(logging.WARNING) as records:
             KDTrainer(overrides={**args, "teacher": str(teacher), "name": teacher.stem})
         assert sum("still improving fast" in r.getMessage() for r in records) == expected, teacher
+
+
+def test_a_teacher_trained_without_validation_has_no_curve_and_no_warning(tmp_path, teacher_pt) -> None:
+    """With ``val=False`` Ultralytics validates after the last epoch only and records zeros before it: read as a
+    curve, that is a 100% late gain on every such teacher. It is no curve; the same values validated are one."""
+    ckpt = torch.load(teacher_pt, map_location="cpu", weights_only=False)
+    zeros_then_last = [0.0] * 19 + [0.627]  # what a 20-epoch val=False teacher's checkpoint holds
+    ckpt["train_results"] = {**(ckpt.get("train_results") or {}), KEY: zeros_then_last}
+    for val, expected in ((False, {}), (True, zeros_then_last)):
+        ckpt["train_args"] = {**ckpt["train_args"], "val": val}
+        path = tmp_path / f"val-{val}.pt"
+        torch.save(ckpt, path)
+        curves = read_teacher(path)[1]
+        assert curves.get(KEY, {}) == expected
+        assert (undertrained_warning(curves) is None) is (not val)

@@ -21,7 +21,8 @@ from yolokd.taps import detect_head, model_task
 LATE_GAIN = 0.12
 """The share of a teacher's best val mAP50-95 reached only in the last fifth of its epochs above which yolokd warns
 that the teacher was still improving fast when its training stopped. yolokd's benchmark teachers: 0.18 for the
-10-epoch one a converged student outgrows (it then costs the student accuracy), 0.02-0.08 for the 80-epoch ones."""
+first 10-epoch one a converged student outgrows (it then costs the student accuracy), 0.02-0.08 for the 80-epoch ones;
+a second 10-epoch teacher of the same recipe flattened at the end (0.05) and is missed."""
 
 
 def late_gain(curve: list[float] | None, tail: float = 0.2) -> tuple[float, float, int] | None:
@@ -78,7 +79,10 @@ def load_teacher(path: str | Path | None) -> nn.Module:
 
 
 def read_teacher(path: str | Path | None) -> tuple[nn.Module, dict]:
-    """`load_teacher`, and its checkpoint's ``train_results`` (its training curves; empty where it has none)."""
+    """`load_teacher`, and its checkpoint's ``train_results`` (its training curves).
+
+    Empty where it has none, or where it was trained with ``val=False`` and so validated after its last epoch only.
+    """
     if path is None or str(path).strip() == "":
         raise KDError("no teacher given: pass teacher=path/to/teacher.pt (a trained detection checkpoint)")
     p = Path(str(path))
@@ -101,6 +105,9 @@ def read_teacher(path: str | Path | None) -> tuple[nn.Module, dict]:
             f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); re-export or retrain it"
         ) from e
     curves = ckpt.get("train_results") if isinstance(ckpt, dict) else None
+    train_args = ckpt.get("train_args") if isinstance(ckpt, dict) else None
+    if isinstance(train_args, dict) and train_args.get("val", True) is False:
+        curves = None  # validated after its last epoch only: Ultralytics records zeros before it, which are no curve
     return teacher.float(), curves if isinstance(curves, dict) else {}
 
 
