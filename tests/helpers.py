@@ -215,6 +215,11 @@ def np_log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
 
 
+def np_standardise(x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Per channel over (N, H, W): ``(x - mean) / (unbiased std + eps)``, numpy."""
+    return (x - x.mean(axis=(0, 2, 3), keepdims=True)) / (x.std(axis=(0, 2, 3), ddof=1, keepdims=True) + eps)
+
+
 def np_align_scale(s: np.ndarray, t: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     """``s`` re-standardised to ``t``'s per-channel mean and unbiased std over (N, H, W), numpy."""
     ms, ss = s.mean((0, 2, 3), keepdims=True), s.std((0, 2, 3), ddof=1, keepdims=True)

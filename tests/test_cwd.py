@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import np_log_softmax
+from helpers import np_log_softmax, np_standardise
 from torch import nn
 
 from yolokd.config import resolve_method
@@ -28,15 +28,11 @@ def _np_cwd(s: np.ndarray, t: np.ndarray, tau: float) -> float:
     return float(tau**2 / (n * c) * (np.exp(log_pt) * (log_pt - log_ps)).sum())
 
 
-def _np_standardise(x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    return (x - x.mean(axis=(0, 2, 3), keepdims=True)) / (x.std(axis=(0, 2, 3), ddof=1, keepdims=True) + eps)
-
-
 @pytest.mark.parametrize("standardise", [False, True])
 def test_cwd_term_sums_levels_hand_computed(standardise: bool) -> None:
     rng = np.random.default_rng(0)
     levels = [(rng.normal(size=(2, 3, 4, 4)), rng.normal(size=(2, 3, 4, 4)) * 5) for _ in range(2)]
-    prep = _np_standardise if standardise else (lambda x: x)
+    prep = np_standardise if standardise else (lambda x: x)
     expected = sum(_np_cwd(prep(s), prep(t), 2.0) for s, t in levels)
     got = CWD(tau=2.0, standardise=standardise)(
         _inputs([torch.tensor(s) for s, _ in levels], [torch.tensor(t) for _, t in levels]),

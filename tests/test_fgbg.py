@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
-from helpers import kd_model, np_bernoulli_kl, toy_batch
+from helpers import kd_model, np_bernoulli_kl, np_standardise, toy_batch
 from torch import nn
 from ultralytics.utils.tal import make_anchors
 
@@ -255,18 +254,13 @@ def test_fgbg_fg_ungated_counts_every_foreground_cell():
     assert "gate=False" in repr(term) and "keep_unassigned=True" in repr(term)
 
 
-def _np_standardise(x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """Per channel over (N, H, W): (x - mean) / (unbiased std + eps), numpy float64."""
-    return (x - x.mean(axis=(0, 2, 3), keepdims=True)) / (x.std(axis=(0, 2, 3), ddof=1, keepdims=True) + eps)
-
-
 def test_fgbg_fg_standardise_hand_computed_on_standardised_maps():
     """With ``standardise`` the term is the same cosine sum on maps standardised per channel (numpy) beforehand."""
     inputs = make_inputs(t_logit=[0.0] * 4, s_logit=[2.0] * 4)
     term = TERMS["fgbg_fg"](gate=False, standardise=True)
     got = term(inputs, IDENTITY).item()
     for f in (*inputs.student_feats, *inputs.teacher_feats):
-        f.data.copy_(torch.from_numpy(_np_standardise(f.detach().double().numpy())))
+        f.data.copy_(torch.from_numpy(np_standardise(f.detach().double().numpy())))
     assert got == pytest.approx(_expected_fg(inputs, FG), rel=1e-5)
     assert got != pytest.approx(
         TERMS["fgbg_fg"](gate=False)(make_inputs(t_logit=[0.0] * 4, s_logit=[2.0] * 4), IDENTITY).item(), rel=1e-3

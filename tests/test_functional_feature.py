@@ -14,19 +14,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as TF
-from helpers import KL_TOLERANCE, grads_finite, logit_draws, np_align_scale, np_log_softmax
+from helpers import KL_TOLERANCE, grads_finite, logit_draws, np_align_scale, np_log_softmax, np_standardise
 
 from yolokd.losses import functional as kdf
 from yolokd.losses.functional import align_scale, cosine_fg, cwd, gaussian_imitation
 
 pytestmark = pytest.mark.usefixtures("seeded")
-
-
-def _np_standardise(x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """Per channel over (N, H, W), unbiased std."""
-    mean = x.mean(axis=(0, 2, 3), keepdims=True)
-    std = x.std(axis=(0, 2, 3), ddof=1, keepdims=True)
-    return (x - mean) / (std + eps)
 
 
 def _np_cwd(s: torch.Tensor, t: torch.Tensor, tau: float = 1.0) -> float:
@@ -322,7 +315,7 @@ def test_standardise_hand_computed_numpy() -> None:
     x_np = np.random.default_rng(2).normal(size=(2, 3, 4, 5)) * np.array([1.0, 10.0, 0.1]).reshape(1, 3, 1, 1) + 3
     got = kdf.standardise(torch.tensor(x_np, dtype=torch.float32))
     assert got.shape == (2, 3, 4, 5) and got.dtype == torch.float32
-    np.testing.assert_allclose(got.numpy(), _np_standardise(x_np), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got.numpy(), np_standardise(x_np), rtol=1e-5, atol=1e-5)
 
 
 def test_standardise_blind_to_a_positive_affine_map_per_channel() -> None:
@@ -342,7 +335,7 @@ def test_pkd_hand_computed_numpy() -> None:
     """pkd = 0.5 x mean of the squared difference of the per-channel standardised maps (numpy, ddof=1)."""
     rng = np.random.default_rng(0)
     s_np, t_np = rng.normal(size=(2, 3, 4, 5)), rng.normal(size=(2, 3, 4, 5)) * 4 + 2
-    expected = 0.5 * ((_np_standardise(s_np) - _np_standardise(t_np)) ** 2).mean()
+    expected = 0.5 * ((np_standardise(s_np) - np_standardise(t_np)) ** 2).mean()
     got = kdf.pkd(torch.tensor(s_np, dtype=torch.float32), torch.tensor(t_np, dtype=torch.float32))
     assert float(got) == pytest.approx(expected, rel=1e-5)
 
