@@ -104,8 +104,8 @@ def read_teacher(path: str | Path | None) -> tuple[nn.Module, dict]:
             f"teacher file '{p}' is not a readable Ultralytics checkpoint ({type(e).__name__}: "
             f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); re-export or retrain it"
         ) from e
-    curves = ckpt.get("train_results") if isinstance(ckpt, dict) else None
-    train_args = ckpt.get("train_args") if isinstance(ckpt, dict) else None
+    info = ckpt if isinstance(ckpt, dict) else {}
+    curves, train_args = info.get("train_results"), info.get("train_args")
     if isinstance(train_args, dict) and train_args.get("val", True) is False:
         curves = None  # validated after its last epoch only: Ultralytics records zeros before it, which are no curve
     return teacher.float(), curves if isinstance(curves, dict) else {}
